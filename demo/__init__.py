@@ -1,0 +1,13 @@
+"""A cookie-authenticated chat built on aiohttp-upgrade.
+
+Run it with ``python -m aiohttp.web -H 127.0.0.1 -P 8080 demo.chat:init_app``
+(``make demo`` does exactly that). The modules each have one job:
+
+- :mod:`demo.config`: settings from environment variables, with safe defaults.
+- :mod:`demo.auth`: HMAC-signed session tokens and the cookie that carries them.
+- :mod:`demo.store`: SQLite on one worker thread, so the event loop never blocks.
+- :mod:`demo.protocol`: the JSON message schema, parsed and validated (pure).
+- :mod:`demo.presence`: who is in which room (pure).
+- :mod:`demo.chat`: the routes and the WebSocket handler that tie them together.
+- :mod:`demo.existing_app`: aiohttp-upgrade added to an ordinary aiohttp app.
+"""

@@ -1,0 +1,108 @@
+"""Demo settings, read from environment variables with safe defaults.
+
+========================  ==============================================  =========
+variable                  meaning                                         default
+========================  ==============================================  =========
+``DEMO_DATA_DIR``         directory holding ``chat.sqlite3``; created     ``./data``
+``DEMO_SECRET``           key that signs session cookies                  generated
+``DEMO_ALLOWED_ORIGINS``  extra origins allowed to open the WebSocket     none
+                          (comma separated); the page's own origin
+                          is always allowed
+``DEMO_SESSION_TTL``      seconds a sign-in stays valid                   ``604800``
+========================  ==============================================  =========
+
+A missing ``DEMO_SECRET`` is generated for this process only (and logged), so
+every restart signs everybody out; set it to keep sessions across restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "DATABASE_NAME",
+    "DEFAULT_DATA_DIR",
+    "DEFAULT_SESSION_TTL",
+    "MIN_SECRET_LENGTH",
+    "Config",
+    "ConfigError",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = "./data"
+DEFAULT_SESSION_TTL = 7 * 24 * 3600
+DATABASE_NAME = "chat.sqlite3"
+MIN_SECRET_LENGTH = 16
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the demo cannot use."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the chat app needs to start.
+
+    ``clock`` returns the current Unix time; tests replace it to expire
+    sessions without waiting.
+    """
+
+    data_dir: Path
+    secret: bytes
+    allowed_origins: tuple[str, ...] = ()
+    session_ttl: int = DEFAULT_SESSION_TTL
+    clock: Callable[[], float] = field(default=time.time, compare=False)
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite file inside :attr:`data_dir`."""
+        return self.data_dir / DATABASE_NAME
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Config:
+        """Build a config from ``env`` (usually ``os.environ``).
+
+        Raises:
+            ConfigError: a variable is set to an unusable value.
+        """
+        data_dir = Path(env.get("DEMO_DATA_DIR") or DEFAULT_DATA_DIR)
+        raw_secret = env.get("DEMO_SECRET", "")
+        if raw_secret:
+            if len(raw_secret) < MIN_SECRET_LENGTH:
+                raise ConfigError(
+                    f"DEMO_SECRET must be at least {MIN_SECRET_LENGTH} characters"
+                )
+            secret = raw_secret.encode()
+        else:
+            secret = secrets.token_bytes(32)
+            log.warning(
+                "DEMO_SECRET is not set: generated a secret for this process; "
+                "everybody is signed out when it restarts"
+            )
+        origins = tuple(
+            origin.strip().rstrip("/")
+            for origin in env.get("DEMO_ALLOWED_ORIGINS", "").split(",")
+            if origin.strip()
+        )
+        for origin in origins:
+            if not origin.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"DEMO_ALLOWED_ORIGINS entry {origin!r} must start with "
+                    "http:// or https://"
+                )
+        raw_ttl = env.get("DEMO_SESSION_TTL", "")
+        try:
+            ttl = int(raw_ttl) if raw_ttl else DEFAULT_SESSION_TTL
+        except ValueError:
+            raise ConfigError("DEMO_SESSION_TTL must be a whole number") from None
+        if ttl <= 0:
+            raise ConfigError("DEMO_SESSION_TTL must be positive")
+        return cls(
+            data_dir=data_dir, secret=secret, allowed_origins=origins, session_ttl=ttl
+        )

@@ -1,0 +1,207 @@
+"""SQLite storage on one dedicated worker thread.
+
+Every call is an ``async`` method that hands a short function to a
+single-thread :class:`~concurrent.futures.ThreadPoolExecutor`. The connection
+is opened and used only on that thread, so calls run one at a time in the order
+they were made and the event loop never waits on the disk. Writes are committed
+before the awaiting coroutine resumes: a message is durable by the time it is
+published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from .models import ChatMessage, User
+
+__all__ = ["DEFAULT_HISTORY_LIMIT", "Store", "StoreClosedError"]
+
+DEFAULT_HISTORY_LIMIT = 50
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    room TEXT NOT NULL,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    text TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
+"""
+
+
+class StoreClosedError(RuntimeError):
+    """The store was used after :meth:`Store.close`."""
+
+
+class Store:
+    """The chat's users, sessions and messages in one SQLite file.
+
+    Create it with ``await Store.open(path)`` and end it with
+    ``await store.close()``.
+    """
+
+    def __init__(self, executor: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+        """Use :meth:`open` instead."""
+        self._executor = executor
+        self._conn = conn
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Open (creating if needed) the database at ``path`` and its directory."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-store")
+
+        def connect() -> sqlite3.Connection:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.executescript(_SCHEMA)
+            return conn
+
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(executor, connect)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(executor, conn)
+
+    async def close(self) -> None:
+        """Close the database and stop the worker thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._conn.close)
+        finally:
+            self._executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        conn = self._conn
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, conn)
+
+    async def user_for_name(self, name: str) -> User:
+        """The user called ``name`` (case-insensitively), created if new."""
+
+        def query(conn: sqlite3.Connection) -> User:
+            with conn:
+                conn.execute("INSERT OR IGNORE INTO users (name) VALUES (?)", (name,))
+                row = conn.execute(
+                    "SELECT id, name FROM users WHERE name = ?", (name,)
+                ).fetchone()
+            return User(int(row[0]), str(row[1]))
+
+        return await self._run(query)
+
+    async def create_session(
+        self, session_id: str, user_id: int, expires_at: int, now: float
+    ) -> None:
+        """Record a signed-in session; sessions expired at ``now`` are purged."""
+
+        def query(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+                conn.execute(
+                    "INSERT INTO sessions (id, user_id, expires_at) VALUES (?, ?, ?)",
+                    (session_id, user_id, expires_at),
+                )
+
+        await self._run(query)
+
+    async def user_for_session(self, session_id: str, now: float) -> User | None:
+        """The user of a session that exists and has not expired at ``now``."""
+
+        def query(conn: sqlite3.Connection) -> User | None:
+            row = conn.execute(
+                "SELECT users.id, users.name FROM sessions"
+                " JOIN users ON users.id = sessions.user_id"
+                " WHERE sessions.id = ? AND sessions.expires_at > ?",
+                (session_id, now),
+            ).fetchone()
+            return None if row is None else User(int(row[0]), str(row[1]))
+
+        return await self._run(query)
+
+    async def delete_session(self, session_id: str) -> None:
+        """Forget a session (sign-out). Idempotent."""
+
+        def query(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+        await self._run(query)
+
+    async def save_message(
+        self, room: str, user_id: int, text: str, created_at: float
+    ) -> ChatMessage:
+        """Commit a message and return it with its new id.
+
+        Raises:
+            sqlite3.IntegrityError: ``user_id`` is not a known user.
+        """
+
+        def query(conn: sqlite3.Connection) -> ChatMessage:
+            with conn:
+                cursor = conn.execute(
+                    "INSERT INTO messages (room, user_id, text, created_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (room, user_id, text, created_at),
+                )
+                message_id = cursor.lastrowid
+                row = conn.execute(
+                    "SELECT name FROM users WHERE id = ?", (user_id,)
+                ).fetchone()
+            assert message_id is not None
+            return ChatMessage(
+                message_id, room, User(user_id, str(row[0])), text, created_at
+            )
+
+        return await self._run(query)
+
+    async def recent_messages(
+        self, room: str, limit: int = DEFAULT_HISTORY_LIMIT
+    ) -> list[ChatMessage]:
+        """The last ``limit`` messages of ``room``, oldest first."""
+
+        def query(conn: sqlite3.Connection) -> list[ChatMessage]:
+            rows = conn.execute(
+                "SELECT messages.id, users.id, users.name, text, created_at"
+                " FROM messages JOIN users ON users.id = messages.user_id"
+                " WHERE room = ? ORDER BY messages.id DESC LIMIT ?",
+                (room, limit),
+            ).fetchall()
+            return [
+                ChatMessage(
+                    int(row[0]),
+                    room,
+                    User(int(row[1]), str(row[2])),
+                    str(row[3]),
+                    float(row[4]),
+                )
+                for row in reversed(rows)
+            ]
+
+        return await self._run(query)

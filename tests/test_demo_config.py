@@ -1,0 +1,58 @@
+"""The demo's settings from environment variables."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from demo.config import DEFAULT_SESSION_TTL, Config, ConfigError
+
+
+def test_defaults_are_safe(caplog: pytest.LogCaptureFixture) -> None:
+    """With no variables set, data goes to ./data and a random secret is logged."""
+    with caplog.at_level(logging.WARNING, logger="demo.config"):
+        config = Config.from_env({})
+    assert config.data_dir == Path("./data")
+    assert len(config.secret) == 32
+    assert config.allowed_origins == ()
+    assert config.session_ttl == DEFAULT_SESSION_TTL
+    assert "DEMO_SECRET is not set" in caplog.text
+
+
+def test_generated_secrets_differ() -> None:
+    """Each process without DEMO_SECRET gets its own secret."""
+    assert Config.from_env({}).secret != Config.from_env({}).secret
+
+
+def test_variables_are_read() -> None:
+    """Every variable is honoured, origins trimmed of spaces and trailing slashes."""
+    config = Config.from_env(
+        {
+            "DEMO_DATA_DIR": "/srv/chat",
+            "DEMO_SECRET": "x" * 20,
+            "DEMO_ALLOWED_ORIGINS": " https://a.example/ ,http://b.example:8080,",
+            "DEMO_SESSION_TTL": "60",
+        }
+    )
+    assert config.database_path == Path("/srv/chat/chat.sqlite3")
+    assert config.secret == b"x" * 20
+    assert config.allowed_origins == ("https://a.example", "http://b.example:8080")
+    assert config.session_ttl == 60
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"DEMO_SECRET": "short"},
+        {"DEMO_ALLOWED_ORIGINS": "evil.example"},
+        {"DEMO_SESSION_TTL": "soon"},
+        {"DEMO_SESSION_TTL": "0"},
+    ],
+    ids=["short-secret", "origin-without-scheme", "ttl-not-number", "ttl-zero"],
+)
+def test_bad_values_are_refused(env: dict[str, str]) -> None:
+    """An unusable value stops the start with ConfigError naming the variable."""
+    with pytest.raises(ConfigError, match="DEMO_"):
+        Config.from_env({**env, "DEMO_SECRET": env.get("DEMO_SECRET", "y" * 32)})

@@ -1,0 +1,114 @@
+"""The demo's SQLite store, on a real database file in tmp_path."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from demo.store import Store, StoreClosedError
+
+NOW = 1_700_000_000.0
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = await Store.open(tmp_path / "data" / "chat.sqlite3")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_open_creates_directory_and_file(tmp_path: Path) -> None:
+    """Opening a store in a missing directory creates it and the database."""
+    path = tmp_path / "new" / "dir" / "chat.sqlite3"
+    store = await Store.open(path)
+    await store.close()
+    assert path.is_file()
+
+
+async def test_user_for_name_is_stable(store: Store) -> None:
+    """The same name, in any case, always maps to the same user."""
+    first = await store.user_for_name("Ada")
+    second = await store.user_for_name("ada")
+    other = await store.user_for_name("bob")
+    assert first == second
+    assert first.name == "Ada"
+    assert other.id != first.id
+
+
+async def test_session_resolves_to_its_user(store: Store) -> None:
+    """A recorded session resolves to its user until it expires."""
+    ada = await store.user_for_name("ada")
+    await store.create_session("s1", ada.id, int(NOW) + 10, NOW)
+    assert await store.user_for_session("s1", NOW) == ada
+    assert await store.user_for_session("s1", NOW + 10) is None
+
+
+async def test_unknown_session_resolves_to_nobody(store: Store) -> None:
+    """A session id that was never recorded resolves to nobody."""
+    assert await store.user_for_session("nope", NOW) is None
+
+
+async def test_deleted_session_resolves_to_nobody(store: Store) -> None:
+    """Signing out deletes the session so its token stops working."""
+    ada = await store.user_for_name("ada")
+    await store.create_session("s1", ada.id, int(NOW) + 10, NOW)
+    await store.delete_session("s1")
+    assert await store.user_for_session("s1", NOW) is None
+
+
+async def test_recent_messages_oldest_first_and_limited(store: Store) -> None:
+    """History returns the last N messages of one room, oldest first."""
+    ada = await store.user_for_name("ada")
+    for i in range(5):
+        await store.save_message("r", ada.id, f"m{i}", NOW + i)
+    await store.save_message("other", ada.id, "elsewhere", NOW)
+    history = await store.recent_messages("r", limit=3)
+    assert [m.text for m in history] == ["m2", "m3", "m4"]
+    assert all(m.user == ada for m in history)
+
+
+async def test_save_message_rejects_unknown_user(store: Store) -> None:
+    """A message can only be saved for a user that exists."""
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.save_message("r", 12345, "ghost", NOW)
+
+
+async def test_messages_survive_reopen(tmp_path: Path) -> None:
+    """Messages written by one store are read by the next one on the same file."""
+    path = tmp_path / "chat.sqlite3"
+    first = await Store.open(path)
+    ada = await first.user_for_name("ada")
+    saved = await first.save_message("r", ada.id, "persist me", NOW)
+    await first.close()
+    second = await Store.open(path)
+    try:
+        assert await second.recent_messages("r") == [saved]
+    finally:
+        await second.close()
+
+
+async def test_queries_run_off_the_loop_thread(store: Store) -> None:
+    """Database work runs on the store's own thread, never the event loop's."""
+    seen: list[str] = []
+
+    def probe(conn: sqlite3.Connection) -> None:
+        seen.append(threading.current_thread().name)
+
+    await store._run(probe)
+    assert seen[0].startswith("demo-store")
+    assert seen[0] != threading.current_thread().name
+
+
+async def test_closed_store_refuses_work(tmp_path: Path) -> None:
+    """Using a store after close raises StoreClosedError; closing twice is fine."""
+    store = await Store.open(tmp_path / "chat.sqlite3")
+    await store.close()
+    await store.close()
+    with pytest.raises(StoreClosedError):
+        await store.user_for_name("ada")
