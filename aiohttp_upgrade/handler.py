@@ -1,0 +1,93 @@
+"""``WebSocketHandler``: the class users subclass to handle sockets, Bun's ``websocket:`` object."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .deflate import PerMessageDeflate
+from .options import (
+    DEFAULT_BACKPRESSURE_LIMIT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_PAYLOAD_LENGTH,
+    Options,
+)
+
+if TYPE_CHECKING:
+    from .websocket import ServerWebSocket
+
+__all__ = ["WebSocketHandler"]
+
+DataT = TypeVar("DataT")
+
+Hook = Callable[..., Awaitable[None] | None]
+
+_OPTION_NAMES = tuple(Options.__dataclass_fields__)
+HOOK_NAMES = ("open", "message", "close", "drain", "ping", "pong", "error")
+
+
+class WebSocketHandler(Generic[DataT]):
+    """Handles the sockets of one :class:`~aiohttp_upgrade.Server`.
+
+    Subclass it and override the hooks you need; each may be a plain method or a
+    coroutine, and a hook you do not override costs nothing. Messages of one socket
+    are dispatched in order: an ``async def message`` is awaited before the next
+    message of that socket is dispatched (Bun does not wait; this gives inbound
+    backpressure).
+
+    Options are class attributes, or keyword arguments of the constructor that
+    override them; they are validated when the handler is created (ValueError
+    naming the option; TypeError for an unknown one). Defaults are Bun's.
+    """
+
+    max_payload_length: int = DEFAULT_MAX_PAYLOAD_LENGTH
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    backpressure_limit: int = DEFAULT_BACKPRESSURE_LIMIT
+    close_on_backpressure_limit: bool = False
+    per_message_deflate: bool | PerMessageDeflate = False
+    send_pings: bool = True
+    publish_to_self: bool = False
+
+    def __init__(self, **options: Any) -> None:
+        values = {name: getattr(self, name) for name in _OPTION_NAMES}
+        values.update(options)
+        self.options = Options.from_values(values)
+        for name in _OPTION_NAMES:
+            if name in options:
+                setattr(self, name, options[name])
+        # Only overridden hooks are called; None means "skip".
+        self.hooks: dict[str, tuple[Hook, bool] | None] = {}
+        for name in HOOK_NAMES:
+            method = getattr(self, name)
+            if getattr(type(self), name) is getattr(WebSocketHandler, name):
+                self.hooks[name] = None
+            else:
+                self.hooks[name] = (method, inspect.iscoroutinefunction(method))
+
+    def open(self, ws: ServerWebSocket[DataT]) -> Awaitable[None] | None:
+        """Called once the socket is open, before any message is dispatched."""
+
+    def message(
+        self, ws: ServerWebSocket[DataT], message: str | bytes
+    ) -> Awaitable[None] | None:
+        """Called for each message: ``str`` for a text frame, ``bytes`` for binary."""
+
+    def close(
+        self, ws: ServerWebSocket[DataT], code: int, reason: str
+    ) -> Awaitable[None] | None:
+        """Called exactly once when the socket is closed; ``ws`` no longer sends."""
+
+    def drain(self, ws: ServerWebSocket[DataT]) -> Awaitable[None] | None:
+        """Called when the write buffer has emptied after a send returned -1."""
+
+    def ping(self, ws: ServerWebSocket[DataT], data: bytes) -> Awaitable[None] | None:
+        """Called for each ping, after the pong has been sent."""
+
+    def pong(self, ws: ServerWebSocket[DataT], data: bytes) -> Awaitable[None] | None:
+        """Called for each pong."""
+
+    def error(
+        self, ws: ServerWebSocket[DataT], exc: BaseException
+    ) -> Awaitable[None] | None:
+        """Called when another hook raised; the socket is then closed with 1011."""

@@ -1,0 +1,122 @@
+"""Validating an opening handshake (RFC 6455 section 4.2). Pure: headers in, decision out."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from multidict import CIMultiDict
+
+from .deflate import DeflateParams, PerMessageDeflate, negotiate_deflate
+
+__all__ = ["Accept", "Reject", "accept_key", "check_handshake", "response_headers"]
+
+GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
+SUPPORTED_VERSION: Final = "13"
+
+# Headers the handshake owns: user-supplied values for these are ignored.
+_HANDSHAKE_HEADERS: Final = frozenset(
+    h.lower()
+    for h in (
+        "Upgrade",
+        "Connection",
+        "Sec-WebSocket-Accept",
+        "Sec-WebSocket-Extensions",
+        "Content-Length",
+        "Transfer-Encoding",
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """A valid handshake: what to answer with."""
+
+    key: str
+    subprotocol: str | None
+    deflate: DeflateParams | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Not an acceptable handshake; ``status`` is 426 for a wrong version, else 0."""
+
+    reason: str
+    status: int = 0
+
+
+def _tokens(value: str | None) -> list[str]:
+    if not value:
+        return []
+    return [token.strip().lower() for token in value.split(",")]
+
+
+def accept_key(key: str) -> str:
+    """Return ``Sec-WebSocket-Accept`` for a client's ``Sec-WebSocket-Key``."""
+    digest = hashlib.sha1((key + GUID).encode("ascii")).digest()  # noqa: S324
+    return base64.b64encode(digest).decode("ascii")
+
+
+def check_handshake(
+    method: str,
+    headers: Mapping[str, str],
+    deflate: PerMessageDeflate | None,
+) -> Accept | Reject:
+    """Decide whether a request is a WebSocket handshake this server accepts."""
+    if method != "GET":
+        return Reject("method is not GET")
+    if "websocket" not in _tokens(headers.get("Upgrade")):
+        return Reject("no 'Upgrade: websocket'")
+    if "upgrade" not in _tokens(headers.get("Connection")):
+        return Reject("no 'Connection: upgrade'")
+    key = headers.get("Sec-WebSocket-Key", "").strip()
+    try:
+        raw_key = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raw_key = b""
+    if len(raw_key) != 16:  # RFC 6455 4.1: 16 random bytes, base64-encoded
+        return Reject("bad or missing Sec-WebSocket-Key")
+    if headers.get("Sec-WebSocket-Version", "").strip() != SUPPORTED_VERSION:
+        return Reject("unsupported Sec-WebSocket-Version", status=426)
+    offered = [p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    offered = [p for p in offered if p]
+    negotiated = (
+        negotiate_deflate(headers.get("Sec-WebSocket-Extensions"), deflate)
+        if deflate is not None
+        else None
+    )
+    return Accept(
+        key=key,
+        subprotocol=offered[0] if offered else None,
+        deflate=negotiated,
+    )
+
+
+def response_headers(
+    accept: Accept, extra: Iterable[tuple[str, str]]
+) -> tuple[CIMultiDict[str], str | None]:
+    """Return the 101 response headers and the chosen subprotocol.
+
+    ``extra`` may choose the subprotocol with ``Sec-WebSocket-Protocol``; other
+    handshake headers in it are ignored.
+    """
+    headers: CIMultiDict[str] = CIMultiDict()
+    subprotocol = accept.subprotocol
+    for name, value in extra:
+        lower = name.lower()
+        if lower == "sec-websocket-protocol":
+            subprotocol = value.strip() or None
+        elif lower not in _HANDSHAKE_HEADERS:
+            headers.add(name, value)
+    headers["Upgrade"] = "websocket"
+    headers["Connection"] = "Upgrade"
+    headers["Sec-WebSocket-Accept"] = accept_key(accept.key)
+    if subprotocol is not None:
+        headers["Sec-WebSocket-Protocol"] = subprotocol
+    if accept.deflate is not None:
+        headers["Sec-WebSocket-Extensions"] = accept.deflate.response
+    return headers, subprotocol

@@ -1,0 +1,362 @@
+"""``Server``: the aiohttp adapter that gives request handlers Bun's ``server.upgrade()``."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar, cast
+
+from aiohttp import web
+
+from ._compat import install_parser
+from .errors import InvalidStateError
+from .frames import build_frame
+from .handler import WebSocketHandler
+from .handshake import Accept, check_handshake, response_headers
+from .origin import origin_allowed
+from .topics import TopicRegistry, check_topic
+from .websocket import ReadyState, ServerWebSocket, _payload
+
+__all__ = ["Fetch", "Server"]
+
+logger = logging.getLogger("aiohttp_upgrade")
+
+DataT = TypeVar("DataT")
+
+GOING_AWAY: Final = 1001
+# How long app shutdown waits for close hooks before it moves on.
+SHUTDOWN_TIMEOUT: Final = 5.0
+# The idle timer advances in ticks of idle_timeout / IDLE_TICKS; pings go out
+# at PING_TICK of them, so a socket closes between 7/8 and 8/8 of idle_timeout.
+IDLE_TICKS: Final = 8
+PING_TICK: Final = 6
+
+_ADAPTER_KEY: Final = "aiohttp_upgrade.server"
+_UPGRADE_KEY: Final = "aiohttp_upgrade.upgrade"
+_OPEN: Final = ReadyState.OPEN
+
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+Fetch = Callable[
+    [web.Request, "Server[DataT]"],
+    Awaitable[web.StreamResponse | None] | web.StreamResponse | None,
+]
+
+
+@dataclass(slots=True)
+class _Upgrade:
+    accept: Accept
+    data: Any
+    headers: Headers | None
+
+
+_WRONG_VERSION: Final = "wrong-version"
+
+
+class _UpgradeResponse(web.StreamResponse):
+    """The 101 response; after the handshake the socket owns the stream."""
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+class _Flusher:
+    """Writes each socket's pending frames once per event-loop turn."""
+
+    __slots__ = ("_dirty", "_scheduled", "_spare")
+
+    def __init__(self) -> None:
+        self._dirty: list[ServerWebSocket[Any]] = []
+        self._spare: list[ServerWebSocket[Any]] = []
+        self._scheduled = False
+
+    def add(self, ws: ServerWebSocket[Any]) -> None:
+        self._dirty.append(ws)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        dirty = self._dirty
+        self._dirty = self._spare
+        for ws in dirty:
+            ws.flush()
+        dirty.clear()
+        self._spare = dirty
+
+
+def _header_items(headers: Headers | None) -> Iterable[tuple[str, str]]:
+    if headers is None:
+        return ()
+    if isinstance(headers, Mapping):
+        return headers.items()
+    return headers
+
+
+class Server(Generic[DataT]):
+    """Upgrades aiohttp requests to WebSockets handled by one :class:`WebSocketHandler`.
+
+    Args:
+        websocket_handler: the handler whose hooks run for every socket.
+        allowed_origins: None (default, as Bun) accepts any ``Origin``. An iterable
+            makes the adapter answer 403, before ``fetch`` runs, to a handshake whose
+            ``Origin`` is neither the request's own origin nor listed.
+    """
+
+    def __init__(
+        self,
+        websocket_handler: WebSocketHandler[DataT],
+        *,
+        allowed_origins: Iterable[str] | None = None,
+    ) -> None:
+        if not isinstance(websocket_handler, WebSocketHandler):
+            raise TypeError("Server() needs a WebSocketHandler instance")
+        self.websocket_handler = websocket_handler
+        self.options = websocket_handler.options
+        self.allowed_origins = (
+            None if allowed_origins is None else tuple(allowed_origins)
+        )
+        self.topics: TopicRegistry[ServerWebSocket[DataT]] = TopicRegistry()
+        self.flusher = _Flusher()
+        self._sockets: dict[ServerWebSocket[DataT], asyncio.Task[Any] | None] = {}
+        self._shutting_down = False
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    # -- the request-handler adapter ---------------------------------------------
+
+    def handler(
+        self, fetch: Fetch[DataT]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """Wrap ``fetch(request, server)`` into an aiohttp request handler.
+
+        ``fetch`` may be sync or async. It calls :meth:`upgrade` and returns None to
+        upgrade, or returns a response. Returning None without upgrading answers 500.
+        """
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if (
+                self.allowed_origins is not None
+                and "websocket" in request.headers.get("Upgrade", "").lower()
+                and not origin_allowed(request, self.allowed_origins)
+            ):
+                logger.info(
+                    "WebSocket handshake refused: Origin %s",
+                    request.headers.get("Origin"),
+                )
+                return web.Response(status=403, text="Origin not allowed")
+            request[_ADAPTER_KEY] = self
+            result = fetch(request, self)
+            if inspect.isawaitable(result):
+                result = await result
+            upgrade = request.get(_UPGRADE_KEY)
+            if isinstance(upgrade, _Upgrade):
+                if result is not None:
+                    logger.warning(
+                        "fetch upgraded %s and also returned a response; "
+                        "the response is ignored",
+                        request.path,
+                    )
+                return await self._serve(request, upgrade)
+            if upgrade == _WRONG_VERSION:
+                return web.Response(
+                    status=426,
+                    headers={"Sec-WebSocket-Version": "13"},
+                    text="Upgrade Required: Sec-WebSocket-Version 13",
+                )
+            if result is None:
+                logger.error(
+                    "fetch for %s returned None without upgrading the request; "
+                    "return a response when server.upgrade() returns False",
+                    request.path,
+                )
+                return web.Response(status=500, text="Internal Server Error")
+            return result
+
+        return handle
+
+    def upgrade(
+        self,
+        request: web.BaseRequest,
+        *,
+        data: DataT | None = None,
+        headers: Headers | None = None,
+    ) -> bool:
+        """Upgrade ``request`` once ``fetch`` returns; False if it cannot be upgraded.
+
+        False when the request is not a valid WebSocket handshake, was already
+        upgraded, or the server is shutting down. ``data`` becomes ``ws.data``;
+        ``headers`` are added to the 101 response (handshake headers in it are
+        ignored, except ``Sec-WebSocket-Protocol``, which picks the subprotocol).
+
+        Raises:
+            InvalidStateError: ``request`` did not come through :meth:`handler`.
+        """
+        if request.get(_ADAPTER_KEY) is not self:
+            raise InvalidStateError(
+                "upgrade() needs a request routed through this server's handler()"
+            )
+        if self._shutting_down or request.get(_UPGRADE_KEY) is not None:
+            return False
+        decision = check_handshake(
+            request.method, request.headers, self.options.per_message_deflate
+        )
+        if not isinstance(decision, Accept):
+            if decision.status == 426:
+                request[_UPGRADE_KEY] = _WRONG_VERSION
+            return False
+        request[_UPGRADE_KEY] = _Upgrade(decision, data, headers)
+        return True
+
+    async def _serve(
+        self, request: web.Request, upgrade: _Upgrade
+    ) -> web.StreamResponse:
+        headers, subprotocol = response_headers(
+            upgrade.accept, _header_items(upgrade.headers)
+        )
+        response = _UpgradeResponse(status=101, headers=headers)
+        await response.prepare(request)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return response
+        # Pause the protocol whenever a byte is buffered, so that "resumed" means
+        # "empty": the drain hook relies on it.
+        transport.set_write_buffer_limits(high=0)
+        ws = ServerWebSocket(
+            self,
+            request.protocol,
+            transport,
+            cast(DataT, upgrade.data),
+            subprotocol,
+            request.remote or "",
+            upgrade.accept.deflate,
+        )
+        self._sockets[ws] = asyncio.current_task()
+        self._start_idle_timer()
+        install_parser(request, ws)
+        await ws.run(self.websocket_handler.hooks["open"])
+        return response
+
+    # -- pub/sub ----------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        message: str | bytes | bytearray | memoryview,
+        compress: bool = False,
+    ) -> int:
+        """Send ``message`` to every subscriber of ``topic``; return the worst code.
+
+        The payload length if every subscriber took it at once, -1 if any was
+        backpressured (queued), 0 if any dropped it or nobody is subscribed.
+        """
+        topic = check_topic(topic)
+        opcode, payload = _payload(message)
+        return self.publish_frame(topic, opcode, payload, compress, None)
+
+    def publish_frame(
+        self,
+        topic: str,
+        opcode: int,
+        payload: bytes,
+        compress: bool,
+        sender: ServerWebSocket[DataT] | None,
+    ) -> int:
+        """Fan a message out to ``topic``; the frame is built once for all sockets."""
+        subscribers = self.topics.subscribers(topic)
+        if not subscribers:
+            return 0
+        skip = None if self.options.publish_to_self else sender
+        length = len(payload)
+        frame = build_frame(opcode, payload)
+        compressed: dict[tuple[int, int], bytes] | None = None
+        delivered = dropped = queued = False
+        # A snapshot: a subscriber closed by its backpressure limit leaves mid-loop.
+        for ws in tuple(subscribers):
+            if ws is skip or ws.ready_state is not _OPEN:
+                continue
+            delivered = True
+            compressor = ws._compressor
+            if compress and compressor is not None and length:
+                if compressor.shareable:
+                    if compressed is None:
+                        compressed = {}
+                    data = compressed.get(compressor.key)
+                    if data is None:
+                        data = compressed[compressor.key] = build_frame(
+                            opcode, compressor.compress(payload), rsv1=True
+                        )
+                    code = ws._enqueue(data, length)
+                else:
+                    code = ws._enqueue(
+                        build_frame(opcode, compressor.compress(payload), rsv1=True),
+                        length,
+                    )
+            else:
+                code = ws._enqueue(frame, length)
+            if code < 0:
+                queued = True
+            elif code == 0:
+                dropped = True
+        if not delivered or dropped:
+            return 0
+        return -1 if queued else length
+
+    def subscriber_count(self, topic: str) -> int:
+        """How many sockets are subscribed to ``topic`` right now."""
+        return self.topics.count(check_topic(topic))
+
+    # -- lifecycle --------------------------------------------------------------
+
+    @property
+    def pending_websockets(self) -> int:
+        """Number of open sockets."""
+        return len(self._sockets)
+
+    def forget(self, ws: ServerWebSocket[DataT]) -> None:
+        """Drop a closing socket from the registry and every topic."""
+        self._sockets.pop(ws, None)
+        self.topics.unsubscribe_all(ws)
+
+    def setup(self, app: web.Application) -> None:
+        """Register the server on ``app``: ``app[SERVER_KEY]`` and graceful shutdown."""
+        from . import SERVER_KEY
+
+        app[SERVER_KEY] = self
+        app.on_shutdown.append(self._on_shutdown)
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        await self.shutdown()
+
+    async def shutdown(
+        self, code: int = GOING_AWAY, reason: str = "server shutdown"
+    ) -> None:
+        """Refuse new upgrades, close every socket with ``code``, wait for close hooks."""
+        self._shutting_down = True
+        tasks = [task for task in self._sockets.values() if task is not None]
+        for ws in list(self._sockets):
+            ws.close(code, reason)
+        current = asyncio.current_task()
+        tasks = [task for task in tasks if task is not current and not task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_TIMEOUT)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _start_idle_timer(self) -> None:
+        timeout = self.options.idle_timeout
+        if timeout and self._idle_timer is None:
+            self._idle_timer = asyncio.get_running_loop().call_later(
+                timeout / IDLE_TICKS, self._idle_sweep
+            )
+
+    def _idle_sweep(self) -> None:
+        self._idle_timer = None
+        ping_tick = PING_TICK if self.options.send_pings else 0
+        for ws in list(self._sockets):
+            ws.idle_tick(ping_tick, IDLE_TICKS)
+        if self._sockets:
+            self._start_idle_timer()

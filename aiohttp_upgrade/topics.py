@@ -1,0 +1,95 @@
+"""Topic registry for pub/sub: who is subscribed to what. Pure, no I/O.
+
+Subscribers are kept in insertion-ordered dicts (used as ordered sets), so a
+publish visits them in subscription order and a snapshot is cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from typing import Generic, TypeVar
+
+__all__ = ["TopicRegistry", "check_topic"]
+
+S = TypeVar("S", bound=Hashable)
+
+
+def check_topic(topic: object) -> str:
+    """Return ``topic`` if it is a valid topic name; raise TypeError/ValueError if not."""
+    if type(topic) is not str:
+        if isinstance(topic, str):
+            return str(topic)
+        raise TypeError(f"topic must be a str, got {type(topic).__name__}")
+    if not topic:
+        raise ValueError("topic must not be empty")
+    return topic
+
+
+class TopicRegistry(Generic[S]):
+    """Maps topics to subscribers and subscribers to topics."""
+
+    __slots__ = ("_by_subscriber", "_by_topic")
+
+    def __init__(self) -> None:
+        self._by_topic: dict[str, dict[S, None]] = {}
+        self._by_subscriber: dict[S, dict[str, None]] = {}
+
+    def subscribe(self, subscriber: S, topic: str) -> bool:
+        """Add a subscription; False if it already existed."""
+        members = self._by_topic.get(topic)
+        if members is None:
+            members = self._by_topic[topic] = {}
+        elif subscriber in members:
+            return False
+        members[subscriber] = None
+        topics = self._by_subscriber.get(subscriber)
+        if topics is None:
+            topics = self._by_subscriber[subscriber] = {}
+        topics[topic] = None
+        return True
+
+    def unsubscribe(self, subscriber: S, topic: str) -> bool:
+        """Remove a subscription; False if there was none."""
+        members = self._by_topic.get(topic)
+        if members is None or subscriber not in members:
+            return False
+        del members[subscriber]
+        if not members:
+            del self._by_topic[topic]
+        topics = self._by_subscriber[subscriber]
+        del topics[topic]
+        if not topics:
+            del self._by_subscriber[subscriber]
+        return True
+
+    def unsubscribe_all(self, subscriber: S) -> list[str]:
+        """Remove every subscription of ``subscriber``; return the topics it left."""
+        topics = self._by_subscriber.pop(subscriber, None)
+        if topics is None:
+            return []
+        for topic in topics:
+            members = self._by_topic[topic]
+            del members[subscriber]
+            if not members:
+                del self._by_topic[topic]
+        return list(topics)
+
+    def is_subscribed(self, subscriber: S, topic: str) -> bool:
+        members = self._by_topic.get(topic)
+        return members is not None and subscriber in members
+
+    def topics_of(self, subscriber: S) -> list[str]:
+        """A snapshot of the topics ``subscriber`` is subscribed to."""
+        topics = self._by_subscriber.get(subscriber)
+        return list(topics) if topics else []
+
+    def subscribers(self, topic: str) -> Iterable[S]:
+        """The live subscriber collection of ``topic`` (do not mutate while iterating)."""
+        return self._by_topic.get(topic, ())
+
+    def count(self, topic: str) -> int:
+        members = self._by_topic.get(topic)
+        return len(members) if members else 0
+
+    def __len__(self) -> int:
+        return len(self._by_topic)

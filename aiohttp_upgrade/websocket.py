@@ -1,0 +1,555 @@
+"""``ServerWebSocket``: one upgraded connection, Bun's ``ServerWebSocket``.
+
+Sending never awaits. Every frame sent to a socket during one event-loop turn
+(``send``, ``publish``, pongs, Close) is appended to that socket's pending output,
+and one flush per turn writes it with a single ``transport.write``. Each socket
+has one owner coroutine (the aiohttp request handler that upgraded it) which runs
+``open``, dispatches queued events to async hooks in order, and runs ``close``.
+Events for plain-function hooks are dispatched straight from ``data_received``
+while the owner is idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+
+from ._compat import wait_writable
+from .deflate import DeflateParams
+from .errors import ProtocolError
+from .frames import (
+    OP_BINARY,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    build_close_frame,
+    build_frame,
+)
+from .parser import FrameParser, is_valid_close_code
+from .topics import check_topic
+
+if TYPE_CHECKING:
+    from .handler import Hook
+    from .server import Server
+
+__all__ = ["ReadyState", "ServerWebSocket"]
+
+logger = logging.getLogger("aiohttp_upgrade")
+
+DataT = TypeVar("DataT")
+T = TypeVar("T")
+
+NORMAL_CLOSURE: Final = 1000
+ABNORMAL_CLOSURE: Final = 1006
+INTERNAL_ERROR: Final = 1011
+
+# How long a closing connection may take to flush its last bytes before it is aborted.
+CLOSE_TIMEOUT: Final = 5.0
+# Queued events at which reading from the client pauses (inbound backpressure).
+INBOX_HIGH_WATER: Final = 64
+
+# Event kinds for the owner's inbox.
+_MESSAGE: Final = 0
+_PING: Final = 1
+_PONG: Final = 2
+_DRAIN: Final = 3
+_ERROR: Final = 4
+_KIND_HOOKS: Final = ("message", "ping", "pong", "drain", "error")
+
+
+class ReadyState(enum.IntEnum):
+    """Connection state, with the numbers Bun's ``readyState`` reports."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+_OPEN: Final = ReadyState.OPEN
+_CLOSED: Final = ReadyState.CLOSED
+
+_NOT_EOF: Final = (False, b"")
+
+
+def _payload(message: object) -> tuple[int, bytes]:
+    if type(message) is str:
+        return OP_TEXT, message.encode()
+    if type(message) is bytes:
+        return OP_BINARY, message
+    if isinstance(message, bytearray | memoryview):
+        return OP_BINARY, bytes(message)
+    if isinstance(message, str):
+        return OP_TEXT, message.encode()
+    raise TypeError(
+        f"message must be str or a bytes-like object, got {type(message).__name__}"
+    )
+
+
+def _control_payload(data: bytes | bytearray | memoryview | str) -> bytes:
+    payload = data.encode() if isinstance(data, str) else bytes(data)
+    if len(payload) > 125:  # RFC 6455 5.5
+        raise ValueError("ping/pong payload must be at most 125 bytes")
+    return payload
+
+
+class ServerWebSocket(Generic[DataT]):
+    """An open WebSocket. ``data`` is whatever ``server.upgrade(data=...)`` attached.
+
+    Send methods return Bun's codes: the payload length when the frame was queued
+    onto an idle connection, ``-1`` when bytes were already waiting in the socket's
+    write buffer (the frame is queued and will be delivered; ``drain`` follows),
+    ``0`` when it was dropped (socket closed, or ``backpressure_limit`` exceeded)
+    and for an empty payload (which is still sent).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_backpressure_limit",
+        "_close_code",
+        "_close_on_limit",
+        "_close_reason",
+        "_compressor",
+        "_direct",
+        "_drain_task",
+        "_hooks",
+        "_idle_ticks",
+        "_inbox",
+        "_pending",
+        "_pending_size",
+        "_protocol",
+        "_reading_paused",
+        "_server",
+        "_transport",
+        "_waiter",
+        "data",
+        "parser",
+        "remote_address",
+        "subprotocol",
+        "ready_state",
+    )
+
+    def __init__(
+        self,
+        server: Server[DataT],
+        protocol: Any,
+        transport: asyncio.Transport,
+        data: DataT,
+        subprotocol: str | None,
+        remote_address: str,
+        deflate: DeflateParams | None,
+    ) -> None:
+        options = server.websocket_handler.options
+        self.data = data
+        self.subprotocol = subprotocol
+        self.remote_address = remote_address
+        self.ready_state = ReadyState.OPEN
+        self._server = server
+        self._protocol = protocol
+        self._transport = transport
+        self._compressor = deflate.new_compressor() if deflate else None
+        self._backpressure_limit = options.backpressure_limit
+        self._close_on_limit = options.close_on_backpressure_limit
+        hooks = server.websocket_handler.hooks
+        self._hooks: tuple[tuple[Hook, bool] | None, ...] = tuple(
+            hooks[name] for name in _KIND_HOOKS
+        )
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._inbox: deque[tuple[int, Any]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._direct = False
+        self._reading_paused = False
+        self._drain_task: asyncio.Task[None] | None = None
+        self._idle_ticks = 0
+        self._close_code = ABNORMAL_CLOSURE
+        self._close_reason = ""
+        self.parser = FrameParser(
+            self,
+            options.max_payload_length,
+            deflate.new_inflater(options.max_payload_length) if deflate else None,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<ServerWebSocket {self.ready_state.name} {self.remote_address}"
+            f" data={self.data!r}>"
+        )
+
+    # -- sending ---------------------------------------------------------------
+
+    def send(
+        self, message: str | bytes | bytearray | memoryview, compress: bool = False
+    ) -> int:
+        """Send a text frame for ``str``, a binary frame for bytes-like; return Bun's code.
+
+        ``compress`` compresses only when permessage-deflate was negotiated.
+        """
+        opcode, payload = _payload(message)
+        return self._send_data(opcode, payload, compress)
+
+    def send_text(self, message: str, compress: bool = False) -> int:
+        """Send a text frame; TypeError if ``message`` is not a str."""
+        if not isinstance(message, str):
+            raise TypeError(f"send_text needs a str, got {type(message).__name__}")
+        return self._send_data(OP_TEXT, message.encode(), compress)
+
+    def send_binary(
+        self, message: bytes | bytearray | memoryview, compress: bool = False
+    ) -> int:
+        """Send a binary frame; TypeError if ``message`` is not bytes-like."""
+        if not isinstance(message, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"send_binary needs a bytes-like object, got {type(message).__name__}"
+            )
+        return self._send_data(OP_BINARY, bytes(message), compress)
+
+    def ping(self, data: bytes | bytearray | memoryview | str = b"") -> int:
+        """Send a ping (payload at most 125 bytes, else ValueError)."""
+        payload = _control_payload(data)
+        if self.ready_state is not _OPEN:
+            return 0
+        return self._enqueue(build_frame(OP_PING, payload), len(payload))
+
+    def pong(self, data: bytes | bytearray | memoryview | str = b"") -> int:
+        """Send an unsolicited pong (payload at most 125 bytes, else ValueError)."""
+        payload = _control_payload(data)
+        if self.ready_state is not _OPEN:
+            return 0
+        return self._enqueue(build_frame(OP_PONG, payload), len(payload))
+
+    def _send_data(self, opcode: int, payload: bytes, compress: bool) -> int:
+        if self.ready_state is not _OPEN:
+            return 0
+        compressor = self._compressor
+        if compress and compressor is not None and payload:
+            frame = build_frame(opcode, compressor.compress(payload), rsv1=True)
+        else:
+            frame = build_frame(opcode, payload)
+        return self._enqueue(frame, len(payload))
+
+    def _enqueue(self, frame: bytes, length: int) -> int:
+        """Queue a built frame; the caller checked that the socket is open."""
+        waiting = self._transport.get_write_buffer_size()
+        if waiting + self._pending_size > self._backpressure_limit:
+            if self._close_on_limit:
+                self._abort(ABNORMAL_CLOSURE, "backpressure limit exceeded")
+            return 0
+        pending = self._pending
+        if not pending:
+            self._server.flusher.add(self)
+        pending.append(frame)
+        self._pending_size += len(frame)
+        self._idle_ticks = 0
+        if waiting:
+            if self._drain_task is None:
+                self._drain_task = asyncio.ensure_future(self._watch_drain())
+            return -1
+        return length
+
+    def flush(self) -> None:
+        """Write the pending frames now, in one write (called once per loop turn)."""
+        pending = self._pending
+        if not pending:
+            return
+        transport = self._transport
+        if not transport.is_closing():
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        pending.clear()
+        self._pending_size = 0
+
+    def get_buffered_amount(self) -> int:
+        """Bytes sent but not yet handed to the kernel."""
+        if self._transport.is_closing() and self.ready_state is _CLOSED:
+            return 0
+        return self._transport.get_write_buffer_size() + self._pending_size
+
+    def cork(self, callback: Callable[[ServerWebSocket[DataT]], T]) -> T:
+        """Run ``callback(ws)``; whatever it sends goes out in one write. Returns its result."""
+        try:
+            return callback(self)
+        finally:
+            self.flush()
+
+    async def _watch_drain(self) -> None:
+        try:
+            await wait_writable(self._protocol)
+        except ConnectionError:
+            return
+        finally:
+            self._drain_task = None
+        if self.ready_state is _OPEN:
+            self._dispatch(_DRAIN, None)
+
+    # -- pub/sub ---------------------------------------------------------------
+
+    def subscribe(self, topic: str) -> bool:
+        """Subscribe to ``topic``; False if already subscribed or closed."""
+        topic = check_topic(topic)
+        if self.ready_state is not _OPEN:
+            return False
+        return self._server.topics.subscribe(self, topic)
+
+    def unsubscribe(self, topic: str) -> bool:
+        """Unsubscribe from ``topic``; True if it was subscribed."""
+        topic = check_topic(topic)
+        if self.ready_state is not _OPEN:
+            return False
+        return self._server.topics.unsubscribe(self, topic)
+
+    def is_subscribed(self, topic: str) -> bool:
+        topic = check_topic(topic)
+        if self.ready_state is not _OPEN:
+            return False
+        return self._server.topics.is_subscribed(self, topic)
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """A snapshot of this socket's topics (``[]`` once closed)."""
+        if self.ready_state is not _OPEN:
+            return []
+        return self._server.topics.topics_of(self)
+
+    def publish(
+        self,
+        topic: str,
+        message: str | bytes | bytearray | memoryview,
+        compress: bool = False,
+    ) -> int:
+        """Send to every subscriber of ``topic`` except this socket (unless
+        ``publish_to_self``); return the worst code among them (see README)."""
+        topic = check_topic(topic)
+        if self.ready_state is not _OPEN:
+            return 0
+        opcode, payload = _payload(message)
+        return self._server.publish_frame(topic, opcode, payload, compress, self)
+
+    def publish_text(self, topic: str, message: str, compress: bool = False) -> int:
+        if not isinstance(message, str):
+            raise TypeError(f"publish_text needs a str, got {type(message).__name__}")
+        return self.publish(topic, message, compress)
+
+    def publish_binary(
+        self,
+        topic: str,
+        message: bytes | bytearray | memoryview,
+        compress: bool = False,
+    ) -> int:
+        if not isinstance(message, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"publish_binary needs a bytes-like object, got {type(message).__name__}"
+            )
+        return self.publish(topic, message, compress)
+
+    # -- closing ---------------------------------------------------------------
+
+    def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close with ``code`` and ``reason`` (cut to 123 bytes); idempotent."""
+        if not is_valid_close_code(code):
+            raise ValueError(f"invalid close code {code}")
+        if self.ready_state is not _OPEN:
+            return
+        self._begin_close(code, reason, build_close_frame(code, reason))
+
+    def terminate(self) -> None:
+        """Abort the connection without a Close frame; the close hook sees 1006."""
+        if self.ready_state is not _OPEN:
+            return
+        self._abort(ABNORMAL_CLOSURE, "")
+
+    def _abort(self, code: int, reason: str) -> None:
+        self._set_closed(code, reason)
+        self._pending.clear()
+        self._pending_size = 0
+        self._transport.abort()
+
+    def _set_closed(self, code: int, reason: str) -> None:
+        self.ready_state = _CLOSED
+        self._close_code = code
+        self._close_reason = reason
+        self.parser.stop()
+        self._server.forget(self)
+        self._wake()
+
+    def _begin_close(self, code: int, reason: str, frame: bytes | None) -> None:
+        """Send ``frame`` (a Close) after everything pending, then close TCP."""
+        self._set_closed(code, reason)
+        transport = self._transport
+        if frame is not None:
+            self._pending.append(frame)
+        self.flush()
+        if transport.is_closing():
+            return
+        transport.close()
+        if transport.get_write_buffer_size():
+            # A client that stopped reading must not pin the buffer forever.
+            asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+
+    # -- events from the parser (FrameSink) ---------------------------------------
+
+    def on_message(self, message: str | bytes) -> None:
+        self._idle_ticks = 0
+        self._dispatch(_MESSAGE, message)
+
+    def on_ping(self, data: bytes) -> None:
+        self._idle_ticks = 0
+        # Answer first (RFC 6455 5.5.2), then tell the handler.
+        self._enqueue(build_frame(OP_PONG, data), len(data))
+        self._dispatch(_PING, data)
+
+    def on_pong(self, data: bytes) -> None:
+        self._idle_ticks = 0
+        self._dispatch(_PONG, data)
+
+    def on_close(self, code: int, reason: str) -> None:
+        if self.ready_state is not _OPEN:
+            return
+        # Echo the client's code (RFC 6455 5.5.1); an empty Close gets an empty one.
+        reply = build_close_frame(None if code == 1005 else code, reason)
+        self._begin_close(code, reason, reply)
+
+    def on_protocol_error(self, error: ProtocolError) -> None:
+        if self.ready_state is not _OPEN:
+            return
+        logger.info(
+            "closing WebSocket from %s: %s (%d)",
+            self.remote_address,
+            error.reason,
+            error.code,
+        )
+        self._begin_close(
+            error.code, error.reason, build_close_frame(error.code, error.reason)
+        )
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        """aiohttp calls this with each read after the handshake."""
+        self.parser.feed(data)
+        return _NOT_EOF
+
+    def feed_eof(self) -> None:
+        """aiohttp calls this when the connection is lost."""
+        if self.ready_state is _OPEN:
+            self._set_closed(ABNORMAL_CLOSURE, "")
+        self._wake()
+
+    # -- dispatch -----------------------------------------------------------------
+
+    def _dispatch(self, kind: int, arg: Any) -> None:
+        hook = self._hooks[kind]
+        if hook is None:
+            return
+        function, is_async = hook
+        if self._direct and not is_async:
+            try:
+                if kind == _DRAIN:
+                    function(self)
+                else:
+                    function(self, arg)
+            except Exception as exc:
+                self._hook_failed(exc)
+            return
+        self._inbox.append((kind, arg))
+        self._wake()
+        if len(self._inbox) >= INBOX_HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True
+            self._protocol.pause_reading()
+
+    def _wake(self) -> None:
+        self._direct = False
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _hook_failed(self, exc: BaseException) -> None:
+        logger.error(
+            "WebSocket handler raised; closing %r with 1011", self, exc_info=exc
+        )
+        if self._hooks[_ERROR] is not None:
+            self._inbox.append((_ERROR, exc))
+        if self.ready_state is _OPEN:
+            self._begin_close(INTERNAL_ERROR, "", build_close_frame(INTERNAL_ERROR, ""))
+        else:
+            self._wake()
+
+    async def _call(self, function: Hook, *args: Any) -> None:
+        try:
+            result = function(self, *args)
+            if result is not None:
+                await result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._hook_failed(exc)
+
+    async def run(self, open_hook: tuple[Hook, bool] | None) -> None:
+        """Own this socket until it closes: open, dispatch, close hook. Never raises."""
+        loop = asyncio.get_running_loop()
+        try:
+            if open_hook is not None:
+                await self._call(open_hook[0])
+            inbox = self._inbox
+            while True:
+                while inbox:
+                    kind, arg = inbox.popleft()
+                    if self._reading_paused and len(inbox) < INBOX_HIGH_WATER // 2:
+                        self._reading_paused = False
+                        self._protocol.resume_reading()
+                    hook = self._hooks[kind]
+                    assert hook is not None
+                    if kind == _ERROR:
+                        await self._call_error_hook(hook[0], arg)
+                    elif kind == _DRAIN:
+                        await self._call(hook[0])
+                    else:
+                        await self._call(hook[0], arg)
+                if self.ready_state is _CLOSED:
+                    break
+                self._waiter = loop.create_future()
+                self._direct = True
+                await self._waiter
+        finally:
+            self._direct = False
+            if self.ready_state is _OPEN:  # cancelled from outside
+                self._abort(ABNORMAL_CLOSURE, "")
+            await self._run_close_hook()
+
+    async def _call_error_hook(self, function: Hook, exc: BaseException) -> None:
+        try:
+            result = function(self, exc)
+            if result is not None:
+                await result
+        except Exception:
+            logger.exception("WebSocket error hook raised for %r", self)
+
+    async def _run_close_hook(self) -> None:
+        hook = self._server.websocket_handler.hooks["close"]
+        if hook is None:
+            return
+        try:
+            result = hook[0](self, self._close_code, self._close_reason)
+            if result is not None:
+                await result
+        except Exception:
+            logger.exception("WebSocket close hook raised for %r", self)
+
+    def idle_tick(self, ticks_to_ping: int, ticks_to_close: int) -> None:
+        """Advance the idle timer by one tick (called by the server's sweep)."""
+        ticks = self._idle_ticks = self._idle_ticks + 1
+        if ticks >= ticks_to_close:
+            logger.info("closing idle WebSocket from %s", self.remote_address)
+            self._abort(ABNORMAL_CLOSURE, "idle timeout")
+        elif ticks == ticks_to_ping:
+            idle = self._idle_ticks
+            self._enqueue(build_frame(OP_PING, b""), 0)
+            self._idle_ticks = idle  # our own ping is not activity
+
+
+def close_all(sockets: Iterable[ServerWebSocket[Any]], code: int, reason: str) -> None:
+    for ws in list(sockets):
+        ws.close(code, reason)
