@@ -12,7 +12,7 @@ from typing import Final, Protocol
 
 from .deflate import Inflater
 from .errors import ProtocolError
-from .frames import OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
+from .frames import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
 
 __all__ = ["FrameParser", "FrameSink", "is_valid_close_code", "unmask"]
 
@@ -160,7 +160,7 @@ class FrameParser:
             if length:
                 payload = unmask(payload, data[start : start + 4])
             pos = end
-            if opcode == OP_TEXT or opcode == OP_BINARY:
+            if opcode in (OP_TEXT, OP_BINARY):
                 if first & 0x80:
                     self._deliver(opcode, payload, bool(first & 0x40))
                 else:

@@ -128,9 +128,9 @@ class ServerWebSocket(Generic[DataT]):
         "_waiter",
         "data",
         "parser",
+        "ready_state",
         "remote_address",
         "subprotocol",
-        "ready_state",
     )
 
     def __init__(
