@@ -34,8 +34,6 @@ SHUTDOWN_TIMEOUT: Final = 5.0
 IDLE_TICKS: Final = 8
 PING_TICK: Final = 6
 
-_ADAPTER_KEY: Final = "aiohttp_upgrade.server"
-_UPGRADE_KEY: Final = "aiohttp_upgrade.upgrade"
 _OPEN: Final = ReadyState.OPEN
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
@@ -53,6 +51,9 @@ class _Upgrade:
 
 
 _WRONG_VERSION: Final = "wrong-version"
+
+_ADAPTER_KEY: Final = web.RequestKey("aiohttp_upgrade.server", object)
+_UPGRADE_KEY: Final = web.RequestKey("aiohttp_upgrade.upgrade", object)
 
 
 class _UpgradeResponse(web.StreamResponse):

@@ -1,0 +1,131 @@
+"""Shared fixtures: a real aiohttp server on a loopback port running aiohttp-upgrade."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler
+
+Fetch = Callable[[web.Request, Server[Any]], Any]
+
+
+def upgrade_with_data(data: Any = None) -> Fetch:
+    """A fetch that upgrades every request with ``data``."""
+
+    def fetch(request: web.Request, server: Server[Any]) -> web.StreamResponse | None:
+        if server.upgrade(request, data=data):
+            return None
+        return web.Response(status=400, text="Upgrade failed")
+
+    return fetch
+
+
+@dataclass
+class Served:
+    """A running app: the Server, its aiohttp test server and the WebSocket URL."""
+
+    server: Server[Any]
+    http: TestServer
+    url: str
+
+    @property
+    def port(self) -> int:
+        assert self.http.port is not None
+        return self.http.port
+
+
+ServeFactory = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture
+async def serve(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> AsyncIterator[ServeFactory]:
+    """Start ``Server(handler)`` behind a route at /ws on a loopback port."""
+
+    async def start(
+        handler: WebSocketHandler[Any],
+        fetch: Fetch | None = None,
+        *,
+        allowed_origins: Iterable[str] | None = None,
+        app: web.Application | None = None,
+    ) -> Served:
+        server: Server[Any] = Server(handler, allowed_origins=allowed_origins)
+        app = app or web.Application()
+        server.setup(app)
+        app.router.add_get("/ws", server.handler(fetch or upgrade_with_data()))
+        test_server = await aiohttp_server(app)
+        url = str(test_server.make_url("/ws")).replace("http://", "ws://", 1)
+        return Served(server, test_server, url)
+
+    yield start
+
+
+@pytest.fixture
+async def client_session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@dataclass
+class Event:
+    hook: str
+    ws: ServerWebSocket[Any]
+    args: tuple[Any, ...]
+
+
+@dataclass
+class Recorder(WebSocketHandler[Any]):
+    """A handler that records every hook call; tests await the events they expect."""
+
+    events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.events = asyncio.Queue()
+        self.sockets: list[ServerWebSocket[Any]] = []
+
+    async def next(self, hook: str, timeout: float = 10) -> Event:
+        """Return the next recorded event of ``hook``, skipping others."""
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self.events.get()
+                if event.hook == hook:
+                    return event
+
+    def open(self, ws: ServerWebSocket[Any]) -> None:
+        self.sockets.append(ws)
+        self.events.put_nowait(Event("open", ws, ()))
+
+    def message(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
+        self.events.put_nowait(Event("message", ws, (message,)))
+
+    def close(self, ws: ServerWebSocket[Any], code: int, reason: str) -> None:
+        self.events.put_nowait(Event("close", ws, (code, reason)))
+
+    def drain(self, ws: ServerWebSocket[Any]) -> None:
+        self.events.put_nowait(Event("drain", ws, ()))
+
+    def ping(self, ws: ServerWebSocket[Any], data: bytes) -> None:
+        self.events.put_nowait(Event("ping", ws, (data,)))
+
+    def pong(self, ws: ServerWebSocket[Any], data: bytes) -> None:
+        self.events.put_nowait(Event("pong", ws, (data,)))
+
+    def error(self, ws: ServerWebSocket[Any], exc: BaseException) -> None:
+        self.events.put_nowait(Event("error", ws, (exc,)))
+
+
+class Echo(WebSocketHandler[Any]):
+    """Echoes text as text and binary as binary."""
+
+    def message(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
+        ws.send(message)
