@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 from typing import Final, Protocol
 
+from ._compat import mask_in_place
 from .deflate import Inflater
 from .errors import ProtocolError
 from .frames import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
@@ -45,11 +46,9 @@ def is_valid_close_code(code: int) -> bool:
 
 def unmask(payload: bytes, mask: bytes) -> bytes:
     """XOR ``payload`` with the 4-byte ``mask`` repeated (RFC 6455 5.3)."""
-    n = len(payload)
-    key = (mask * ((n >> 2) + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
-        n, "little"
-    )
+    data = bytearray(payload)
+    mask_in_place(mask, data)
+    return bytes(data)
 
 
 class FrameParser:
