@@ -125,6 +125,7 @@ class Server(Generic[DataT]):
         self._sockets: dict[ServerWebSocket[DataT], asyncio.Task[Any] | None] = {}
         self._shutting_down = False
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_loop: asyncio.AbstractEventLoop | None = None
 
     # -- the request-handler adapter ---------------------------------------------
 
@@ -326,7 +327,12 @@ class Server(Generic[DataT]):
         from . import SERVER_KEY
 
         app[SERVER_KEY] = self
+        app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
+
+    async def _on_startup(self, app: web.Application) -> None:
+        # A server object may outlive one app run (tests, in-process restarts).
+        self._shutting_down = False
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.shutdown()
@@ -349,10 +355,12 @@ class Server(Generic[DataT]):
 
     def _start_idle_timer(self) -> None:
         timeout = self.options.idle_timeout
-        if timeout and self._idle_timer is None:
-            self._idle_timer = asyncio.get_running_loop().call_later(
-                timeout / IDLE_TICKS, self._idle_sweep
-            )
+        if not timeout:
+            return
+        loop = asyncio.get_running_loop()
+        if self._idle_timer is None or self._idle_loop is not loop:
+            self._idle_loop = loop
+            self._idle_timer = loop.call_later(timeout / IDLE_TICKS, self._idle_sweep)
 
     def _idle_sweep(self) -> None:
         self._idle_timer = None
