@@ -9,7 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import aiohttp
 from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.web_protocol import RequestHandler
+
+if not (
+    hasattr(RequestHandler, "set_parser") and hasattr(BaseProtocol, "_drain_helper")
+):  # pragma: no cover - checked against each supported aiohttp release
+    raise ImportError(
+        f"aiohttp-upgrade does not support aiohttp {aiohttp.__version__}: "
+        "RequestHandler.set_parser or BaseProtocol._drain_helper is missing"
+    )
 
 __all__ = ["PayloadParser", "install_parser", "mask_in_place", "wait_writable"]
 
