@@ -1,6 +1,6 @@
 """SQLite storage on one dedicated worker thread.
 
-Every call is an ``async`` method that hands a short function to a
+Every query is an ``async`` method that hands a short function to a
 single-thread :class:`~concurrent.futures.ThreadPoolExecutor`. The connection
 is opened and used only on that thread, so calls run one at a time in the order
 they were made and the event loop never waits on the disk. Writes are committed
@@ -53,55 +53,79 @@ class StoreClosedError(RuntimeError):
 class Store:
     """The chat's users, sessions and messages in one SQLite file.
 
-    Create it with ``await Store.open(path)`` and end it with
-    ``await store.close()``.
+    ``Store(path)`` only remembers the path, so an app factory can create it
+    synchronously; ``await store.open()`` creates the directory, the file and
+    the tables, and ``await store.close()`` ends it. ``async with store:`` does
+    both.
     """
 
-    def __init__(self, executor: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
-        """Use :meth:`open` instead."""
-        self._executor = executor
-        self._conn = conn
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
         self._closed = False
 
-    @classmethod
-    async def open(cls, path: Path) -> Store:
-        """Open (creating if needed) the database at ``path`` and its directory."""
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-store")
+    async def open(self) -> None:
+        """Open (creating if needed) the database and its directory.
+
+        Raises:
+            StoreClosedError: the store is already open or was closed.
+            sqlite3.Error, OSError: the file cannot be created or opened.
+        """
+        if self._executor is not None or self._closed:
+            raise StoreClosedError("a store can be opened once")
+        path = self.path
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="demo-store"
+        )
 
         def connect() -> sqlite3.Connection:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.executescript(_SCHEMA)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.executescript(_SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
             return conn
 
         loop = asyncio.get_running_loop()
         try:
-            conn = await loop.run_in_executor(executor, connect)
+            self._conn = await loop.run_in_executor(self._executor, connect)
         except BaseException:
-            executor.shutdown(wait=False)
+            self._closed = True
+            self._executor.shutdown(wait=False)
             raise
-        return cls(executor, conn)
 
     async def close(self) -> None:
         """Close the database and stop the worker thread. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        loop = asyncio.get_running_loop()
+        executor, conn = self._executor, self._conn
+        if executor is None:
+            return
         try:
-            await loop.run_in_executor(self._executor, self._conn.close)
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(executor, conn.close)
         finally:
-            self._executor.shutdown(wait=True)
+            executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise StoreClosedError("the store is closed")
-        conn = self._conn
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, conn)
+        executor, conn = self._executor, self._conn
+        if self._closed or executor is None or conn is None:
+            raise StoreClosedError("the store is not open")
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, conn)
 
     async def user_for_name(self, name: str) -> User:
         """The user called ``name`` (case-insensitively), created if new."""

@@ -16,18 +16,15 @@ NOW = 1_700_000_000.0
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(tmp_path / "data" / "chat.sqlite3")
-    try:
+    async with Store(tmp_path / "data" / "chat.sqlite3") as store:
         yield store
-    finally:
-        await store.close()
 
 
 async def test_open_creates_directory_and_file(tmp_path: Path) -> None:
     """Opening a store in a missing directory creates it and the database."""
     path = tmp_path / "new" / "dir" / "chat.sqlite3"
-    store = await Store.open(path)
-    await store.close()
+    async with Store(path):
+        pass
     assert path.is_file()
 
 
@@ -82,15 +79,11 @@ async def test_save_message_rejects_unknown_user(store: Store) -> None:
 async def test_messages_survive_reopen(tmp_path: Path) -> None:
     """Messages written by one store are read by the next one on the same file."""
     path = tmp_path / "chat.sqlite3"
-    first = await Store.open(path)
-    ada = await first.user_for_name("ada")
-    saved = await first.save_message("r", ada.id, "persist me", NOW)
-    await first.close()
-    second = await Store.open(path)
-    try:
+    async with Store(path) as first:
+        ada = await first.user_for_name("ada")
+        saved = await first.save_message("r", ada.id, "persist me", NOW)
+    async with Store(path) as second:
         assert await second.recent_messages("r") == [saved]
-    finally:
-        await second.close()
 
 
 async def test_queries_run_off_the_loop_thread(store: Store) -> None:
@@ -105,9 +98,17 @@ async def test_queries_run_off_the_loop_thread(store: Store) -> None:
     assert seen[0] != threading.current_thread().name
 
 
+async def test_unopened_store_refuses_work(tmp_path: Path) -> None:
+    """Querying a store before open raises StoreClosedError."""
+    store = Store(tmp_path / "chat.sqlite3")
+    with pytest.raises(StoreClosedError):
+        await store.user_for_name("ada")
+
+
 async def test_closed_store_refuses_work(tmp_path: Path) -> None:
     """Using a store after close raises StoreClosedError; closing twice is fine."""
-    store = await Store.open(tmp_path / "chat.sqlite3")
+    store = Store(tmp_path / "chat.sqlite3")
+    await store.open()
     await store.close()
     await store.close()
     with pytest.raises(StoreClosedError):

@@ -1,0 +1,251 @@
+"""The chat app: HTTP routes, the WebSocket route and the app factory.
+
+Run it with::
+
+    python -m aiohttp.web -H 127.0.0.1 -P 8080 demo.chat:init_app
+
+Routes:
+
+- ``GET /``: the chat page when signed in, the sign-in page otherwise.
+- ``POST /sign-in`` (form field ``name``) and ``POST /sign-out``: set or clear
+  the session cookie, then redirect to ``/``.
+- ``GET /api/me``: the signed-in user as JSON, or 401.
+- ``GET /ws``: the WebSocket, only for a signed-in browser on an allowed origin.
+- ``/static/``: the page's CSS and JavaScript.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from aiohttp_upgrade import Server, origin_allowed
+
+from .auth import (
+    clear_session_cookie,
+    issue_token,
+    read_session_cookie,
+    set_session_cookie,
+    verify_token,
+)
+from .config import Config
+from .handler import ChatHandler, SocketData
+from .models import User
+from .store import Store
+
+__all__ = [
+    "CHAT_KEY",
+    "CONFIG_KEY",
+    "NAME_PATTERN",
+    "STATIC_DIR",
+    "STORE_KEY",
+    "create_app",
+    "init_app",
+]
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+NAME_PATTERN = re.compile(r"[\w .-]{1,24}")
+
+CONFIG_KEY = web.AppKey("config", Config)
+STORE_KEY = web.AppKey("store", Store)
+CHAT_KEY = web.AppKey("chat", ChatHandler)
+
+# Sent with every response: the page loads only its own scripts and styles and
+# connects only to its own origin; nothing may frame it.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+@dataclass(frozen=True)
+class Session:
+    """A signed-in request: its user and the token that proved it."""
+
+    user: User
+    token: str
+    session_id: str
+    expires_at: int
+
+
+async def current_session(request: web.Request) -> Session | None:
+    """The session of ``request``'s cookie, or ``None``.
+
+    ``None`` when the cookie is missing, forged, expired, or signed out: the
+    signature and expiry are checked first, then the session is looked up.
+    """
+    value = read_session_cookie(request)
+    if value is None:
+        return None
+    config = request.app[CONFIG_KEY]
+    token = verify_token(config.secret, value, config.clock())
+    if token is None:
+        return None
+    user = await request.app[STORE_KEY].user_for_session(
+        token.session_id, config.clock()
+    )
+    if user is None:
+        return None
+    return Session(user, value, token.session_id, token.expires_at)
+
+
+def _same_site_post(request: web.Request) -> None:
+    """Refuse a form post made from another site (login/logout CSRF)."""
+    if not origin_allowed(request, request.app[CONFIG_KEY].allowed_origins):
+        raise web.HTTPForbidden(text="Origin not allowed")
+
+
+def _see_other(location: str) -> web.Response:
+    """A 303 redirect: after a form post the browser GETs ``location``."""
+    return web.Response(status=303, headers={"Location": location})
+
+
+# -- HTTP routes ------------------------------------------------------------------
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    """The chat page when signed in, otherwise the sign-in page."""
+    page = "index.html" if await current_session(request) else "sign-in.html"
+    response = web.FileResponse(STATIC_DIR / page)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def sign_in(request: web.Request) -> web.StreamResponse:
+    """Sign in under the posted ``name``; the user is created on first use."""
+    _same_site_post(request)
+    form = await request.post()
+    name = form.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name.strip()):
+        return _see_other("/?error=name")
+    config = request.app[CONFIG_KEY]
+    store = request.app[STORE_KEY]
+    user = await store.user_for_name(name.strip())
+    now = config.clock()
+    token = issue_token(config.secret, now, config.session_ttl)
+    await store.create_session(token.session_id, user.id, token.expires_at, now)
+    log.info("%s signed in", user.name)
+    response = _see_other("/")
+    set_session_cookie(response, request, token, config.session_ttl)
+    return response
+
+
+async def sign_out(request: web.Request) -> web.StreamResponse:
+    """Revoke the session, close its sockets and clear the cookie."""
+    _same_site_post(request)
+    session = await current_session(request)
+    if session is not None:
+        await request.app[STORE_KEY].delete_session(session.session_id)
+        request.app[CHAT_KEY].end_session(session.session_id)
+        log.info("%s signed out", session.user.name)
+    response = _see_other("/")
+    clear_session_cookie(response, request)
+    return response
+
+
+async def me(request: web.Request) -> web.Response:
+    """The signed-in user, so the page can tell an ended session from a network drop."""
+    session = await current_session(request)
+    if session is None:
+        raise web.HTTPUnauthorized(text="sign in first")
+    return web.json_response(
+        {"user": {"id": session.user.id, "name": session.user.name}}
+    )
+
+
+# -- the WebSocket route (Bun's fetch) ------------------------------------------
+
+
+async def fetch(
+    request: web.Request, server: Server[SocketData]
+) -> web.StreamResponse | None:
+    """Upgrade a signed-in request; 401 without a valid session.
+
+    A foreign ``Origin`` never gets here: the server answers 403 itself.
+    """
+    session = await current_session(request)
+    if session is None:
+        return web.Response(status=401, text="sign in first")
+    data = SocketData(
+        created_at=request.app[CONFIG_KEY].clock(),
+        token=session.token,
+        user_id=session.user.id,
+        user_name=session.user.name,
+        session_id=session.session_id,
+        expires_at=session.expires_at,
+    )
+    if server.upgrade(request, data=data):
+        return None
+    return web.Response(status=400, text="expected a WebSocket handshake")
+
+
+# -- the app ----------------------------------------------------------------------
+
+
+async def _add_security_headers(
+    request: web.Request, response: web.StreamResponse
+) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
+def create_app(config: Config) -> web.Application:
+    """Build the chat app for ``config``; the database opens when the app starts."""
+    app = web.Application()
+    store = Store(config.database_path)
+    chat = ChatHandler(store, config.clock)
+    server = Server(chat, allowed_origins=config.allowed_origins)
+    chat.server = server
+    app[CONFIG_KEY] = config
+    app[STORE_KEY] = store
+    app[CHAT_KEY] = chat
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        await store.open()
+        log.info("chat database: %s", config.database_path)
+        yield
+        await store.close()
+
+    app.cleanup_ctx.append(database)
+    server.setup(app)
+    app.on_response_prepare.append(_add_security_headers)
+    app.router.add_get("/", index)
+    app.router.add_post("/sign-in", sign_in)
+    app.router.add_post("/sign-out", sign_out)
+    app.router.add_get("/api/me", me)
+    app.router.add_get("/ws", server.handler(fetch))
+    app.router.add_static("/static/", STATIC_DIR)
+    return app
+
+
+def init_app(argv: list[str]) -> web.Application:
+    """Entry point for ``python -m aiohttp.web demo.chat:init_app``.
+
+    Settings come from environment variables (see :mod:`demo.config`); ``argv``
+    takes no options beyond ``--help``.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m aiohttp.web demo.chat:init_app",
+        description="aiohttp-upgrade chat demo; configure with DEMO_* variables.",
+    )
+    parser.parse_args(argv)
+    # python -m aiohttp.web has already set up DEBUG logging; replace it with ours.
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    return create_app(Config.from_env(os.environ))

@@ -1,0 +1,123 @@
+"""Helpers for the demo's tests: a fake clock, app start-up and JSON frame waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientWebSocketResponse, WSMsgType
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from demo.auth import COOKIE_NAME
+from demo.chat import create_app
+from demo.config import Config
+
+__all__ = [
+    "SECRET",
+    "START",
+    "TTL",
+    "Client",
+    "FakeClock",
+    "another_client",
+    "connect",
+    "join",
+    "make_config",
+    "next_frame",
+    "session_cookie",
+    "sign_in",
+    "start_chat",
+    "wait_for",
+]
+
+SECRET = b"test-secret-test-secret-32-bytes"
+START = 1_700_000_000.0
+TTL = 3600
+FRAME_TIMEOUT = 10.0
+
+Client = TestClient[Any, Any]
+
+
+@dataclass
+class FakeClock:
+    """A clock the test moves by hand, so sessions expire without waiting."""
+
+    now: float = START
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make_config(
+    tmp_path: Path,
+    clock: FakeClock | None = None,
+    allowed_origins: tuple[str, ...] = (),
+) -> Config:
+    """A config with its database in ``tmp_path`` and a fixed secret."""
+    return Config(
+        data_dir=tmp_path / "data",
+        secret=SECRET,
+        allowed_origins=allowed_origins,
+        session_ttl=TTL,
+        clock=clock or FakeClock(),
+    )
+
+
+async def start_chat(aiohttp_client: AiohttpClient, config: Config) -> Client:
+    """Start a chat app on ``config`` on a loopback port; return a client of it."""
+    return await aiohttp_client(create_app(config))
+
+
+async def another_client(aiohttp_client: AiohttpClient, client: Client) -> Client:
+    """A second client, with its own cookie jar, of the server ``client`` uses."""
+    return await aiohttp_client(client.server)
+
+
+async def sign_in(client: Client, name: str) -> None:
+    """Sign ``client`` in as ``name``; its cookie jar keeps the session."""
+    response = await client.post("/sign-in", data={"name": name}, allow_redirects=False)
+    assert response.status == 303, await response.text()
+
+
+def session_cookie(client: Client) -> str:
+    """The session cookie ``client`` holds."""
+    cookies = client.session.cookie_jar.filter_cookies(client.make_url("/"))
+    return cookies[COOKIE_NAME].value
+
+
+async def connect(client: Client, **headers: str) -> ClientWebSocketResponse:
+    """Open the chat WebSocket and consume the server's ``hello``."""
+    ws = await client.ws_connect("/ws", headers=headers)
+    hello = await next_frame(ws)
+    assert hello["type"] == "hello", hello
+    return ws
+
+
+async def next_frame(ws: ClientWebSocketResponse) -> dict[str, Any]:
+    """The next frame from the server, decoded; fails on anything but text."""
+    async with asyncio.timeout(FRAME_TIMEOUT):
+        message = await ws.receive()
+    assert message.type is WSMsgType.TEXT, message
+    frame = json.loads(message.data)
+    assert isinstance(frame, dict)
+    return frame
+
+
+async def wait_for(ws: ClientWebSocketResponse, kind: str) -> dict[str, Any]:
+    """Skip frames until one of type ``kind`` arrives, and return it."""
+    while True:
+        frame = await next_frame(ws)
+        if frame["type"] == kind:
+            return frame
+
+
+async def join(ws: ClientWebSocketResponse, room: str) -> dict[str, Any]:
+    """Join ``room`` and return the server's ``joined`` answer."""
+    await ws.send_json({"type": "join", "room": room})
+    return await wait_for(ws, "joined")
