@@ -44,6 +44,7 @@ __all__ = [
     "CHAT_KEY",
     "CONFIG_KEY",
     "NAME_PATTERN",
+    "PAGES_KEY",
     "STATIC_DIR",
     "STORE_KEY",
     "create_app",
@@ -58,6 +59,7 @@ NAME_PATTERN = re.compile(r"[\w .-]{1,24}")
 CONFIG_KEY = web.AppKey("config", Config)
 STORE_KEY = web.AppKey("store", Store)
 CHAT_KEY = web.AppKey("chat", ChatHandler)
+PAGES_KEY = web.AppKey("pages", dict[str, str])
 
 # Sent with every response: the page loads only its own scripts and styles and
 # connects only to its own origin; nothing may frame it.
@@ -116,12 +118,14 @@ def _see_other(location: str) -> web.Response:
 # -- HTTP routes ------------------------------------------------------------------
 
 
-async def index(request: web.Request) -> web.FileResponse:
+async def index(request: web.Request) -> web.Response:
     """The chat page when signed in, otherwise the sign-in page."""
     page = "index.html" if await current_session(request) else "sign-in.html"
-    response = web.FileResponse(STATIC_DIR / page)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return web.Response(
+        text=request.app[PAGES_KEY][page],
+        content_type="text/html",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
@@ -212,6 +216,11 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG_KEY] = config
     app[STORE_KEY] = store
     app[CHAT_KEY] = chat
+    # The two HTML pages are tiny: read them once instead of on every request.
+    app[PAGES_KEY] = {
+        page: (STATIC_DIR / page).read_text(encoding="utf-8")
+        for page in ("index.html", "sign-in.html")
+    }
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         await store.open()

@@ -36,6 +36,7 @@ const state = {
   attempts: 0,
   retryTimer: null,
   countdownTimer: null,
+  leaving: false, // set once this page is being replaced: no more redirects or retries
   room: roomFromHash() || DEFAULT_ROOMS[0],
   rooms: new Map(), // room -> {messages: Map(id -> message), members: Map(id -> user), unread: number}
 };
@@ -92,6 +93,7 @@ function connect() {
   socket.addEventListener("close", async (event) => {
     if (state.socket !== socket) return;
     state.socket = null;
+    if (state.leaving) return;
     if (event.code === SIGNED_OUT) {
       location.assign("/");
       return;
@@ -136,6 +138,10 @@ function send(frame) {
   }
   return false;
 }
+
+// Signing out (or leaving) navigates already; the socket closing must not race it.
+document.querySelector(".sign-out").addEventListener("submit", () => { state.leaving = true; });
+window.addEventListener("pagehide", () => { state.leaving = true; });
 
 // Retry at once when the network comes back or the tab becomes visible.
 window.addEventListener("online", () => { if (!state.socket) connect(); });
