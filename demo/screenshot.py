@@ -20,7 +20,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aiohttp import web
-from playwright.async_api import Browser, Page, Playwright, async_playwright
+from playwright.async_api import (
+    Browser,
+    Page,
+    Playwright,
+    ViewportSize,
+    async_playwright,
+)
 
 from .chat import create_app
 from .config import Config
@@ -48,7 +54,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "chat.png"
-VIEWPORT = {"width": 1100, "height": 640}
+VIEWPORT: ViewportSize = {"width": 1100, "height": 640}
 
 
 async def launch_chromium(playwright: Playwright) -> Browser:
@@ -101,8 +107,8 @@ async def take_screenshot(output: Path) -> None:
         async with running_chat(Path(tmp)) as base, async_playwright() as playwright:
             browser = await launch_chromium(playwright)
             try:
-                ada_context = await browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
-                bob_context = await browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+                ada_context = await browser.new_context(viewport=VIEWPORT)
+                bob_context = await browser.new_context(viewport=VIEWPORT)
                 ada = await ada_context.new_page()
                 bob = await bob_context.new_page()
                 await sign_in(ada, base, "ada")

@@ -19,7 +19,7 @@ async def client(aiohttp_client: AiohttpClient) -> Client:
 
 
 async def test_existing_routes_still_answer(client: Client) -> None:
-    """The page and the sub-application's route work as before, through the middleware."""
+    """The old page and sub-application route still work, middleware included."""
     page = await client.get("/")
     api = await client.get("/api/id", headers={"X-Request-Id": "abc"})
     assert page.status == 200
