@@ -6,6 +6,7 @@ wait for its write buffer to empty; ``WebSocketResponse`` itself uses these.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -15,14 +16,14 @@ from aiohttp.base_protocol import BaseProtocol
 from aiohttp.web_protocol import RequestHandler
 
 if not (
-    hasattr(RequestHandler, "set_parser") and hasattr(BaseProtocol, "_drain_helper")
+    hasattr(RequestHandler, "set_parser") and "_drain_waiter" in BaseProtocol.__slots__
 ):  # pragma: no cover - checked against each supported aiohttp release
     raise ImportError(
         f"aiohttp-upgrade does not support aiohttp {aiohttp.__version__}: "
-        "RequestHandler.set_parser or BaseProtocol._drain_helper is missing"
+        "RequestHandler.set_parser or BaseProtocol._drain_waiter is missing"
     )
 
-__all__ = ["PayloadParser", "install_parser", "mask_in_place", "wait_writable"]
+__all__ = ["PayloadParser", "drain_waiter", "install_parser", "mask_in_place"]
 
 _aiohttp_mask: Callable[[bytes, bytearray], None] | None
 try:  # aiohttp's compiled XOR is ~10x faster than pure Python for large payloads
@@ -55,11 +56,18 @@ def install_parser(request: web.BaseRequest, parser: PayloadParser) -> None:
     protocol.keep_alive(False)
 
 
-async def wait_writable(protocol: Any) -> None:
-    """Return once the protocol is no longer paused for writing.
+def drain_waiter(protocol: Any) -> asyncio.Future[None] | None:
+    """Return the future aiohttp resolves when ``protocol`` resumes writing.
 
-    With the transport's write-buffer limits at zero this means the buffer is empty.
-    Raises ConnectionError when the connection is lost first.
+    None when writing is not paused (or the connection is gone). With the
+    transport's write-buffer limits at zero, resumed means the buffer is empty.
+    The future gets a ConnectionError when the connection is lost first. This is
+    the future ``BaseProtocol._drain_helper()`` awaits, shared with any other
+    waiter; unlike that coroutine it needs no task.
     """
-    if protocol.transport is not None and protocol._paused:
-        await protocol._drain_helper()
+    if protocol.transport is None or not protocol._paused:
+        return None
+    waiter: asyncio.Future[None] | None = protocol._drain_waiter
+    if waiter is None or waiter.done():
+        waiter = protocol._drain_waiter = protocol._loop.create_future()
+    return waiter

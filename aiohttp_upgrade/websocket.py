@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
-from ._compat import wait_writable
+from ._compat import drain_waiter
 from .deflate import DeflateParams
 from .errors import ProtocolError
 from .frames import (
@@ -49,6 +49,10 @@ INTERNAL_ERROR: Final = 1011
 
 # How long a closing connection may take to flush its last bytes before it is aborted.
 CLOSE_TIMEOUT: Final = 5.0
+# Pending output at which a send writes at once instead of at the end of the loop
+# turn, so that a burst of sends sees what the kernel took (Bun writes at once)
+# and gets -1, not 0, once the kernel's buffer is full.
+FLUSH_THRESHOLD: Final = 64 * 1024
 # Queued events at which reading from the client pauses (inbound backpressure).
 INBOX_HIGH_WATER: Final = 64
 
@@ -115,7 +119,7 @@ class ServerWebSocket(Generic[DataT]):
         "_close_reason",
         "_compressor",
         "_direct",
-        "_drain_task",
+        "_drain_wanted",
         "_hooks",
         "_idle_ticks",
         "_inbox",
@@ -164,7 +168,7 @@ class ServerWebSocket(Generic[DataT]):
         self._waiter: asyncio.Future[None] | None = None
         self._direct = False
         self._reading_paused = False
-        self._drain_task: asyncio.Task[None] | None = None
+        self._drain_wanted = False
         self._idle_ticks = 0
         self._close_code = ABNORMAL_CLOSURE
         self._close_reason = ""
@@ -234,7 +238,8 @@ class ServerWebSocket(Generic[DataT]):
 
     def _enqueue(self, frame: bytes, length: int) -> int:
         """Queue a built frame; the caller checked that the socket is open."""
-        waiting = self._transport.get_write_buffer_size()
+        transport = self._transport
+        waiting = transport.get_write_buffer_size()
         if waiting + self._pending_size > self._backpressure_limit:
             if self._close_on_limit:
                 self._abort(ABNORMAL_CLOSURE, "backpressure limit exceeded")
@@ -245,9 +250,13 @@ class ServerWebSocket(Generic[DataT]):
         pending.append(frame)
         self._pending_size += len(frame)
         self._idle_ticks = 0
+        if self._pending_size >= FLUSH_THRESHOLD:
+            self.flush()
+            waiting = transport.get_write_buffer_size()
         if waiting:
-            if self._drain_task is None:
-                self._drain_task = asyncio.ensure_future(self._watch_drain())
+            if not self._drain_wanted:
+                self._drain_wanted = True
+                self._await_drain()
             return -1
         return length
 
@@ -275,15 +284,31 @@ class ServerWebSocket(Generic[DataT]):
         finally:
             self.flush()
 
-    async def _watch_drain(self) -> None:
-        try:
-            await wait_writable(self._protocol)
-        except ConnectionError:
+    def _await_drain(self) -> None:
+        """Dispatch ``drain`` once all output has left this socket's buffers.
+
+        Called after a send returned -1. Never awaits: it chains callbacks on the
+        protocol's drain future, and looks again after the per-turn flush while
+        frames are still pending, so ``drain`` runs once per -1 episode and sees
+        ``get_buffered_amount() == 0`` (if it is a plain function).
+        """
+        if self.ready_state is not _OPEN or self._transport.is_closing():
             return
-        finally:
-            self._drain_task = None
-        if self.ready_state is _OPEN:
-            self._dispatch(_DRAIN, None)
+        if self._pending:
+            # The per-turn flush is already scheduled; this runs after it.
+            asyncio.get_running_loop().call_soon(self._await_drain)
+            return
+        waiter = drain_waiter(self._protocol)
+        if waiter is not None:
+            waiter.add_done_callback(self._on_writable)
+            return
+        self._drain_wanted = False
+        self._dispatch(_DRAIN, None)
+
+    def _on_writable(self, waiter: asyncio.Future[None]) -> None:
+        # An exception means the connection was lost: no drain then.
+        if not waiter.cancelled() and waiter.exception() is None:
+            self._await_drain()
 
     # -- pub/sub ---------------------------------------------------------------
 
