@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
-from demo.auth import issue_token, verify_token
+from demo.auth import (
+    COOKIE_NAME,
+    clear_session_cookie,
+    issue_token,
+    set_session_cookie,
+    verify_token,
+)
 
 SECRET = b"s" * 32
 NOW = 1_700_000_000.0
@@ -70,3 +78,28 @@ def test_swapped_session_id_is_refused() -> None:
 def test_malformed_token_is_refused(value: str) -> None:
     """Anything not shaped like a token is refused without raising."""
     assert verify_token(SECRET, value, NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("scheme", "secure"), [("http", False), ("https", True)], ids=["http", "https"]
+)
+def test_cookie_is_secure_only_over_https(scheme: str, secure: bool) -> None:
+    """The session cookie gets the Secure flag exactly when the request is https."""
+    request = make_mocked_request("POST", "/sign-in").clone(scheme=scheme)
+    response = web.Response()
+    set_session_cookie(response, request, issue_token(SECRET, NOW, TTL), TTL)
+    cookie = response.cookies[COOKIE_NAME]
+    assert bool(cookie["secure"]) is secure
+    assert ("Secure" in cookie.OutputString()) is secure
+    assert cookie["httponly"] is True
+    assert cookie["samesite"] == "Lax"
+
+
+def test_clearing_expires_the_cookie() -> None:
+    """Clearing the session cookie sends it back empty and already expired."""
+    request = make_mocked_request("POST", "/sign-out")
+    response = web.Response()
+    clear_session_cookie(response, request)
+    cookie = response.cookies[COOKIE_NAME]
+    assert cookie.value == ""
+    assert cookie["max-age"] == "0"

@@ -453,3 +453,12 @@ async def test_first_start_creates_data_directory(
     assert not config.data_dir.exists()
     await start_chat(aiohttp_client, config)
     assert config.database_path.is_file()
+
+
+async def test_sign_out_clears_cookie(client: Client) -> None:
+    """Signing out tells the browser to drop the session cookie."""
+    await sign_in(client, "ada")
+    response = await client.post("/sign-out", allow_redirects=False)
+    assert response.status == 303
+    assert response.cookies[COOKIE_NAME]["max-age"] == "0"
+    assert (await client.get("/api/me")).status == 401
