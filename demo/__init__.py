@@ -7,7 +7,10 @@ Run it with ``python -m aiohttp.web -H 127.0.0.1 -P 8080 demo.chat:init_app``
 - :mod:`demo.auth`: HMAC-signed session tokens and the cookie that carries them.
 - :mod:`demo.store`: SQLite on one worker thread, so the event loop never blocks.
 - :mod:`demo.protocol`: the JSON message schema, parsed and validated (pure).
+- :mod:`demo.models`: the ``User`` and ``ChatMessage`` records.
 - :mod:`demo.presence`: who is in which room (pure).
-- :mod:`demo.chat`: the routes and the WebSocket handler that tie them together.
+- :mod:`demo.handler`: the WebSocket handler: rooms as topics, save then publish.
+- :mod:`demo.chat`: the HTTP routes, the WebSocket route and the app factory.
 - :mod:`demo.existing_app`: aiohttp-upgrade added to an ordinary aiohttp app.
+- :mod:`demo.screenshot`: regenerates ``docs/chat.png`` in headless Chromium.
 """
