@@ -94,6 +94,9 @@ function connect() {
     if (state.socket !== socket) return;
     state.socket = null;
     if (state.leaving) return;
+    // Who is here is unknown while offline; the next join answer refills it.
+    for (const entry of state.rooms.values()) entry.members.clear();
+    renderMembers();
     if (event.code === SIGNED_OUT) {
       location.assign("/");
       return;
