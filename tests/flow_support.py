@@ -20,7 +20,7 @@ import websockets.asyncio.client
 
 from aiohttp_upgrade import ServerWebSocket
 
-from .wire import Raw, connect, mask_payload
+from .wire import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, Raw, connect, mask_payload
 
 __all__ = [
     "CHUNK",
@@ -121,9 +121,10 @@ async def fill(
 
 
 class Client(Protocol):
-    """A client that reads only when asked to."""
+    """A client that reads only when asked to, and answers pings while it reads."""
 
     async def receive(self) -> bytes: ...
+    async def receive_text(self) -> str: ...
     async def send_text(self, text: str) -> None: ...
 
 
@@ -131,12 +132,26 @@ class _RawClient:
     def __init__(self, raw: Raw) -> None:
         self.raw = raw
 
+    async def _data_frame(self) -> Frame:
+        while True:
+            frame = await read_raw_frame(self.raw.reader)
+            if frame.opcode == OP_PING:  # answer as every client must
+                await self.raw.send(OP_PONG, frame.payload)
+            elif frame.opcode != OP_PONG:
+                return frame
+
     async def receive(self) -> bytes:
-        frame = await read_raw_frame(self.raw.reader)
+        frame = await self._data_frame()
+        assert frame.opcode == OP_BINARY, frame
         return frame.payload
 
+    async def receive_text(self) -> str:
+        frame = await self._data_frame()
+        assert frame.opcode == OP_TEXT, frame
+        return frame.payload.decode()
+
     async def send_text(self, text: str) -> None:
-        await self.raw.send(0x1, text.encode())
+        await self.raw.send(OP_TEXT, text.encode())
 
 
 class _AiohttpClient:
@@ -145,6 +160,9 @@ class _AiohttpClient:
 
     async def receive(self) -> bytes:
         return await self.ws.receive_bytes()
+
+    async def receive_text(self) -> str:
+        return await self.ws.receive_str()
 
     async def send_text(self, text: str) -> None:
         await self.ws.send_str(text)
@@ -157,6 +175,11 @@ class _WebsocketsClient:
     async def receive(self) -> bytes:
         message = await self.ws.recv()
         assert isinstance(message, bytes)
+        return message
+
+    async def receive_text(self) -> str:
+        message = await self.ws.recv()
+        assert isinstance(message, str)
         return message
 
     async def send_text(self, text: str) -> None:
@@ -180,7 +203,7 @@ async def open_client(kind: str, url: str, port: int) -> AsyncIterator[Client]:
             yield _AiohttpClient(ws)
     elif kind == "websockets":
         async with websockets.asyncio.client.connect(
-            url, compression=None, max_size=None
+            url, compression=None, max_size=None, ping_interval=None
         ) as ws:
             yield _WebsocketsClient(ws)
     else:
