@@ -23,7 +23,13 @@ if not (
         "RequestHandler.set_parser or BaseProtocol._drain_waiter is missing"
     )
 
-__all__ = ["PayloadParser", "drain_waiter", "install_parser", "mask_in_place"]
+__all__ = [
+    "PayloadParser",
+    "drain_waiter",
+    "install_parser",
+    "mask_in_place",
+    "set_keepalive_timeout",
+]
 
 _aiohttp_mask: Callable[[bytes, bytearray], None] | None
 try:  # aiohttp's compiled XOR is ~10x faster than pure Python for large payloads
@@ -71,3 +77,20 @@ def drain_waiter(protocol: Any) -> asyncio.Future[None] | None:
     if waiter is None or waiter.done():
         waiter = protocol._drain_waiter = protocol._loop.create_future()
     return waiter
+
+
+def set_keepalive_timeout(app: web.Application, timeout: float) -> None:
+    """Give every connection ``app`` serves ``timeout`` seconds to send a request head.
+
+    aiohttp's keep-alive timer is that deadline: ``RequestHandler`` arms it when a
+    connection is made and again after each response, does not re-arm it as bytes
+    arrive, and closes the connection when it fires before a complete request head
+    (a slowloris client dribbling its handshake). An upgraded connection cancels it.
+    The value goes into the app's ``handler_args``, which reach the request handlers
+    whichever runner starts the app (``web.run_app``, ``python -m aiohttp.web``,
+    ``web.AppRunner``) and override that runner's ``keepalive_timeout``. Call it
+    before the app starts.
+    """
+    args = dict(app._handler_args or {})
+    args["keepalive_timeout"] = timeout
+    app._handler_args = args

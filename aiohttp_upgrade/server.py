@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar, cast
 
 from aiohttp import web
 
-from ._compat import install_parser
-from .errors import InvalidStateError
+from ._compat import install_parser, set_keepalive_timeout
+from .errors import InvalidOptionError, InvalidStateError
 from .frames import build_frame
 from .handler import WebSocketHandler
 from .handshake import Accept, check_handshake, response_headers
@@ -29,6 +30,9 @@ DataT = TypeVar("DataT")
 GOING_AWAY: Final = 1001
 # How long app shutdown waits for close hooks before it moves on.
 SHUTDOWN_TIMEOUT: Final = 5.0
+# Seconds a connection gets to send a complete request head before it is closed:
+# uWebSockets' HTTP idle timeout, which Bun inherits.
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 # The idle timer advances in ticks of idle_timeout / IDLE_TICKS; pings go out
 # at PING_TICK of them, so a socket closes between 7/8 and 8/8 of idle_timeout.
 IDLE_TICKS: Final = 8
@@ -105,6 +109,20 @@ class Server(Generic[DataT]):
         allowed_origins: None (default, as Bun) accepts any ``Origin``. An iterable
             makes the adapter answer 403, before ``fetch`` runs, to a handshake whose
             ``Origin`` is neither the request's own origin nor listed.
+        handshake_timeout: seconds a connection may take to send a complete
+            request head, counted from connecting (and, on a keep-alive connection,
+            from the previous response). A client that is slower, such as a
+            slowloris sending its handshake a byte at a time, is disconnected.
+            :meth:`setup` applies it to the app, so it holds under ``web.run_app``,
+            ``python -m aiohttp.web`` and ``web.AppRunner`` alike. It is aiohttp's
+            keep-alive timer, so it also closes idle keep-alive HTTP connections
+            after that long and takes the place of ``run_app(keepalive_timeout=)``.
+            None leaves aiohttp's own keep-alive timeout in charge (75 s under
+            ``run_app``, 3630 s under a bare ``AppRunner``). Upgraded sockets are
+            governed by the handler's ``idle_timeout`` instead. Default 10, as Bun.
+
+    Raises:
+        InvalidOptionError: ``handshake_timeout`` is not None or a finite number > 0.
     """
 
     def __init__(
@@ -112,9 +130,20 @@ class Server(Generic[DataT]):
         websocket_handler: WebSocketHandler[DataT],
         *,
         allowed_origins: Iterable[str] | None = None,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         if not isinstance(websocket_handler, WebSocketHandler):
             raise TypeError("Server() needs a WebSocketHandler instance")
+        if handshake_timeout is not None and (
+            isinstance(handshake_timeout, bool)
+            or not isinstance(handshake_timeout, int | float)
+            or not (math.isfinite(handshake_timeout) and handshake_timeout > 0)
+        ):
+            raise InvalidOptionError(
+                "handshake_timeout",
+                f"must be a number of seconds > 0 or None, got {handshake_timeout!r}",
+            )
+        self.handshake_timeout = handshake_timeout
         self.websocket_handler = websocket_handler
         self.options = websocket_handler.options
         self.allowed_origins = (
@@ -323,10 +352,13 @@ class Server(Generic[DataT]):
         self.topics.unsubscribe_all(ws)
 
     def setup(self, app: web.Application) -> None:
-        """Register the server on ``app``: ``app[SERVER_KEY]`` and graceful shutdown."""
+        """Register the server on ``app``: ``app[SERVER_KEY]``, graceful shutdown and
+        the ``handshake_timeout``. Call it before the app starts."""
         from . import SERVER_KEY
 
         app[SERVER_KEY] = self
+        if self.handshake_timeout is not None:
+            set_keepalive_timeout(app, self.handshake_timeout)
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
 

@@ -106,9 +106,8 @@ setup_venv27() {
     local start=$SECONDS py27 stamp setup_log
     py27=$(find_python27) || true
     if [ -z "$py27" ] || ! "$py27" -c 'import sys; sys.exit(sys.version_info[:2] != (2, 7))' 2>/dev/null; then
-        die "Python 2.7 not found (Autobahn|Testsuite needs it). Install it with
-    pyenv install 2.7.18
-or point PYTHON27 at a CPython 2.7 interpreter.${py27:+ (tried: $py27)}"
+        die "${py27:+$py27 is not a working Python 2.7. }Autobahn|Testsuite needs CPython 2.7:
+    install it with 'pyenv install 2.7.18', or point PYTHON27 at a python2.7."
     fi
     stamp="$("$py27" -c 'import sys; print(sys.executable)') $(sha256sum <"$req27" | cut -d' ' -f1)"
     if venv27_works "$stamp"; then

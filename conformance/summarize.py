@@ -27,6 +27,7 @@ import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO
 
@@ -228,7 +229,7 @@ def group_rows(cases: Iterable[CaseResult]) -> list[list[str]]:
         for group, members in sorted(groups.items(), key=lambda kv: int(kv[0]))
     ]
     everything = [c for members in groups.values() for c in members]
-    rows.append(row("All", "", everything))
+    rows.append(row("Total", "", everything))
     return rows
 
 
@@ -246,10 +247,7 @@ def simple_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
             out.append(cell.rjust(width) if numeric else cell.ljust(width))
         return "  ".join(out).rstrip()
 
-    body = [line(r) for r in rows]
-    return "\n".join(
-        [border, line(header), border, *body[:-1], border, body[-1], border]
-    )
+    return "\n".join([border, line(header), border, *map(line, rows), border])
 
 
 def summary_table(report: Report) -> str:
@@ -262,8 +260,9 @@ def summary_table(report: Report) -> str:
 
 
 def shorten(value: object, limit: int = MAX_TEXT_SHOWN) -> str:
-    """repr-ish text cut to ``limit`` characters."""
+    """One line of text (HTML tags dropped) cut to ``limit`` characters."""
     text = value if isinstance(value, str) else repr(value)
+    text = " ".join(re.sub(r"<[^>]*>", " ", text).split())
     return text if len(text) <= limit else text[: limit - 4] + " ..."
 
 
@@ -352,7 +351,11 @@ def describe_briefly(case: CaseResult) -> str:
     if case.behavior_close not in (OK, case.behavior):
         result = f"{result} {shorten(d.get('resultClose', ''))}".strip()
     description = rst_escape(shorten(d.get("description", "?")))
-    return f"- {case.case_id} **{case.verdict}**: {description} *{rst_escape(result)}*"
+    expectation = rst_escape(shorten(d.get("expectation", "?")))
+    return (
+        f"- {case.case_id} **{case.verdict}**: {description}\n"
+        f"  Expected: {expectation} Got: {rst_escape(result)}"
+    )
 
 
 # --- Document ---------------------------------------------------------------
@@ -364,6 +367,14 @@ def suite_versions(report: Report) -> tuple[str, str]:
     agent = header_line(d.get("httpRequest"), "User-Agent") or "?"
     server = header_line(d.get("httpResponse"), "Server") or "?"
     return agent, server
+
+
+def package_version() -> str:
+    """ "aiohttp-upgrade VERSION" as installed for this interpreter."""
+    try:
+        return f"aiohttp-upgrade {metadata.version('aiohttp-upgrade')}"
+    except metadata.PackageNotFoundError:
+        return "aiohttp-upgrade (version unknown)"
 
 
 def run_date(report: Report) -> str:
@@ -396,8 +407,10 @@ def render_document(reports: Sequence[Report]) -> str:
         "",
         ".. _Autobahn|Testsuite: https://github.com/crossbario/autobahn-testsuite",
         "",
-        f"Last full run: {run_date(reports[0])}; suite ``{rst_escape(agent)}``;",
-        f"server ``{rst_escape(server)}``.",
+        f"Last full run: {run_date(reports[0])}; {package_version()};",
+        f"suite ``{rst_escape(agent)}``; server header ``{rst_escape(server)}``.",
+        "The suite's own HTML and JSON reports of every case are left in",
+        "``conformance/reports/MODE/deflate-{off,on}/`` (not committed).",
         "",
         "Verdicts",
         "--------",
