@@ -29,7 +29,10 @@ class PerMessageDeflate:
 
     Args:
         compress: compress outgoing messages sent with ``compress=True``.
-        decompress: accept compressed messages from clients.
+        decompress: accept compressed messages from clients. The extension covers
+            both directions (RFC 7692), so once it is negotiated for ``compress``
+            compressed messages are accepted anyway; with both False an offer is
+            declined, as if ``per_message_deflate`` were off.
         server_no_context_takeover: compress each message on its own (default).
             Costs some ratio, saves 32 KiB+ of zlib state per socket and lets a
             publish be compressed once for all subscribers.
@@ -105,7 +108,7 @@ def negotiate_deflate(
     header: str | None, options: PerMessageDeflate
 ) -> DeflateParams | None:
     """Pick the first acceptable offer of a ``Sec-WebSocket-Extensions`` header."""
-    if not header:
+    if not header or not (options.compress or options.decompress):
         return None
     for offer in header.split(","):
         params = _parse_offer(offer)
