@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .deflate import PerMessageDeflate
+from .errors import InvalidStateError
 from .options import (
     DEFAULT_BACKPRESSURE_LIMIT,
     DEFAULT_IDLE_TIMEOUT,
@@ -15,6 +16,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:
+    from .server import Server
     from .websocket import ServerWebSocket
 
 __all__ = ["WebSocketHandler"]
@@ -48,6 +50,17 @@ class WebSocketHandler(Generic[DataT]):
     per_message_deflate: bool | PerMessageDeflate = False
     send_pings: bool = True
     publish_to_self: bool = False
+
+    _server: Server[DataT] | None = None
+
+    @property
+    def server(self) -> Server[DataT]:
+        """The :class:`~aiohttp_upgrade.Server` this handler serves, for hooks that
+        need ``server.publish`` (in ``close`` the socket has already left its topics,
+        as in Bun). InvalidStateError before ``Server(handler)`` was created."""
+        if self._server is None:
+            raise InvalidStateError("this handler is not attached to a Server yet")
+        return self._server
 
     def __init__(self, **options: Any) -> None:
         values = {name: getattr(self, name) for name in _OPTION_NAMES}

@@ -144,6 +144,9 @@ class Server(Generic[DataT]):
                 f"must be a number of seconds > 0 or None, got {handshake_timeout!r}",
             )
         self.handshake_timeout = handshake_timeout
+        if websocket_handler._server is not None:
+            raise InvalidStateError("this handler already serves another Server")
+        websocket_handler._server = self
         self.websocket_handler = websocket_handler
         self.options = websocket_handler.options
         self.allowed_origins = (
@@ -152,6 +155,8 @@ class Server(Generic[DataT]):
         self.topics: TopicRegistry[ServerWebSocket[DataT]] = TopicRegistry()
         self.flusher = _Flusher()
         self._sockets: dict[ServerWebSocket[DataT], asyncio.Task[Any] | None] = {}
+        # Running owner tasks, closed sockets' included until their close hook ends.
+        self._owners: set[asyncio.Task[None]] = set()
         self._shutting_down = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_loop: asyncio.AbstractEventLoop | None = None
@@ -264,10 +269,24 @@ class Server(Generic[DataT]):
             request.remote or "",
             upgrade.accept.deflate,
         )
-        self._sockets[ws] = asyncio.current_task()
+        # The owner runs in its own task: aiohttp cancels the request handler when
+        # the connection is lost (handler_cancellation=True, as in aiohttp's
+        # TestServer), which must not cancel the error and close hooks mid-await.
+        owner = asyncio.get_running_loop().create_task(
+            ws.run(self.websocket_handler.hooks["open"])
+        )
+        self._sockets[ws] = owner
+        self._owners.add(owner)
+        owner.add_done_callback(self._owners.discard)
         self._start_idle_timer()
         install_parser(request, ws)
-        await ws.run(self.websocket_handler.hooks["open"])
+        try:
+            await asyncio.shield(owner)
+        except asyncio.CancelledError:
+            # A lost connection has closed the socket already; any other
+            # cancellation aborts it (1006), and the owner then ends on its own.
+            ws.terminate()
+            raise
         return response
 
     # -- pub/sub ----------------------------------------------------------------
@@ -374,11 +393,10 @@ class Server(Generic[DataT]):
     ) -> None:
         """Refuse new upgrades, close every socket with ``code``, wait for close hooks."""
         self._shutting_down = True
-        tasks = [task for task in self._sockets.values() if task is not None]
         for ws in list(self._sockets):
             ws.close(code, reason)
         current = asyncio.current_task()
-        tasks = [task for task in tasks if task is not current and not task.done()]
+        tasks = [task for task in self._owners if task is not current]
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_TIMEOUT)
         if self._idle_timer is not None:

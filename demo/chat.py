@@ -212,7 +212,6 @@ def create_app(config: Config) -> web.Application:
     store = Store(config.database_path)
     chat = ChatHandler(store, config.clock)
     server = Server(chat, allowed_origins=config.allowed_origins)
-    chat.server = server
     app[CONFIG_KEY] = config
     app[STORE_KEY] = store
     app[CHAT_KEY] = chat

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiohttp_upgrade import ReadyState, Server, ServerWebSocket, WebSocketHandler
+from aiohttp_upgrade import ReadyState, ServerWebSocket, WebSocketHandler
 
 from .models import User
 from .presence import Presence
@@ -80,9 +80,8 @@ def room_topic(room: str) -> str:
 class ChatHandler(WebSocketHandler[SocketData]):
     """Handles every chat socket of one app.
 
-    The hooks publish through the server (a person leaving is announced after
-    their socket is closed, when ``ws.publish`` can no longer send), so set
-    :attr:`server` once the :class:`~aiohttp_upgrade.Server` exists.
+    The hooks publish through :attr:`server` (a person leaving is announced
+    after their socket is closed, when ``ws.publish`` can no longer send).
     """
 
     # One frame of the protocol, UTF-8 encoded, with room to spare.
@@ -94,19 +93,7 @@ class ChatHandler(WebSocketHandler[SocketData]):
         self.store = store
         self.clock = clock
         self.presence = Presence()
-        self._server: Server[SocketData] | None = None
         self._by_session: dict[str, set[Socket]] = {}
-
-    @property
-    def server(self) -> Server[SocketData]:
-        """The server this handler publishes through."""
-        if self._server is None:
-            raise RuntimeError("ChatHandler.server was not set")
-        return self._server
-
-    @server.setter
-    def server(self, server: Server[SocketData]) -> None:
-        self._server = server
 
     def end_session(self, session_id: str) -> int:
         """Close every socket of a signed-out session; return how many."""
