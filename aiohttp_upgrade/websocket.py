@@ -47,7 +47,8 @@ NORMAL_CLOSURE: Final = 1000
 ABNORMAL_CLOSURE: Final = 1006
 INTERNAL_ERROR: Final = 1011
 
-# How long a closing connection may take to flush its last bytes before it is aborted.
+# How long a closing connection may take to flush its last bytes, and the client
+# to close its side, before it is aborted.
 CLOSE_TIMEOUT: Final = 5.0
 # Pending output at which a send writes at once instead of at the end of the loop
 # turn, so that a burst of sends sees what the kernel took (Bun writes at once)
@@ -231,19 +232,29 @@ class ServerWebSocket(Generic[DataT]):
             return 0
         compressor = self._compressor
         if compress and compressor is not None and payload:
+            if self._over_limit():  # do not compress a message that is dropped
+                return 0
             frame = build_frame(opcode, compressor.compress(payload), rsv1=True)
         else:
             frame = build_frame(opcode, payload)
         return self._enqueue(frame, len(payload))
 
+    def _over_limit(self) -> bool:
+        """True when a message must be dropped: more than backpressure_limit is
+        buffered. With close_on_backpressure_limit it also aborts the connection."""
+        buffered = self._transport.get_write_buffer_size() + self._pending_size
+        if buffered <= self._backpressure_limit:
+            return False
+        if self._close_on_limit:
+            self._abort(ABNORMAL_CLOSURE, "backpressure limit exceeded")
+        return True
+
     def _enqueue(self, frame: bytes, length: int) -> int:
         """Queue a built frame; the caller checked that the socket is open."""
+        if self._over_limit():
+            return 0
         transport = self._transport
         waiting = transport.get_write_buffer_size()
-        if waiting + self._pending_size > self._backpressure_limit:
-            if self._close_on_limit:
-                self._abort(ABNORMAL_CLOSURE, "backpressure limit exceeded")
-            return 0
         pending = self._pending
         if not pending:
             self._server.flusher.add(self)
@@ -378,7 +389,7 @@ class ServerWebSocket(Generic[DataT]):
             raise ValueError(f"invalid close code {code}")
         if self.ready_state is not _OPEN:
             return
-        self._begin_close(code, reason, build_close_frame(code, reason))
+        self._begin_close(code, reason, build_close_frame(code, reason), linger=True)
 
     def terminate(self) -> None:
         """Abort the connection without a Close frame; the close hook sees 1006."""
@@ -400,8 +411,19 @@ class ServerWebSocket(Generic[DataT]):
         self._server.forget(self)
         self._wake()
 
-    def _begin_close(self, code: int, reason: str, frame: bytes | None) -> None:
-        """Send ``frame`` (a Close) after everything pending, then close TCP."""
+    def _begin_close(
+        self, code: int, reason: str, frame: bytes | None, *, linger: bool
+    ) -> None:
+        """Send ``frame`` (a Close) after everything pending, then end the connection.
+
+        Answering the client's Close, close TCP at once: the server closes first
+        (RFC 6455 7.1.1). Closing on our own (``linger``), half-close instead and
+        discard what still comes in until the client closes its side, as
+        websockets does: a socket closed with input still arriving answers with a
+        TCP reset, which can destroy the Close frame unread in the client's buffer,
+        so a client that was still sending would see a reset instead of the close
+        code. Transports that cannot half-close (TLS) are closed at once.
+        """
         self._set_closed(code, reason)
         transport = self._transport
         if frame is not None:
@@ -409,10 +431,17 @@ class ServerWebSocket(Generic[DataT]):
         self.flush()
         if transport.is_closing():
             return
-        transport.close()
-        if transport.get_write_buffer_size():
-            # A client that stopped reading must not pin the buffer forever.
-            asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+        if linger and transport.can_write_eof():
+            transport.write_eof()
+            if self._reading_paused:
+                self._reading_paused = False
+                self._protocol.resume_reading()
+        else:
+            transport.close()
+            if not transport.get_write_buffer_size():
+                return
+        # A client that stops reading, or never closes, must not pin the connection.
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
 
     # -- events from the parser (FrameSink) ---------------------------------------
 
@@ -435,7 +464,7 @@ class ServerWebSocket(Generic[DataT]):
             return
         # Echo the client's code (RFC 6455 5.5.1); an empty Close gets an empty one.
         reply = build_close_frame(None if code == 1005 else code, reason)
-        self._begin_close(code, reason, reply)
+        self._begin_close(code, reason, reply, linger=False)
 
     def on_protocol_error(self, error: ProtocolError) -> None:
         if self.ready_state is not _OPEN:
@@ -447,7 +476,10 @@ class ServerWebSocket(Generic[DataT]):
             error.code,
         )
         self._begin_close(
-            error.code, error.reason, build_close_frame(error.code, error.reason)
+            error.code,
+            error.reason,
+            build_close_frame(error.code, error.reason),
+            linger=True,
         )
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
@@ -498,7 +530,9 @@ class ServerWebSocket(Generic[DataT]):
         if self._hooks[_ERROR] is not None:
             self._inbox.append((_ERROR, exc))
         if self.ready_state is _OPEN:
-            self._begin_close(INTERNAL_ERROR, "", build_close_frame(INTERNAL_ERROR, ""))
+            self._begin_close(
+                INTERNAL_ERROR, "", build_close_frame(INTERNAL_ERROR, ""), linger=True
+            )
         else:
             self._wake()
 
@@ -543,6 +577,19 @@ class ServerWebSocket(Generic[DataT]):
             if self.ready_state is _OPEN:  # cancelled from outside
                 self._abort(ABNORMAL_CLOSURE, "")
             await self._run_close_hook()
+            await self._wait_connection_lost()
+
+    async def _wait_connection_lost(self) -> None:
+        """Wait while a lingering close (see ``_begin_close``) keeps TCP half-open.
+
+        aiohttp closes the transport once the request handler returns, which would
+        cut the lingering short. Bounded by the CLOSE_TIMEOUT abort.
+        """
+        loop = asyncio.get_running_loop()
+        while not self._transport.is_closing():
+            # feed_eof() wakes this once the client has closed or been aborted.
+            self._waiter = loop.create_future()
+            await self._waiter
 
     async def _call_error_hook(self, function: Hook, exc: BaseException) -> None:
         try:

@@ -22,7 +22,7 @@ from aiohttp_upgrade import PerMessageDeflate, ServerWebSocket
 from aiohttp_upgrade.deflate import Compressor
 
 from .conftest import Recorder, ServeFactory
-from .flow_support import deflate_message, inflate_message, read_raw_frame
+from .flow_support import deflate_message, fill, inflate_message, read_raw_frame
 from .wire import OP_CLOSE, OP_CONTINUATION, OP_TEXT, connect, parse_close
 
 TEXT = "a compressible message, " * 200
@@ -272,6 +272,28 @@ async def test_publish_compresses_once_for_all_subscribers(
     assert inflate_message(frames[0].payload) == frames[3].payload == TEXT.encode()
     for raw in raws:
         await raw.close()
+
+
+async def test_dropped_message_is_not_compressed(
+    serve: ServeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the backpressure limit, send(compress=True) returns 0 without spending CPU on deflate."""
+    calls = []
+    original = Compressor.compress
+
+    def counting(self: Compressor, payload: bytes) -> bytes:
+        calls.append(len(payload))
+        return original(self, payload)
+
+    monkeypatch.setattr(Compressor, "compress", counting)
+    handler = Recorder(per_message_deflate=True, backpressure_limit=256 * 1024)
+    served = await serve(handler)
+    raw = await connect(served.port, headers=OFFER)  # never reads
+    ws = (await handler.next("open")).ws
+    await fill(ws, until=0)
+    assert ws.send(TEXT, compress=True) == 0
+    assert calls == []
+    await raw.close()
 
 
 # -- limits on inflated size ---------------------------------------------------------
