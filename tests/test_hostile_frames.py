@@ -13,9 +13,12 @@ import asyncio
 import logging
 import struct
 import zlib
+from typing import Any
 
 import aiohttp
 import pytest
+
+from aiohttp_upgrade import ServerWebSocket
 
 from .conftest import Echo, Served, ServeFactory
 from .wire import (
@@ -367,3 +370,35 @@ async def test_many_hostile_sockets_at_once_leave_the_bystander_working(
         assert set(codes) <= {PROTOCOL_ERROR, INVALID_PAYLOAD, MESSAGE_TOO_BIG}
         await bystander.send_bytes(b"still here")
         assert await bystander.receive_bytes(timeout=10) == b"still here"
+
+
+@pytest.mark.parametrize(
+    ("trigger", "expected"),
+    [
+        pytest.param(
+            client_frame(OP_TEXT, b"x", mask=False), PROTOCOL_ERROR, id="protocol-error"
+        ),
+        pytest.param(client_frame(OP_TEXT, b"close me"), 4000, id="ws-close"),
+    ],
+)
+async def test_client_still_sending_gets_the_close_code(
+    serve: ServeFactory, trigger: bytes, expected: int
+) -> None:
+    """A client still sending when the server closes reads the Close, not a reset."""
+
+    class CloseOnRequest(Echo):
+        def message(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
+            if message == "close me":
+                ws.close(4000)
+
+    served = await serve(CloseOnRequest())
+    raw = await connect(served.port)
+    # More than the server reads at once: it decides to close with input unread.
+    backlog = client_frame(OP_BINARY, bytes(60_000)) * 20
+    raw.writer.write(trigger + backlog)
+    await raw.writer.drain()
+    frames = await read_until_eof(raw)
+    await raw.close()
+    assert [(op, parse_close(payload)[0]) for _, op, payload in frames] == [
+        (OP_CLOSE, expected)
+    ]
