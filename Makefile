@@ -29,8 +29,8 @@ system-deps:
 	fi
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check aiohttp_upgrade tests demo benchmarks
-	$(VENV)/bin/ruff format --check aiohttp_upgrade tests demo benchmarks
+	$(VENV)/bin/ruff check aiohttp_upgrade tests demo benchmarks conformance
+	$(VENV)/bin/ruff format --check aiohttp_upgrade tests demo benchmarks conformance
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
