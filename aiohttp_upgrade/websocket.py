@@ -95,6 +95,16 @@ def _payload(message: object) -> tuple[int, bytes]:
     )
 
 
+def _cancelling() -> bool:
+    """True when the running task was asked to cancel: a CancelledError is its own.
+
+    Otherwise a CancelledError comes from inside a hook (it awaited a future that
+    someone else cancelled) and is a hook failure like any other exception.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def _control_payload(data: bytes | bytearray | memoryview | str) -> bytes:
     payload = data.encode() if isinstance(data, str) else bytes(data)
     if len(payload) > 125:  # RFC 6455 5.5
@@ -506,7 +516,7 @@ class ServerWebSocket(Generic[DataT]):
                     function(self)
                 else:
                     function(self, arg)
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:  # no task to cancel here
                 self._hook_failed(exc)
             return
         self._inbox.append((kind, arg))
@@ -541,8 +551,10 @@ class ServerWebSocket(Generic[DataT]):
             result = function(self, *args)
             if result is not None:
                 await result
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as exc:
+            if _cancelling():
+                raise
+            self._hook_failed(exc)
         except Exception as exc:
             self._hook_failed(exc)
 
@@ -596,6 +608,10 @@ class ServerWebSocket(Generic[DataT]):
             result = function(self, exc)
             if result is not None:
                 await result
+        except asyncio.CancelledError:
+            if _cancelling():
+                raise
+            logger.exception("WebSocket error hook raised for %r", self)
         except Exception:
             logger.exception("WebSocket error hook raised for %r", self)
 
@@ -607,6 +623,10 @@ class ServerWebSocket(Generic[DataT]):
             result = hook[0](self, self._close_code, self._close_reason)
             if result is not None:
                 await result
+        except asyncio.CancelledError:
+            if _cancelling():
+                raise
+            logger.exception("WebSocket close hook raised for %r", self)
         except Exception:
             logger.exception("WebSocket close hook raised for %r", self)
 
