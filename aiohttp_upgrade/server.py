@@ -14,10 +14,11 @@ from aiohttp import web
 
 from ._compat import install_parser, set_keepalive_timeout
 from .errors import InvalidOptionError, InvalidStateError
-from .frames import build_frame
+from .frames import build_close_frame, build_frame
 from .handler import WebSocketHandler
 from .handshake import Accept, check_handshake, response_headers
 from .origin import origin_allowed
+from .parser import is_valid_close_code
 from .topics import TopicRegistry, check_topic
 from .websocket import ReadyState, ServerWebSocket, _payload
 
@@ -391,10 +392,20 @@ class Server(Generic[DataT]):
     async def shutdown(
         self, code: int = GOING_AWAY, reason: str = "server shutdown"
     ) -> None:
-        """Refuse new upgrades, close every socket with ``code``, wait for close hooks."""
+        """Refuse new upgrades, close every socket with ``code``, wait for close hooks.
+
+        Each client gets a Close frame and then its connection is closed at once,
+        without waiting for the client's answer, so that clients cannot delay the
+        shutdown; the close hooks are awaited for at most ``SHUTDOWN_TIMEOUT``.
+        """
+        if not is_valid_close_code(code):
+            raise ValueError(f"invalid close code {code}")
         self._shutting_down = True
+        frame = build_close_frame(code, reason)
         for ws in list(self._sockets):
-            ws.close(code, reason)
+            # Unlike ws.close(), do not linger for the client's Close: a client
+            # that never answers would hold the shutdown for CLOSE_TIMEOUT.
+            ws._begin_close(code, reason, frame, linger=False)
         current = asyncio.current_task()
         tasks = [task for task in self._owners if task is not current]
         if tasks:
