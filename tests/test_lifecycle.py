@@ -1,0 +1,281 @@
+"""Server lifecycle: pending_websockets, graceful shutdown, ``python -m aiohttp.web``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from websockets.asyncio.client import connect as websockets_connect
+from websockets.exceptions import ConnectionClosed
+
+from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler
+
+from .conftest import Echo, Recorder, ServeFactory, upgrade_with_data
+from .wire import OP_CLOSE, Raw, connect, parse_close
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# How long a graceful shutdown may take with open sockets (aiohttp's own grace
+# period below is far longer, so a shutdown that waits for sockets fails this).
+SHUTDOWN_BUDGET = 3.0
+AIOHTTP_SHUTDOWN_TIMEOUT = 30.0
+
+
+@dataclass
+class Running:
+    """An app served by an AppRunner we control, so the test can shut it down."""
+
+    runner: web.AppRunner
+    server: Server[Any]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
+RunFactory = Callable[[WebSocketHandler[Any]], Awaitable[Running]]
+
+
+@pytest.fixture
+async def run_app() -> AsyncIterator[RunFactory]:
+    """Serve a handler through web.AppRunner on a loopback port; cleaned up at the end."""
+    runners: list[web.AppRunner] = []
+
+    async def start(handler: WebSocketHandler[Any]) -> Running:
+        server: Server[Any] = Server(handler)
+        app = web.Application()
+        server.setup(app)
+        app.router.add_get("/ws", server.handler(upgrade_with_data()))
+        runner = web.AppRunner(app, shutdown_timeout=AIOHTTP_SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        return Running(runner, server, port)
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def raw_clients() -> AsyncIterator[list[Raw]]:
+    """A list to put raw clients in; all are closed when the test ends."""
+    clients: list[Raw] = []
+    yield clients
+    for raw in clients:
+        await raw.close()
+
+
+async def read_close_code(raw: Raw) -> int | None:
+    """Read frames until the server's Close and return its code."""
+    while True:
+        _, opcode, payload = await raw.recv()
+        if opcode == OP_CLOSE:
+            return parse_close(payload)[0]
+
+
+# -- pending_websockets ------------------------------------------------------------------
+
+
+async def test_pending_websockets_counts_open_sockets(
+    serve: ServeFactory, client_session: aiohttp.ClientSession
+) -> None:
+    """pending_websockets goes up with each open socket and down as each closes."""
+    handler = Recorder()
+    served = await serve(handler)
+    assert served.server.pending_websockets == 0
+    async with client_session.ws_connect(served.url):
+        await handler.next("open")
+        assert served.server.pending_websockets == 1
+        async with client_session.ws_connect(served.url):
+            await handler.next("open")
+            assert served.server.pending_websockets == 2
+        await handler.next("close")
+        assert served.server.pending_websockets == 1
+    await handler.next("close")
+    assert served.server.pending_websockets == 0
+
+
+async def test_pending_websockets_drops_on_server_close(
+    serve: ServeFactory, client_session: aiohttp.ClientSession
+) -> None:
+    """A socket closed by the server stops counting at once, before its close hook."""
+    handler = Recorder()
+    served = await serve(handler)
+    async with client_session.ws_connect(served.url):
+        ws = (await handler.next("open")).ws
+        ws.close()
+        assert served.server.pending_websockets == 0
+
+
+# -- graceful shutdown -----------------------------------------------------------------------
+
+
+async def test_shutdown_closes_every_socket_with_1001(
+    run_app: RunFactory, raw_clients: list[Raw]
+) -> None:
+    """On app shutdown (runner.cleanup) every client receives a Close with 1001."""
+    handler = Recorder()
+    running = await run_app(handler)
+    for _ in range(3):
+        raw_clients.append(await connect(running.port))
+        await handler.next("open")
+    codes = asyncio.gather(*(read_close_code(raw) for raw in raw_clients))
+    await running.runner.cleanup()
+    assert await codes == [1001, 1001, 1001]
+
+
+async def test_shutdown_runs_every_close_hook_with_1001(
+    run_app: RunFactory, raw_clients: list[Raw]
+) -> None:
+    """On app shutdown every open socket's close hook runs with 1001 before cleanup returns."""
+    handler = Recorder()
+    running = await run_app(handler)
+    for _ in range(3):
+        raw_clients.append(await connect(running.port))
+        await handler.next("open")
+    await running.runner.cleanup()
+    closes = [handler.events.get_nowait() for _ in range(3)]
+    assert [(event.hook, event.args[0]) for event in closes] == [("close", 1001)] * 3
+    assert len({id(event.ws) for event in closes}) == 3
+
+
+async def test_shutdown_is_not_delayed_by_open_sockets(
+    run_app: RunFactory, raw_clients: list[Raw]
+) -> None:
+    """Clients that never answer the Close do not hold up the app's shutdown."""
+    handler = Recorder()
+    running = await run_app(handler)
+    for _ in range(5):
+        raw_clients.append(await connect(running.port))
+        await handler.next("open")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await running.runner.cleanup()
+    assert loop.time() - started < SHUTDOWN_BUDGET
+    assert running.server.pending_websockets == 0
+
+
+class SlowClose(WebSocketHandler[Any]):
+    """An async close hook that does real work (a thread hop) before it records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed: list[int] = []
+
+    async def close(self, ws: ServerWebSocket[Any], code: int, reason: str) -> None:
+        await asyncio.to_thread(str, "flush to a database")
+        self.closed.append(code)
+
+
+async def test_shutdown_waits_for_async_close_hooks(
+    run_app: RunFactory, client_session: aiohttp.ClientSession
+) -> None:
+    """runner.cleanup() returns only after async close hooks have finished."""
+    handler = SlowClose()
+    running = await run_app(handler)
+    async with client_session.ws_connect(running.url) as ws:
+        await ws.send_str("ready")  # the socket is open once its first frame is in
+        await running.runner.cleanup()
+        assert handler.closed == [1001]
+
+
+async def test_upgrade_refused_after_shutdown(
+    run_app: RunFactory, client_session: aiohttp.ClientSession
+) -> None:
+    """A server that has shut down refuses upgrades on a new app run (False, not 101)."""
+    running = await run_app(Echo())
+    await running.server.shutdown()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await client_session.ws_connect(running.url)
+    assert info.value.status == 400
+
+
+# -- python -m aiohttp.web --------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Cli:
+    process: asyncio.subprocess.Process
+    port: int
+    output: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
+@pytest.fixture
+async def cli_app() -> AsyncIterator[Cli]:
+    """Run ``python -m aiohttp.web ... tests.app_for_cli:init_func`` until it serves."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aiohttp.web",
+        "-H",
+        "127.0.0.1",
+        "-P",
+        str(port),
+        "tests.app_for_cli:init_func",
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            # aiohttp prints this once the site is listening.
+            while "Running on" not in (output[-1] if output else ""):
+                line = await process.stdout.readline()
+                if not line:
+                    raise AssertionError(f"aiohttp.web exited: {output}")
+                output.append(line.decode())
+        yield Cli(process, port, output)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        rest, _ = await process.communicate()
+        output.append(rest.decode())
+
+
+async def test_python_m_aiohttp_web_serves_websockets(cli_app: Cli) -> None:
+    """An app started with `python -m aiohttp.web -H -P module:init_func` upgrades and echoes."""
+    assert f"127.0.0.1:{cli_app.port}" in cli_app.output[-1]
+    async with websockets_connect(cli_app.url) as conn:
+        await conn.send("over the cli")
+        assert await conn.recv() == "over the cli"
+
+
+async def test_python_m_aiohttp_web_sigterm_closes_with_1001(cli_app: Cli) -> None:
+    """SIGTERM to `python -m aiohttp.web` closes open sockets with 1001 and exits cleanly."""
+    async with websockets_connect(cli_app.url) as conn:
+        await conn.send("hello")
+        await conn.recv()
+        cli_app.process.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as info:
+            await conn.recv()
+    assert info.value.rcvd is not None
+    assert info.value.rcvd.code == 1001
+    assert await cli_app.process.wait() == 0
