@@ -282,15 +282,31 @@ class ServerWebSocket(Generic[DataT]):
         return length
 
     def flush(self) -> None:
-        """Write the pending frames now, in one write (called once per loop turn)."""
+        """Write the pending frames now, in one write (called once per loop turn).
+
+        Never raises: a transport whose write fails is logged and aborted, so one
+        broken socket cannot stop the flush of the others.
+        """
         pending = self._pending
         if not pending:
             return
-        transport = self._transport
-        if not transport.is_closing():
-            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
         self._pending_size = 0
+        transport = self._transport
+        if transport.is_closing():
+            return
+        try:
+            transport.write(data)
+        except Exception as exc:
+            self._write_failed(exc)
+
+    def _write_failed(self, exc: Exception) -> None:
+        logger.error("writing to %r failed; aborting it", self, exc_info=exc)
+        if self.ready_state is _OPEN:
+            self._abort(ABNORMAL_CLOSURE, "")
+        else:
+            self._transport.abort()
 
     def get_buffered_amount(self) -> int:
         """Bytes sent but not yet handed to the kernel."""
