@@ -1,0 +1,279 @@
+"""Helpers shared by the benchmark scripts: CPU pinning and accounting, server
+processes, a raw WebSocket client protocol, percentiles.
+
+Every benchmark runs its server in a child process pinned to one CPU and its load
+generator in the parent, pinned to another, and charges the server's CPU time
+(utime + stime from ``/proc/<pid>/stat``) to the work measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+import os
+import resource
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, cast
+
+__all__ = [
+    "CLIENT_CPU",
+    "CLK_TCK",
+    "SERVER_CPU",
+    "RawClient",
+    "ServerProcess",
+    "announce_port",
+    "client_frame",
+    "close_clients",
+    "connect_clients",
+    "cpu_seconds",
+    "install_uvloop",
+    "parse_server_frames",
+    "percentile",
+    "pin",
+    "raise_nofile",
+    "ratio",
+]
+
+SERVER_CPU: Final = 0
+CLIENT_CPU: Final = 1
+CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+_READY_PREFIX: Final = "PORT "
+
+
+def pin(cpu: int) -> set[int]:
+    """Pin the calling process to ``cpu`` (if the machine has it); return the CPU set."""
+    if cpu < (os.cpu_count() or 1):
+        os.sched_setaffinity(0, {cpu})
+    return os.sched_getaffinity(0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` (all its threads), in seconds.
+
+    Resolution is one clock tick (1/CLK_TCK s, usually 10 ms): measure intervals
+    long enough for that not to matter.
+    """
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    # The command name (field 2) may contain spaces: split after its ')'.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / CLK_TCK
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (0-100) of ``values`` by the nearest-rank method."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.2f}" if reference > 0 else "n/a"
+
+
+def raise_nofile(needed: int) -> int:
+    """Raise RLIMIT_NOFILE's soft limit to at least ``needed`` (up to the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, needed)
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    if want != soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want
+
+
+def install_uvloop() -> bool:
+    """Make new event loops uvloop ones; False if uvloop is not installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+# -- server processes -------------------------------------------------------------
+
+
+def announce_port(port: int) -> None:
+    """Called by a server process once it listens: tells the parent its port."""
+    print(f"{_READY_PREFIX}{port}", flush=True)
+
+
+@dataclass
+class ServerProcess:
+    """A benchmark server running as ``python script --serve ...`` on its own CPU."""
+
+    process: subprocess.Popen[str]
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @classmethod
+    def start(cls, script: str, args: Sequence[str]) -> ServerProcess:
+        process = subprocess.Popen(
+            [sys.executable, script, *args],
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: pin(SERVER_CPU) and None,
+        )
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith(_READY_PREFIX):
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"server did not start: {line!r}")
+        return cls(process, int(line[len(_READY_PREFIX) :]))
+
+    def cpus(self) -> set[int]:
+        return os.sched_getaffinity(self.pid)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+# -- a raw WebSocket client ---------------------------------------------------------
+
+
+def client_frame(payload: bytes, opcode: int = 0x1, mask: bytes = b"\0\0\0\0") -> bytes:
+    """A masked client frame (RFC 6455 5.2, 5.3) carrying ``payload``."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        header = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    if mask != b"\0\0\0\0":
+        key = (mask * (n // 4 + 1))[:n]
+        payload = (
+            int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")
+        ).to_bytes(n, "little")
+    return header + mask + payload
+
+
+def parse_server_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
+    """Remove complete unmasked frames from ``buffer``; return (opcode, payload)."""
+    frames = []
+    pos = 0
+    size = len(buffer)
+    while size - pos >= 2:
+        length = buffer[pos + 1] & 0x7F
+        start = pos + 2
+        if length == 126:
+            if size - pos < 4:
+                break
+            length = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
+            start = pos + 4
+        elif length == 127:
+            if size - pos < 10:
+                break
+            length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
+            start = pos + 10
+        end = start + length
+        if end > size:
+            break
+        frames.append((buffer[pos] & 0x0F, bytes(buffer[start:end])))
+        pos = end
+    del buffer[:pos]
+    return frames
+
+
+class RawClient(asyncio.Protocol):
+    """A WebSocket client on a bare asyncio protocol, cheap enough to run 1000 of.
+
+    Does the opening handshake, then hands every later read to ``on_data``.
+    """
+
+    def __init__(self, host: str, port: int, path: str) -> None:
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._head = b""
+        self.on_data: Callable[[bytes], None] = lambda data: None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses.
+        self.transport = cast(asyncio.Transport, transport)
+        transport = self.transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        if self.opened.done():
+            self.on_data(data)
+            return
+        self._head += data
+        head, sep, rest = self._head.partition(b"\r\n\r\n")
+        if not sep:
+            return
+        if not head.startswith(b"HTTP/1.1 101"):
+            self.opened.set_exception(RuntimeError(head.decode(errors="replace")))
+            return
+        self.opened.set_result(None)
+        if rest:
+            self.on_data(rest)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError("closed during handshake"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send(self, frame: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(frame)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+async def connect_clients(
+    factory: Callable[[], RawClient], count: int, port: int, batch: int = 100
+) -> list[RawClient]:
+    """Open ``count`` clients, ``batch`` at a time (the listen backlog is finite)."""
+    loop = asyncio.get_running_loop()
+    clients: list[RawClient] = []
+    while len(clients) < count:
+        protocols = [factory() for _ in range(min(batch, count - len(clients)))]
+        await asyncio.gather(
+            *(loop.create_connection(_returns(p), "127.0.0.1", port) for p in protocols)
+        )
+        await asyncio.gather(*(p.opened for p in protocols))
+        clients.extend(protocols)
+    return clients
+
+
+def _returns(protocol: RawClient) -> Callable[[], RawClient]:
+    return lambda: protocol
+
+
+async def close_clients(clients: Sequence[RawClient]) -> None:
+    for client in clients:
+        client.abort()
+    await asyncio.gather(*(client.closed for client in clients))

@@ -1,0 +1,407 @@
+"""Fan-out: one publisher, N subscribers, aiohttp-upgrade's ``server.publish``
+against plain aiohttp's ``for ws in room: await ws.send_str(m)``, in one run.
+
+The server runs in a child process pinned to CPU 0; this process is the load
+generator (N subscriber connections and one publisher connection, raw asyncio
+protocols, on uvloop when installed), pinned to CPU 1. The publisher sends M text
+messages that start with its ``time.monotonic()`` (CLOCK_MONOTONIC, shared by
+all processes); the server publishes each to the N subscribers, which note the
+delivery latency. Two modes:
+
+- burst: the M messages back to back;
+- paced: one message every 1/rate s (100/s at N=1000), so each publish runs in
+  its own loop turn.
+
+Printed per (N, mode, server): deliveries/s, p50/p99 delivery latency, server CPU
+µs per delivery (utime+stime from /proc/<pid>/stat over the measured interval),
+the load generator's own CPU per delivery (to see when it is the bottleneck) and
+the ratio of server CPU per delivery against plain aiohttp in the same run.
+
+Usage: python benchmarks/fanout.py [--n 100 1000] [--uvloop] [--paced-seconds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from aiohttp import WSMsgType, web
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import (
+    CLIENT_CPU,
+    CLK_TCK,
+    RawClient,
+    ServerProcess,
+    announce_port,
+    client_frame,
+    close_clients,
+    connect_clients,
+    install_uvloop,
+    parse_server_frames,
+    percentile,
+    pin,
+    raise_nofile,
+    ratio,
+)
+
+SCRIPT: Final = os.path.abspath(__file__)
+
+TOPIC: Final = "room"
+COUNT_QUERY: Final = "?"
+TIMESTAMP_LENGTH: Final = 20
+IMPLS: Final = ("aiohttp", "upgrade")
+LABELS: Final = {"aiohttp": "plain aiohttp", "upgrade": "aiohttp-upgrade"}
+
+
+# -- servers (run in the child process) ------------------------------------------
+
+
+def upgrade_app() -> web.Application:
+    from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler
+
+    class Room(WebSocketHandler[str]):
+        idle_timeout = 0
+
+        def open(self, ws: ServerWebSocket[str]) -> None:
+            if ws.data == "sub":
+                ws.subscribe(TOPIC)
+
+        def message(self, ws: ServerWebSocket[str], message: str | bytes) -> None:
+            if message == COUNT_QUERY:
+                ws.send(str(server.subscriber_count(TOPIC)))
+            else:
+                server.publish(TOPIC, message)
+
+    server: Server[str] = Server(Room())
+
+    def fetch(request: web.Request, server: Server[str]) -> web.StreamResponse | None:
+        if server.upgrade(request, data=request.path.strip("/")):
+            return None
+        return web.Response(status=400)
+
+    app = web.Application()
+    server.setup(app)
+    app.router.add_get("/sub", server.handler(fetch))
+    app.router.add_get("/pub", server.handler(fetch))
+    return app
+
+
+def plain_app() -> web.Application:
+    room: list[web.WebSocketResponse] = []
+
+    async def subscriber(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        room.append(ws)
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            room.remove(ws)
+        return ws
+
+    async def publisher(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                continue
+            m = msg.data
+            if m == COUNT_QUERY:
+                await ws.send_str(str(len(room)))
+                continue
+            for peer in room:
+                await peer.send_str(m)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/sub", subscriber)
+    app.router.add_get("/pub", publisher)
+    return app
+
+
+APPS: Final[dict[str, Callable[[], web.Application]]] = {
+    "aiohttp": plain_app,
+    "upgrade": upgrade_app,
+}
+
+
+async def serve(impl: str) -> None:
+    runner = web.AppRunner(APPS[impl](), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+    await site.start()
+    announce_port(runner.addresses[0][1])
+    await asyncio.Event().wait()  # until the parent terminates us
+
+
+# -- load generator -----------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """Delivery bookkeeping for one measured batch of messages."""
+
+    target: int
+    received: int = 0
+    latencies: list[float] = field(default_factory=list)
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Subscriber(RawClient):
+    """Counts fixed-size text frames and records each one's delivery latency."""
+
+    def __init__(self, port: int, size: int) -> None:
+        super().__init__("127.0.0.1", port, "/sub")
+        self.frame_size = (2 if size < 126 else 4) + size
+        self.header = self.frame_size - size
+        self.first = 0x81
+        self.rest = b""
+        self.run: Run | None = None
+        self.on_data = self.received
+
+    def received(self, data: bytes) -> None:
+        now = time.monotonic()
+        buf = self.rest + data if self.rest else data
+        frame = self.frame_size
+        count = len(buf) // frame
+        end = count * frame
+        if buf[0] != self.first:
+            raise RuntimeError(f"unexpected frame {buf[:16]!r}")
+        start = self.header
+        stop = start + TIMESTAMP_LENGTH
+        run = self.run
+        assert run is not None
+        append = run.latencies.append
+        for pos in range(0, end, frame):
+            append(now - float(buf[pos + start : pos + stop]))
+        self.rest = buf[end:]
+        run.received += count
+        if run.received >= run.target and not run.done.done():
+            run.done.set_result(None)
+
+
+class Publisher(RawClient):
+    """Sends the timestamped messages and asks the server how many subscribe."""
+
+    def __init__(self, port: int, size: int) -> None:
+        super().__init__("127.0.0.1", port, "/pub")
+        self.size = size
+        self.buffer = bytearray()
+        self.replies: asyncio.Queue[str] = asyncio.Queue()
+        self.on_data = self.received
+
+    def received(self, data: bytes) -> None:
+        self.buffer += data
+        for _, payload in parse_server_frames(self.buffer):
+            self.replies.put_nowait(payload.decode())
+
+    async def subscribers(self) -> int:
+        self.send(client_frame(COUNT_QUERY.encode()))
+        return int(await self.replies.get())
+
+    def publish(self) -> None:
+        stamp = f"{time.monotonic():0{TIMESTAMP_LENGTH}.9f}"
+        self.send(client_frame((stamp + "x" * (self.size - len(stamp))).encode()))
+
+
+@dataclass
+class Result:
+    n: int
+    mode: str
+    impl: str
+    messages: int
+    deliveries: int
+    seconds: float
+    server_cpu: float
+    client_cpu: float
+    p50: float
+    p99: float
+
+    @property
+    def server_us(self) -> float:
+        return self.server_cpu / self.deliveries * 1e6
+
+
+async def wait_subscribed(publisher: Publisher, n: int) -> None:
+    """Return once the server counts ``n`` subscribers (they subscribe in ``open``)."""
+    for _ in range(1000):
+        if await publisher.subscribers() >= n:
+            return
+        await asyncio.sleep(0.01)
+    raise RuntimeError("subscribers did not all subscribe")
+
+
+def paced_rate(n: int) -> float:
+    """The default paced rate: 100 messages/s at N=1000, so 100k deliveries/s,
+    and the same deliveries/s for smaller N (at most 1000 messages/s)."""
+    return min(1000.0, max(100.0, 100_000 / n))
+
+
+def own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+async def measure(
+    server: ServerProcess,
+    subscribers: list[Subscriber],
+    publisher: Publisher,
+    messages: int,
+    rate: float | None,
+) -> tuple[Run, float, float, float]:
+    """Publish ``messages`` (back to back, or at ``rate``) and wait for every delivery."""
+    run = Run(target=messages * len(subscribers))
+    for subscriber in subscribers:
+        subscriber.run = run
+    cpu0 = server.cpu_seconds()
+    own0 = own_cpu()
+    t0 = time.monotonic()
+    if rate is None:
+        for _ in range(messages):
+            publisher.publish()
+    else:
+        interval = 1 / rate
+        for i in range(messages):
+            publisher.publish()
+            await asyncio.sleep(max(0.0, t0 + (i + 1) * interval - time.monotonic()))
+    try:
+        await asyncio.wait_for(asyncio.shield(run.done), timeout=120)
+    except TimeoutError:
+        print(f"  timed out: {run.received}/{run.target} delivered", file=sys.stderr)
+    elapsed = time.monotonic() - t0
+    return run, elapsed, server.cpu_seconds() - cpu0, own_cpu() - own0
+
+
+async def bench_server(impl: str, n: int, args: argparse.Namespace) -> list[Result]:
+    flags = ["--serve", impl] + (["--uvloop"] if args.uvloop else [])
+    server = ServerProcess.start(SCRIPT, flags)
+    results = []
+    try:
+        size = args.size
+        subscribers = await connect_clients(
+            lambda: Subscriber(server.port, size), n, server.port
+        )
+        [publisher] = await connect_clients(
+            lambda: Publisher(server.port, size), 1, server.port
+        )
+        assert isinstance(publisher, Publisher)
+        subs = [s for s in subscribers if isinstance(s, Subscriber)]
+        await wait_subscribed(publisher, n)
+        if args.verbose:
+            print(f"  server pid {server.pid} on CPUs {sorted(server.cpus())}")
+        await measure(server, subs, publisher, 20, None)  # warm-up
+        burst = max(1, args.burst_deliveries // n)
+        rate = args.rate or paced_rate(n)
+        paced = max(1, round(rate * args.paced_seconds))
+        for mode, messages, rate_or_none in (
+            ("burst", burst, None),
+            ("paced", paced, rate),
+        ):
+            run, seconds, server_cpu, client_cpu = await measure(
+                server, subs, publisher, messages, rate_or_none
+            )
+            results.append(
+                Result(
+                    n,
+                    mode,
+                    impl,
+                    messages,
+                    run.received,
+                    seconds,
+                    server_cpu,
+                    client_cpu,
+                    percentile(run.latencies, 50) * 1e3,
+                    percentile(run.latencies, 99) * 1e3,
+                )
+            )
+        await close_clients([*subscribers, publisher])
+    finally:
+        server.stop()
+    return results
+
+
+def report(results: list[Result]) -> None:
+    print(
+        f"{'N':>5} {'mode':<6} {'server':<16} {'msgs':>5} {'deliv/s':>10}"
+        f" {'p50 ms':>8} {'p99 ms':>8} {'srv µs/d':>9} {'gen µs/d':>9}"
+        f" {'CPU ratio':>9} {'p99 ratio':>9}"
+    )
+    plain = {(r.n, r.mode): r for r in results if r.impl == "aiohttp"}
+    for r in results:
+        ref = plain.get((r.n, r.mode))
+        print(
+            f"{r.n:>5} {r.mode:<6} {LABELS[r.impl]:<16} {r.messages:>5}"
+            f" {r.deliveries / r.seconds:>10.0f} {r.p50:>8.2f} {r.p99:>8.2f}"
+            f" {r.server_us:>9.2f} {r.client_cpu / r.deliveries * 1e6:>9.2f}"
+            f" {ratio(r.server_us, ref.server_us) if ref else '':>9}"
+            f" {ratio(r.p99, ref.p99) if ref else '':>9}"
+        )
+
+
+async def main(args: argparse.Namespace) -> None:
+    results: list[Result] = []
+    for n in args.n:
+        for impl in args.servers:
+            results += await bench_server(impl, n, args)
+    report(results)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--size", type=int, default=100, help="payload bytes")
+    parser.add_argument(
+        "--burst-deliveries",
+        type=int,
+        default=300_000,
+        help="burst messages = this / N",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="paced messages/s (default: 100 at N=1000, 100000/N up to 1000)",
+    )
+    parser.add_argument("--paced-seconds", type=float, default=2.0)
+    parser.add_argument("--servers", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument("--uvloop", action="store_true", help="run servers on uvloop")
+    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--serve", choices=IMPLS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.size < TIMESTAMP_LENGTH:
+        parser.error(f"--size must be at least {TIMESTAMP_LENGTH}")
+    return args
+
+
+def run() -> None:
+    args = parse_args()
+    if args.serve:
+        if args.uvloop and not install_uvloop():
+            raise SystemExit("uvloop is not installed")
+        raise_nofile(max(args.n) * 2 + 100)
+        asyncio.run(serve(args.serve))
+        return
+    raise_nofile(max(args.n) * 2 + 100)
+    cpus = pin(CLIENT_CPU)
+    generator_loop = "uvloop" if install_uvloop() else "asyncio"
+    print(
+        f"fanout: {args.size}-byte text messages; server on CPU 0"
+        f" ({'uvloop' if args.uvloop else 'asyncio'}), load generator pid"
+        f" {os.getpid()} on CPUs {sorted(cpus)} ({generator_loop});"
+        f" CPU accounting resolution {1000 / CLK_TCK:.0f} ms"
+    )
+    asyncio.run(main(args))
+
+
+if __name__ == "__main__":
+    run()
