@@ -415,6 +415,7 @@ class ServerWebSocket(Generic[DataT]):
             raise ValueError(f"invalid close code {code}")
         if self.ready_state is not _OPEN:
             return
+        self._drop_queued()
         self._begin_close(code, reason, build_close_frame(code, reason), linger=True)
 
     def terminate(self) -> None:
@@ -424,10 +425,16 @@ class ServerWebSocket(Generic[DataT]):
         self._abort(ABNORMAL_CLOSURE, "")
 
     def _abort(self, code: int, reason: str) -> None:
+        self._drop_queued()
         self._set_closed(code, reason)
         self._pending.clear()
         self._pending_size = 0
         self._transport.abort()
+
+    def _drop_queued(self) -> None:
+        """Forget events not yet dispatched: once the server closes a socket, its
+        hooks see no more messages (as in Bun, where none can be pending)."""
+        self._inbox.clear()
 
     def _set_closed(self, code: int, reason: str) -> None:
         self.ready_state = _CLOSED
@@ -553,6 +560,8 @@ class ServerWebSocket(Generic[DataT]):
         logger.error(
             "WebSocket handler raised; closing %r with 1011", self, exc_info=exc
         )
+        if self.ready_state is _OPEN:
+            self._drop_queued()
         if self._hooks[_ERROR] is not None:
             self._inbox.append((_ERROR, exc))
         if self.ready_state is _OPEN:

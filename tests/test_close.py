@@ -527,3 +527,34 @@ async def test_protocol_error_closes_with_its_code(
         raw.writer.write(frame)
     assert (await read_close(raw))[0] == code
     assert (await handler.next("close")).args[0] == code
+
+
+class ClosesOnFirstMessage(WebSocketHandler[Any]):
+    """An async message hook that closes the socket on the first message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str | bytes] = []
+        self.closed = asyncio.Event()
+
+    async def message(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
+        self.seen.append(message)
+        await asyncio.sleep(0)
+        ws.close(4000, "enough")
+
+    def close(self, ws: ServerWebSocket[Any], code: int, reason: str) -> None:
+        self.closed.set()
+
+
+async def test_queued_messages_are_dropped_when_the_server_closes(
+    serve: ServeFactory, connect_raw: ConnectRaw
+) -> None:
+    """Messages queued behind an async hook that calls ws.close() are never dispatched."""
+    handler = ClosesOnFirstMessage()
+    served = await serve(handler)
+    raw = await connect_raw(served.port)
+    # One write, so all three are parsed and queued before the first hook runs.
+    raw.writer.write(b"".join(client_frame(OP_TEXT, m) for m in (b"1", b"2", b"3")))
+    assert await read_close(raw) == (4000, b"enough")
+    await asyncio.wait_for(handler.closed.wait(), 10)
+    assert handler.seen == ["1"]
