@@ -49,10 +49,11 @@ class Reject:
     status: int = 0
 
 
-def _tokens(value: str | None) -> list[str]:
-    if not value:
-        return []
-    return [token.strip().lower() for token in value.split(",")]
+def _tokens(headers: Mapping[str, str], name: str) -> list[str]:
+    """The comma-separated tokens of every ``name`` header line, lower-cased."""
+    getall = getattr(headers, "getall", None)
+    lines: list[str] = getall(name, []) if getall else [headers.get(name, "")]
+    return [token.strip().lower() for line in lines for token in line.split(",")]
 
 
 def accept_key(key: str) -> str:
@@ -69,9 +70,9 @@ def check_handshake(
     """Decide whether a request is a WebSocket handshake this server accepts."""
     if method != "GET":
         return Reject("method is not GET")
-    if "websocket" not in _tokens(headers.get("Upgrade")):
+    if "websocket" not in _tokens(headers, "Upgrade"):
         return Reject("no 'Upgrade: websocket'")
-    if "upgrade" not in _tokens(headers.get("Connection")):
+    if "upgrade" not in _tokens(headers, "Connection"):
         return Reject("no 'Connection: upgrade'")
     key = headers.get("Sec-WebSocket-Key", "").strip()
     try:

@@ -272,3 +272,17 @@ def test_empty_user_subprotocol_selects_none() -> None:
     )
     assert subprotocol is None
     assert "Sec-WebSocket-Protocol" not in headers
+
+
+def test_connection_upgrade_on_a_second_header_line_is_accepted() -> None:
+    """Connection tokens spread over several header lines are all considered."""
+    headers = CIMultiDict(
+        [
+            ("Upgrade", "websocket"),
+            ("Connection", "keep-alive"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+        ]
+    )
+    assert isinstance(check_handshake("GET", headers, None), Accept)
