@@ -93,9 +93,9 @@ class Recorder(WebSocketHandler[Any]):
         self.events = asyncio.Queue()
         self.sockets: list[ServerWebSocket[Any]] = []
 
-    async def next(self, hook: str, timeout: float = 10) -> Event:
+    async def next(self, hook: str, seconds: float = 10) -> Event:
         """Return the next recorded event of ``hook``, skipping others."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             while True:
                 event = await self.events.get()
                 if event.hook == hook:
