@@ -13,6 +13,7 @@ import base64
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -34,8 +35,9 @@ __all__ = [
     "parse_server_frames",
     "percentile",
     "pin",
+    "print_table",
     "raise_nofile",
-    "ratio",
+    "spread",
 ]
 
 SERVER_CPU: Final = 0
@@ -74,8 +76,25 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[rank - 1]
 
 
-def ratio(value: float, reference: float) -> str:
-    return f"{value / reference:.2f}" if reference > 0 else "n/a"
+def spread(values: Sequence[float], digits: int = 2) -> str:
+    """The median, followed by [min-max] when there are several values."""
+    if not values:
+        return "-"
+    median = statistics.median(values)
+    if len(values) == 1:
+        return f"{median:.{digits}f}"
+    return f"{median:.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Print rows as columns; the first row is the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(
+                cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+            ).rstrip()
+        )
 
 
 def raise_nofile(needed: int) -> int:

@@ -12,7 +12,10 @@ aiohttp-upgrade with a plain ``def message`` hook (dispatched straight from the
 parser) and with an ``async def message`` hook (dispatched by the socket's owner
 task).
 
-Usage: python benchmarks/echo.py [--clients 1 50] [--seconds 2] [--uvloop]
+Each figure is the median over --repeat rounds (servers alternating order), with
+[min-max] after it; ratios are taken within each round.
+
+Usage: python benchmarks/echo.py [--clients 1 50] [--seconds 1.5] [--repeat 3] [--uvloop]
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ from _common import (
     install_uvloop,
     percentile,
     pin,
-    ratio,
+    print_table,
+    spread,
 )
 
 SCRIPT: Final = os.path.abspath(__file__)
@@ -156,6 +160,7 @@ class EchoClient(RawClient):
 
 @dataclass
 class Result:
+    round: int
     impl: str
     clients: int
     round_trips: int
@@ -169,7 +174,9 @@ class Result:
         return self.server_cpu / self.round_trips * 1e6
 
 
-async def bench_server(impl: str, args: argparse.Namespace) -> list[Result]:
+async def bench_server(
+    impl: str, round_: int, args: argparse.Namespace
+) -> list[Result]:
     flags = ["--serve", impl] + (["--uvloop"] if args.uvloop else [])
     server = ServerProcess.start(SCRIPT, flags)
     results = []
@@ -194,6 +201,7 @@ async def bench_server(impl: str, args: argparse.Namespace) -> list[Result]:
             latencies = [x for c in echo_clients for x in c.latencies]
             results.append(
                 Result(
+                    round_,
                     impl,
                     count,
                     trips,
@@ -210,32 +218,61 @@ async def bench_server(impl: str, args: argparse.Namespace) -> list[Result]:
 
 
 def report(results: list[Result]) -> None:
-    print(
-        f"{'clients':>7} {'server':<16} {'round trips/s':>13} {'p50 µs':>8}"
-        f" {'p99 µs':>8} {'srv µs/rt':>9} {'CPU ratio':>9}"
-    )
-    plain = {r.clients: r for r in results if r.impl == "aiohttp"}
-    for r in sorted(results, key=lambda r: (r.clients, IMPLS.index(r.impl))):
-        ref = plain.get(r.clients)
-        print(
-            f"{r.clients:>7} {LABELS[r.impl]:<16} {r.round_trips / r.seconds:>13.0f}"
-            f" {r.p50:>8.0f} {r.p99:>8.0f} {r.server_us:>9.2f}"
-            f" {ratio(r.server_us, ref.server_us) if ref else '':>9}"
+    """One row per (clients, server): medians, [min-max] over the rounds, and the
+    ratio against plain aiohttp taken within each round."""
+    plain = {(r.round, r.clients): r for r in results if r.impl == "aiohttp"}
+    groups: dict[tuple[int, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.clients, r.impl), []).append(r)
+    rows = [
+        [
+            "clients",
+            "server",
+            "round trips/s",
+            "p50 µs",
+            "p99 µs",
+            "server µs/round trip",
+            "CPU ratio",
+        ]
+    ]
+    for (clients, impl), runs in sorted(
+        groups.items(), key=lambda item: (item[0][0], IMPLS.index(item[0][1]))
+    ):
+        pairs = [
+            (r, plain[r.round, clients]) for r in runs if (r.round, clients) in plain
+        ]
+        rows.append(
+            [
+                str(clients),
+                LABELS[impl],
+                spread([r.round_trips / r.seconds for r in runs], 0),
+                spread([r.p50 for r in runs], 0),
+                spread([r.p99 for r in runs], 0),
+                spread([r.server_us for r in runs]),
+                spread([r.server_us / ref.server_us for r, ref in pairs]),
+            ]
         )
+    print_table(rows)
 
 
 async def main(args: argparse.Namespace) -> None:
     results: list[Result] = []
-    for impl in args.servers:
-        results += await bench_server(impl, args)
+    for round_ in range(args.repeat):
+        # Alternate the order so that a drift in background load hits all.
+        impls = args.servers if round_ % 2 == 0 else args.servers[::-1]
+        for impl in impls:
+            results += await bench_server(impl, round_, args)
     report(results)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 50])
-    parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
+    parser.add_argument("--seconds", type=float, default=1.5, help="per measurement")
     parser.add_argument("--size", type=int, default=32, help="payload bytes")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds; medians and spread are shown"
+    )
     parser.add_argument("--servers", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--uvloop", action="store_true", help="run servers on uvloop")
     parser.add_argument("--serve", choices=IMPLS, help=argparse.SUPPRESS)

@@ -17,7 +17,10 @@ Printed per (N, mode, server): deliveries/s, p50/p99 delivery latency, server CP
 the load generator's own CPU per delivery (to see when it is the bottleneck) and
 the ratio of server CPU per delivery against plain aiohttp in the same run.
 
-Usage: python benchmarks/fanout.py [--n 100 1000] [--uvloop] [--paced-seconds 2]
+Each figure is the median over --repeat rounds (servers alternating order), with
+[min-max] after it; ratios are taken within each round.
+
+Usage: python benchmarks/fanout.py [--n 100 1000] [--repeat 3] [--uvloop]
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ from _common import (
     parse_server_frames,
     percentile,
     pin,
+    print_table,
     raise_nofile,
-    ratio,
+    spread,
 )
 
 SCRIPT: Final = os.path.abspath(__file__)
@@ -58,6 +62,7 @@ TOPIC: Final = "room"
 COUNT_QUERY: Final = "?"
 TIMESTAMP_LENGTH: Final = 20
 IMPLS: Final = ("aiohttp", "upgrade")
+MODES: Final = ("burst", "paced")
 LABELS: Final = {"aiohttp": "plain aiohttp", "upgrade": "aiohttp-upgrade"}
 
 
@@ -217,6 +222,7 @@ class Publisher(RawClient):
 
 @dataclass
 class Result:
+    round: int
     n: int
     mode: str
     impl: str
@@ -283,7 +289,9 @@ async def measure(
     return run, elapsed, server.cpu_seconds() - cpu0, own_cpu() - own0
 
 
-async def bench_server(impl: str, n: int, args: argparse.Namespace) -> list[Result]:
+async def bench_server(
+    impl: str, n: int, round_: int, args: argparse.Namespace
+) -> list[Result]:
     flags = ["--serve", impl] + (["--uvloop"] if args.uvloop else [])
     server = ServerProcess.start(SCRIPT, flags)
     results = []
@@ -313,6 +321,7 @@ async def bench_server(impl: str, n: int, args: argparse.Namespace) -> list[Resu
             )
             results.append(
                 Result(
+                    round_,
                     n,
                     mode,
                     impl,
@@ -332,28 +341,60 @@ async def bench_server(impl: str, n: int, args: argparse.Namespace) -> list[Resu
 
 
 def report(results: list[Result]) -> None:
-    print(
-        f"{'N':>5} {'mode':<6} {'server':<16} {'msgs':>5} {'deliv/s':>10}"
-        f" {'p50 ms':>8} {'p99 ms':>8} {'srv µs/d':>9} {'gen µs/d':>9}"
-        f" {'CPU ratio':>9} {'p99 ratio':>9}"
-    )
-    plain = {(r.n, r.mode): r for r in results if r.impl == "aiohttp"}
+    """One row per (N, mode, server): medians, [min-max] over the rounds, and
+    ratios against plain aiohttp taken within each round."""
+    plain = {(r.round, r.n, r.mode): r for r in results if r.impl == "aiohttp"}
+    groups: dict[tuple[int, str, str], list[Result]] = {}
     for r in results:
-        ref = plain.get((r.n, r.mode))
-        print(
-            f"{r.n:>5} {r.mode:<6} {LABELS[r.impl]:<16} {r.messages:>5}"
-            f" {r.deliveries / r.seconds:>10.0f} {r.p50:>8.2f} {r.p99:>8.2f}"
-            f" {r.server_us:>9.2f} {r.client_cpu / r.deliveries * 1e6:>9.2f}"
-            f" {ratio(r.server_us, ref.server_us) if ref else '':>9}"
-            f" {ratio(r.p99, ref.p99) if ref else '':>9}"
+        groups.setdefault((r.n, r.mode, r.impl), []).append(r)
+    rows = [
+        [
+            "N",
+            "mode",
+            "server",
+            "msgs",
+            "deliveries/s",
+            "p50 ms",
+            "p99 ms",
+            "server µs/delivery",
+            "loadgen µs/d",
+            "CPU ratio",
+            "p99 ratio",
+        ]
+    ]
+    for (n, mode, impl), runs in sorted(
+        groups.items(),
+        key=lambda item: (item[0][0], MODES.index(item[0][1]), IMPLS.index(item[0][2])),
+    ):
+        pairs = [
+            (r, plain[r.round, n, mode]) for r in runs if (r.round, n, mode) in plain
+        ]
+        rows.append(
+            [
+                str(n),
+                mode,
+                LABELS[impl],
+                str(runs[0].messages),
+                spread([r.deliveries / r.seconds for r in runs], 0),
+                spread([r.p50 for r in runs]),
+                spread([r.p99 for r in runs]),
+                spread([r.server_us for r in runs]),
+                spread([r.client_cpu / r.deliveries * 1e6 for r in runs]),
+                spread([r.server_us / ref.server_us for r, ref in pairs]),
+                spread([r.p99 / ref.p99 for r, ref in pairs]),
+            ]
         )
+    print_table(rows)
 
 
 async def main(args: argparse.Namespace) -> None:
     results: list[Result] = []
-    for n in args.n:
-        for impl in args.servers:
-            results += await bench_server(impl, n, args)
+    for round_ in range(args.repeat):
+        # Alternate the order so that a drift in background load hits both.
+        impls = args.servers if round_ % 2 == 0 else args.servers[::-1]
+        for n in args.n:
+            for impl in impls:
+                results += await bench_server(impl, n, round_, args)
     report(results)
 
 
@@ -373,6 +414,9 @@ def parse_args() -> argparse.Namespace:
         help="paced messages/s (default: 100 at N=1000, 100000/N up to 1000)",
     )
     parser.add_argument("--paced-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds; medians and spread are shown"
+    )
     parser.add_argument("--servers", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--uvloop", action="store_true", help="run servers on uvloop")
     parser.add_argument("--verbose", action="store_true")

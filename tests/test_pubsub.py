@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import os
 import socket
 import struct
@@ -568,6 +569,18 @@ async def test_publish_returns_payload_length(
     assert served.server.publish(TOPIC, message) == expected
 
 
+async def test_ws_publish_returns_payload_length(
+    serve: ServeFactory, client_session: aiohttp.ClientSession
+) -> None:
+    """ws.publish returns the byte length when every other subscriber takes it."""
+    served, handler = await start(serve)
+    _, publisher = await connect(served, handler, client_session)
+    _, ws = await connect(served, handler, client_session)
+    publisher.subscribe(TOPIC)
+    ws.subscribe(TOPIC)
+    assert publisher.publish(TOPIC, "four") == 4
+
+
 async def test_publish_without_subscribers_returns_zero(serve: ServeFactory) -> None:
     """A publish to a topic nobody subscribed to returns 0."""
     served, _ = await start(serve)
@@ -836,6 +849,28 @@ async def test_fan_out_continues_past_closed_transport(
     pairs[1][1].data.transport.close()
     served.server.publish(TOPIC, "ok")
     assert [await receive(pairs[0][0]), await receive(pairs[2][0])] == ["ok", "ok"]
+
+
+async def test_publish_retains_no_object_per_subscriber(
+    serve: ServeFactory, client_session: aiohttp.ClientSession
+) -> None:
+    """A publish to 50 subscribers leaves fewer than 5 new GC-tracked objects
+    behind, so nothing (list, tuple) is allocated per delivery."""
+    served, handler = await start(serve)
+    pairs = [await connect(served, handler, client_session) for _ in range(50)]
+    for _, ws in pairs:
+        ws.subscribe(TOPIC)
+    served.server.publish(TOPIC, "warm-up")
+    for client, _ in pairs:
+        await receive(client)
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        served.server.publish(TOPIC, "counted")
+        after = gc.get_count()[0]
+    finally:
+        gc.enable()
+    assert after - before < 5
 
 
 # -- ordering and coalescing --------------------------------------------------------
