@@ -254,6 +254,7 @@ class Server(Generic[DataT]):
             upgrade.accept, _header_items(upgrade.headers)
         )
         response = _UpgradeResponse(status=101, headers=headers)
+        del headers  # the response has its own copy; this frame lives as long as ws
         await response.prepare(request)
         transport = request.transport
         if transport is None or transport.is_closing():
@@ -270,24 +271,19 @@ class Server(Generic[DataT]):
             request.remote or "",
             upgrade.accept.deflate,
         )
-        # The owner runs in its own task: aiohttp cancels the request handler when
-        # the connection is lost (handler_cancellation=True, as in aiohttp's
-        # TestServer), which must not cancel the error and close hooks mid-await.
-        owner = asyncio.get_running_loop().create_task(
-            ws.run(self.websocket_handler.hooks["open"])
-        )
+        # The request handler's task owns the socket: an idle socket costs no task
+        # of its own. ws.run() keeps aiohttp from cancelling the error and close
+        # hooks when it cancels this task on a lost connection.
+        owner = asyncio.current_task()
+        assert owner is not None
         self._sockets[ws] = owner
         self._owners.add(owner)
-        owner.add_done_callback(self._owners.discard)
         self._start_idle_timer()
         install_parser(request, ws)
         try:
-            await asyncio.shield(owner)
-        except asyncio.CancelledError:
-            # A lost connection has closed the socket already; any other
-            # cancellation aborts it (1006), and the owner then ends on its own.
-            ws.terminate()
-            raise
+            await ws.run(self.websocket_handler.hooks["open"])
+        finally:
+            self._owners.discard(owner)
         return response
 
     # -- pub/sub ----------------------------------------------------------------

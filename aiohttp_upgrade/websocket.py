@@ -15,7 +15,7 @@ import asyncio
 import enum
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from ._compat import drain_waiter
@@ -175,7 +175,8 @@ class ServerWebSocket(Generic[DataT]):
         )
         self._pending: list[bytes] = []
         self._pending_size = 0
-        self._inbox: deque[tuple[int, Any]] = deque()
+        # Created on first use: sockets whose hooks are plain functions rarely queue.
+        self._inbox: deque[tuple[int, Any]] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._direct = False
         self._reading_paused = False
@@ -434,7 +435,8 @@ class ServerWebSocket(Generic[DataT]):
     def _drop_queued(self) -> None:
         """Forget events not yet dispatched: once the server closes a socket, its
         hooks see no more messages (as in Bun, where none can be pending)."""
-        self._inbox.clear()
+        if self._inbox is not None:
+            self._inbox.clear()
 
     def _set_closed(self, code: int, reason: str) -> None:
         self.ready_state = _CLOSED
@@ -542,9 +544,12 @@ class ServerWebSocket(Generic[DataT]):
             except (Exception, asyncio.CancelledError) as exc:  # no task to cancel here
                 self._hook_failed(exc)
             return
-        self._inbox.append((kind, arg))
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append((kind, arg))
         self._wake()
-        if len(self._inbox) >= INBOX_HIGH_WATER and not self._reading_paused:
+        if len(inbox) >= INBOX_HIGH_WATER and not self._reading_paused:
             self._reading_paused = True
             self._protocol.pause_reading()
 
@@ -563,6 +568,8 @@ class ServerWebSocket(Generic[DataT]):
         if self.ready_state is _OPEN:
             self._drop_queued()
         if self._hooks[_ERROR] is not None:
+            if self._inbox is None:
+                self._inbox = deque()
             self._inbox.append((_ERROR, exc))
         if self.ready_state is _OPEN:
             self._begin_close(
@@ -589,8 +596,8 @@ class ServerWebSocket(Generic[DataT]):
         try:
             if open_hook is not None:
                 await self._call(open_hook[0])
-            inbox = self._inbox
             while True:
+                inbox = self._inbox
                 while inbox:
                     kind, arg = inbox.popleft()
                     if self._reading_paused and len(inbox) < INBOX_HIGH_WATER // 2:
@@ -631,14 +638,11 @@ class ServerWebSocket(Generic[DataT]):
     async def _call_error_hook(self, function: Hook, exc: BaseException) -> None:
         try:
             result = function(self, exc)
-            if result is not None:
-                await result
-        except asyncio.CancelledError:
-            if _cancelling():
-                raise
+        except (Exception, asyncio.CancelledError):  # a plain function: no task here
             logger.exception("WebSocket error hook raised for %r", self)
-        except Exception:
-            logger.exception("WebSocket error hook raised for %r", self)
+            return
+        if result is not None:
+            await self._finish_hook("error", result)
 
     async def _run_close_hook(self) -> None:
         hook = self._server.websocket_handler.hooks["close"]
@@ -646,14 +650,39 @@ class ServerWebSocket(Generic[DataT]):
             return
         try:
             result = hook[0](self, self._close_code, self._close_reason)
-            if result is not None:
-                await result
-        except asyncio.CancelledError:
-            if _cancelling():
-                raise
+        except (Exception, asyncio.CancelledError):  # a plain function: no task here
             logger.exception("WebSocket close hook raised for %r", self)
-        except Exception:
-            logger.exception("WebSocket close hook raised for %r", self)
+            return
+        if result is not None:
+            await self._finish_hook("close", result)
+
+    async def _finish_hook(self, name: str, awaitable: Awaitable[None]) -> None:
+        """Await an error or close hook to its end, even if the owner is cancelled.
+
+        aiohttp cancels the request handler, which owns this socket, once the
+        connection is lost (with ``handler_cancellation=True``, as in its
+        TestServer): just when these hooks run. So they run in a task of their
+        own, created only then (idle sockets carry no extra task). The hook's
+        failure, its own CancelledError included, is logged with its traceback; a
+        cancellation of the owner that came meanwhile is raised once it ended.
+        """
+        task = asyncio.ensure_future(awaitable)
+        interrupted = False
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                # Nothing cancels the hook's task: if it is still running, or the
+                # owner is being cancelled anyway, the cancellation is the owner's.
+                interrupted = interrupted or not task.done() or _cancelling()
+            except Exception:
+                pass  # the hook failed: handled below
+        try:
+            task.result()
+        except (Exception, asyncio.CancelledError) as exc:
+            logger.error("WebSocket %s hook raised for %r", name, self, exc_info=exc)
+        if interrupted:
+            raise asyncio.CancelledError
 
     def idle_tick(self, ticks_to_ping: int, ticks_to_close: int) -> None:
         """Advance the idle timer by one tick (called by the server's sweep)."""
