@@ -15,7 +15,7 @@ import asyncio
 import enum
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from ._compat import drain_waiter
@@ -695,7 +695,3 @@ class ServerWebSocket(Generic[DataT]):
             self._enqueue(build_frame(OP_PING, b""), 0)
             self._idle_ticks = idle  # our own ping is not activity
 
-
-def close_all(sockets: Iterable[ServerWebSocket[Any]], code: int, reason: str) -> None:
-    for ws in list(sockets):
-        ws.close(code, reason)
