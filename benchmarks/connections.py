@@ -1,0 +1,313 @@
+"""Memory per idle WebSocket: aiohttp-upgrade against plain aiohttp, in one run.
+
+For each implementation a server runs in a child process (``--serve IMPL``) and
+this process opens N raw client sockets against it. Every socket completes its
+handshake and receives one "hi" message from the server (so it was served, not
+just accepted), then stays idle. The figure is the growth of the server's resident
+set (VmRSS from ``/proc/<pid>/status``) from before the N sockets to after them,
+divided by N. A warm-up round of connections is opened and closed first so that
+one-time allocations (code paths, caches, allocator arenas) are not charged to the
+sockets, and the server runs ``gc.collect()`` before each reading. Kernel socket
+buffers are not process memory and are not counted.
+
+The plain aiohttp server is the canonical handler: ``WebSocketResponse``,
+``prepare``, ``send_str``, then ``async for msg in ws`` echoing. The
+aiohttp-upgrade server is a ``WebSocketHandler`` whose ``open`` sends "hi" and
+whose ``message`` echoes, with default options.
+
+Usage: python benchmarks/connections.py [--n 5000] [--warmup 500] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gc
+import os
+import resource
+import socket
+import subprocess
+import sys
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+
+IMPLS: Final = ("aiohttp", "upgrade")
+LABELS: Final = {"aiohttp": "plain aiohttp", "upgrade": "aiohttp-upgrade"}
+HELLO: Final = b"\x81\x02hi"
+"""The text frame "hi" each server sends to a new socket."""
+READY_PREFIX: Final = "PORT "
+CONNECT_CONCURRENCY: Final = 100
+"""Handshakes in flight at once (the listen backlog is 128)."""
+
+
+# -- servers (run in the child process) ------------------------------------------
+
+
+def plain_aiohttp_app() -> web.Application:
+    sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+
+    async def websocket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        sockets.add(ws)
+        await ws.send_str("hi")
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                await ws.send_str(msg.data)
+            elif msg.type is aiohttp.WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+        return ws
+
+    async def stats(request: web.Request) -> web.Response:
+        gc.collect()
+        return web.Response(text=str(len(sockets)))
+
+    app = web.Application()
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/stats", stats)
+    return app
+
+
+def upgrade_app() -> web.Application:
+    from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler
+
+    class Hello(WebSocketHandler[None]):
+        def open(self, ws: ServerWebSocket[None]) -> None:
+            ws.send("hi")
+
+        def message(self, ws: ServerWebSocket[None], message: str | bytes) -> None:
+            ws.send(message)
+
+    server: Server[None] = Server(Hello())
+
+    def fetch(request: web.Request, server: Server[None]) -> web.Response | None:
+        if server.upgrade(request):
+            return None
+        return web.Response(status=400)
+
+    async def stats(request: web.Request) -> web.Response:
+        gc.collect()
+        return web.Response(text=str(server.pending_websockets))
+
+    app = web.Application()
+    server.setup(app)
+    app.router.add_get("/ws", server.handler(fetch))
+    app.router.add_get("/stats", stats)
+    return app
+
+
+async def serve(impl: str) -> None:
+    app = upgrade_app() if impl == "upgrade" else plain_aiohttp_app()
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+    await site.start()
+    print(f"{READY_PREFIX}{runner.addresses[0][1]}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+# -- the load generator (this process) ----------------------------------------------
+
+
+def raise_nofile(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        sys.exit(f"RLIMIT_NOFILE hard limit {hard} < {needed}: lower --n")
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS of process ``pid`` from /proc/<pid>/status."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+@dataclass
+class Child:
+    process: subprocess.Popen[str]
+    port: int
+
+    @classmethod
+    def start(cls, impl: str) -> Child:
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--serve", impl],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith(READY_PREFIX):
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"{impl} server did not start: {line!r}")
+        return cls(process, int(line[len(READY_PREFIX) :]))
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+async def open_socket(port: int, gate: asyncio.Semaphore) -> socket.socket:
+    """Open one WebSocket on a raw non-blocking socket; return once "hi" arrived."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    try:
+        async with gate:
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            await loop.sock_sendall(sock, request)
+            buffer = b""
+            while b"\r\n\r\n" not in buffer or not buffer.endswith(HELLO):
+                data = await loop.sock_recv(sock, 4096)
+                if not data:
+                    raise ConnectionError("server closed the connection")
+                buffer += data
+        if not buffer.startswith(b"HTTP/1.1 101 "):
+            raise ConnectionError(buffer[:60].decode(errors="replace"))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def open_sockets(port: int, n: int) -> list[socket.socket]:
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    results = await asyncio.gather(
+        *(open_socket(port, gate) for _ in range(n)), return_exceptions=True
+    )
+    sockets = [s for s in results if isinstance(s, socket.socket)]
+    errors = [e for e in results if isinstance(e, BaseException)]
+    if errors:
+        for sock in sockets:
+            sock.close()
+        raise RuntimeError(f"{len(errors)} of {n} sockets failed: {errors[0]!r}")
+    return sockets
+
+
+async def open_count(session: aiohttp.ClientSession, port: int) -> int:
+    """Ask the server to collect garbage and report its open WebSockets."""
+    async with session.get(f"http://127.0.0.1:{port}/stats") as response:
+        return int(await response.text())
+
+
+async def wait_open_count(
+    session: aiohttp.ClientSession, port: int, expected: int
+) -> None:
+    for _ in range(1000):
+        if await open_count(session, port) == expected:
+            return
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"server did not reach {expected} open sockets")
+
+
+@dataclass
+class Result:
+    impl: str
+    n: int
+    baseline: int
+    loaded: int
+
+    @property
+    def per_socket(self) -> float:
+        return (self.loaded - self.baseline) / self.n
+
+
+async def measure(impl: str, n: int, warmup: int) -> Result:
+    child = Child.start(impl)
+    try:
+        async with aiohttp.ClientSession() as session:
+            warm = await open_sockets(child.port, warmup)
+            for sock in warm:
+                sock.close()
+            await wait_open_count(session, child.port, 0)
+            await open_count(session, child.port)
+            baseline = rss_bytes(child.process.pid)
+            sockets = await open_sockets(child.port, n)
+            try:
+                await wait_open_count(session, child.port, n)
+                loaded = rss_bytes(child.process.pid)
+            finally:
+                for sock in sockets:
+                    sock.close()
+        return Result(impl, n, baseline, loaded)
+    finally:
+        child.stop()
+
+
+def report(rounds: Sequence[dict[str, Result]]) -> None:
+    """One line per server and round; the ratio is against plain aiohttp's figure
+    from the same round."""
+    mib = 1024 * 1024
+    print(
+        f"{'server':<17} {'sockets':>7} {'RSS before':>11} {'RSS after':>10}"
+        f" {'per socket':>11} {'vs aiohttp':>10}"
+    )
+    for results in rounds:
+        reference = results["aiohttp"].per_socket
+        for impl in IMPLS:
+            r = results[impl]
+            ratio = f"{r.per_socket / reference:.2f}" if reference > 0 else "n/a"
+            print(
+                f"{LABELS[impl]:<17} {r.n:>7} {r.baseline / mib:>8.1f} MiB"
+                f" {r.loaded / mib:>6.1f} MiB {r.per_socket / 1024:>7.1f} KiB"
+                f" {ratio:>10}"
+            )
+
+
+async def main(args: Any) -> None:
+    raise_nofile(args.n + 200)
+    print(
+        f"Python {sys.version.split()[0]}, aiohttp {aiohttp.__version__}; "
+        f"{args.n} idle sockets after {args.warmup} warm-up connections; "
+        "server RSS growth / sockets"
+    )
+    rounds = []
+    for _ in range(args.repeat):
+        rounds.append(
+            {impl: await measure(impl, args.n, args.warmup) for impl in IMPLS}
+        )
+    report(rounds)
+
+
+def parse_args(argv: Sequence[str]) -> Any:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=5000, help="idle sockets to hold")
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--serve", choices=IMPLS, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse_args(sys.argv[1:])
+    if arguments.serve:
+        asyncio.run(serve(arguments.serve))
+    else:
+        asyncio.run(main(arguments))
