@@ -59,9 +59,9 @@ class FrameParser:
         "_chunks",
         "_chunks_size",
         "_decoder",
+        "_frag_buffer",
         "_frag_compressed",
         "_frag_opcode",
-        "_frag_parts",
         "_frag_size",
         "_inflater",
         "_max_size",
@@ -90,7 +90,9 @@ class FrameParser:
         self._need = 0
         self._frag_opcode = 0
         self._frag_compressed = False
-        self._frag_parts: list[bytes] = []
+        # One buffer, not a list of fragments: a message sent as 1-byte fragments
+        # would otherwise cost ~40 bytes of server memory per byte.
+        self._frag_buffer = bytearray()
         self._frag_size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
         self.stopped = False
@@ -100,7 +102,7 @@ class FrameParser:
         self.stopped = True
         self._buffer = b""
         self._chunks.clear()
-        self._frag_parts.clear()
+        self._frag_buffer = bytearray()
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; report complete frames to the sink."""
@@ -227,19 +229,19 @@ class FrameParser:
             # Decode as fragments arrive so invalid UTF-8 fails fast (RFC 6455 8.1).
             self._decoder = _utf8_decoder()
             self._check_text(payload, final=False)
-        self._frag_parts.append(payload)
+        self._frag_buffer += payload
 
     def _continue_fragments(self, payload: bytes, fin: bool) -> None:
         self._frag_size += len(payload)
         if self._decoder is not None:
             self._check_text(payload, final=fin)
-        self._frag_parts.append(payload)
+        self._frag_buffer += payload
         if not fin:
             return
-        message = b"".join(self._frag_parts)
+        message = bytes(self._frag_buffer)
         opcode = self._frag_opcode
         compressed = self._frag_compressed
-        self._frag_parts.clear()
+        self._frag_buffer = bytearray()
         self._frag_opcode = 0
         self._frag_size = 0
         self._decoder = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import tracemalloc
 import zlib
 from typing import Any
 
@@ -402,3 +403,28 @@ async def test_client_still_sending_gets_the_close_code(
     assert [(op, parse_close(payload)[0]) for _, op, payload in frames] == [
         (OP_CLOSE, expected)
     ]
+
+
+async def test_tiny_fragments_cost_about_their_payload_in_memory(
+    serve: ServeFactory,
+) -> None:
+    """A message sent as 1-byte fragments takes the server memory near its payload
+    size, not tens of bytes per fragment."""
+    served = await serve(Echo())
+    raw = await connect(served.port)
+    fragments = 50_000
+    frame = client_frame(OP_CONTINUATION, b"x", fin=False, mask_key=MASK)
+    tracemalloc.start()
+    try:
+        raw.writer.write(client_frame(OP_BINARY, b"x", fin=False))
+        for _ in range(fragments // 10_000):
+            raw.writer.write(frame * 10_000)
+            await raw.writer.drain()
+        raw.writer.write(client_frame(OP_CONTINUATION, b"x"))
+        _, opcode, payload = await raw.recv()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (opcode, len(payload)) == (OP_BINARY, fragments + 2)
+    assert peak < 8 * fragments, f"{peak / fragments:.0f} bytes per 1-byte fragment"
+    await raw.close()
