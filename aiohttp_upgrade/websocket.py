@@ -694,4 +694,3 @@ class ServerWebSocket(Generic[DataT]):
             idle = self._idle_ticks
             self._enqueue(build_frame(OP_PING, b""), 0)
             self._idle_ticks = idle  # our own ping is not activity
-
