@@ -13,6 +13,7 @@ import base64
 import math
 import os
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -31,7 +32,9 @@ __all__ = [
     "close_clients",
     "connect_clients",
     "cpu_seconds",
+    "handshake_request",
     "install_uvloop",
+    "open_socket",
     "parse_server_frames",
     "percentile",
     "pin",
@@ -217,6 +220,47 @@ def parse_server_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
     return frames
 
 
+def handshake_request(host: str, port: int, path: str) -> bytes:
+    """An opening handshake request (RFC 6455 4.1)."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+async def open_socket(
+    port: int, path: str, options: Sequence[tuple[int, int, int]] = ()
+) -> tuple[socket.socket, bytes]:
+    """Connect a non-blocking socket and do the handshake on it.
+
+    Returns the socket and whatever arrived after the 101 response.
+    """
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        for option in options:
+            sock.setsockopt(*option)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, handshake_request("127.0.0.1", port, path))
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = await loop.sock_recv(sock, 4096)
+            if not chunk:
+                raise ConnectionError("closed during the handshake")
+            received += chunk
+    except BaseException:
+        sock.close()
+        raise
+    head, _, rest = received.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 101"):
+        sock.close()
+        raise RuntimeError(head.decode(errors="replace"))
+    return sock, rest
+
+
 class RawClient(asyncio.Protocol):
     """A WebSocket client on a bare asyncio protocol, cheap enough to run 1000 of.
 
@@ -224,12 +268,7 @@ class RawClient(asyncio.Protocol):
     """
 
     def __init__(self, host: str, port: int, path: str) -> None:
-        self.request = (
-            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
+        self.request = handshake_request(host, port, path)
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()

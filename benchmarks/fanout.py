@@ -2,20 +2,25 @@
 against plain aiohttp's ``for ws in room: await ws.send_str(m)``, in one run.
 
 The server runs in a child process pinned to CPU 0; this process is the load
-generator (N subscriber connections and one publisher connection, raw asyncio
-protocols, on uvloop when installed), pinned to CPU 1. The publisher sends M text
-messages that start with its ``time.monotonic()`` (CLOCK_MONOTONIC, shared by
-all processes); the server publishes each to the N subscribers, which note the
-delivery latency. Two modes:
+generator (N subscriber sockets read with recvmsg(), one publisher connection,
+on uvloop when installed), pinned to CPU 1. The publisher sends M text messages
+that start with its ``time.time()``; the server publishes each to the N
+subscribers. Two modes:
 
 - burst: the M messages back to back;
 - paced: one message every 1/rate s (100/s at N=1000), so each publish runs in
   its own loop turn.
 
+Delivery latency is taken to the kernel's receive timestamp of the subscriber
+socket (SO_TIMESTAMPNS, CLOCK_REALTIME like ``time.time()``, shared by all
+processes): that is the server's latency even when the single-CPU load
+generator falls behind reading 1000 sockets. "p99 read" is the latency to this
+process's read, which includes that queueing.
+
 Printed per (N, mode, server): deliveries/s, p50/p99 delivery latency, server CPU
 µs per delivery (utime+stime from /proc/<pid>/stat over the measured interval),
-the load generator's own CPU per delivery (to see when it is the bottleneck) and
-the ratio of server CPU per delivery against plain aiohttp in the same run.
+the load generator's own CPU per delivery, and the ratios of server CPU per
+delivery and of p99 latency against plain aiohttp in the same round.
 
 Each figure is the median over --repeat rounds (servers alternating order), with
 [min-max] after it; ratios are taken within each round.
@@ -28,6 +33,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -48,6 +55,7 @@ from _common import (
     close_clients,
     connect_clients,
     install_uvloop,
+    open_socket,
     parse_server_frames,
     percentile,
     pin,
@@ -60,7 +68,7 @@ SCRIPT: Final = os.path.abspath(__file__)
 
 TOPIC: Final = "room"
 COUNT_QUERY: Final = "?"
-TIMESTAMP_LENGTH: Final = 20
+TIMESTAMP_LENGTH: Final = 21
 IMPLS: Final = ("aiohttp", "upgrade")
 MODES: Final = ("burst", "paced")
 LABELS: Final = {"aiohttp": "plain aiohttp", "upgrade": "aiohttp-upgrade"}
@@ -157,43 +165,97 @@ class Run:
 
     target: int
     received: int = 0
+    # Publisher's send time to the kernel's receive timestamp of the subscriber
+    # socket (the server's delivery latency, whatever the load generator does) ...
     latencies: list[float] = field(default_factory=list)
+    # ... and to the load generator reading it (includes its own queueing).
+    app_latencies: list[float] = field(default_factory=list)
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
-class Subscriber(RawClient):
-    """Counts fixed-size text frames and records each one's delivery latency."""
+# Linux's SO_TIMESTAMPNS: recvmsg() reports when the kernel received the data
+# (CLOCK_REALTIME, struct timespec). Not exported by the socket module.
+SO_TIMESTAMPNS: Final = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC: Final = struct.Struct("qq")
+_ANCILLARY_SIZE: Final = socket.CMSG_SPACE(_TIMESPEC.size)
+_READ_SIZE: Final = 65536
 
-    def __init__(self, port: int, size: int) -> None:
-        super().__init__("127.0.0.1", port, "/sub")
+
+class Subscriber:
+    """A subscriber socket read with recvmsg(): counts the fixed-size text frames
+    and records each one's latency at kernel receipt and at this process's read.
+
+    With several frames in one read, all get the read's (latest) kernel timestamp.
+    """
+
+    def __init__(self, sock: socket.socket, size: int) -> None:
+        self.sock = sock
         self.frame_size = (2 if size < 126 else 4) + size
         self.header = self.frame_size - size
-        self.first = 0x81
         self.rest = b""
         self.run: Run | None = None
-        self.on_data = self.received
 
-    def received(self, data: bytes) -> None:
-        now = time.monotonic()
+    @classmethod
+    async def connect(cls, port: int, size: int) -> Subscriber:
+        sock, rest = await open_socket(
+            port, "/sub", [(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)]
+        )
+        if rest:
+            sock.close()
+            raise RuntimeError("data before the first publish")
+        subscriber = cls(sock, size)
+        asyncio.get_running_loop().add_reader(sock.fileno(), subscriber.readable)
+        return subscriber
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+
+    def readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(_READ_SIZE, _ANCILLARY_SIZE)
+        except BlockingIOError:
+            return
+        now = time.time()
+        if not data:
+            raise ConnectionError("the server closed a subscriber")
+        kernel = now
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = _TIMESPEC.unpack(value)
+                kernel = seconds + nanoseconds * 1e-9
         buf = self.rest + data if self.rest else data
         frame = self.frame_size
         count = len(buf) // frame
         end = count * frame
-        if buf[0] != self.first:
+        if buf[0] != 0x81:
             raise RuntimeError(f"unexpected frame {buf[:16]!r}")
         start = self.header
         stop = start + TIMESTAMP_LENGTH
         run = self.run
         assert run is not None
-        append = run.latencies.append
+        latency = run.latencies.append
+        app_latency = run.app_latencies.append
         for pos in range(0, end, frame):
-            append(now - float(buf[pos + start : pos + stop]))
+            sent = float(buf[pos + start : pos + stop])
+            latency(kernel - sent)
+            app_latency(now - sent)
         self.rest = buf[end:]
         run.received += count
         if run.received >= run.target and not run.done.done():
             run.done.set_result(None)
+
+
+async def connect_subscribers(port: int, size: int, n: int) -> list[Subscriber]:
+    subscribers: list[Subscriber] = []
+    while len(subscribers) < n:
+        batch = min(100, n - len(subscribers))
+        subscribers += await asyncio.gather(
+            *(Subscriber.connect(port, size) for _ in range(batch))
+        )
+    return subscribers
 
 
 class Publisher(RawClient):
@@ -216,7 +278,7 @@ class Publisher(RawClient):
         return int(await self.replies.get())
 
     def publish(self) -> None:
-        stamp = f"{time.monotonic():0{TIMESTAMP_LENGTH}.9f}"
+        stamp = f"{time.time():0{TIMESTAMP_LENGTH}.9f}"
         self.send(client_frame((stamp + "x" * (self.size - len(stamp))).encode()))
 
 
@@ -233,6 +295,7 @@ class Result:
     client_cpu: float
     p50: float
     p99: float
+    app_p99: float
 
     @property
     def server_us(self) -> float:
@@ -297,14 +360,11 @@ async def bench_server(
     results = []
     try:
         size = args.size
-        subscribers = await connect_clients(
-            lambda: Subscriber(server.port, size), n, server.port
-        )
+        subs = await connect_subscribers(server.port, size, n)
         [publisher] = await connect_clients(
             lambda: Publisher(server.port, size), 1, server.port
         )
         assert isinstance(publisher, Publisher)
-        subs = [s for s in subscribers if isinstance(s, Subscriber)]
         await wait_subscribed(publisher, n)
         if args.verbose:
             print(f"  server pid {server.pid} on CPUs {sorted(server.cpus())}")
@@ -332,9 +392,12 @@ async def bench_server(
                     client_cpu,
                     percentile(run.latencies, 50) * 1e3,
                     percentile(run.latencies, 99) * 1e3,
+                    percentile(run.app_latencies, 99) * 1e3,
                 )
             )
-        await close_clients([*subscribers, publisher])
+        for subscriber in subs:
+            subscriber.close()
+        await close_clients([publisher])
     finally:
         server.stop()
     return results
@@ -356,6 +419,7 @@ def report(results: list[Result]) -> None:
             "deliveries/s",
             "p50 ms",
             "p99 ms",
+            "p99 read ms",
             "server µs/delivery",
             "loadgen µs/d",
             "CPU ratio",
@@ -378,6 +442,7 @@ def report(results: list[Result]) -> None:
                 spread([r.deliveries / r.seconds for r in runs], 0),
                 spread([r.p50 for r in runs]),
                 spread([r.p99 for r in runs]),
+                spread([r.app_p99 for r in runs]),
                 spread([r.server_us for r in runs]),
                 spread([r.client_cpu / r.deliveries * 1e6 for r in runs]),
                 spread([r.server_us / ref.server_us for r, ref in pairs]),
