@@ -14,6 +14,8 @@ from aiohttp.test_utils import TestServer
 
 from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler
 
+from .wire import Raw, connect
+
 Fetch = Callable[[web.Request, Server[Any]], Any]
 
 
@@ -67,6 +69,24 @@ async def serve(
         return Served(server, test_server, url)
 
     yield start
+
+
+ConnectRaw = Callable[[int], Awaitable[Raw]]
+
+
+@pytest.fixture
+async def connect_raw() -> AsyncIterator[ConnectRaw]:
+    """Open raw WebSocket clients to a port; all are closed when the test ends."""
+    opened: list[Raw] = []
+
+    async def open_one(port: int) -> Raw:
+        raw = await connect(port)
+        opened.append(raw)
+        return raw
+
+    yield open_one
+    for raw in opened:
+        await raw.close()
 
 
 @pytest.fixture

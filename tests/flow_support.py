@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any, Final, NamedTuple, Protocol
@@ -20,7 +19,15 @@ import websockets.asyncio.client
 
 from aiohttp_upgrade import ServerWebSocket
 
-from .wire import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, Raw, connect, mask_payload
+from .wire import (
+    OP_BINARY,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    Raw,
+    connect,
+    read_header_and_payload,
+)
 
 __all__ = [
     "CHUNK",
@@ -63,17 +70,7 @@ class Frame(NamedTuple):
 
 async def read_raw_frame(reader: asyncio.StreamReader) -> Frame:
     """Read one frame and keep its first header byte (FIN, RSV bits, opcode)."""
-    first, second = await reader.readexactly(2)
-    length = second & 0x7F
-    if length == 126:
-        (length,) = struct.unpack("!H", await reader.readexactly(2))
-    elif length == 127:
-        (length,) = struct.unpack("!Q", await reader.readexactly(8))
-    mask = await reader.readexactly(4) if second & 0x80 else None
-    payload = await reader.readexactly(length)
-    if mask is not None:
-        payload = mask_payload(payload, mask)
-    return Frame(first, payload)
+    return Frame(*await read_header_and_payload(reader))
 
 
 def deflate_message(data: bytes, *, level: int = 6) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -12,7 +11,7 @@ import pytest
 
 from aiohttp_upgrade import ReadyState, ServerWebSocket, WebSocketHandler
 
-from .conftest import Event, Recorder, ServeFactory
+from .conftest import ConnectRaw, Event, Recorder, ServeFactory
 from .wire import (
     OP_BINARY,
     OP_CLOSE,
@@ -20,26 +19,8 @@ from .wire import (
     Raw,
     client_frame,
     close_payload,
-    connect,
     parse_close,
 )
-
-ConnectRaw = Callable[[int], Awaitable[Raw]]
-
-
-@pytest.fixture
-async def connect_raw() -> AsyncIterator[ConnectRaw]:
-    """Open raw WebSocket clients to a port; all are closed when the test ends."""
-    opened: list[Raw] = []
-
-    async def open_one(port: int) -> Raw:
-        raw = await connect(port)
-        opened.append(raw)
-        return raw
-
-    yield open_one
-    for raw in opened:
-        await raw.close()
 
 
 async def read_close(raw: Raw) -> tuple[int | None, bytes]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +12,7 @@ from aiohttp import web
 
 from aiohttp_upgrade import ReadyState, Server, ServerWebSocket, WebSocketHandler
 
-from .conftest import Recorder, ServeFactory, upgrade_with_data
+from .conftest import ConnectRaw, Recorder, ServeFactory, upgrade_with_data
 from .wire import (
     OP_BINARY,
     OP_CLOSE,
@@ -21,7 +20,6 @@ from .wire import (
     OP_PONG,
     OP_TEXT,
     Raw,
-    connect,
     parse_close,
 )
 
@@ -39,24 +37,6 @@ async def frames_until_eof(raw: Raw) -> list[tuple[bool, int, bytes]]:
 def state_of(ws: ServerWebSocket[Any]) -> ReadyState:
     """ws.ready_state, read afresh (keeps mypy from narrowing it across awaits)."""
     return ws.ready_state
-
-
-ConnectRaw = Callable[[int], Awaitable[Raw]]
-
-
-@pytest.fixture
-async def connect_raw() -> AsyncIterator[ConnectRaw]:
-    """Open raw WebSocket clients to a port; all are closed when the test ends."""
-    opened: list[Raw] = []
-
-    async def open_one(port: int) -> Raw:
-        raw = await connect(port)
-        opened.append(raw)
-        return raw
-
-    yield open_one
-    for raw in opened:
-        await raw.close()
 
 
 RawPair = tuple[Raw, ServerWebSocket[Any], Recorder]

@@ -137,8 +137,8 @@ def parse_close(payload: bytes) -> tuple[int | None, bytes]:
     return struct.unpack("!H", payload[:2])[0], payload[2:]
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[bool, int, bytes]:
-    """Read one frame from ``reader``; return (fin, opcode, unmasked payload).
+async def read_header_and_payload(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Read one frame; return its first header byte (FIN, RSV, opcode) and payload.
 
     Raises asyncio.IncompleteReadError when the connection ends first.
     """
@@ -152,6 +152,15 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[bool, int, bytes]:
     payload = await reader.readexactly(length)
     if mask is not None:
         payload = mask_payload(payload, mask)
+    return first, payload
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[bool, int, bytes]:
+    """Read one frame from ``reader``; return (fin, opcode, unmasked payload).
+
+    Raises asyncio.IncompleteReadError when the connection ends first.
+    """
+    first, payload = await read_header_and_payload(reader)
     return bool(first & 0x80), first & 0x0F, payload
 
 
