@@ -318,9 +318,25 @@ class Server(Generic[DataT]):
         skip = None if self.options.publish_to_self else sender
         length = len(payload)
         frame = build_frame(opcode, payload)
-        compressed: dict[tuple[int, int], bytes] | None = None
         delivered = dropped = queued = False
-        # A snapshot: a subscriber closed by its backpressure limit leaves mid-loop.
+        if not compress:
+            # The common case, kept tight: the same frame for every subscriber.
+            # A snapshot: a subscriber closed by its backpressure limit leaves
+            # mid-loop.
+            for ws in tuple(subscribers):
+                if ws is skip or ws.ready_state is not _OPEN:
+                    continue
+                delivered = True
+                code = ws._enqueue(frame, length)
+                if code <= 0:
+                    if code:
+                        queued = True
+                    else:
+                        dropped = True
+            if not delivered or dropped:
+                return 0
+            return -1 if queued else length
+        compressed: dict[tuple[int, int], bytes] | None = None
         for ws in tuple(subscribers):
             if ws is skip or ws.ready_state is not _OPEN:
                 continue

@@ -262,17 +262,22 @@ class ServerWebSocket(Generic[DataT]):
 
     def _enqueue(self, frame: bytes, length: int) -> int:
         """Queue a built frame; the caller checked that the socket is open."""
-        if self._over_limit():
-            return 0
+        # _over_limit() inlined: this runs once per delivery of every publish.
         transport = self._transport
         waiting = transport.get_write_buffer_size()
+        size = self._pending_size
+        if waiting + size > self._backpressure_limit:
+            if self._close_on_limit:
+                self._abort(ABNORMAL_CLOSURE, "backpressure limit exceeded")
+            return 0
         pending = self._pending
         if not pending:
             self._server.flusher.add(self)
         pending.append(frame)
-        self._pending_size += len(frame)
+        size += len(frame)
+        self._pending_size = size
         self._idle_ticks = 0
-        if self._pending_size >= FLUSH_THRESHOLD:
+        if size >= FLUSH_THRESHOLD:
             self.flush()
             waiting = transport.get_write_buffer_size()
         if waiting:
