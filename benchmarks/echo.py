@@ -46,6 +46,7 @@ from _common import (
     percentile,
     pin,
     print_table,
+    settle_malloc,
     spread,
 )
 
@@ -117,6 +118,7 @@ APPS: Final[dict[str, Callable[[], web.Application]]] = {
 
 
 async def serve(impl: str) -> None:
+    settle_malloc()
     runner = web.AppRunner(APPS[impl](), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)

@@ -61,6 +61,7 @@ from _common import (
     pin,
     print_table,
     raise_nofile,
+    settle_malloc,
     spread,
 )
 
@@ -148,6 +149,7 @@ APPS: Final[dict[str, Callable[[], web.Application]]] = {
 
 
 async def serve(impl: str) -> None:
+    settle_malloc()
     runner = web.AppRunner(APPS[impl](), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
