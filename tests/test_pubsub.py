@@ -7,9 +7,7 @@ single large corked send leaves bytes in the server's write buffer at once.
 from __future__ import annotations
 
 import asyncio
-import base64
 import gc
-import os
 import socket
 import struct
 import zlib
@@ -23,6 +21,7 @@ from aiohttp import web
 from aiohttp_upgrade import Server, ServerWebSocket
 
 from .conftest import Recorder, Served, ServeFactory
+from .wire import OP_CLOSE, client_frame, close_payload, request_bytes
 
 TOPIC = "room"
 SLOW_BUFFER = 4096
@@ -117,14 +116,6 @@ async def receive(client: aiohttp.ClientWebSocketResponse) -> str | bytes:
     return data
 
 
-def masked(opcode: int, payload: bytes = b"") -> bytes:
-    """A client frame (RFC 6455 5.2), masked as clients must (5.3)."""
-    assert len(payload) < 126
-    mask = os.urandom(4)
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + body
-
-
 def parse_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
     """Remove complete server frames from ``buffer``; return (first byte, payload)."""
     frames = []
@@ -149,7 +140,9 @@ def parse_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
 
 
 class RawClient:
-    """A hand-rolled client on a plain socket, with tiny buffers when ``slow``."""
+    """A client on a plain socket that reads only when asked, with tiny kernel
+    buffers when ``slow`` (wire.connect's asyncio streams would read ahead and
+    absorb the backlog a slow subscriber must leave in the server's buffer)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -165,18 +158,11 @@ class RawClient:
         if slow:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_BUFFER)
         await loop.sock_connect(sock, ("127.0.0.1", served.port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        extensions = (
-            "Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else ""
+        extensions = {"Sec-WebSocket-Extensions": "permessage-deflate"}
+        request = request_bytes(
+            "/ws?slow" if slow else "/ws", extensions if deflate else None
         )
-        request = (
-            f"GET /ws{'?slow' if slow else ''} HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{served.port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"{extensions}\r\n"
-        )
-        await loop.sock_sendall(sock, request.encode())
+        await loop.sock_sendall(sock, request)
         client = cls(sock)
         async with asyncio.timeout(TIMEOUT):
             while b"\r\n\r\n" not in client.buffer:
@@ -685,7 +671,7 @@ async def test_subscriber_count_follows_every_change(
 
 
 async def close_by_client(client: RawClient, ws: ServerWebSocket[Any]) -> None:
-    await client.send(masked(0x8, struct.pack("!H", 1000)))
+    await client.send(client_frame(OP_CLOSE, close_payload(1000)))
 
 
 async def close_by_server(client: RawClient, ws: ServerWebSocket[Any]) -> None:
