@@ -2,7 +2,9 @@
 
 Sending never awaits. Every frame sent to a socket during one event-loop turn
 (``send``, ``publish``, pongs, Close) is appended to that socket's pending output,
-and one flush per turn writes it with a single ``transport.write``. Each socket
+and one flush per turn writes it with a single ``transport.write``; while the
+owner runs an async hook, whose turn ends at an await nobody sees, that socket's
+sends are written at once instead (``cork`` still makes one write). Each socket
 has one owner coroutine (the aiohttp request handler that upgraded it) which runs
 ``open``, dispatches queued events to async hooks in order, and runs ``close``.
 Events for plain-function hooks are dispatched straight from ``data_received``
@@ -141,6 +143,7 @@ class ServerWebSocket(Generic[DataT]):
         "_server",
         "_transport",
         "_waiter",
+        "_write_now",
         "data",
         "parser",
         "ready_state",
@@ -181,6 +184,9 @@ class ServerWebSocket(Generic[DataT]):
         self._direct = False
         self._reading_paused = False
         self._drain_wanted = False
+        # True while the owner task runs hooks: a hook's loop turn ends at an await
+        # we cannot see, so its sends are written at once instead of at turn end.
+        self._write_now = False
         self._idle_ticks = 0
         self._close_code = ABNORMAL_CLOSURE
         self._close_reason = ""
@@ -271,13 +277,14 @@ class ServerWebSocket(Generic[DataT]):
                 self._abort(ABNORMAL_CLOSURE, "backpressure limit exceeded")
             return 0
         pending = self._pending
-        if not pending:
+        write_now = self._write_now
+        if not pending and not write_now:
             self._server.flusher.add(self)
         pending.append(frame)
         size += len(frame)
         self._pending_size = size
         self._idle_ticks = 0
-        if size >= FLUSH_THRESHOLD:
+        if write_now or size >= FLUSH_THRESHOLD:
             self.flush()
             waiting = transport.get_write_buffer_size()
         if waiting:
@@ -322,9 +329,12 @@ class ServerWebSocket(Generic[DataT]):
 
     def cork(self, callback: Callable[[ServerWebSocket[DataT]], T]) -> T:
         """Run ``callback(ws)``; whatever it sends goes out in one write. Returns its result."""
+        write_now = self._write_now
+        self._write_now = False
         try:
             return callback(self)
         finally:
+            self._write_now = write_now
             self.flush()
 
     def _await_drain(self) -> None:
@@ -599,10 +609,12 @@ class ServerWebSocket(Generic[DataT]):
         """Own this socket until it closes: open, dispatch, close hook. Never raises."""
         loop = asyncio.get_running_loop()
         try:
+            self._write_now = True
             if open_hook is not None:
                 await self._call(open_hook[0])
             while True:
                 inbox = self._inbox
+                self._write_now = True
                 while inbox:
                     kind, arg = inbox.popleft()
                     if self._reading_paused and len(inbox) < INBOX_HIGH_WATER // 2:
@@ -614,8 +626,18 @@ class ServerWebSocket(Generic[DataT]):
                         await self._call_error_hook(hook[0], arg)
                     elif kind == _DRAIN:
                         await self._call(hook[0])
-                    else:
-                        await self._call(hook[0], arg)
+                    else:  # _call inlined: this runs once per message
+                        try:
+                            result = hook[0](self, arg)
+                            if result is not None:
+                                await result
+                        except asyncio.CancelledError as exc:
+                            if _cancelling():
+                                raise
+                            self._hook_failed(exc)
+                        except Exception as exc:
+                            self._hook_failed(exc)
+                self._write_now = False
                 if self.ready_state is _CLOSED:
                     break
                 self._waiter = loop.create_future()
@@ -623,6 +645,7 @@ class ServerWebSocket(Generic[DataT]):
                 await self._waiter
         finally:
             self._direct = False
+            self._write_now = False
             if self.ready_state is _OPEN:  # cancelled from outside
                 self._abort(ABNORMAL_CLOSURE, "")
             await self._run_close_hook()

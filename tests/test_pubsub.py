@@ -970,3 +970,49 @@ async def test_uncompressed_publish_to_deflate_client(
     served.server.publish(TOPIC, "plain " * 50)
     [(first, payload)] = await client.frames(1)
     assert (first, payload.decode()) == (0x81, "plain " * 50)
+
+
+class AsyncSender(Recorder):
+    """An async message hook that counts the writes its sends cause."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes_per_send: list[int] = []
+        self.writes_in_cork: int | None = None
+
+    async def message(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
+        tap: Tap = ws.data
+        if message == "cork":
+            before = len(tap.writes)
+            ws.cork(lambda ws: [ws.send(part) for part in ("x", "y", "z")])
+            self.writes_in_cork = len(tap.writes) - before
+            return
+        for part in ("first", "second"):
+            before = len(tap.writes)
+            ws.send(part)
+            self.writes_per_send.append(len(tap.writes) - before)
+            await asyncio.sleep(0)
+
+
+async def test_async_hook_sends_are_written_at_once(
+    serve: ServeFactory, client_session: aiohttp.ClientSession
+) -> None:
+    """A send from an async hook is handed to the transport before send returns."""
+    handler = AsyncSender()
+    served = await serve(handler, tapped)
+    client, _ = await connect(served, handler, client_session)
+    await client.send_str("go")
+    assert [await receive(client) for _ in range(2)] == ["first", "second"]
+    assert handler.writes_per_send == [1, 1]
+
+
+async def test_cork_inside_an_async_hook_is_one_write(
+    serve: ServeFactory, client_session: aiohttp.ClientSession
+) -> None:
+    """Sends inside cork() from an async hook still go out in a single write."""
+    handler = AsyncSender()
+    served = await serve(handler, tapped)
+    client, _ = await connect(served, handler, client_session)
+    await client.send_str("cork")
+    assert [await receive(client) for _ in range(3)] == ["x", "y", "z"]
+    assert handler.writes_in_cork == 1
