@@ -980,7 +980,9 @@ class AsyncSender(Recorder):
         self.writes_per_send: list[int] = []
         self.writes_in_cork: int | None = None
 
-    async def message(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
+    async def message(  # type: ignore[override]  # Recorder.message is sync
+        self, ws: ServerWebSocket[Any], message: str | bytes
+    ) -> None:
         tap: Tap = ws.data
         if message == "cork":
             before = len(tap.writes)
