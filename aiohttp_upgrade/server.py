@@ -318,54 +318,50 @@ class Server(Generic[DataT]):
         skip = None if self.options.publish_to_self else sender
         length = len(payload)
         frame = build_frame(opcode, payload)
+        compress = compress and length > 0
+        shared: dict[tuple[int, int], bytes] = {}
         delivered = dropped = queued = False
-        if not compress:
-            # The common case, kept tight: the same frame for every subscriber.
-            # A snapshot: a subscriber closed by its backpressure limit leaves
-            # mid-loop.
-            for ws in tuple(subscribers):
-                if ws is skip or ws.ready_state is not _OPEN:
-                    continue
-                delivered = True
-                code = ws._enqueue(frame, length)
-                if code <= 0:
-                    if code:
-                        queued = True
-                    else:
-                        dropped = True
-            if not delivered or dropped:
-                return 0
-            return -1 if queued else length
-        compressed: dict[tuple[int, int], bytes] | None = None
+        # A snapshot: a subscriber closed by its backpressure limit leaves mid-loop.
         for ws in tuple(subscribers):
             if ws is skip or ws.ready_state is not _OPEN:
                 continue
             delivered = True
-            compressor = ws._compressor
-            if compress and compressor is not None and length:
-                if compressor.shareable:
-                    if compressed is None:
-                        compressed = {}
-                    data = compressed.get(compressor.key)
-                    if data is None:
-                        data = compressed[compressor.key] = build_frame(
-                            opcode, compressor.compress(payload), rsv1=True
-                        )
-                    code = ws._enqueue(data, length)
-                else:
-                    code = ws._enqueue(
-                        build_frame(opcode, compressor.compress(payload), rsv1=True),
-                        length,
-                    )
+            if compress and ws._compressor is not None:
+                code = self._enqueue_compressed(ws, opcode, payload, shared)
             else:
                 code = ws._enqueue(frame, length)
-            if code < 0:
-                queued = True
-            elif code == 0:
-                dropped = True
+            if code <= 0:
+                if code:
+                    queued = True
+                else:
+                    dropped = True
         if not delivered or dropped:
             return 0
         return -1 if queued else length
+
+    @staticmethod
+    def _enqueue_compressed(
+        ws: ServerWebSocket[DataT],
+        opcode: int,
+        payload: bytes,
+        shared: dict[tuple[int, int], bytes],
+    ) -> int:
+        """Send a deflated frame: built once per compressor setting when the
+        compressor keeps no context, else per socket (and not for a socket that
+        is going to drop it)."""
+        compressor = ws._compressor
+        assert compressor is not None
+        if compressor.shareable:
+            frame = shared.get(compressor.key)
+            if frame is None:
+                frame = shared[compressor.key] = build_frame(
+                    opcode, compressor.compress(payload), rsv1=True
+                )
+        elif ws._over_limit():
+            return 0
+        else:
+            frame = build_frame(opcode, compressor.compress(payload), rsv1=True)
+        return ws._enqueue(frame, len(payload))
 
     def subscriber_count(self, topic: str) -> int:
         """How many sockets are subscribed to ``topic`` right now."""
