@@ -155,7 +155,7 @@ class Server(Generic[DataT]):
         )
         self.topics: TopicRegistry[ServerWebSocket[DataT]] = TopicRegistry()
         self.flusher = _Flusher()
-        self._sockets: dict[ServerWebSocket[DataT], asyncio.Task[Any] | None] = {}
+        self._sockets: dict[ServerWebSocket[DataT], None] = {}  # an ordered set
         # Running owner tasks, closed sockets' included until their close hook ends.
         self._owners: set[asyncio.Task[None]] = set()
         self._shutting_down = False
@@ -276,7 +276,7 @@ class Server(Generic[DataT]):
         # hooks when it cancels this task on a lost connection.
         owner = asyncio.current_task()
         assert owner is not None
-        self._sockets[ws] = owner
+        self._sockets[ws] = None
         self._owners.add(owner)
         self._start_idle_timer()
         install_parser(request, ws)
@@ -413,6 +413,7 @@ class Server(Generic[DataT]):
         for ws in list(self._sockets):
             # Unlike ws.close(), do not linger for the client's Close: a client
             # that never answers would hold the shutdown for CLOSE_TIMEOUT.
+            ws._drop_queued()
             ws._begin_close(code, reason, frame, linger=False)
         current = asyncio.current_task()
         tasks = [task for task in self._owners if task is not current]
