@@ -22,10 +22,6 @@ INVALID_PAYLOAD: Final = 1007
 MESSAGE_TOO_BIG: Final = 1009
 NO_STATUS: Final = 1005
 
-# Frames at least this long are collected as a list of reads and joined once,
-# instead of re-joining the unparsed tail on every read.
-_COLLECT_THRESHOLD: Final = 65536
-
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
@@ -71,6 +67,10 @@ class FrameParser:
         "_on_message",
         "_on_ping",
         "_on_pong",
+        "_probe",
+        "_probe_left",
+        "_probe_mask",
+        "_probe_offset",
         "stopped",
     )
 
@@ -95,6 +95,12 @@ class FrameParser:
         self._frag_buffer = bytearray()
         self._frag_size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
+        # Checks the UTF-8 of a text frame while its reads arrive, so that invalid
+        # text fails fast (RFC 6455 8.1) before the frame is complete.
+        self._probe: codecs.IncrementalDecoder | None = None
+        self._probe_mask = b""
+        self._probe_offset = 0  # payload bytes checked so far
+        self._probe_left = 0  # payload bytes not yet arrived
         self.stopped = False
 
     def stop(self) -> None:
@@ -102,24 +108,29 @@ class FrameParser:
         self.stopped = True
         self._buffer = b""
         self._chunks.clear()
+        self._probe = None
         self._frag_buffer = bytearray()
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; report complete frames to the sink."""
         if self.stopped:
             return
-        if self._need:
-            self._chunks.append(data)
-            self._chunks_size += len(data)
-            if self._chunks_size < self._need:
-                return
-            data = b"".join(self._chunks)
-            self._chunks.clear()
-            self._need = 0
-        elif self._buffer:
-            data = self._buffer + data
-            self._buffer = b""
         try:
+            if self._need:
+                # The rest of a frame whose header is in: collect reads, join once.
+                self._chunks.append(data)
+                self._chunks_size += len(data)
+                if self._probe is not None:
+                    self._check_arriving_text(data)
+                if self._chunks_size < self._need:
+                    return
+                data = b"".join(self._chunks)
+                self._chunks.clear()
+                self._need = 0
+                self._probe = None
+            elif self._buffer:
+                data = self._buffer + data
+                self._buffer = b""
             self._parse(data)
         except ProtocolError as error:
             self.stop()
@@ -151,12 +162,21 @@ class FrameParser:
             self._check_header(first, second, opcode, length)
             end = start + 4 + length
             if end > size:
-                if length >= _COLLECT_THRESHOLD:
-                    self._need = end - pos
-                    self._chunks.append(data[pos:])
-                    self._chunks_size = size - pos
-                    return
-                break
+                self._need = end - pos
+                self._chunks.append(data[pos:])
+                self._chunks_size = size - pos
+                if size >= start + 4 and (
+                    (opcode == OP_TEXT and not first & 0x40)
+                    or (opcode == OP_CONTINUATION and self._decoder is not None)
+                ):
+                    self._probe = _utf8_decoder()
+                    if self._decoder is not None:
+                        self._probe.setstate(self._decoder.getstate())
+                    self._probe_mask = data[start : start + 4]
+                    self._probe_offset = 0
+                    self._probe_left = length
+                    self._check_arriving_text(data[start + 4 :])
+                return
             payload = data[start + 4 : end]
             if length:
                 payload = unmask(payload, data[start : start + 4])
@@ -176,6 +196,23 @@ class FrameParser:
                 self._close(payload)
         if pos < size and not self.stopped:
             self._buffer = data[pos:]
+
+    def _check_arriving_text(self, data: bytes) -> None:
+        """Check the next payload bytes of an incomplete text frame as they arrive."""
+        assert self._probe is not None
+        take = min(len(data), self._probe_left)
+        if not take:
+            return
+        shift = self._probe_offset & 3
+        mask = self._probe_mask[shift:] + self._probe_mask[:shift]
+        chunk = bytearray(data[:take])
+        mask_in_place(mask, chunk)
+        self._probe_offset += take
+        self._probe_left -= take
+        try:
+            self._probe.decode(bytes(chunk), False)
+        except UnicodeDecodeError:
+            raise ProtocolError(INVALID_PAYLOAD, "invalid UTF-8 in text") from None
 
     def _check_header(self, first: int, second: int, opcode: int, length: int) -> None:
         """Reject a bad frame as soon as its header is in (RFC 6455 5.2, 5.5)."""

@@ -505,3 +505,47 @@ def test_pure_python_mask_matches_the_compiled_one(size: int) -> None:
     _mask_with_ints(b"\x01\x80\x7f\xfe", fallback)
     assert fallback == compiled
     assert size == 0 or compiled != payload[:size]
+
+
+# -- UTF-8 checked while a frame is still arriving -----------------------------------
+
+INVALID_TAIL = b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited"
+
+
+def events_after_each_read(chunks: Iterable[bytes]) -> list[list[Event]]:
+    """Feed reads one by one; return the sink's events after each of them."""
+    sink = Sink()
+    parser = FrameParser(sink, MAX)
+    seen = []
+    for chunk in chunks:
+        parser.feed(chunk)
+        seen.append(list(sink.events))
+    return seen
+
+
+def test_invalid_utf8_fails_before_the_frame_is_complete() -> None:
+    """Invalid UTF-8 in a text frame is reported from the read that carries it."""
+    data = frame(OP_TEXT, INVALID_TAIL)
+    head = len(data) - len(INVALID_TAIL)
+    bad_at = head + INVALID_TAIL.index(b"\xed") + 3
+    seen = events_after_each_read([data[:bad_at], data[bad_at:]])
+    assert seen[0] == [("error", 1007)]
+
+
+def test_invalid_utf8_in_an_arriving_continuation_fails_fast() -> None:
+    """A continuation frame still arriving is checked against the fragments before it."""
+    first = frame(OP_TEXT, b"\xce", fin=False)
+    rest = frame(OP_CONTINUATION, b"\xba" + INVALID_TAIL[2:])
+    bad_at = len(rest) - len(INVALID_TAIL) + 3 + INVALID_TAIL.index(b"\xed")
+    seen = events_after_each_read([first, rest[:bad_at], rest[bad_at:]])
+    assert seen[1] == [("error", 1007)]
+
+
+@pytest.mark.parametrize("read_size", [1, 2, 3, 7], ids=lambda n: f"{n}-byte-reads")
+def test_valid_text_trickling_in_is_delivered_whole(read_size: int) -> None:
+    """Multi-byte characters cut across reads are not mistaken for invalid UTF-8."""
+    text = "κόσμε €𝄞 " * 20
+    data = frame(OP_TEXT, text[:50].encode(), fin=False) + frame(
+        OP_CONTINUATION, text[50:].encode()
+    )
+    assert parse_chunks(split(data, read_size)) == [("message", text)]
