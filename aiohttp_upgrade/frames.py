@@ -34,10 +34,6 @@ RSV1: Final = 0x40
 MAX_CONTROL_PAYLOAD: Final = 125  # RFC 6455 5.5
 MAX_CLOSE_REASON: Final = MAX_CONTROL_PAYLOAD - 2
 
-# Payloads at least this large are not copied behind their header: the flush
-# writes header and payload as separate buffers.
-_COPY_LIMIT: Final = 65536
-
 _pack_16 = struct.Struct("!BBH").pack
 _pack_64 = struct.Struct("!BBQ").pack
 _pack_code = struct.Struct("!H").pack
@@ -56,16 +52,6 @@ def build_frame(opcode: int, payload: bytes, rsv1: bool = False) -> bytes:
     """Return one complete final frame carrying ``payload``."""
     first = FIN | opcode | RSV1 if rsv1 else FIN | opcode
     return frame_header(first, len(payload)) + payload
-
-
-def build_frame_parts(
-    opcode: int, payload: bytes, rsv1: bool = False
-) -> tuple[bytes, ...]:
-    """Like :func:`build_frame` but leaves large payloads uncopied."""
-    first = FIN | opcode | RSV1 if rsv1 else FIN | opcode
-    if len(payload) < _COPY_LIMIT:
-        return (frame_header(first, len(payload)) + payload,)
-    return (frame_header(first, len(payload)), payload)
 
 
 def truncate_reason(reason: str) -> bytes:
