@@ -5,13 +5,14 @@ PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := chromium
 HOST ?= 127.0.0.1
 PORT ?= 8080
+LINTED := aiohttp_upgrade tests demo benchmarks conformance examples tools docs/conf.py
 
-.PHONY: demo test lint typecheck pytest system-deps conformance conformance-quick bench clean
+.PHONY: demo test lint typecheck pytest system-deps conformance conformance-quick bench clean docs dist check-dist test-matrix bench-chart
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -e '.[test,bench,docs]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -29,8 +30,8 @@ system-deps:
 	fi
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check aiohttp_upgrade tests demo benchmarks conformance
-	$(VENV)/bin/ruff format --check aiohttp_upgrade tests demo benchmarks conformance
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
@@ -54,3 +55,7 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+
+# HTML documentation in docs/_build/html; any Sphinx warning fails the build.
+docs: $(VENV)/.installed
+	$(VENV)/bin/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
