@@ -169,8 +169,21 @@ class Server(Generic[DataT]):
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         """Wrap ``fetch(request, server)`` into an aiohttp request handler.
 
-        ``fetch`` may be sync or async. It calls :meth:`upgrade` and returns None to
-        upgrade, or returns a response. Returning None without upgrading answers 500.
+        Args:
+            fetch: a plain function or a coroutine function, Bun's ``fetch(req,
+                server)``. It calls :meth:`upgrade` and returns None to upgrade, or
+                returns a response (which is sent as usual).
+
+        Returns:
+            An ordinary aiohttp handler for ``router.add_get``, a ``RouteTableDef``
+            or a sub-application; middlewares run around it as around any handler.
+            Before calling ``fetch`` it answers 403 to a WebSocket handshake whose
+            ``Origin`` fails ``allowed_origins``. After ``fetch``: an upgraded
+            request gets its 101, and the handler returns only when the socket has
+            closed and its ``close`` hook has run; a request :meth:`upgrade`
+            refused for its ``Sec-WebSocket-Version`` gets 426; ``fetch`` returning
+            None without upgrading gets 500 (and a log line saying why). An
+            exception from ``fetch`` propagates to aiohttp like any handler's.
         """
 
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -223,10 +236,24 @@ class Server(Generic[DataT]):
     ) -> bool:
         """Upgrade ``request`` once ``fetch`` returns; False if it cannot be upgraded.
 
-        False when the request is not a valid WebSocket handshake, was already
-        upgraded, or the server is shutting down. ``data`` becomes ``ws.data``;
-        ``headers`` are added to the 101 response (handshake headers in it are
-        ignored, except ``Sec-WebSocket-Protocol``, which picks the subprotocol).
+        Synchronous, as in Bun: nothing is sent yet. When ``fetch`` then returns
+        None, the 101 response goes out, the socket is created with ``ws.data =
+        data``, the ``open`` hook runs and frames are dispatched until it closes.
+
+        Args:
+            request: the request ``fetch`` received.
+            data: becomes ``ws.data`` (typed: ``Server[DataT]`` takes a ``DataT``).
+            headers: a mapping or (name, value) pairs added to the 101 response.
+                Handshake headers in it (such as ``Upgrade``, ``Connection``,
+                ``Sec-WebSocket-Accept``, ``Sec-WebSocket-Extensions``) are ignored;
+                ``Sec-WebSocket-Protocol`` picks the subprotocol (otherwise the
+                client's first offer is taken).
+
+        Returns:
+            True if the request will be upgraded. False, doing nothing, when it is
+            not a valid WebSocket handshake (a wrong or missing
+            ``Sec-WebSocket-Version`` is then answered 426 whatever ``fetch``
+            returns), was already upgraded, or the server is shutting down.
 
         Raises:
             InvalidStateError: ``request`` did not come through :meth:`handler`.
@@ -296,8 +323,24 @@ class Server(Generic[DataT]):
     ) -> int:
         """Send ``message`` to every subscriber of ``topic``; return the worst code.
 
-        The payload length if every subscriber took it at once, -1 if any was
-        backpressured (queued), 0 if any dropped it or nobody is subscribed.
+        Never awaits and never blocks on a slow subscriber: the frame is built once
+        (and deflated once, where it can be shared) and queued on every subscriber;
+        a subscriber over its ``backpressure_limit`` misses it, the others do not.
+
+        Args:
+            topic: a non-empty string.
+            message: ``str`` is sent as a text frame, bytes-like as binary.
+            compress: deflate it for subscribers that negotiated
+                permessage-deflate.
+
+        Returns:
+            The payload length if every subscriber took it at once, -1 if any was
+            backpressured (queued; its ``drain`` follows), 0 if any dropped it or
+            nobody is subscribed.
+
+        Raises:
+            TypeError: ``topic`` is not a str, or ``message`` not str or bytes-like.
+            ValueError: ``topic`` is empty.
         """
         topic = check_topic(topic)
         opcode, payload = _payload(message)
@@ -364,14 +407,23 @@ class Server(Generic[DataT]):
         return ws._enqueue(frame, len(payload))
 
     def subscriber_count(self, topic: str) -> int:
-        """How many sockets are subscribed to ``topic`` right now."""
+        """How many open sockets are subscribed to ``topic`` (Bun's ``subscriberCount``).
+
+        Raises:
+            TypeError: ``topic`` is not a str.
+            ValueError: ``topic`` is empty.
+        """
         return self.topics.count(check_topic(topic))
 
     # -- lifecycle --------------------------------------------------------------
 
     @property
     def pending_websockets(self) -> int:
-        """Number of open sockets."""
+        """Number of open sockets of this server (Bun's ``pendingWebSockets``).
+
+        A socket counts from its 101 until it closes (it no longer counts when its
+        ``close`` hook runs).
+        """
         return len(self._sockets)
 
     def forget(self, ws: ServerWebSocket[DataT]) -> None:
@@ -381,7 +433,16 @@ class Server(Generic[DataT]):
 
     def setup(self, app: web.Application) -> None:
         """Register the server on ``app``: ``app[SERVER_KEY]``, graceful shutdown and
-        the ``handshake_timeout``. Call it before the app starts."""
+        the ``handshake_timeout``.
+
+        Call it once, before the app starts, on the application that is run (the
+        one given to ``web.run_app``, ``web.AppRunner`` or returned by the factory of
+        ``python -m aiohttp.web``), even when the route is in a sub-application:
+        the handshake timeout is a setting of the connections that app serves, and
+        handlers in any sub-application find the server as
+        ``request.config_dict[SERVER_KEY]``. On the app's shutdown it runs
+        :meth:`shutdown` (1001 to every socket).
+        """
         from . import SERVER_KEY
 
         app[SERVER_KEY] = self
@@ -404,7 +465,17 @@ class Server(Generic[DataT]):
 
         Each client gets a Close frame and then its connection is closed at once,
         without waiting for the client's answer, so that clients cannot delay the
-        shutdown; the close hooks are awaited for at most ``SHUTDOWN_TIMEOUT``.
+        shutdown; the close hooks are awaited for at most 5 seconds. :meth:`setup`
+        calls it (with 1001) when the app shuts down; call it yourself to close
+        everything earlier. From then on :meth:`upgrade` returns False until the
+        app is started again.
+
+        Args:
+            code: the close code sent to every client (and seen by ``close``).
+            reason: the close reason, cut to 123 bytes.
+
+        Raises:
+            ValueError: ``code`` is not a close code an endpoint may send.
         """
         if not is_valid_close_code(code):
             raise ValueError(f"invalid close code {code}")
