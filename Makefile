@@ -59,3 +59,13 @@ clean:
 # HTML documentation in docs/_build/html; any Sphinx warning fails the build.
 docs: $(VENV)/.installed
 	$(VENV)/bin/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+
+# sdist + wheel in dist/, checked by twine.
+dist: $(VENV)/.installed
+	rm -rf dist
+	$(PY) -m build --outdir dist . >/dev/null
+	$(VENV)/bin/twine check --strict dist/*
+
+# The wheel, installed alone into a clean virtualenv, serves the quick start.
+check-dist: dist
+	$(PY) tools/check_dist.py dist/*.whl

@@ -12,7 +12,7 @@ import aiohttp_upgrade  # noqa: E402
 
 project = "aiohttp-upgrade"
 author = "the aiohttp-upgrade authors"
-copyright = "2026, the aiohttp-upgrade authors"  # noqa: A001
+copyright = "2026, the aiohttp-upgrade authors"
 release = aiohttp_upgrade.__version__
 version = release
 
