@@ -69,3 +69,12 @@ dist: $(VENV)/.installed
 # The wheel, installed alone into a clean virtualenv, serves the quick start.
 check-dist: dist
 	$(PY) tools/check_dist.py dist/*.whl
+
+# The support matrix: the oldest and newest aiohttp claimed in setup.cfg, on the
+# oldest and newest Python tested. CI runs the pairs in CI_MATRIX_* (the main
+# .venv covers the newest aiohttp on the default Python).
+MATRIX_PYTHONS ?= 3.11 3.13
+MATRIX_AIOHTTP ?= 3.14.0 3.14.5
+MATRIX_PYTEST_ARGS ?= -m "not browser"
+test-matrix:
+	tools/test-matrix.sh "$(MATRIX_PYTHONS)" "$(MATRIX_AIOHTTP)" $(MATRIX_PYTEST_ARGS)
