@@ -53,6 +53,19 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/backpressure.py
 	$(PY) benchmarks/connections.py
 
+# Bun for the comparison, from the npm registry (its binary ships in the package).
+BUN_VERSION ?= 1.4.5
+BUN := .bench/node_modules/@oven/bun-linux-x64/bin/bun
+$(BUN):
+	npm install --no-save --no-audit --no-fund --prefix .bench @oven/bun-linux-x64@$(BUN_VERSION)
+
+# The figures and chart of docs/performance.rst: echo and fan-out against plain
+# aiohttp and Bun, raw results in docs/performance/*.json.
+bench-chart: $(VENV)/.installed $(BUN)
+	BUN=$(BUN) $(PY) benchmarks/echo.py --repeat 3 --seconds 2 --json docs/performance/echo.json
+	BUN=$(BUN) $(PY) benchmarks/fanout.py --repeat 3 --json docs/performance/fanout.json
+	$(PY) benchmarks/chart.py docs/performance/echo.json docs/performance/fanout.json -o docs/performance/chart.png
+
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
 
