@@ -60,7 +60,7 @@ def say(room: str, text: str) -> dict[str, str]:
 
 async def frames_until_close(ws: ClientWebSocketResponse) -> list[dict[str, Any]]:
     """Every text frame until the server closes; the close code is on ``ws``."""
-    frames = []
+    frames: list[dict[str, Any]] = []
     while True:
         async with asyncio.timeout(10):
             message = await ws.receive()
@@ -185,9 +185,9 @@ async def test_client_that_stops_reading_is_cut_and_leaves(
         client.port, headers={"Cookie": f"{COOKIE_NAME}={session_cookie(client)}"}
     )
     await raw.send(wire.OP_TEXT, b'{"type": "join", "room": "general"}')
+    while b'"type":"joined"' not in (await raw.recv())[2]:
+        pass
     chat = client.app[CHAT_KEY]
-    while not chat.presence.members("general"):
-        await asyncio.sleep(0)  # yield until the join is handled
     big = json.dumps({"type": "notice", "text": "x" * 60_000})
     for _ in range(5_000):  # 300 MB: far beyond any socket buffer
         if not chat.presence.members("general"):
@@ -359,9 +359,13 @@ async def test_name_is_free_once_its_owner_disconnects(
     client = await chat_with(aiohttp_client, tmp_path)
     await sign_in(client, "ada")
     ada = await connect(client)
+    await join(ada, "general")
+    witness = await another_client(aiohttp_client, client)
+    await sign_in(witness, "bob")
+    bob = await connect(witness)
+    await join(bob, "general")
     await ada.close()
-    chat = client.app[CHAT_KEY]
-    while chat.connected_elsewhere(1, None):
-        await asyncio.sleep(0)  # yield until the server has run the close hook
+    await wait_for(bob, "member_left")  # ada's close hook has run
     other = await another_client(aiohttp_client, client)
     assert await sign_in_location(other, "ada") == ("/", True)
+    await bob.close()
