@@ -140,7 +140,13 @@ class ChatHandler(WebSocketHandler[SocketData]):
         return len(sockets)
 
     def refusal(self, session_id: str, user_id: int) -> str | None:
-        """Why one more socket of this session and user is refused, or ``None``."""
+        """Why one more socket of this session and user is refused, or ``None``:
+        the session or the user holds its cap of sockets, or the session has
+        spent its frame budget (so a flooder closed with 1008 cannot reconnect
+        at once and go on)."""
+        guard = self._guards.get(session_id)
+        if guard is not None and guard.bucket.retry_after(self.clock()) > 0:
+            return "too many messages: wait a moment"
         if len(self._by_session.get(session_id, ())) >= self.limits.sockets_per_session:
             return f"a session may open {self.limits.sockets_per_session} connections"
         if len(self._by_user.get(user_id, ())) >= self.limits.sockets_per_user:

@@ -99,18 +99,26 @@ async def test_flood_gets_one_error_then_close_1008(
 
 
 async def test_reconnecting_does_not_refill_the_budget(
-    aiohttp_client: AiohttpClient, tmp_path: Path
+    aiohttp_client: AiohttpClient, tmp_path: Path, clock: FakeClock
 ) -> None:
-    """The budget belongs to the session: a new socket starts where the last left off."""
-    client = await chat_with(aiohttp_client, tmp_path, message_burst=2, strikes=1)
+    """The budget belongs to the session: with it spent, a new socket gets 429,
+    and once a token is back the new socket starts with that one token."""
+    client = await chat_with(
+        aiohttp_client, tmp_path, clock, message_burst=2, message_rate=1.0
+    )
     await sign_in(client, "mallory")
     first = await connect(client)
     await join(first, "general")
     await first.send_json(say("general", "one"))
     await wait_for(first, "message")
     await first.close()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await client.ws_connect("/ws")
+    assert info.value.status == 429
+    clock.advance(1)
     second = await connect(client)
-    await second.send_json({"type": "join", "room": "general"})
+    await join(second, "general")
+    await second.send_json(say("general", "two"))
     assert (await next_frame(second))["code"] == "rate_limited"
     await second.close()
 
