@@ -14,8 +14,9 @@ import pytest
 from aiohttp import ClientWebSocketResponse, WSMsgType
 from pytest_aiohttp import AiohttpClient
 
+from aiohttp_upgrade.options import Options
 from demo.auth import COOKIE_NAME
-from demo.chat import CHAT_KEY, STORE_KEY
+from demo.chat import CHAT_KEY, STORE_KEY, create_app
 from demo.limits import Limits
 
 from . import wire
@@ -174,8 +175,6 @@ async def test_sign_ins_are_limited_per_address(
 def test_handler_cuts_slow_readers_and_silent_clients(tmp_path: Path) -> None:
     """The chat handler caps buffered bytes, closes at the cap, and times out on
     what the client sends only."""
-    from demo.chat import create_app
-
     chat = create_app(make_config(tmp_path))[CHAT_KEY]
     assert chat.options.backpressure_limit == Limits().backpressure_limit <= 1 << 20
     assert chat.options.close_on_backpressure_limit is True
@@ -286,6 +285,41 @@ async def test_socket_is_closed_when_its_session_expires(
     left = await wait_for(bob, "member_left")
     assert left["user"]["name"] == "ada"
     await bob.close()
+
+
+@pytest.mark.skipif(
+    "reset_idle_timeout_on_send" not in Options.__dataclass_fields__,
+    reason="needs the library's reset_idle_timeout_on_send (branch harden-lib)",
+)
+async def test_silent_client_in_busy_room_leaves(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    """A client that answers nothing is closed after idle_timeout although the room
+    keeps sending to it, and leaves the room."""
+    client = await chat_with(aiohttp_client, tmp_path, idle_timeout=1)
+    await sign_in(client, "ghost")
+    ghost = await client.ws_connect("/ws", autoping=False)  # will not answer pings
+    await ghost.send_json({"type": "join", "room": "general"})
+    other = await another_client(aiohttp_client, client)
+    await sign_in(other, "bob")
+    bob = await connect(other)
+    await join(bob, "general")
+    chat = client.app[CHAT_KEY]
+
+    async def busy_room() -> None:
+        while True:
+            chat.server.publish("room:general", '{"type": "notice"}')
+            await asyncio.sleep(0.05)  # paces the traffic; nothing waits on it
+
+    traffic = asyncio.create_task(busy_room())
+    try:
+        async with asyncio.timeout(10):
+            left = await wait_for(bob, "member_left")
+    finally:
+        traffic.cancel()
+    assert left["user"]["name"] == "ghost"
+    await bob.close()
+    await ghost.close()
 
 
 # -- hostile text ---------------------------------------------------------------
