@@ -29,7 +29,13 @@ from typing import TypeVar
 
 from aiohttp_upgrade import ReadyState, ServerWebSocket, WebSocketHandler
 
-from .limits import FloodGuard, Limits, Verdict
+from .limits import (
+    DEFAULT_BACKPRESSURE_LIMIT,
+    DEFAULT_IDLE_TIMEOUT,
+    FloodGuard,
+    Limits,
+    Verdict,
+)
 from .models import User
 from .presence import Presence
 from .protocol import (
@@ -107,9 +113,10 @@ class ChatHandler(WebSocketHandler[SocketData]):
 
     # One frame of the protocol, UTF-8 encoded, with room to spare.
     max_payload_length = 4 * MAX_FRAME_LENGTH
-    idle_timeout = 60
-    # A reader that stops pins at most about this much (Limits overrides it).
-    backpressure_limit = Limits().backpressure_limit
+    # Both overridden by the Limits given to the constructor.
+    idle_timeout = DEFAULT_IDLE_TIMEOUT
+    # A reader that stops pins at most about this much.
+    backpressure_limit = DEFAULT_BACKPRESSURE_LIMIT
     close_on_backpressure_limit = True
     # Only what the client sends keeps it alive: a silent client in a busy room
     # is pinged, then closed, and leaves "Here now".

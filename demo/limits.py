@@ -22,6 +22,7 @@ from dataclasses import dataclass
 __all__ = [
     "DEFAULT_BACKPRESSURE_LIMIT",
     "DEFAULT_HISTORY_PER_ROOM",
+    "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_STORED_MESSAGES",
     "DEFAULT_MESSAGE_BURST",
     "DEFAULT_MESSAGE_RATE",
@@ -54,6 +55,8 @@ DEFAULT_MAX_STORED_MESSAGES = 100_000
 # Bytes a socket may have waiting to be sent (beyond the frame being queued)
 # before it is cut: a client that stops reading pins at most this much.
 DEFAULT_BACKPRESSURE_LIMIT = 1024 * 1024
+# Seconds of silence from a client before it is pinged and then closed.
+DEFAULT_IDLE_TIMEOUT = 60.0
 # Addresses whose sign-in buckets are remembered at once.
 DEFAULT_MAX_KEYS = 10_000
 
@@ -76,7 +79,7 @@ class Limits:
     history_per_room: int = DEFAULT_HISTORY_PER_ROOM
     max_stored_messages: int = DEFAULT_MAX_STORED_MESSAGES
     backpressure_limit: int = DEFAULT_BACKPRESSURE_LIMIT
-    idle_timeout: float = 60
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
