@@ -197,10 +197,8 @@ class ServerWebSocket(Generic[DataT]):
         )
 
     def __repr__(self) -> str:
-        return (
-            f"<ServerWebSocket {self.ready_state.name} {self.remote_address}"
-            f" data={self.data!r}>"
-        )
+        # Not ``data``: it often holds session secrets, and hook failures log this.
+        return f"<ServerWebSocket {self.ready_state.name} {self.remote_address}>"
 
     # -- sending ---------------------------------------------------------------
 
