@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler
 
 from .conftest import Recorder, ServeFactory, upgrade_with_data
-from .wire import KEY, OP_TEXT, Headers, connect, read_response, request_bytes
+from .wire import KEY, OP_TEXT, connect, read_response, request_bytes
 
 FOREIGN = "https://evil.example"
 
@@ -29,8 +29,22 @@ async def exchange(port: int, head: bytes) -> int:
         await writer.wait_closed()
 
 
-async def status_of(port: int, headers: Headers) -> int:
-    return await exchange(port, request_bytes("/ws", headers))
+async def status_of(port: int, headers: list[tuple[str, str]]) -> int:
+    """Send a handshake with the standard headers and then ``headers``, each on a line
+    of its own (a name may repeat); return the response status."""
+    replaced = {name.lower() for name, _ in headers}
+    base = [(n, v) for n, v in STANDARD if n.lower() not in replaced]
+    lines = ["GET /ws HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{name}: {value}" for name, value in (*base, *headers)]
+    return await exchange(port, ("\r\n".join(lines) + "\r\n\r\n").encode())
+
+
+STANDARD = [
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", KEY),
+    ("Sec-WebSocket-Version", "13"),
+]
 
 
 ORIGIN_CASES: dict[str, list[tuple[str, str]]] = {

@@ -39,7 +39,7 @@ class OnOpen(WebSocketHandler[Any]):
 
 
 class BunCase(WebSocketHandler[Any]):
-    maxPayloadLength = 1024  # noqa: N815 - Bun's spelling, on purpose
+    maxPayloadLength = 1024
 
 
 class Mesage(WebSocketHandler[Any]):
@@ -72,8 +72,8 @@ def test_near_miss_name_warns(cls: type[WebSocketHandler[Any]], meant: str) -> N
 class Helpers(WebSocketHandler[Any]):
     """Names a real handler adds next to its hooks."""
 
-    messages: list[str] = []  # noqa: RUF012
-    rooms: dict[str, int] = {}  # noqa: RUF012
+    messages: list[str] = []
+    rooms: dict[str, int] = {}
     opened_at = 0.0
     closed = False
     timeout_ms = 5
@@ -200,7 +200,15 @@ def test_handler_needs_a_callable() -> None:
         ({"X-Bad\r\nName": "v"}, ValueError, "X-Bad"),
         ({"": "v"}, ValueError, "header name"),
     ],
-    ids=["int-value", "bytes-name", "crlf-value", "lf-value", "space-name", "crlf-name", "empty-name"],
+    ids=[
+        "int-value",
+        "bytes-name",
+        "crlf-value",
+        "lf-value",
+        "space-name",
+        "crlf-name",
+        "empty-name",
+    ],
 )
 async def test_upgrade_validates_headers_at_the_call(
     serve: ServeFactory,

@@ -13,7 +13,9 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 SNIPPETS = sorted((HERE / "typing_snippets").glob("*.py"))
 MARK = re.compile(r"#\s*([ER]):\s*(.+?)\s*$")
-OUTPUT = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<kind>error|note): (?P<text>.*)$")
+OUTPUT = re.compile(
+    r"^(?P<file>[^:]+):(?P<line>\d+): (?P<kind>error|note): (?P<text>.*)$"
+)
 
 
 def expected(path: Path) -> set[tuple[int, str, str]]:

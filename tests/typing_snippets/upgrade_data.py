@@ -41,8 +41,9 @@ def fetch(request: web.Request) -> None:
     optional.upgrade(request, data=None)
     optional.upgrade(request, data=User("ada"))
     nothing.upgrade(request)
-    nothing.upgrade(request, data="x")  # E: arg-type
-    reveal_type(request.config_dict[CHAT])  # R: aiohttp_upgrade.server.Server[upgrade_data.User]
+    nothing.upgrade(request, data="x")  # E: call-overload
+    server = request.config_dict[CHAT]
+    reveal_type(server)  # R: aiohttp_upgrade.server.Server[upgrade_data.User]
 
 
 def make_app() -> web.Application:
