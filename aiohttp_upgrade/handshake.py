@@ -19,6 +19,7 @@ __all__ = [
     "accept_key",
     "check_handshake",
     "response_headers",
+    "wants_websocket",
 ]
 
 GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
@@ -56,10 +57,7 @@ class Reject:
 
 
 def _tokens(headers: Mapping[str, str], name: str) -> list[str]:
-    """The comma-separated tokens of every ``name`` header line, lower-cased.
-
-    The one reading of these headers: the Origin check depends on it too.
-    """
+    """The comma-separated tokens of every ``name`` header line, lower-cased."""
     getall = getattr(headers, "getall", None)
     lines: list[str] = getall(name, []) if getall else [headers.get(name, "")]
     return [token.strip().lower() for line in lines for token in line.split(",")]
@@ -78,6 +76,13 @@ def _count(headers: Mapping[str, str], name: str) -> int:
     return 1 if name in headers else 0
 
 
+def wants_websocket(headers: Mapping[str, str]) -> bool:
+    """True when any ``Upgrade`` line lists ``websocket``: the request asks for a
+    WebSocket. :func:`check_handshake` accepts nothing else, so a check made on
+    every request for which this is true (the Origin check) sees every upgrade."""
+    return "websocket" in _tokens(headers, "Upgrade")
+
+
 def check_handshake(
     method: str,
     headers: Mapping[str, str],
@@ -93,7 +98,7 @@ def check_handshake(
         return Reject("method is not GET")
     if version < (1, 1):  # RFC 6455 4.1
         return Reject("HTTP version below 1.1")
-    if "websocket" not in _tokens(headers, "Upgrade"):
+    if not wants_websocket(headers):
         return Reject("no 'Upgrade: websocket'")
     if "upgrade" not in _tokens(headers, "Connection"):
         return Reject("no 'Connection: upgrade'")

@@ -17,7 +17,7 @@ from ._compat import install_parser, set_keepalive_timeout
 from .errors import InvalidOptionError, InvalidStateError
 from .frames import build_close_frame, build_frame
 from .handler import WebSocketHandler
-from .handshake import Accept, check_handshake, response_headers
+from .handshake import Accept, check_handshake, response_headers, wants_websocket
 from .origin import origin_allowed
 from .parser import check_close_code
 from .topics import TopicRegistry, check_topic
@@ -58,7 +58,6 @@ class _Upgrade:
 
 
 _WRONG_VERSION: Final = "wrong-version"
-_REFUSED_ORIGIN: Final = "refused-origin"
 # RFC 9110 5.1 (a token) and 5.5 (no CR, LF or NUL in a field value).
 _HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE: Final = re.compile(r"[\r\n\x00]")
@@ -204,9 +203,9 @@ class Server(Generic[DataT]):
         ``fetch`` may be sync or async. It calls :meth:`upgrade` and returns None to
         upgrade, or returns a response. Returning None without upgrading answers 500,
         and so does returning anything that is not a response (such as
-        ``upgrade()``'s False). A handshake that :meth:`upgrade` refused for its
-        ``Origin`` is answered 403, and one with a wrong ``Sec-WebSocket-Version``
-        426, whatever ``fetch`` returned.
+        ``upgrade()``'s False). A handshake whose ``Origin`` ``allowed_origins``
+        refuses is answered 403 before ``fetch`` runs; one with a wrong
+        ``Sec-WebSocket-Version`` is answered 426 whatever ``fetch`` returned.
 
         Raises:
             TypeError: ``fetch`` is not callable.
@@ -217,6 +216,18 @@ class Server(Generic[DataT]):
             )
 
         async def handle(request: web.Request) -> web.StreamResponse:
+            # The Origin check reads Upgrade exactly as check_handshake() does, and
+            # upgrade() only takes requests that passed here: no upgrade skips it.
+            if (
+                self.allowed_origins is not None
+                and wants_websocket(request.headers)
+                and not origin_allowed(request, self.allowed_origins)
+            ):
+                logger.info(
+                    "WebSocket handshake refused: Origin %s",
+                    ", ".join(request.headers.getall("Origin", [])),
+                )
+                return web.Response(status=403, text="Origin not allowed")
             request[_ADAPTER_KEY] = self
             result: object = fetch(request, self)
             if inspect.isawaitable(result):
@@ -233,7 +244,8 @@ class Server(Generic[DataT]):
                     )
                 elif result is not None:
                     logger.warning(
-                        "fetch upgraded %s and also returned %r; it is ignored",
+                        "fetch upgraded %s and also returned %r; the response is "
+                        "ignored",
                         request.path,
                         result,
                     )
@@ -247,8 +259,6 @@ class Server(Generic[DataT]):
                         request.path,
                     )
                 return await self._serve(request, upgrade)
-            if upgrade == _REFUSED_ORIGIN:
-                return web.Response(status=403, text="Origin not allowed")
             if upgrade == _WRONG_VERSION:
                 return web.Response(
                     status=426,
@@ -309,8 +319,9 @@ class Server(Generic[DataT]):
         """Upgrade ``request`` once ``fetch`` returns; False if it cannot be upgraded.
 
         False when the request is not a valid WebSocket handshake (HTTP/1.1 or
-        later, RFC 6455 4.1), was already upgraded, the server is shutting down, or
-        ``allowed_origins`` refuses its ``Origin`` (the adapter then answers 403).
+        later, RFC 6455 4.1), was already upgraded, or the server is shutting down.
+        (A handshake from an ``Origin`` that ``allowed_origins`` refuses never
+        reaches ``fetch``: the adapter answers 403.)
         ``data`` becomes ``ws.data``; it may be left out only when the server's
         data type admits None (type checkers enforce it). ``headers`` are added to
         the 101 response (handshake headers in it are ignored, except
@@ -335,21 +346,9 @@ class Server(Generic[DataT]):
             self.options.per_message_deflate,
             (request.version.major, request.version.minor),
         )
-        if not isinstance(decision, Accept) and decision.status != 426:
-            return False
-        # The Origin check is part of this one decision: whatever the headers, a
-        # request that would upgrade is checked (issue: split Upgrade lines).
-        if self.allowed_origins is not None and not origin_allowed(
-            request, self.allowed_origins
-        ):
-            logger.info(
-                "WebSocket handshake refused: Origin %s",
-                ", ".join(request.headers.getall("Origin", [])),
-            )
-            request[_UPGRADE_KEY] = _REFUSED_ORIGIN
-            return False
         if not isinstance(decision, Accept):
-            request[_UPGRADE_KEY] = _WRONG_VERSION
+            if decision.status == 426:
+                request[_UPGRADE_KEY] = _WRONG_VERSION
             return False
         request[_UPGRADE_KEY] = _Upgrade(decision, data, extra)
         return True

@@ -107,19 +107,21 @@ async def test_split_headers_with_own_origin_upgrade(
     await raw.close()
 
 
-async def test_refused_origin_answers_403_whatever_fetch_returns(
-    serve: ServeFactory,
-) -> None:
-    """upgrade() refuses a foreign Origin and the adapter answers 403, not fetch's fallback."""
-    results: list[bool] = []
+async def test_refused_origin_never_reaches_fetch(serve: ServeFactory) -> None:
+    """A handshake from a foreign Origin, however its Upgrade lines are split, gets 403 before fetch runs."""
+    calls: list[str] = []
 
-    def fetch(request: web.Request, server: Server[Any]) -> web.StreamResponse:
-        results.append(server.upgrade(request))
+    def fetch(request: web.Request, server: Server[Any]) -> web.StreamResponse | None:
+        calls.append(request.path)
+        if server.upgrade(request):
+            return None
         return web.Response(status=400, text="Upgrade failed")
 
     served = await serve(Recorder(), fetch, allowed_origins=())
-    assert await status_of(served.port, [("Origin", FOREIGN)]) == 403
-    assert results == [False]
+    for upgrade in ("websocket", "h2c, websocket"):
+        headers = [("Upgrade", "h2c"), ("Upgrade", upgrade), ("Origin", FOREIGN)]
+        assert await status_of(served.port, headers) == 403
+    assert calls == []
 
 
 async def test_duplicated_key_is_refused(serve: ServeFactory) -> None:
