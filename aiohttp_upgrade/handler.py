@@ -42,6 +42,8 @@ def _normalise(name: str) -> str:
 
 
 _BY_NORMAL_FORM = {_normalise(name): name for name in (*_OPTION_NAMES, *HOOK_NAMES)}
+# Positional parameters (self included) of each hook; filled below the class.
+_HOOK_ARITY: dict[str, int | None] = {}
 _KNOWN = frozenset((*_OPTION_NAMES, *HOOK_NAMES, "options", "hooks", "server"))
 
 
@@ -50,21 +52,38 @@ def _meant(name: str, value: object) -> str | None:
 
     Two kinds of slip are recognised: another spelling of the same words (Bun's
     camelCase ``idleTimeout``, a DOM-style ``onmessage`` or ``on_open``), and a
-    typo of a letter or two (``idle_timout``, ``mesage``). A name that starts with
-    a hook's name (``messages``, ``closed``, ``open_room``) is an ordinary helper,
-    and short hook names are matched only by methods, so attributes such as
-    ``rooms`` or ``pings`` never warn.
+    typo of a letter or two (``idle_timout``, ``mesage``). Short hook names are
+    matched by typo only for a method taking the hook's arguments, and never by a
+    name that starts with a hook's name (``messages``, ``closed``, ``open_room``):
+    those are ordinary helpers.
     """
     if name in _KNOWN or name.startswith("_"):
         return None
     normal = _normalise(name)
     if normal in _BY_NORMAL_FORM:
         return _BY_NORMAL_FORM[normal]
-    candidates = list(_OPTION_NAMES)
-    if callable(value):
-        candidates += [hook for hook in HOOK_NAMES if not name.startswith(hook)]
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.85)
+    close = difflib.get_close_matches(name, _OPTION_NAMES, n=1, cutoff=0.85)
+    if close:
+        return close[0]
+    if not inspect.isfunction(value):
+        return None
+    arity = _positional_count(value)
+    hooks = [
+        hook
+        for hook in HOOK_NAMES
+        if not name.startswith(hook) and _HOOK_ARITY[hook] == arity
+    ]
+    close = difflib.get_close_matches(name, hooks, n=1, cutoff=0.75)
     return close[0] if close else None
+
+
+def _positional_count(function: Callable[..., Any]) -> int | None:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for p in parameters if p.kind in kinds)
 
 
 def _near_misses(cls: type) -> Iterator[tuple[str, str]]:
@@ -169,3 +188,8 @@ class WebSocketHandler(Generic[DataT]):
         self, ws: ServerWebSocket[DataT], exc: BaseException
     ) -> Awaitable[None] | None:
         """Called when another hook raised; the socket is then closed with 1011."""
+
+
+_HOOK_ARITY.update(
+    (hook, _positional_count(getattr(WebSocketHandler, hook))) for hook in HOOK_NAMES
+)

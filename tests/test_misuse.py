@@ -47,6 +47,11 @@ class Mesage(WebSocketHandler[Any]):
         pass
 
 
+class Clsoe(WebSocketHandler[Any]):
+    def clsoe(self, ws: ServerWebSocket[Any], code: int, reason: str) -> None:
+        pass
+
+
 class ResetTypo(WebSocketHandler[Any]):
     reset_idle_timeout_on_sned = False
 
@@ -59,9 +64,18 @@ class ResetTypo(WebSocketHandler[Any]):
         (OnOpen, "open"),
         (BunCase, "max_payload_length"),
         (Mesage, "message"),
+        (Clsoe, "close"),
         (ResetTypo, "reset_idle_timeout_on_send"),
     ],
-    ids=["idle_timout", "on_message", "onopen", "maxPayloadLength", "mesage", "sned"],
+    ids=[
+        "idle_timout",
+        "on_message",
+        "onopen",
+        "maxPayloadLength",
+        "mesage",
+        "clsoe",
+        "sned",
+    ],
 )
 def test_near_miss_name_warns(cls: type[WebSocketHandler[Any]], meant: str) -> None:
     """A near-miss option or hook name warns at construction, naming what was meant."""
@@ -83,6 +97,9 @@ class Helpers(WebSocketHandler[Any]):
 
     def broadcast(self, text: str) -> None:
         pass
+
+    def massage(self, text: str) -> str:  # not a hook's arguments: not a typo
+        return text.strip()
 
     def closed_sockets(self) -> int:
         return 0
