@@ -186,6 +186,7 @@ class Server(Generic[DataT]):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_loop: asyncio.AbstractEventLoop | None = None
         self._app: web.Application | None = None
+        self._started = False
         self._warned: set[str] = set()  # what was logged once already
 
     def _warn_once(self, what: str, message: str, *args: object) -> None:
@@ -526,9 +527,10 @@ class Server(Generic[DataT]):
         app.on_shutdown.append(self._on_shutdown)
 
     async def _on_startup(self, app: web.Application) -> None:
-        # The root app starts before it freezes; add_subapp() froze a sub-app's
-        # router already, and aiohttp ignores a sub-app's keep-alive timeout.
-        if app.pre_frozen and self.handshake_timeout is not None:
+        # On its first start the root app is not frozen yet, while add_subapp()
+        # froze a sub-app at once; aiohttp ignores a sub-app's keep-alive timeout.
+        first_start, self._started = not self._started, True
+        if first_start and app.pre_frozen and self.handshake_timeout is not None:
             raise InvalidStateError(
                 "server.setup() was given a sub-application, where handshake_timeout "
                 "cannot apply: pass the root application (or handshake_timeout=None)"

@@ -329,3 +329,21 @@ def test_setup_key_stores_the_server_under_the_users_key() -> None:
     server.setup(app, key=key)
     assert app[key] is server
     assert app[SERVER_KEY] is server
+
+
+async def test_set_up_app_may_run_twice() -> None:
+    """The root app a Server was set up on starts again after a full stop (in-process restart)."""
+    handler = Recorder()
+    server: Server[Any] = Server(handler)
+    app = web.Application()
+    server.setup(app)
+    app.router.add_get("/ws", server.handler(upgrade_with_data()))
+    for _ in range(2):
+        http = TestServer(app)
+        await http.start_server()
+        assert http.port is not None
+        raw = await connect(http.port)
+        await handler.next("open")
+        await http.close()
+        assert (await raw.recv())[1] == OP_CLOSE
+        await raw.close()
