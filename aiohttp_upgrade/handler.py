@@ -97,7 +97,7 @@ def _near_misses(cls: type) -> Iterator[tuple[str, str]]:
                 continue
             seen.add(name)
             meant = _meant(name, value)
-            if meant is not None and meant not in seen:
+            if meant is not None:
                 yield name, meant
 
 
