@@ -87,18 +87,21 @@ def _positional_count(function: Callable[..., Any]) -> int | None:
 
 
 def _near_misses(cls: type) -> Iterator[tuple[str, str]]:
-    """(name, meant) for each name a subclass of WebSocketHandler defines by mistake."""
-    seen: set[str] = set()
+    """(name, meant) for each name a subclass of WebSocketHandler defines by mistake.
+
+    A name whose intended option or hook the subclass defines as well is a helper
+    on purpose (``message`` calling ``on_message``), so it does not count.
+    """
+    defined: dict[str, object] = {}
     for klass in cls.__mro__:
         if klass is WebSocketHandler:
             break
         for name, value in vars(klass).items():
-            if name in seen:
-                continue
-            seen.add(name)
-            meant = _meant(name, value)
-            if meant is not None:
-                yield name, meant
+            defined.setdefault(name, value)
+    for name, value in defined.items():
+        meant = _meant(name, value)
+        if meant is not None and meant not in defined:
+            yield name, meant
 
 
 class WebSocketHandler(Generic[DataT]):
