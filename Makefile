@@ -71,7 +71,7 @@ clean:
 
 # HTML documentation in docs/_build/html; any Sphinx warning fails the build.
 docs: $(VENV)/.installed
-	$(VENV)/bin/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+	$(VENV)/bin/sphinx-build -E -W --keep-going -n -q -b html docs docs/_build/html
 
 # sdist + wheel in dist/, checked by twine.
 dist: $(VENV)/.installed

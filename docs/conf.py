@@ -30,7 +30,7 @@ nitpick_ignore_regex = [
     ("py:.*", r"web\.(Request|BaseRequest|Application|StreamResponse|AppKey)"),
     ("py:class", r"(Awaitable|Callable|Iterable|Mapping|Any|Headers)"),
     # Type variables: DataT is the type of ``ws.data``; T a callback's result.
-    ("py:class", r"(aiohttp_upgrade\.\w+\.)?(DataT|T)"),
+    ("py:class", r"(aiohttp_upgrade\.\w+\.)?(DataT|_?T)"),
     ("py:class", r"(int|str|bytes|bytearray|memoryview|bool|float|None|object)"),
     ("py:(class|exc)", r"(BaseException|Exception|ValueError|TypeError)"),
 ]
