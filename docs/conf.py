@@ -43,4 +43,5 @@ napoleon_numpy_docstring = False
 
 html_theme = "furo"
 html_title = f"aiohttp-upgrade {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
