@@ -67,7 +67,7 @@ bench-chart: $(VENV)/.installed $(BUN)
 	$(PY) benchmarks/chart.py docs/performance/echo.json docs/performance/fanout.json -o docs/performance/chart.png
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-matrix .bench build dist docs/_build *.egg-info .mypy_cache .pytest_cache .ruff_cache
 
 # HTML documentation in docs/_build/html; any Sphinx warning fails the build.
 docs: $(VENV)/.installed
