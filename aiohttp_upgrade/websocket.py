@@ -370,14 +370,14 @@ class ServerWebSocket(Generic[DataT]):
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return False
-        return self._server.topics.subscribe(self, topic)
+        return self._server._subscribe(self, topic)
 
     def unsubscribe(self, topic: str) -> bool:
         """Unsubscribe from ``topic``; True if it was subscribed."""
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return False
-        return self._server.topics.unsubscribe(self, topic)
+        return self._server._unsubscribe(self, topic)
 
     def is_subscribed(self, topic: str) -> bool:
         topic = check_topic(topic)
@@ -399,7 +399,9 @@ class ServerWebSocket(Generic[DataT]):
         compress: bool = False,
     ) -> int:
         """Send to every subscriber of ``topic`` except this socket (unless
-        ``publish_to_self``); return the worst code among them (see README)."""
+        ``publish_to_self``); return the worst code among this process's
+        subscribers (see README). With a broker, other processes deliver it to
+        all their subscribers too."""
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return 0
