@@ -199,6 +199,9 @@ class RedisBroker(Broker):
         self._pub_up = False
         self._sub_up = False
         self._sub_seen = 0.0
+        # When each connection last proved to work (for the end of an outage).
+        self._pub_ok = 0.0
+        self._sub_ok = 0.0
         self._rewrite_counts = True
         self._heartbeat_due = False
         self._closing = False
@@ -371,17 +374,33 @@ class RedisBroker(Broker):
     # -- outage bookkeeping ---------------------------------------------------------
 
     def _failed(self, exc: BaseException) -> None:
-        if self._outage_since is None and not self._closing:
+        """A connection failed: the outage starts (logged once) and the other
+        connection is checked at once (a heartbeat), since it is likely dead too."""
+        if self._closing:
+            return
+        if self._outage_since is None:
             self._outage_since = asyncio.get_running_loop().time()
             logger.warning(
                 "Redis unreachable (%s): publishes stay on this process until it "
                 "is back; retrying",
                 exc or type(exc).__name__,
             )
+        self._heartbeat_due = True
+        self._wake()
 
     def _recovered(self) -> None:
-        if self._pub_up and self._sub_up and self._outage_since is not None:
-            down = asyncio.get_running_loop().time() - self._outage_since
+        """The outage ends once the reader has connected and the writer has had a
+        round trip, both since the outage started (one of them may not have
+        noticed it yet)."""
+        since = self._outage_since
+        if (
+            since is not None
+            and self._pub_up
+            and self._sub_up
+            and self._pub_ok >= since
+            and self._sub_ok >= since
+        ):
+            down = asyncio.get_running_loop().time() - since
             self._outage_since = None
             self.reconnects += 1
             logger.warning(
@@ -439,7 +458,6 @@ class RedisBroker(Broker):
         self._rewrite_counts = True
         self._pub_up = True
         await self._send(self._bookkeeping(), [])  # the counts, at once
-        self._recovered()
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -478,7 +496,9 @@ class RedisBroker(Broker):
             try:
                 await self._send(commands, batch)
             except (RedisError, OSError) as exc:
-                self.dropped += len(batch)
+                # What was queued meanwhile goes too: no stale burst on reconnect.
+                self.dropped += len(batch) + len(self._queue)
+                self._queue = []
                 self._pub_up = False
                 self._failed(exc)
                 await self._drop_connection("_pub")
@@ -568,6 +588,9 @@ class RedisBroker(Broker):
                 await connection.read_response()
             except ResponseError as exc:  # an error reply; the rest still follow
                 logger.error("Redis refused a broker command: %s", exc)
+        if self._outage_since is not None:
+            self._pub_ok = asyncio.get_running_loop().time()
+            self._recovered()
 
     # -- the reader -------------------------------------------------------------------
 
@@ -639,7 +662,7 @@ class RedisBroker(Broker):
         for start in range(0, len(channels), SUBSCRIBE_CHUNK):
             chunk = channels[start : start + SUBSCRIBE_CHUNK]
             await connection.send_command("SUBSCRIBE", *chunk, check_health=False)
-        self._sub_seen = asyncio.get_running_loop().time()
+        self._sub_seen = self._sub_ok = asyncio.get_running_loop().time()
         self._sub_up = True
         self._recovered()
         if self._interest_changed:

@@ -9,6 +9,8 @@ a restart comes back empty, as after a crash.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import re
 import select
@@ -17,8 +19,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -30,6 +33,7 @@ __all__ = [
     "RedisProcess",
     "free_port",
     "poll_until",
+    "wait_until",
     "requires_redis",
 ]
 
@@ -69,9 +73,27 @@ def poll_until(
         time.sleep(0.01)
 
 
+async def wait_until(
+    check: Callable[[], Awaitable[T | None] | T | None],
+    timeout: float = 15.0,
+    what: str = "condition",
+) -> T:
+    """:func:`poll_until` for async tests: the loop keeps running between polls."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result is not None and result is not False:
+            return result  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
 def _wait_for_line(
     process: subprocess.Popen[bytes], pattern: re.Pattern[str], name: str
-) -> re.Match[str]:
+) -> tuple[re.Match[str], str]:
     """Read ``process``'s output until it matches ``pattern`` (raw reads of the
     pipe: a buffered reader would hide lines from select)."""
     assert process.stdout is not None
@@ -88,7 +110,7 @@ def _wait_for_line(
         seen += chunk.decode(errors="replace")
         match = pattern.search(seen)
         if match:
-            return match
+            return match, seen
     process.kill()
     raise AssertionError(f"{name} did not start: {seen}")
 
@@ -215,9 +237,18 @@ class AppProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        match = _wait_for_line(self.process, RUNNING, "app server")
+        match, startup = _wait_for_line(self.process, RUNNING, "app server")
         self.port = int(match.group(2))
-        self.output: list[str] = []
+        # Keep reading: a full pipe would block the server's logging.
+        self._output: list[bytes] = [startup.encode()]
+        self._drain = threading.Thread(target=self._read_all, daemon=True)
+        self._drain.start()
+
+    def _read_all(self) -> None:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        while chunk := os.read(fd, 65536):
+            self._output.append(chunk)
 
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}{path}"
@@ -225,23 +256,18 @@ class AppProcess:
     def ws_url(self, topics: str = "") -> str:
         return f"ws://{self.host}:{self.port}/ws?sub={topics}"
 
-    def read_output(self) -> str:
-        """Everything the process printed since it started serving (once it exited)."""
-        assert self.process.stdout is not None
-        return self.process.stdout.read().decode(errors="replace")
-
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         self.process.wait(timeout=15)
 
     def stop(self) -> str:
-        """SIGTERM, wait, and return what the process printed."""
+        """SIGTERM, wait, and return everything the process printed."""
         self.kill(signal.SIGTERM)
-        output = self.read_output()
+        self._drain.join(timeout=15)
         assert self.process.stdout is not None
         self.process.stdout.close()
-        return output
+        return b"".join(self._output).decode(errors="replace")
 
 
 def running_redis() -> Iterator[RedisProcess]:
