@@ -26,7 +26,7 @@ from .server import Fetch, Server
 from .websocket import ReadyState, ServerWebSocket
 
 if TYPE_CHECKING:
-    from .redis_broker import RedisBroker
+    from .redis_broker import RedisBroker as RedisBroker
 
 __version__ = "0.1.0"
 

@@ -21,9 +21,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import pytest
 
@@ -33,8 +33,8 @@ __all__ = [
     "RedisProcess",
     "free_port",
     "poll_until",
-    "wait_until",
     "requires_redis",
+    "wait_until",
 ]
 
 REDIS_SERVER: Final = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -74,18 +74,16 @@ def poll_until(
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[T | None] | T | None],
-    timeout: float = 15.0,
-    what: str = "condition",
-) -> T:
+    check: Callable[[], Any], within: float = 15.0, what: str = "condition"
+) -> Any:
     """:func:`poll_until` for async tests: the loop keeps running between polls."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         result = check()
         if inspect.isawaitable(result):
             result = await result
         if result is not None and result is not False:
-            return result  # type: ignore[return-value]
+            return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)

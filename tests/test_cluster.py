@@ -278,11 +278,12 @@ async def test_a_sigkilled_process_stops_counting(
     topic = "mortal"
     probe = await connect(session, own_cluster.a, topic)
     others = [await connect(session, app, topic) for app in own_cluster.apps[1:]]
+    assert len(others) == 2
     await wait_until(lambda: _count_is(probe, topic, "1 3"), what="a count of 3")
     own_cluster.c.kill()
     await wait_until(
         lambda: _count_is(probe, topic, "1 2"),
-        timeout=HEARTBEAT * 3 + 5,
+        within=HEARTBEAT * 3 + 5,
         what="the killed process to stop counting",
     )
 
@@ -321,7 +322,7 @@ async def test_redis_restart_local_delivery_continues_and_remote_resumes(
         assert message.type is aiohttp.WSMsgType.TEXT
         return str(message.data)
 
-    first = await wait_until(remote_got_one, timeout=30, what="delivery via Redis")
+    first = await wait_until(remote_got_one, within=30, what="delivery via Redis")
     received = [first]
     await sender.send_str("last")
     assert await receive(local) == "last"
@@ -331,7 +332,7 @@ async def test_redis_restart_local_delivery_continues_and_remote_resumes(
         received.append(message)
     assert len(received) == len(set(received))  # nothing twice
     assert not any(text.startswith("during") for text in received)
-    assert received == sorted(received[:-1], key=sent.index) + ["last"]
+    assert received == [*sorted(received[:-1], key=sent.index), "last"]
     stats = json.loads((await command(local, "!stats")).removeprefix("stats "))
     assert stats["reconnects"] == 1
     for ws in (sender, local, remote):
