@@ -332,28 +332,13 @@ class Server(Generic[DataT]):
         payload: bytes,
         compress: bool,
         sender: ServerWebSocket[DataT] | None,
+        relay: bool = True,
     ) -> int:
-        """Fan a message out to ``topic`` here (the frame built once for all
-        sockets) and hand it to the broker for the other processes."""
-        relay = self._relay
-        if relay is not None:
-            relay(topic, opcode, payload, compress)
-        return self._fan_out(topic, opcode, payload, compress, sender)
-
-    def deliver(self, topic: str, opcode: int, payload: bytes, compress: bool) -> int:
-        """Fan out a message that another process published (called by the
-        broker): to every local subscriber of ``topic``, on the same encode-once
-        path as :meth:`publish`, and not relayed again. Returns the publish code."""
-        return self._fan_out(topic, opcode, payload, compress, None)
-
-    def _fan_out(
-        self,
-        topic: str,
-        opcode: int,
-        payload: bytes,
-        compress: bool,
-        sender: ServerWebSocket[DataT] | None,
-    ) -> int:
+        """Fan a message out to ``topic`` here, the frame built once for all
+        sockets, and (``relay``) hand it to the broker for the other processes."""
+        relay_to = self._relay
+        if relay_to is not None and relay:
+            relay_to(topic, opcode, payload, compress)
         subscribers = self.topics.subscribers(topic)
         if not subscribers:
             return 0
