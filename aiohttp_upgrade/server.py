@@ -366,6 +366,12 @@ class Server(Generic[DataT]):
             return 0
         return -1 if queued else length
 
+    def deliver(self, topic: str, opcode: int, payload: bytes, compress: bool) -> int:
+        """Fan out a message that another process published (called by the
+        broker): to every local subscriber of ``topic``, on the same encode-once
+        path as :meth:`publish`, and not relayed again. Returns the publish code."""
+        return self.publish_frame(topic, opcode, payload, compress, None, False)
+
     @staticmethod
     def _enqueue_compressed(
         ws: ServerWebSocket[DataT],
