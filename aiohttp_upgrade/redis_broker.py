@@ -26,9 +26,11 @@ by default) after its last heartbeat.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -83,6 +85,13 @@ _MESSAGE: Final = b"message"
 _ALIVE_FIELD: Final = b""
 
 _Queued = tuple[str, int, bytes, bool]  # topic, opcode, payload, compress
+
+
+def _log_unexpected(exc: Exception) -> None:
+    """Connection failures are expected (and logged once per outage); anything
+    else is a bug worth a traceback, after which the broker carries on."""
+    if not isinstance(exc, RedisError | OSError):
+        logger.error("RedisBroker: unexpected error", exc_info=exc)
 
 
 async def _identity(response: Any) -> Any:
@@ -207,6 +216,11 @@ class RedisBroker(Broker):
         self._closing = False
         self._outage_since: float | None = None
         self._wakeup: asyncio.Future[None] | None = None
+        # Pipelines sent and not answered yet: (replies, messages), oldest first.
+        self._in_flight: deque[tuple[int, int]] = deque()
+        self._replies_due = asyncio.Event()
+        self._replies_done = asyncio.Event()
+        self._reply_task: asyncio.Task[None] | None = None
         self._heartbeat_timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -246,6 +260,10 @@ class RedisBroker(Broker):
         self._subscribed = set()
         self._rewrite_counts = True
         self._outage_since = None
+        self._in_flight = deque()
+        self._replies_due = asyncio.Event()
+        self._replies_done = asyncio.Event()
+        self._replies_done.set()
         for topic, count in host.local_counts().items():
             self.subscription(topic, count, 0)
         if self._given_client is not None:
@@ -286,6 +304,9 @@ class RedisBroker(Broker):
         writer = self._tasks[0]
         self._wake()
         await asyncio.wait([writer], timeout=CLOSE_TIMEOUT)
+        if self._pub_up:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._replies_done.wait(), CLOSE_TIMEOUT)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -299,7 +320,7 @@ class RedisBroker(Broker):
                     await client.delete(self._proc_key)
             except (RedisError, OSError, TimeoutError):
                 pass  # the key expires anyway
-        await self._drop_connection("_pub")
+        await self._drop_pub()
         await self._drop_connection("_sub")
         if self._given_client is None:
             await client.aclose()
@@ -310,17 +331,22 @@ class RedisBroker(Broker):
     def subscription(self, topic: str, new_count: int, old_count: int) -> None:
         """Track interest: 0 -> n subscribes ``topic``'s channel, n -> 0
         unsubscribes it (at the next loop turn); counts are reported too."""
+        # Without a connection, nothing to track: a new connection subscribes
+        # every live topic and rewrites every count.
         if old_count == 0:
             channel = self._prefix + topic.encode()
             self._interest[topic] = channel
             self._topic_of[channel] = topic
-            self._interest_changed.add(topic)
+            if self._sub is not None:
+                self._interest_changed.add(topic)
         elif new_count == 0:
             channel = self._interest.pop(topic, b"")
             self._topic_of.pop(channel, None)
-            self._interest_changed.add(topic)
-        self._counts_changed.add(topic)
-        self._wake()
+            if self._sub is not None:
+                self._interest_changed.add(topic)
+        if self._pub is not None:
+            self._counts_changed.add(topic)
+            self._wake()
 
     def publish(self, topic: str, opcode: int, payload: bytes, compress: bool) -> None:
         """Queue the message for one pipeline at the end of this loop turn; drop it
@@ -453,11 +479,67 @@ class RedisBroker(Broker):
         self._wake()
 
     async def _connect_pub(self) -> None:
-        await self._drop_connection("_pub")
-        self._pub = await self._new_connection()
+        await self._drop_pub()
+        connection = self._pub = await self._new_connection()
         self._rewrite_counts = True
         self._pub_up = True
+        self._reply_task = asyncio.create_task(
+            self._read_replies(connection), name="RedisBroker replies"
+        )
         await self._send(self._bookkeeping(), [])  # the counts, at once
+
+    async def _drop_pub(self) -> None:
+        task = self._reply_task
+        self._reply_task = None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._forget_in_flight()
+        await self._drop_connection("_pub")
+
+    def _pub_failed(self, exc: Exception) -> None:
+        """The writer's connection failed: what is queued or unanswered is dropped
+        (counted; never resent, it might have been delivered), the writer
+        reconnects."""
+        _log_unexpected(exc)
+        if not self._pub_up:
+            return
+        self._pub_up = False
+        # What was queued meanwhile goes too: no stale burst on reconnect.
+        self.dropped += len(self._queue)
+        self._queue = []
+        self._forget_in_flight()
+        self._failed(exc)
+        self._wake()
+
+    def _forget_in_flight(self) -> None:
+        self.dropped += sum(messages for _, messages in self._in_flight)
+        self._in_flight.clear()
+        self._replies_done.set()
+
+    async def _read_replies(self, connection: AbstractConnection) -> None:
+        """Read the answers of the pipelines in order, while the writer goes on."""
+        in_flight = self._in_flight
+        try:
+            while True:
+                if not in_flight:
+                    self._replies_done.set()
+                    self._replies_due.clear()
+                    await self._replies_due.wait()
+                    continue
+                replies, messages = in_flight[0]
+                for _ in range(replies):
+                    try:
+                        await connection.read_response()
+                    except ResponseError as exc:  # an error reply; others follow
+                        logger.error("Redis refused a broker command: %s", exc)
+                in_flight.popleft()
+                self.published += messages
+                if self._outage_since is not None:
+                    self._pub_ok = asyncio.get_running_loop().time()
+                    self._recovered()
+        except Exception as exc:
+            self._pub_failed(exc)
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -469,10 +551,10 @@ class RedisBroker(Broker):
                 try:
                     await self._connect_pub()
                     failures = 0
-                except (RedisError, OSError) as exc:
-                    await self._drop_connection("_pub")
-                    self._pub_up = False
+                except Exception as exc:
+                    self._pub_failed(exc)
                     self._failed(exc)
+                    await self._drop_pub()
                     await asyncio.sleep(self._backoff(failures))
                     failures += 1
                     continue
@@ -495,15 +577,9 @@ class RedisBroker(Broker):
             commands = self._bookkeeping()
             try:
                 await self._send(commands, batch)
-            except (RedisError, OSError) as exc:
-                # What was queued meanwhile goes too: no stale burst on reconnect.
-                self.dropped += len(batch) + len(self._queue)
-                self._queue = []
-                self._pub_up = False
-                self._failed(exc)
-                await self._drop_connection("_pub")
-                continue
-            self.published += len(batch)
+            except Exception as exc:
+                self._pub_failed(exc)
+                await self._drop_pub()
 
     def _bookkeeping(self) -> list[tuple[Any, ...]]:
         """Count updates, and the heartbeat when due."""
@@ -572,25 +648,22 @@ class RedisBroker(Broker):
     async def _send(
         self, commands: list[tuple[Any, ...]], batch: list[_Queued]
     ) -> None:
-        """One pipeline: ``commands``, then ``batch`` as PUBLISHes; read the replies."""
-        connection = self._pub
-        if connection is None:
-            raise ConnectionError("no connection")
+        """Send one pipeline: ``commands``, then ``batch`` as PUBLISHes. The
+        replies are read by ``_read_replies``, so the next pipeline need not wait
+        for a round trip."""
         if batch:
             commands.extend(self._envelopes(batch))
         if not commands:
             return
-        await connection.send_packed_command(
-            connection.pack_commands(commands), check_health=False
-        )
-        for _ in commands:
-            try:
-                await connection.read_response()
-            except ResponseError as exc:  # an error reply; the rest still follow
-                logger.error("Redis refused a broker command: %s", exc)
-        if self._outage_since is not None:
-            self._pub_ok = asyncio.get_running_loop().time()
-            self._recovered()
+        # Registered first: if anything below fails, the batch counts as dropped.
+        self._in_flight.append((len(commands), len(batch)))
+        self._replies_done.clear()
+        self._replies_due.set()
+        connection = self._pub
+        if connection is None or not self._pub_up:
+            raise ConnectionError("no connection")
+        packed = connection.pack_commands(commands)
+        await connection.send_packed_command(packed, check_health=False)
 
     # -- the reader -------------------------------------------------------------------
 
@@ -677,14 +750,16 @@ class RedisBroker(Broker):
                     await self._connect_sub()
                     failures = 0
                 connection = self._sub
-                assert connection is not None
+                if connection is None:
+                    raise ConnectionError("no connection")
                 while True:
                     reply = await connection.read_response(
                         timeout=math.inf, disconnect_on_error=True, push_request=True
                     )
                     self._sub_seen = loop.time()
                     self._on_reply(reply)
-            except (RedisError, OSError, AssertionError) as exc:
+            except Exception as exc:
+                _log_unexpected(exc)
                 self._sub_up = False
                 self._subscribed = set()
                 self._failed(exc)

@@ -410,6 +410,7 @@ class Server(Generic[DataT]):
 
         Raises:
             BrokerUnavailableError: the broker cannot reach its backend.
+            InvalidStateError: the broker is not started (before app startup).
         """
         topic = check_topic(topic)
         if not self.broker.remote:

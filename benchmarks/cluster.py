@@ -276,6 +276,8 @@ async def measure(
     except TimeoutError:
         print(f"  timed out: {run.received}/{run.target} delivered", file=sys.stderr)
     elapsed = time.monotonic() - t0
+    if os.environ.get("CLUSTER_BENCH_VERBOSE"):
+        print("  per-process CPU s:", [round(s.cpu_seconds(), 2) for s in servers])
     cpu = sum(server.cpu_seconds() for server in servers) - cpu0
     return run, elapsed, cpu, redis.cpu_seconds() - redis0
 
@@ -356,7 +358,9 @@ class PushReader(RawClient):
         super().__init__("127.0.0.1", port, f"/{PUSH_TOPIC}")
         self.count = count
         self.expected = 0
+        self.received_count = 0
         self.out_of_order = 0
+        self.missing = 0
         self.buffer = bytearray()
         self.done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self.on_data = self.received
@@ -364,10 +368,13 @@ class PushReader(RawClient):
     def received(self, data: bytes) -> None:
         self.buffer += data
         for _, payload in parse_server_frames(self.buffer):
-            if int(payload) != self.expected:
+            number = int(payload)
+            if number < self.expected:
                 self.out_of_order += 1
-                self.expected = int(payload)
-            self.expected += 1
+            else:
+                self.missing += number - self.expected
+                self.expected = number + 1
+            self.received_count += 1
         if self.expected >= self.count and not self.done.done():
             self.done.set_result(time.monotonic())
 
@@ -398,8 +405,9 @@ async def bench_push(redis: RedisServer, args: argparse.Namespace) -> None:
         seconds = t1 - t0
         print(
             f"push: {count} messages A -> Redis -> B in {seconds:.2f} s ="
-            f" {reader.expected / seconds:,.0f} messages/s;"
-            f" received {reader.expected}, out of order {reader.out_of_order},"
+            f" {reader.received_count / seconds:,.0f} messages/s;"
+            f" received {reader.received_count}, missing {reader.missing},"
+            f" out of order {reader.out_of_order},"
             f" dropped by the broker {stats['dropped']};"
             f" CPU µs/message: A {(cpu1[0] - cpu0[0]) / count * 1e6:.1f},"
             f" B {(cpu1[1] - cpu0[1]) / count * 1e6:.1f},"
