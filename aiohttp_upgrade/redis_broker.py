@@ -727,7 +727,9 @@ class RedisBroker(Broker):
         # Under RESP3 (and with hiredis) messages are push notifications, which
         # redis-py hands to this handler; returning them makes read_response()
         # return them (push_request=True), as redis-py's own PubSub does.
-        connection._parser.set_pubsub_push_handler(_identity)  # type: ignore[attr-defined]
+        parser: Any = getattr(connection, "_parser", None)
+        if hasattr(parser, "set_pubsub_push_handler"):
+            parser.set_pubsub_push_handler(_identity)
         # From this snapshot on, interest changes wait for the writer.
         channels = list(self._interest.values())
         self._subscribed = set(channels)

@@ -141,18 +141,31 @@ async def test_channel_prefixes_keep_apps_apart(
     assert await server.cluster_subscriber_count(TOPIC) == 1
 
 
+@pytest.mark.parametrize("protocol", [2, 3], ids=["resp2", "resp3"])
 async def test_a_given_client_is_used_and_left_open(
-    node: StartNode, redis: RedisProcess, session: aiohttp.ClientSession
+    node: StartNode,
+    redis: RedisProcess,
+    session: aiohttp.ClientSession,
+    protocol: int,
 ) -> None:
-    """A redis.asyncio.Redis client passed in carries the traffic and is not closed."""
-    client = Redis.from_url(redis.url)
+    """A redis.asyncio.Redis client passed in (RESP2 or RESP3) carries the traffic
+    both ways and is not closed."""
+    client = Redis.from_url(redis.url, protocol=protocol)
+    prefix = f"given{protocol}:"
     try:
-        server, broker, _ = await node(client=client, channel_prefix="given:")
-        _, _, far_url = await node(channel_prefix="given:")
+        server, broker, url = await node(client=client, channel_prefix=prefix)
+        far_server, _, far_url = await node(channel_prefix=prefix)
+        near = await session.ws_connect(url)
         far = await session.ws_connect(far_url)
-        await wait_until(lambda: redis.numsub("given:room") == 1, what="subscription")
+        await wait_until(
+            lambda: redis.numsub(prefix + "room") == 2, what="subscriptions"
+        )
         server.publish(TOPIC, b"\x00\x01")
         assert await receive(far) == b"\x00\x01"
+        assert await receive(near) == b"\x00\x01"  # local delivery
+        far_server.publish(TOPIC, "back")
+        assert await receive(near) == "back"
+        assert broker.received == 1
         await broker.close()
         assert await client.ping()
     finally:
