@@ -31,7 +31,7 @@ from .frames import (
     build_close_frame,
     build_frame,
 )
-from .parser import FrameParser, is_valid_close_code
+from .parser import FrameParser, check_close_code
 from .topics import check_topic
 
 if TYPE_CHECKING:
@@ -140,6 +140,7 @@ class ServerWebSocket(Generic[DataT]):
         "_pending_size",
         "_protocol",
         "_reading_paused",
+        "_reset_idle_on_send",
         "_server",
         "_transport",
         "_waiter",
@@ -172,6 +173,7 @@ class ServerWebSocket(Generic[DataT]):
         self._compressor = deflate.new_compressor() if deflate else None
         self._backpressure_limit = options.backpressure_limit
         self._close_on_limit = options.close_on_backpressure_limit
+        self._reset_idle_on_send = options.reset_idle_timeout_on_send
         hooks = server.websocket_handler.hooks
         self._hooks: tuple[tuple[Hook, bool] | None, ...] = tuple(
             hooks[name] for name in _KIND_HOOKS
@@ -197,10 +199,8 @@ class ServerWebSocket(Generic[DataT]):
         )
 
     def __repr__(self) -> str:
-        return (
-            f"<ServerWebSocket {self.ready_state.name} {self.remote_address}"
-            f" data={self.data!r}>"
-        )
+        # Not ``data``: it often holds session secrets, and hook failures log this.
+        return f"<ServerWebSocket {self.ready_state.name} {self.remote_address}>"
 
     # -- sending ---------------------------------------------------------------
 
@@ -283,7 +283,8 @@ class ServerWebSocket(Generic[DataT]):
         pending.append(frame)
         size += len(frame)
         self._pending_size = size
-        self._idle_ticks = 0
+        if self._reset_idle_on_send:
+            self._idle_ticks = 0
         if write_now or size >= FLUSH_THRESHOLD:
             self.flush()
             waiting = transport.get_write_buffer_size()
@@ -428,9 +429,12 @@ class ServerWebSocket(Generic[DataT]):
     # -- closing ---------------------------------------------------------------
 
     def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
-        """Close with ``code`` and ``reason`` (cut to 123 bytes); idempotent."""
-        if not is_valid_close_code(code):
-            raise ValueError(f"invalid close code {code}")
+        """Close with ``code`` and ``reason`` (cut to 123 bytes); idempotent.
+
+        Raises:
+            ValueError: ``code`` may not be sent (see :func:`check_close_code`).
+        """
+        check_close_code(code)
         if self.ready_state is not _OPEN:
             return
         self._drop_queued()
