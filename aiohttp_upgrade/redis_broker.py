@@ -11,7 +11,8 @@ only writes (the publishes of one loop turn in one pipeline, in order, consecuti
 publishes to one topic packed into one ``PUBLISH``; the subscriber counts; the
 heartbeat) and one that only reads (``SUBSCRIBE``). Both reconnect on their own
 with capped, jittered exponential backoff; the reader re-subscribes every topic
-that has local subscribers. Delivery between processes is at most once: while
+that has local subscribers. Heartbeats also detect a Redis that stopped answering
+without closing the connection (three heartbeats without a reply). Delivery between processes is at most once: while
 Redis is unreachable, and past ``max_queue`` queued messages, publishes are
 dropped (counted in :attr:`RedisBroker.dropped`), never retried (a retried
 pipeline could deliver twice).
@@ -76,6 +77,8 @@ EXPIRY_HEARTBEATS: Final = 3
 # How long start() and close() wait for Redis before moving on.
 STARTUP_TIMEOUT: Final = 2.0
 CLOSE_TIMEOUT: Final = 1.0
+# How long cluster_count() waits for Redis before it gives up.
+COUNT_TIMEOUT: Final = 5.0
 # Channels per SUBSCRIBE command when re-subscribing many topics.
 SUBSCRIBE_CHUNK: Final = 1000
 
@@ -208,6 +211,7 @@ class RedisBroker(Broker):
         self._pub_up = False
         self._sub_up = False
         self._sub_seen = 0.0
+        self._pub_seen = 0.0  # when the writer's connection last answered
         # When each connection last proved to work (for the end of an outage).
         self._pub_ok = 0.0
         self._sub_ok = 0.0
@@ -271,11 +275,14 @@ class RedisBroker(Broker):
         else:
             assert self._url is not None
             # No hidden retries: a retried pipeline could deliver twice, and the
-            # broker has its own backoff.
+            # broker has its own backoff. No socket timeout either: it costs a
+            # timer per read and a task per write, and the heartbeats detect a
+            # Redis that stopped answering.
             self._client = Redis.from_url(
                 self._url,
                 retry=Retry(NoBackoff(), 0),
                 socket_connect_timeout=STARTUP_TIMEOUT,
+                socket_timeout=None,
             )
         loop = asyncio.get_running_loop()
         self._heartbeat_timer = loop.call_later(
@@ -372,30 +379,35 @@ class RedisBroker(Broker):
         local = host.subscriber_count(topic)
         field = topic.encode()
         try:
-            members = await client.smembers(self._procs_key)
-            ids = [
-                proc_id
-                for proc_id in members
-                if isinstance(proc_id, bytes) and proc_id != self._proc_id
-            ]
-            if not ids:
-                return local
-            pipe = client.pipeline(transaction=False)
-            for proc_id in ids:
-                key = self._prefix + b"proc:" + proc_id
-                pipe.hget(key, field)
-                pipe.exists(key)
-            replies = await pipe.execute()
-            dead = [
-                proc_id
-                for proc_id, alive in zip(ids, replies[1::2], strict=True)
-                if not alive
-            ]
-            if dead:
-                await client.srem(self._procs_key, *dead)
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailableError(f"Redis unreachable: {exc}") from exc
-        return local + sum(int(count) for count in replies[0::2] if count)
+            async with asyncio.timeout(COUNT_TIMEOUT):
+                return local + await self._remote_count(client, field)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise BrokerUnavailableError(f"Redis unreachable: {exc!r}") from exc
+
+    async def _remote_count(self, client: Redis, field: bytes) -> int:
+        """The other processes' counts of ``field``; forgets processes that died."""
+        members = await client.smembers(self._procs_key)
+        ids = [
+            proc_id
+            for proc_id in members
+            if isinstance(proc_id, bytes) and proc_id != self._proc_id
+        ]
+        if not ids:
+            return 0
+        pipe = client.pipeline(transaction=False)
+        for proc_id in ids:
+            key = self._prefix + b"proc:" + proc_id
+            pipe.hget(key, field)
+            pipe.exists(key)
+        replies = await pipe.execute()
+        dead = [
+            proc_id
+            for proc_id, alive in zip(ids, replies[1::2], strict=True)
+            if not alive
+        ]
+        if dead:
+            await client.srem(self._procs_key, *dead)
+        return sum(int(count) for count in replies[0::2] if count)
 
     # -- outage bookkeeping ---------------------------------------------------------
 
@@ -483,6 +495,7 @@ class RedisBroker(Broker):
         connection = self._pub = await self._new_connection()
         self._rewrite_counts = True
         self._pub_up = True
+        self._pub_seen = asyncio.get_running_loop().time()
         self._reply_task = asyncio.create_task(
             self._read_replies(connection), name="RedisBroker replies"
         )
@@ -534,6 +547,7 @@ class RedisBroker(Broker):
                     except ResponseError as exc:  # an error reply; others follow
                         logger.error("Redis refused a broker command: %s", exc)
                 in_flight.popleft()
+                self._pub_seen = asyncio.get_running_loop().time()
                 self.published += messages
                 if self._outage_since is not None:
                     self._pub_ok = asyncio.get_running_loop().time()
@@ -572,6 +586,10 @@ class RedisBroker(Broker):
             await self._sync_subscriptions()
             if self._heartbeat_due:
                 await self._check_reader()
+                if self._writer_stalled():
+                    self._pub_failed(TimeoutError("Redis stopped answering"))
+                    await self._drop_pub()
+                    continue
             batch = self._queue
             self._queue = []
             commands = self._bookkeeping()
@@ -697,6 +715,14 @@ class RedisBroker(Broker):
             commands.append(("UNSUBSCRIBE", *unsubscribe))
         if commands:
             await self._write_sub(connection, commands)
+
+    def _writer_stalled(self) -> bool:
+        """True when a pipeline has waited three heartbeats for its answer (a dead
+        peer that never closed the connection: reads carry no timeout)."""
+        if not self._in_flight:
+            return False
+        now = asyncio.get_running_loop().time()
+        return now - self._pub_seen > self.heartbeat_interval * EXPIRY_HEARTBEATS
 
     async def _check_reader(self) -> None:
         """Ping the reader's connection; drop it if it stayed silent for three

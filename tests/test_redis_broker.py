@@ -16,7 +16,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler
+from aiohttp_upgrade import (
+    BrokerUnavailableError,
+    Server,
+    ServerWebSocket,
+    WebSocketHandler,
+)
 from aiohttp_upgrade.redis_broker import RedisBroker
 
 from .conftest import upgrade_with_data
@@ -207,3 +212,16 @@ async def test_own_messages_are_not_delivered_twice(
     assert await receive(local) == "two"
     assert far_broker.received == 2
     assert broker.received == 0
+
+
+async def test_cluster_count_without_redis_raises_broker_unavailable(
+    node: StartNode,
+) -> None:
+    """With Redis unreachable, cluster_subscriber_count raises BrokerUnavailableError
+    while the local count still works."""
+    dead = RedisProcess()  # never started: nothing listens on its port
+    server, broker, _ = await node(client=dead.url, channel_prefix="dead:")
+    assert not broker.connected
+    with pytest.raises(BrokerUnavailableError):
+        await server.cluster_subscriber_count(TOPIC)
+    assert server.subscriber_count(TOPIC) == 0
