@@ -26,6 +26,7 @@ are the messages/s delivered, whether all arrived in order, and the broker's
 dropped counter.
 
 Usage: python benchmarks/cluster.py [--n 1000] [--repeat 3] [--push 200000]
+(``CLUSTER_BENCH_VERBOSE=1`` also prints each server process's CPU seconds).
 """
 
 from __future__ import annotations
