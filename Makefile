@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SYSTEM_PACKAGES := chromium
+SYSTEM_PACKAGES := chromium redis-server
 HOST ?= 127.0.0.1
 PORT ?= 8080
 LINTED := aiohttp_upgrade tests demo benchmarks conformance examples tools docs/conf.py
@@ -12,13 +12,14 @@ LINTED := aiohttp_upgrade tests demo benchmarks conformance examples tools docs/
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench,docs]'
+	$(PY) -m pip install -q -e '.[test,bench,docs,redis]'
 	touch $@
 
 demo: $(VENV)/.installed
 	$(PY) -m aiohttp.web -H $(HOST) -P $(PORT) demo.chat:init_app
 
-# Installs Debian's chromium when run as root (as CI does); otherwise says what to run.
+# Installs Debian's chromium and redis-server when run as root (as CI does); otherwise
+# says what to run. The tests start redis-server themselves, on a free port.
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -52,6 +53,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/fanout.py
 	$(PY) benchmarks/backpressure.py
 	$(PY) benchmarks/connections.py
+	$(PY) benchmarks/cluster.py
 
 # Bun for the comparison, from the npm registry (its binary ships in the package).
 BUN_VERSION ?= 1.4.5
@@ -84,8 +86,8 @@ check-dist: dist
 	$(PY) tools/check_dist.py dist/*.whl
 
 # The support matrix: the oldest and newest aiohttp claimed in setup.cfg, on the
-# oldest and newest Python tested. CI runs the pairs in CI_MATRIX_* (the main
-# .venv covers the newest aiohttp on the default Python).
+# oldest and newest Python tested. .ci/run runs two corners of it (the main .venv
+# covers the newest aiohttp on the default Python).
 MATRIX_PYTHONS ?= 3.11 3.13
 MATRIX_AIOHTTP ?= 3.14.4 3.14.5
 # The browser test is left to `make test`. On Python 3.13 json parses the demo's

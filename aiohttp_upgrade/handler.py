@@ -28,7 +28,16 @@ DataT = TypeVar("DataT")
 Hook = Callable[..., Awaitable[None] | None]
 
 _OPTION_NAMES = tuple(Options.__dataclass_fields__)
-HOOK_NAMES = ("open", "message", "close", "drain", "ping", "pong", "error")
+HOOK_NAMES = (
+    "open",
+    "message",
+    "close",
+    "drain",
+    "ping",
+    "pong",
+    "error",
+    "subscription",
+)
 
 
 def _normalise(name: str) -> str:
@@ -242,6 +251,16 @@ class WebSocketHandler(Generic[DataT]):
         closed with 1011 (``close`` follows) and the traceback logged once on the
         ``aiohttp_upgrade`` logger. Other sockets are not affected. If ``error``
         itself raises, that is logged too."""
+
+    def subscription(
+        self, ws: ServerWebSocket[DataT], topic: str, new_count: int, old_count: int
+    ) -> Awaitable[None] | None:
+        """Called when ``ws`` subscribed to ``topic`` (``new_count > old_count``) or
+        unsubscribed, also for each topic it leaves when it closes (before
+        ``close``); the counts are this process's subscribers of ``topic`` after
+        and before. Called synchronously from ``subscribe``/``unsubscribe``; an
+        async hook runs as a task. If it raises, an open socket is closed with
+        1011 as for any hook (a closing one's failure is logged)."""
 
 
 _HOOK_ARITY.update(

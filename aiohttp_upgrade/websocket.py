@@ -425,7 +425,7 @@ class ServerWebSocket(Generic[DataT]):
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return False
-        return self._server.topics.subscribe(self, topic)
+        return self._server._subscribe(self, topic)
 
     def unsubscribe(self, topic: str) -> bool:
         """Unsubscribe from ``topic``; True if it was subscribed. Raises like
@@ -433,7 +433,7 @@ class ServerWebSocket(Generic[DataT]):
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return False
-        return self._server.topics.unsubscribe(self, topic)
+        return self._server._unsubscribe(self, topic)
 
     def is_subscribed(self, topic: str) -> bool:
         """True if this open socket is subscribed to ``topic``. Raises like
@@ -457,12 +457,14 @@ class ServerWebSocket(Generic[DataT]):
         compress: bool = False,
     ) -> int:
         """Send to every subscriber of ``topic`` except this socket (unless
-        ``publish_to_self``); return the worst code among them.
+        ``publish_to_self``); return the worst code among this process's
+        subscribers. With a broker, other processes deliver it to all their
+        subscribers too.
 
         Returns:
-            The payload length if every subscriber took it at once, -1 if any
-            queued it behind buffered bytes, 0 if any dropped it, if nobody else is
-            subscribed, or if this socket is closed.
+            The payload length if every local subscriber took it at once, -1 if
+            any queued it behind buffered bytes, 0 if any dropped it, if nobody
+            else here is subscribed, or if this socket is closed.
 
         Raises:
             TypeError: ``topic`` is not a str, or ``message`` not str or bytes-like.

@@ -26,7 +26,9 @@ nitpicky = True
 # The build is offline (no intersphinx): names from the standard library, aiohttp
 # and its dependencies are shown but not linked.
 nitpick_ignore_regex = [
-    ("py:.*", r"(aiohttp|yarl|multidict|asyncio|collections|typing|enum)\..*"),
+    ("py:.*", r"(aiohttp|yarl|multidict|redis|asyncio|collections|typing|enum)\..*"),
+    # What a broker may call on its server: an internal Protocol.
+    ("py:class", r"aiohttp_upgrade\.broker\.BrokerHost"),
     ("py:.*", r"web\.(Request|BaseRequest|Application|StreamResponse|AppKey)"),
     ("py:class", r"(Awaitable|Callable|Iterable|Mapping|Any|Headers)"),
     # Type variables: DataT is the type of ``ws.data``; T a callback's result.

@@ -3,8 +3,8 @@
 #
 #   tools/test-matrix.sh "3.11 3.13" "3.14.0 3.14.5" [pytest args...]
 #
-# Each pair gets its own virtualenv in .venv-matrix/ (kept between runs) with the
-# package installed editable with its `test` extra and the given aiohttp pinned.
+# Each pair gets its own virtualenv in .venv-matrix/ (kept while setup.cfg is unchanged) with the
+# package installed editable with its `test` and `redis` extras and the given aiohttp pinned.
 # Pythons are found under pyenv's versions directory, else as pythonX.Y on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,11 +31,13 @@ for py in $pythons; do
     for aiohttp in $versions; do
         venv=.venv-matrix/py$py-aiohttp$aiohttp
         echo "=== Python $py ($python), aiohttp $aiohttp"
-        if [ ! -e "$venv/.installed" ]; then
+        # Reinstalled whenever setup.cfg (the dependencies) changes.
+        marker="$venv/.installed-$(sha1sum setup.cfg | cut -c1-12)"
+        if [ ! -e "$marker" ]; then
             rm -rf "$venv"
             "$python" -m venv "$venv"
-            "$venv/bin/python" -m pip install -q -e '.[test]' "aiohttp==$aiohttp"
-            touch "$venv/.installed"
+            "$venv/bin/python" -m pip install -q -e '.[test,redis]' "aiohttp==$aiohttp"
+            touch "$marker"
         fi
         "$venv/bin/python" -c "import aiohttp, sys; print('aiohttp', aiohttp.__version__, 'on', sys.version.split()[0])"
         if ! "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"; then
