@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Run the test suite against each (Python, aiohttp) pair of the support matrix.
 #
-#   tools/test-matrix.sh "3.11 3.13" "3.14.0 3.14.5" [pytest args...]
+#   tools/test-matrix.sh "3.11 3.13" "3.14.4 3.14.5" [pytest args...]
 #
-# Each pair gets its own virtualenv in .venv-matrix/ (kept while setup.cfg is unchanged) with the
-# package installed editable with its `test` and `redis` extras and the given aiohttp pinned.
+# Each pair gets its own virtualenv in .venv-matrix/ (kept while setup.cfg is
+# unchanged) with the package installed editable with its `test` and `redis`
+# extras and the given aiohttp pinned.
 # Pythons are found under pyenv's versions directory, else as pythonX.Y on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
