@@ -95,6 +95,32 @@ async def client_session() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+ConnectWs = Callable[..., Awaitable[aiohttp.ClientWebSocketResponse]]
+
+
+@pytest.fixture
+async def connect_ws(
+    client_session: aiohttp.ClientSession,
+) -> AsyncIterator[ConnectWs]:
+    """Open aiohttp WebSocket clients (``ws_connect``'s arguments); all are closed
+    when the test ends. One left open is only reclaimed by the garbage collector,
+    and if a reference cycle holds it (on Python 3.12+ a finished coroutine's frame
+    keeps its caller's frame alive), aiohttp's Connection may be finalized first and
+    warn "Unclosed connection"."""
+    opened: list[aiohttp.ClientWebSocketResponse] = []
+
+    async def open_one(url: str, **options: Any) -> aiohttp.ClientWebSocketResponse:
+        ws: aiohttp.ClientWebSocketResponse = await client_session.ws_connect(
+            url, **options
+        )
+        opened.append(ws)
+        return ws
+
+    yield open_one
+    for ws in opened:
+        await ws.close()
+
+
 @dataclass
 class Event:
     hook: str

@@ -29,7 +29,7 @@ from aiohttp_upgrade import (
 )
 from aiohttp_upgrade.broker import BrokerHost
 
-from .conftest import upgrade_with_data
+from .conftest import ConnectWs, upgrade_with_data
 
 TIMEOUT = 10
 
@@ -123,12 +123,6 @@ async def start(
     yield run
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 async def receive(ws: aiohttp.ClientWebSocketResponse) -> Any:
     msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
     return msg.data
@@ -138,14 +132,14 @@ async def receive(ws: aiohttp.ClientWebSocketResponse) -> Any:
 
 
 async def test_subscription_hook_reports_local_counts(
-    start: Start, session: aiohttp.ClientSession
+    start: Start, connect_ws: ConnectWs
 ) -> None:
     """subscribe, unsubscribe and a second subscriber each call the hook with
     the counts after and before."""
     handler = Events()
     server, url = await start(handler)
-    first = await session.ws_connect(url)
-    second = await session.ws_connect(url)
+    first = await connect_ws(url)
+    second = await connect_ws(url)
     await second.send_str("unsub")
     await second.send_str("sub-again")
     await second.send_str("ping")  # published to first: all three were handled
@@ -160,12 +154,12 @@ async def test_subscription_hook_reports_local_counts(
 
 
 async def test_subscription_hook_runs_before_close_when_a_socket_leaves(
-    start: Start, session: aiohttp.ClientSession
+    start: Start, connect_ws: ConnectWs
 ) -> None:
     """A closing socket leaves its topics first: subscription(..., 0, 1), then close."""
     handler = Events()
     _, url = await start(handler)
-    ws = await session.ws_connect(url)
+    ws = await connect_ws(url)
     await ws.close()
     await asyncio.wait_for(handler.closed.wait(), TIMEOUT)
     assert handler.events[-2:] == [("subscription", "room", 0, 1), ("close",)]
@@ -178,7 +172,7 @@ def test_subscription_hook_not_overridden_costs_nothing() -> None:
 
 
 async def test_subscription_hook_raising_closes_only_that_socket(
-    start: Start, session: aiohttp.ClientSession
+    start: Start, connect_ws: ConnectWs
 ) -> None:
     """A raising subscription hook closes the subscribing socket with 1011; others live."""
 
@@ -192,21 +186,21 @@ async def test_subscription_hook_raising_closes_only_that_socket(
 
     handler = Raising()
     _, url = await start(handler)
-    first = await session.ws_connect(url)
-    second = await session.ws_connect(url)
+    first = await connect_ws(url)
+    second = await connect_ws(url)
     msg = await asyncio.wait_for(second.receive(), TIMEOUT)
     assert msg.type is aiohttp.WSMsgType.CLOSE
     assert msg.data == 1011
     await first.send_str("still open")
     await first.send_str("unsub")
     await first.send_str("sub-again")
-    third = await session.ws_connect(url)  # count 2 again: closed too
+    third = await connect_ws(url)  # count 2 again: closed too
     assert (await asyncio.wait_for(third.receive(), TIMEOUT)).data == 1011
     assert not first.closed
 
 
 async def test_async_subscription_hook_runs(
-    start: Start, session: aiohttp.ClientSession
+    start: Start, connect_ws: ConnectWs
 ) -> None:
     """An async subscription hook is run to its end."""
     seen: asyncio.Queue[tuple[str, int, int]] = asyncio.Queue()
@@ -222,7 +216,7 @@ async def test_async_subscription_hook_runs(
             seen.put_nowait((topic, new, old))
 
     _, url = await start(Async())
-    ws = await session.ws_connect(url)
+    ws = await connect_ws(url)
     assert not ws.closed
     assert await asyncio.wait_for(seen.get(), TIMEOUT) == ("room", 1, 0)
 
@@ -231,7 +225,9 @@ async def test_async_subscription_hook_runs(
 
 
 async def test_server_drives_the_broker(
-    start: Start, session: aiohttp.ClientSession
+    start: Start,
+    connect_ws: ConnectWs,
+    client_session: aiohttp.ClientSession,
 ) -> None:
     """Startup starts the broker; subscriptions, publishes (socket and server) reach
     it with raw opcode and payload; cleanup closes it."""
@@ -239,7 +235,7 @@ async def test_server_drives_the_broker(
     server, url = await start(Events(), broker)
     assert broker.calls == [("start",)]
     assert broker.host is server
-    ws = await session.ws_connect(url)
+    ws = await connect_ws(url)
     await ws.send_bytes(b"\x00bin")
     await ws.send_str("unsub")
     await ws.send_str("sub-again")
@@ -256,19 +252,19 @@ async def test_server_drives_the_broker(
     ]
     assert await server.cluster_subscriber_count("room") == 100
     await ws.close()
-    await session.close()
+    await client_session.close()
     await server.shutdown()
 
 
 async def test_delivered_messages_reach_every_local_subscriber_and_are_not_relayed(
-    start: Start, session: aiohttp.ClientSession
+    start: Start, connect_ws: ConnectWs
 ) -> None:
     """A message from another process goes to all local subscribers, frame intact,
     and is not published back to the broker."""
     broker = RecordingBroker()
     handler = Events()
     server, url = await start(handler, broker)
-    sockets = [await session.ws_connect(url) for _ in range(3)]
+    sockets = [await connect_ws(url) for _ in range(3)]
     await handler.wait_count(3)
     assert server.deliver("room", 2, b"\xff\x00remote", False) == 8
     assert server.deliver("room", 1, "ünï".encode(), True) == 5
@@ -280,13 +276,13 @@ async def test_delivered_messages_reach_every_local_subscriber_and_are_not_relay
 
 
 async def test_without_a_broker_the_cluster_count_is_local(
-    start: Start, session: aiohttp.ClientSession
+    start: Start, connect_ws: ConnectWs
 ) -> None:
     """No broker: cluster_subscriber_count equals subscriber_count."""
     handler = Events()
     server, url = await start(handler)
     assert isinstance(server.broker, LocalBroker)
-    sockets = [await session.ws_connect(url) for _ in range(2)]
+    sockets = [await connect_ws(url) for _ in range(2)]
     await handler.wait_count(len(sockets))
     assert await server.cluster_subscriber_count("room") == 2
 

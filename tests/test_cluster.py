@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
 
+from .conftest import ConnectWs
 from .redis_support import AppProcess, RedisProcess, requires_redis, wait_until
 
 pytestmark = [pytest.mark.redis, requires_redis]
@@ -76,12 +77,6 @@ def own_cluster() -> Iterator[Cluster]:
     redis.kill()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 Socket = aiohttp.ClientWebSocketResponse
 
 
@@ -100,10 +95,8 @@ async def command(ws: Socket, text: str) -> str:
     return reply
 
 
-async def connect(
-    session: aiohttp.ClientSession, app: AppProcess, topics: str
-) -> Socket:
-    return await session.ws_connect(app.ws_url(topics))
+async def connect(connect_ws: ConnectWs, app: AppProcess, topics: str) -> Socket:
+    return await connect_ws(app.ws_url(topics))
 
 
 async def subscribed(redis: RedisProcess, topic: str, processes: int) -> None:
@@ -125,17 +118,17 @@ async def publish_http(
 
 
 async def test_publish_reaches_every_process_exactly_once(
-    cluster: Cluster, session: aiohttp.ClientSession
+    cluster: Cluster, connect_ws: ConnectWs, client_session: aiohttp.ClientSession
 ) -> None:
     """A publish on A reaches B and C once, A's other subscriber once, the sender never."""
     topic = "once"
-    sender = await connect(session, cluster.a, topic)
-    other_a = await connect(session, cluster.a, topic)
-    on_b = await connect(session, cluster.b, topic)
-    on_c = await connect(session, cluster.c, topic)
+    sender = await connect(connect_ws, cluster.a, topic)
+    other_a = await connect(connect_ws, cluster.a, topic)
+    on_b = await connect(connect_ws, cluster.b, topic)
+    on_c = await connect(connect_ws, cluster.c, topic)
     await subscribed(cluster.redis, topic, 3)
     await sender.send_str("hello from A")
-    await publish_http(session, cluster.a, topic, "sentinel")
+    await publish_http(client_session, cluster.a, topic, "sentinel")
     for ws in (other_a, on_b, on_c):
         assert await receive(ws) == "hello from A"
         assert await receive(ws) == "sentinel"  # not the first message again
@@ -143,12 +136,12 @@ async def test_publish_reaches_every_process_exactly_once(
 
 
 async def test_text_and_binary_cross_byte_for_byte(
-    cluster: Cluster, session: aiohttp.ClientSession
+    cluster: Cluster, connect_ws: ConnectWs
 ) -> None:
     """Text stays text and binary stays binary, every byte intact, across Redis."""
     topic = "bytes"
-    sender = await connect(session, cluster.a, topic)
-    on_b = await connect(session, cluster.b, topic)
+    sender = await connect(connect_ws, cluster.a, topic)
+    on_b = await connect(connect_ws, cluster.b, topic)
     await subscribed(cluster.redis, topic, 2)
     binary = bytes(range(256)) * 300 + b"\r\n\x00AU\x01"
     text = "héllo \u2603 \U0001f600 \x00 end"
@@ -163,14 +156,14 @@ async def test_text_and_binary_cross_byte_for_byte(
 
 
 async def test_ten_thousand_messages_arrive_in_order(
-    cluster: Cluster, session: aiohttp.ClientSession
+    cluster: Cluster, connect_ws: ConnectWs
 ) -> None:
     """10,000 messages from one publisher on A arrive at B and C complete and in order."""
     topic = "order"
     count = 10_000
-    sender = await connect(session, cluster.a, topic)
-    on_b = await connect(session, cluster.b, topic)
-    on_c = await connect(session, cluster.c, topic)
+    sender = await connect(connect_ws, cluster.a, topic)
+    on_b = await connect(connect_ws, cluster.b, topic)
+    on_c = await connect(connect_ws, cluster.c, topic)
     await subscribed(cluster.redis, topic, 3)
 
     async def collect(ws: Socket) -> list[str | bytes]:
@@ -185,12 +178,12 @@ async def test_ten_thousand_messages_arrive_in_order(
 
 
 async def test_last_local_unsubscribe_drops_the_redis_subscription(
-    cluster: Cluster, session: aiohttp.ClientSession
+    cluster: Cluster, connect_ws: ConnectWs
 ) -> None:
     """A process subscribes a topic's channel while it has a local subscriber, no longer."""
     topic = "interest"
-    first = await connect(session, cluster.b, topic)
-    second = await connect(session, cluster.b, topic)
+    first = await connect(connect_ws, cluster.b, topic)
+    second = await connect(connect_ws, cluster.b, topic)
     await subscribed(cluster.redis, topic, 1)
     assert await command(first, f"!unsub {topic}") == f"unsub {topic} True"
     await subscribed(cluster.redis, topic, 1)  # second still subscribes
@@ -201,14 +194,14 @@ async def test_last_local_unsubscribe_drops_the_redis_subscription(
 
 
 async def test_cluster_count_adds_up_every_process(
-    cluster: Cluster, session: aiohttp.ClientSession
+    cluster: Cluster, connect_ws: ConnectWs
 ) -> None:
     """cluster_subscriber_count counts every process's subscribers; subscriber_count only its own."""
     topic = "census"
-    probe = await connect(session, cluster.a, topic)
-    others = [await connect(session, cluster.a, topic)]
-    others.append(await connect(session, cluster.b, topic))
-    others += [await connect(session, cluster.c, topic) for _ in range(3)]
+    probe = await connect(connect_ws, cluster.a, topic)
+    others = [await connect(connect_ws, cluster.a, topic)]
+    others.append(await connect(connect_ws, cluster.b, topic))
+    others += [await connect(connect_ws, cluster.c, topic) for _ in range(3)]
     await wait_until(lambda: _count_is(probe, topic, "2 6"), what="a count of 6")
 
 
@@ -218,17 +211,17 @@ async def _count_is(ws: Socket, topic: str, expected: str) -> bool:
 
 
 async def test_subscription_hook_sees_local_counts(
-    cluster: Cluster, session: aiohttp.ClientSession
+    cluster: Cluster, connect_ws: ConnectWs, client_session: aiohttp.ClientSession
 ) -> None:
     """The subscription hook runs on subscribe, unsubscribe and close with local counts."""
     topic = "hooked"
-    first = await connect(session, cluster.c, topic)
-    second = await connect(session, cluster.c, topic)
+    first = await connect(connect_ws, cluster.c, topic)
+    second = await connect(connect_ws, cluster.c, topic)
     assert await command(second, f"!unsub {topic}") == f"unsub {topic} True"
     await first.close()
 
     async def log() -> list[Any]:
-        async with session.get(cluster.c.url("/subscription-log")) as r:
+        async with client_session.get(cluster.c.url("/subscription-log")) as r:
             entries: list[Any] = await r.json()
         return [entry for entry in entries if entry[0] == topic]
 
@@ -244,12 +237,12 @@ async def _nonempty_len(entries: Any, n: int) -> list[Any] | None:
 
 
 async def test_forged_messages_on_the_channel_are_ignored(
-    cluster: Cluster, session: aiohttp.ClientSession
+    cluster: Cluster, connect_ws: ConnectWs
 ) -> None:
     """Raw PUBLISHes of garbage to a topic's channel are counted and ignored; delivery goes on."""
     topic = "forged"
-    sender = await connect(session, cluster.a, topic)
-    on_b = await connect(session, cluster.b, topic)
+    sender = await connect(connect_ws, cluster.a, topic)
+    on_b = await connect(connect_ws, cluster.b, topic)
     await subscribed(cluster.redis, topic, 2)
     before = json.loads((await command(on_b, "!stats")).removeprefix("stats "))
     channel = (CHANNEL_PREFIX + topic).encode()
@@ -272,12 +265,12 @@ async def test_forged_messages_on_the_channel_are_ignored(
 
 
 async def test_a_sigkilled_process_stops_counting(
-    own_cluster: Cluster, session: aiohttp.ClientSession
+    own_cluster: Cluster, connect_ws: ConnectWs
 ) -> None:
     """After SIGKILL, a process drops out of cluster counts within three heartbeats."""
     topic = "mortal"
-    probe = await connect(session, own_cluster.a, topic)
-    others = [await connect(session, app, topic) for app in own_cluster.apps[1:]]
+    probe = await connect(connect_ws, own_cluster.a, topic)
+    others = [await connect(connect_ws, app, topic) for app in own_cluster.apps[1:]]
     assert len(others) == 2
     await wait_until(lambda: _count_is(probe, topic, "1 3"), what="a count of 3")
     own_cluster.c.kill()
@@ -289,14 +282,14 @@ async def test_a_sigkilled_process_stops_counting(
 
 
 async def test_redis_restart_local_delivery_continues_and_remote_resumes(
-    own_cluster: Cluster, session: aiohttp.ClientSession
+    own_cluster: Cluster, connect_ws: ConnectWs
 ) -> None:
     """Redis killed and restarted: local delivery never stops, cross-process delivery
     resumes, nothing arrives twice, and each process logs the outage once."""
     topic = "phoenix"
-    sender = await connect(session, own_cluster.a, topic)
-    local = await connect(session, own_cluster.a, topic)
-    remote = await connect(session, own_cluster.b, topic)
+    sender = await connect(connect_ws, own_cluster.a, topic)
+    local = await connect(connect_ws, own_cluster.a, topic)
+    remote = await connect(connect_ws, own_cluster.b, topic)
     await subscribed(own_cluster.redis, topic, 2)
     await sender.send_str("before")
     assert await receive(local) == "before"
@@ -350,15 +343,15 @@ async def test_redis_restart_local_delivery_continues_and_remote_resumes(
         assert output.count("Redis reachable again") == 1, output
 
 
-async def test_redis_down_at_startup(session: aiohttp.ClientSession) -> None:
+async def test_redis_down_at_startup(connect_ws: ConnectWs) -> None:
     """With Redis down, the app starts, logs it, delivers locally, and joins once Redis is up."""
     redis = RedisProcess()  # not started: nothing listens on its port
     apps = [AppProcess("127.0.0.1", redis.url), AppProcess("127.0.0.2", redis.url)]
     try:
         topic = "dawn"
-        sender = await connect(session, apps[0], topic)
-        local = await connect(session, apps[0], topic)
-        remote = await connect(session, apps[1], topic)
+        sender = await connect(connect_ws, apps[0], topic)
+        local = await connect(connect_ws, apps[0], topic)
+        remote = await connect(connect_ws, apps[1], topic)
         await sender.send_str("local only")
         assert await receive(local) == "local only"
         redis.start()

@@ -24,7 +24,7 @@ from aiohttp_upgrade import (
 )
 from aiohttp_upgrade.redis_broker import RedisBroker
 
-from .conftest import upgrade_with_data
+from .conftest import ConnectWs, upgrade_with_data
 from .redis_support import RedisProcess, requires_redis, wait_until
 
 pytestmark = [pytest.mark.redis, requires_redis]
@@ -74,12 +74,6 @@ async def node(
     yield start
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 async def receive(ws: aiohttp.ClientWebSocketResponse) -> Any:
     return (await asyncio.wait_for(ws.receive(), TIMEOUT)).data
 
@@ -93,13 +87,13 @@ def publish_calls(redis: RedisProcess) -> int:
 
 
 async def test_queue_bound_drops_and_counts_the_excess(
-    node: StartNode, redis: RedisProcess, session: aiohttp.ClientSession
+    node: StartNode, redis: RedisProcess, connect_ws: ConnectWs
 ) -> None:
     """Past max_queue messages in one turn, publishes are dropped and counted; the
     queued ones arrive in order."""
     _, _, far_url = await node(channel_prefix="bound:")
     server, broker, _ = await node(channel_prefix="bound:", max_queue=5)
-    far = await session.ws_connect(far_url)
+    far = await connect_ws(far_url)
     await wait_until(lambda: redis.numsub("bound:room") == 1, what="subscription")
     for i in range(8):
         server.publish(TOPIC, f"m{i}")
@@ -111,12 +105,12 @@ async def test_queue_bound_drops_and_counts_the_excess(
 
 
 async def test_one_turn_of_publishes_is_one_publish_command(
-    node: StartNode, redis: RedisProcess, session: aiohttp.ClientSession
+    node: StartNode, redis: RedisProcess, connect_ws: ConnectWs
 ) -> None:
     """100 publishes to one topic in one loop turn cross Redis as one PUBLISH."""
     _, _, far_url = await node(channel_prefix="batch:")
     server, broker, _ = await node(channel_prefix="batch:")
-    far = await session.ws_connect(far_url)
+    far = await connect_ws(far_url)
     await wait_until(lambda: redis.numsub("batch:room") == 1, what="subscription")
     before = publish_calls(redis)
     for i in range(100):
@@ -129,14 +123,14 @@ async def test_one_turn_of_publishes_is_one_publish_command(
 
 
 async def test_channel_prefixes_keep_apps_apart(
-    node: StartNode, redis: RedisProcess, session: aiohttp.ClientSession
+    node: StartNode, redis: RedisProcess, connect_ws: ConnectWs
 ) -> None:
     """Two apps with different prefixes on one Redis do not see each other's topics."""
     _, _, other_url = await node(channel_prefix="app-one:")
     server, _, _ = await node(channel_prefix="app-two:")
     _, _, twin_url = await node(channel_prefix="app-two:")
-    other = await session.ws_connect(other_url)
-    twin = await session.ws_connect(twin_url)
+    other = await connect_ws(other_url)
+    twin = await connect_ws(twin_url)
     await wait_until(lambda: redis.numsub("app-two:room") == 1, what="subscription")
     await wait_until(lambda: redis.numsub("app-one:room") == 1, what="subscription")
     server.publish(TOPIC, "for app two")
@@ -150,7 +144,7 @@ async def test_channel_prefixes_keep_apps_apart(
 async def test_a_given_client_is_used_and_left_open(
     node: StartNode,
     redis: RedisProcess,
-    session: aiohttp.ClientSession,
+    connect_ws: ConnectWs,
     protocol: int,
 ) -> None:
     """A redis.asyncio.Redis client passed in (RESP2 or RESP3) carries the traffic
@@ -160,8 +154,8 @@ async def test_a_given_client_is_used_and_left_open(
     try:
         server, broker, url = await node(client=client, channel_prefix=prefix)
         far_server, _, far_url = await node(channel_prefix=prefix)
-        near = await session.ws_connect(url)
-        far = await session.ws_connect(far_url)
+        near = await connect_ws(url)
+        far = await connect_ws(far_url)
         await wait_until(
             lambda: redis.numsub(prefix + "room") == 2, what="subscriptions"
         )
@@ -178,12 +172,12 @@ async def test_a_given_client_is_used_and_left_open(
 
 
 async def test_a_closed_broker_leaves_the_cluster_count_at_once(
-    node: StartNode, redis: RedisProcess, session: aiohttp.ClientSession
+    node: StartNode, redis: RedisProcess, connect_ws: ConnectWs
 ) -> None:
     """A process that shuts down cleanly stops counting without waiting for expiry."""
     counter, _, _ = await node(channel_prefix="leave:", heartbeat_interval=60)
     server, broker, url = await node(channel_prefix="leave:", heartbeat_interval=60)
-    ws = await session.ws_connect(url)
+    ws = await connect_ws(url)
     assert not ws.closed
 
     async def counted(expected: int) -> bool:
@@ -196,13 +190,13 @@ async def test_a_closed_broker_leaves_the_cluster_count_at_once(
 
 
 async def test_own_messages_are_not_delivered_twice(
-    node: StartNode, redis: RedisProcess, session: aiohttp.ClientSession
+    node: StartNode, redis: RedisProcess, connect_ws: ConnectWs
 ) -> None:
     """A process's own publish comes back from Redis and is ignored: one delivery."""
     server, broker, url = await node(channel_prefix="self:")
     _, far_broker, far_url = await node(channel_prefix="self:")
-    local = await session.ws_connect(url)
-    far = await session.ws_connect(far_url)
+    local = await connect_ws(url)
+    far = await connect_ws(far_url)
     await wait_until(lambda: redis.numsub("self:room") == 2, what="subscriptions")
     server.publish(TOPIC, "one")
     server.publish(TOPIC, "two")
