@@ -90,14 +90,8 @@ check-dist: dist
 # covers the newest aiohttp on the default Python).
 MATRIX_PYTHONS ?= 3.11 3.13
 MATRIX_AIOHTTP ?= 3.14.4 3.14.5
-# The browser test is left to `make test`. On Python 3.13 json parses the demo's
-# deeply nested frame without a RecursionError, so the demo answers bad_message
-# instead of bad_json: a demo detail, deselected until the demo settles it.
-# On Python 3.13 the Redis broker's tests fail on ResourceWarnings from aiohttp
-# client connections they leave unclosed (test hygiene, not the broker): CI runs
-# them on 3.11 only, with MATRIX_MARKERS="not browser and not redis" on 3.13.
+# The browser test is left to `make test`.
 MATRIX_MARKERS ?= not browser
-MATRIX_PYTEST_ARGS ?= -m "$(MATRIX_MARKERS)" \
-	--deselect "tests/test_demo_protocol.py::test_invalid_frames_raise_with_code[deeply-nested]"
+MATRIX_PYTEST_ARGS ?= -m "$(MATRIX_MARKERS)"
 test-matrix:
 	tools/test-matrix.sh "$(MATRIX_PYTHONS)" "$(MATRIX_AIOHTTP)" $(MATRIX_PYTEST_ARGS)

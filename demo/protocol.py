@@ -36,6 +36,7 @@ from .models import ChatMessage, User
 
 __all__ = [
     "MAX_FRAME_LENGTH",
+    "MAX_NESTING",
     "MAX_TEXT_LENGTH",
     "ROOM_PATTERN",
     "ClientMessage",
@@ -55,7 +56,14 @@ __all__ = [
 
 MAX_FRAME_LENGTH = 8 * 1024
 MAX_TEXT_LENGTH = 2000
+# Arrays and objects nested deeper than this make a frame bad_json. Python's own
+# limit depends on the version (3.11's json raises RecursionError near 1000
+# levels, 3.13's parses thousands), so the demo sets its own.
+MAX_NESTING = 32
 ROOM_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+# A JSON string (escapes included; an unterminated one runs to the end), or one
+# bracket: brackets inside strings do not nest.
+_NESTING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 
 
 class ProtocolError(ValueError):
@@ -116,20 +124,40 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
+def _nests_too_deep(frame: str) -> bool:
+    """True when arrays and objects in ``frame`` nest deeper than MAX_NESTING."""
+    if frame.count("[") + frame.count("{") <= MAX_NESTING:
+        return False  # the usual frame: too few brackets to say more
+    depth = 0
+    for token in _NESTING_TOKEN.findall(frame):
+        if token == "[" or token == "{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return True
+        elif token == "]" or token == "}":
+            depth -= 1
+    return False
+
+
 def parse_client_message(frame: str | bytes) -> ClientMessage:
     """Parse and validate one frame from a client.
 
     Raises:
-        ProtocolError: the frame is binary, too long, not JSON, or not a valid
-            message; its ``code`` says which.
+        ProtocolError: the frame is binary, too long, not JSON (or JSON nesting
+            arrays and objects deeper than ``MAX_NESTING``, on every Python), or
+            not a valid message; its ``code`` says which.
     """
     if not isinstance(frame, str):
         raise ProtocolError("not_text", "send JSON in text frames")
     if len(frame) > MAX_FRAME_LENGTH:
         raise ProtocolError("too_long", f"frames are limited to {MAX_FRAME_LENGTH}")
+    if _nests_too_deep(frame):
+        raise ProtocolError(
+            "bad_json", f"frame nests arrays and objects deeper than {MAX_NESTING}"
+        )
     try:
         payload = json.loads(frame)
-    except (ValueError, RecursionError):
+    except ValueError:
         raise ProtocolError("bad_json", "frame is not valid JSON") from None
     if not isinstance(payload, dict):
         raise ProtocolError("bad_message", "frame must be a JSON object")

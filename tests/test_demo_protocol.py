@@ -9,6 +9,7 @@ import pytest
 from demo.models import ChatMessage, User
 from demo.protocol import (
     MAX_FRAME_LENGTH,
+    MAX_NESTING,
     MAX_TEXT_LENGTH,
     Join,
     Leave,
@@ -23,6 +24,13 @@ from demo.protocol import (
 )
 
 ADA = User(1, "ada")
+
+
+def join_nesting(depth: int) -> str:
+    """A join frame nesting ``depth`` levels in all: its object, then arrays in an
+    extra key (ignored once parsed)."""
+    arrays = "[" * (depth - 1) + "]" * (depth - 1)
+    return '{"type": "join", "room": "r", "x": ' + arrays + "}"
 
 
 @pytest.mark.parametrize(
@@ -57,6 +65,8 @@ def test_extra_keys_are_ignored() -> None:
         ("x" * (MAX_FRAME_LENGTH + 1), "too_long"),
         ("{not json", "bad_json"),
         ("[" * 3000 + "]" * 3000, "bad_json"),
+        (join_nesting(MAX_NESTING + 1), "bad_json"),
+        ('{"a": ' * (MAX_NESTING + 1) + "1" + "}" * (MAX_NESTING + 1), "bad_json"),
         ("[1, 2]", "bad_message"),
         ('"join"', "bad_message"),
         ('{"room": "general"}', "bad_type"),
@@ -79,6 +89,8 @@ def test_extra_keys_are_ignored() -> None:
         "too-long",
         "not-json",
         "deeply-nested",
+        "nested-past-limit",
+        "objects-nested-past-limit",
         "array",
         "string",
         "no-type",
@@ -99,6 +111,18 @@ def test_invalid_frames_raise_with_code(frame: str | bytes, code: str) -> None:
     with pytest.raises(ProtocolError) as info:
         parse_client_message(frame)
     assert info.value.code == code
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    """A frame nesting exactly MAX_NESTING levels parses."""
+    assert parse_client_message(join_nesting(MAX_NESTING)) == Join("r")
+
+
+def test_brackets_inside_strings_do_not_nest() -> None:
+    """Brackets in a string, after escaped quotes and backslashes, are text."""
+    text = '\\"' + "[{" * MAX_NESTING + "\\"
+    frame = json.dumps({"type": "message", "room": "r", "text": text})
+    assert parse_client_message(frame) == Say("r", text)
 
 
 def test_text_limit_is_inclusive() -> None:
