@@ -189,6 +189,32 @@ async def test_a_closed_broker_leaves_the_cluster_count_at_once(
     assert await counter.cluster_subscriber_count(TOPIC) == 0
 
 
+def redis_connections(redis: RedisProcess) -> int:
+    """Connections the redis-server has open, besides the one asking."""
+    listing = redis.command("CLIENT", "LIST")
+    return sum(1 for line in listing.splitlines() if "cmd=client|list" not in line)
+
+
+async def test_a_closed_broker_leaves_no_connection_open(
+    node: StartNode, connect_ws: ConnectWs
+) -> None:
+    """After close, Redis sees none of the broker's connections (reader, writer,
+    and the pool's, here used by a cluster count)."""
+    redis = RedisProcess()  # its own, so that other tests' connections do not count
+    redis.start()
+    try:
+        assert redis_connections(redis) == 0
+        server, broker, url = await node(client=redis.url, channel_prefix="closed:")
+        await connect_ws(url)
+        await wait_until(lambda: redis.numsub("closed:room") == 1, what="subscribe")
+        assert await server.cluster_subscriber_count(TOPIC) == 1
+        assert redis_connections(redis) == 3
+        await broker.close()
+        await wait_until(lambda: redis_connections(redis) == 0, what="no connection")
+    finally:
+        redis.kill()
+
+
 async def test_own_messages_are_not_delivered_twice(
     node: StartNode, redis: RedisProcess, connect_ws: ConnectWs
 ) -> None:
