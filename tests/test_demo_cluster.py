@@ -178,6 +178,26 @@ async def test_killed_worker_leaves_presence_within_the_bound(
         await ws.close()
 
 
+async def test_worker_stopped_cleanly_announces_its_people_leaving(
+    workers: tuple[DemoWorker, DemoWorker], people: list[Person]
+) -> None:
+    """A worker stopped with SIGINT announces, through Redis, that Bob left."""
+    a, b = workers
+    ada, bob = people[0], people[1]
+    await ada.sign_in(a, "ada")
+    await bob.sign_in(b, "bob")
+    ada_ws = await ada.connect(a)
+    await join(ada_ws)
+    bob_ws = await bob.connect(b)
+    await join(bob_ws)
+    await wait_for(ada_ws, "member_joined")
+    await b.stop()
+    left = await wait_for(ada_ws, "member_left")  # long before any expiry
+    assert left["user"]["name"] == "bob"
+    assert b"Traceback" not in b.output, b.output.decode()
+    await ada_ws.close()
+
+
 async def test_name_in_use_on_another_worker_is_refused(
     workers: tuple[DemoWorker, DemoWorker], people: list[Person]
 ) -> None:
