@@ -4,6 +4,11 @@ Run it with::
 
     python -m aiohttp.web -H 127.0.0.1 -P 8080 demo.chat:init_app
 
+or on several workers sharing ``DEMO_DATA_DIR`` and ``DEMO_REDIS_URL`` (``make
+demo-cluster`` does this, with a Redis of its own)::
+
+    gunicorn demo.chat:gunicorn_app -k aiohttp.GunicornWebWorker -w 2
+
 Routes:
 
 - ``GET /``: the chat page when signed in, the sign-in page otherwise.
