@@ -140,6 +140,8 @@ def gunicorn_command(workers: int, host: str, port: int) -> list[str]:
         *("--workers", str(workers), "--bind", f"{host}:{port}"),
         # Workers must shut down within the graceful timeout; sockets close at once.
         *("--graceful-timeout", "10"),
+        # No ~/.gunicorn/gunicorn.ctl: two clusters on one machine would share it.
+        "--no-control-socket",
     ]
 
 
