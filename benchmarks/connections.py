@@ -37,6 +37,10 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import add_json_option, write_json
+
 IMPLS: Final = ("aiohttp", "upgrade")
 LABELS: Final = {"aiohttp": "plain aiohttp", "upgrade": "aiohttp-upgrade"}
 HELLO: Final = b"\x81\x02hi"
@@ -294,6 +298,9 @@ async def main(args: Any) -> None:
             {impl: await measure(impl, args.n, args.warmup) for impl in IMPLS}
         )
     report(rounds)
+    write_json(
+        args.json, "connections", args, [r for one in rounds for r in one.values()]
+    )
 
 
 def parse_args(argv: Sequence[str]) -> Any:
@@ -301,6 +308,7 @@ def parse_args(argv: Sequence[str]) -> Any:
     parser.add_argument("--n", type=int, default=5000, help="idle sockets to hold")
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=1)
+    add_json_option(parser)
     parser.add_argument("--serve", choices=IMPLS, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
