@@ -5,18 +5,24 @@ PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := chromium redis-server
 HOST ?= 127.0.0.1
 PORT ?= 8080
+WORKERS ?= 2
 LINTED := aiohttp_upgrade tests demo benchmarks conformance examples tools docs/conf.py
 
-.PHONY: demo test lint typecheck pytest system-deps conformance conformance-quick bench clean docs dist check-dist test-matrix bench-chart
+.PHONY: demo demo-cluster test lint typecheck pytest system-deps conformance conformance-quick bench clean docs dist check-dist test-matrix bench-chart
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench,docs,redis]'
+	$(PY) -m pip install -q -e '.[test,bench,docs,redis,demo]'
 	touch $@
 
 demo: $(VENV)/.installed
 	$(PY) -m aiohttp.web -H $(HOST) -P $(PORT) demo.chat:init_app
+
+# WORKERS gunicorn workers on one port, sharing data/chat.sqlite3 and Redis: the
+# one in DEMO_REDIS_URL, else a redis-server started (and stopped) for the run.
+demo-cluster: $(VENV)/.installed
+	$(PY) -m demo.cluster --workers $(WORKERS) --host $(HOST) --port $(PORT)
 
 # Installs Debian's chromium and redis-server when run as root (as CI does); otherwise
 # says what to run. The tests start redis-server themselves, on a free port.
