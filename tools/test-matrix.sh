@@ -4,8 +4,8 @@
 #   tools/test-matrix.sh "3.11 3.13" "3.14.4 3.14.5" [pytest args...]
 #
 # Each pair gets its own virtualenv in .venv-matrix/ (kept while setup.cfg is
-# unchanged) with the package installed editable with its `test` and `redis`
-# extras and the given aiohttp pinned.
+# unchanged) with the package installed editable with its `test`, `redis` and
+# `demo` extras (the demo cluster's tests run gunicorn) and the given aiohttp pinned.
 # Pythons are found under pyenv's versions directory, else as pythonX.Y on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,18 +26,19 @@ find_python() {
     echo "$found"
 }
 
+extras=test,redis,demo
 failed=()
 for py in $pythons; do
     python=$(find_python "$py")
     for aiohttp in $versions; do
         venv=.venv-matrix/py$py-aiohttp$aiohttp
         echo "=== Python $py ($python), aiohttp $aiohttp"
-        # Reinstalled whenever setup.cfg (the dependencies) changes.
-        marker="$venv/.installed-$(sha1sum setup.cfg | cut -c1-12)"
+        # Reinstalled whenever setup.cfg (the dependencies) or the extras change.
+        marker="$venv/.installed-$extras-$(sha1sum setup.cfg | cut -c1-12)"
         if [ ! -e "$marker" ]; then
             rm -rf "$venv"
             "$python" -m venv "$venv"
-            "$venv/bin/python" -m pip install -q -e '.[test,redis]' "aiohttp==$aiohttp"
+            "$venv/bin/python" -m pip install -q -e ".[$extras]" "aiohttp==$aiohttp"
             touch "$marker"
         fi
         "$venv/bin/python" -c "import aiohttp, sys; print('aiohttp', aiohttp.__version__, 'on', sys.version.split()[0])"
