@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from .closecode import CloseCode
 from .deflate import PerMessageDeflate
 from .errors import InvalidOptionError, InvalidStateError, ProtocolError, WebSocketError
 from .handler import WebSocketHandler
@@ -27,6 +28,7 @@ SERVER_KEY: Final[web.AppKey[Server[Any]]] = web.AppKey(
 
 __all__ = [
     "SERVER_KEY",
+    "CloseCode",
     "Fetch",
     "InvalidOptionError",
     "InvalidStateError",

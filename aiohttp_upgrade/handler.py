@@ -26,7 +26,7 @@ DataT = TypeVar("DataT")
 Hook = Callable[..., Awaitable[None] | None]
 
 _OPTION_NAMES = tuple(Options.__dataclass_fields__)
-HOOK_NAMES = ("open", "message", "close", "drain", "ping", "pong", "error")
+HOOK_NAMES = ("open", "message", "close", "drain", "dropped", "ping", "pong", "error")
 
 
 class WebSocketHandler(Generic[DataT]):
@@ -70,13 +70,13 @@ class WebSocketHandler(Generic[DataT]):
             if name in options:
                 setattr(self, name, options[name])
         # Only overridden hooks are called; None means "skip".
-        self.hooks: dict[str, tuple[Hook, bool] | None] = {}
+        self._hooks: dict[str, tuple[Hook, bool] | None] = {}
         for name in HOOK_NAMES:
             method = getattr(self, name)
             if getattr(type(self), name) is getattr(WebSocketHandler, name):
-                self.hooks[name] = None
+                self._hooks[name] = None
             else:
-                self.hooks[name] = (method, inspect.iscoroutinefunction(method))
+                self._hooks[name] = (method, inspect.iscoroutinefunction(method))
 
     def open(self, ws: ServerWebSocket[DataT]) -> Awaitable[None] | None:
         """Called once the socket is open, before any message is dispatched."""
@@ -93,6 +93,15 @@ class WebSocketHandler(Generic[DataT]):
 
     def drain(self, ws: ServerWebSocket[DataT]) -> Awaitable[None] | None:
         """Called when the write buffer has emptied after a send returned -1."""
+
+    def dropped(
+        self, ws: ServerWebSocket[DataT], message: str | bytes | bytearray | memoryview
+    ) -> Awaitable[None] | None:
+        """Called when a send or publish to ``ws`` dropped ``message`` (it returned 0)
+        because more than ``backpressure_limit`` bytes were buffered: resynchronise
+        that client later. Not called with ``close_on_backpressure_limit`` (the
+        socket is closed instead), nor for a message dropped by this hook itself.
+        A plain ``dropped`` runs inside the ``send`` or ``publish`` call."""
 
     def ping(self, ws: ServerWebSocket[DataT], data: bytes) -> Awaitable[None] | None:
         """Called for each ping, after the pong has been sent."""

@@ -12,15 +12,19 @@ from typing import Any, Final, Generic, TypeVar, cast
 
 from aiohttp import web
 
-from ._compat import install_parser, set_keepalive_timeout
+from ._compat import compiled_mask, set_keepalive_timeout, take_over
+from .closecode import CloseCode, is_valid_close_code
+from .connection import Connection
+from .dispatcher import Kind, hook_table
 from .errors import InvalidOptionError, InvalidStateError
 from .frames import build_close_frame, build_frame
 from .handler import WebSocketHandler
 from .handshake import Accept, check_handshake, response_headers
 from .origin import origin_allowed
-from .parser import is_valid_close_code
+from .outbox import Flusher
+from .parser import xor_mask
 from .topics import TopicRegistry, check_topic
-from .websocket import ReadyState, ServerWebSocket, _payload
+from .websocket import ReadyState, ServerWebSocket, SocketContext, _payload
 
 __all__ = ["Fetch", "Server"]
 
@@ -28,7 +32,7 @@ logger = logging.getLogger("aiohttp_upgrade")
 
 DataT = TypeVar("DataT")
 
-GOING_AWAY: Final = 1001
+GOING_AWAY: Final = CloseCode.GOING_AWAY
 # How long app shutdown waits for close hooks before it moves on.
 SHUTDOWN_TIMEOUT: Final = 5.0
 # Seconds a connection gets to send a complete request head before it is closed:
@@ -66,32 +70,6 @@ class _UpgradeResponse(web.StreamResponse):
 
     async def write_eof(self, data: bytes = b"") -> None:
         return None
-
-
-class _Flusher:
-    """Writes each socket's pending frames once per event-loop turn."""
-
-    __slots__ = ("_dirty", "_scheduled", "_spare")
-
-    def __init__(self) -> None:
-        self._dirty: list[ServerWebSocket[Any]] = []
-        self._spare: list[ServerWebSocket[Any]] = []
-        self._scheduled = False
-
-    def add(self, ws: ServerWebSocket[Any]) -> None:
-        self._dirty.append(ws)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        dirty = self._dirty
-        self._dirty = self._spare
-        for ws in dirty:
-            ws.flush()
-        dirty.clear()
-        self._spare = dirty
 
 
 def _header_items(headers: Headers | None) -> Iterable[tuple[str, str]]:
@@ -153,11 +131,20 @@ class Server(Generic[DataT]):
         self.allowed_origins = (
             None if allowed_origins is None else tuple(allowed_origins)
         )
-        self.topics: TopicRegistry[ServerWebSocket[DataT]] = TopicRegistry()
-        self.flusher = _Flusher()
+        self._topics: TopicRegistry[ServerWebSocket[DataT]] = TopicRegistry()
         self._sockets: dict[ServerWebSocket[DataT], None] = {}  # an ordered set
-        # Running owner tasks, closed sockets' included until their close hook ends.
-        self._owners: set[asyncio.Task[None]] = set()
+        # Tasks running async hooks, closed sockets' included until close ends.
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._context = SocketContext(
+            options=self.options,
+            hooks=(),  # filled in when the first socket opens
+            flusher=Flusher(),
+            topics=self._topics,
+            publish=self._publish_frame,
+            forget=self._forget,
+            tasks=self._tasks,
+            mask=compiled_mask or xor_mask,
+        )
         self._shutting_down = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_loop: asyncio.AbstractEventLoop | None = None
@@ -254,36 +241,32 @@ class Server(Generic[DataT]):
             upgrade.accept, _header_items(upgrade.headers)
         )
         response = _UpgradeResponse(status=101, headers=headers)
-        del headers  # the response has its own copy; this frame lives as long as ws
         await response.prepare(request)
         transport = request.transport
         if transport is None or transport.is_closing():
             return response
-        # Pause the protocol whenever a byte is buffered, so that "resumed" means
-        # "empty": the drain hook relies on it.
-        transport.set_write_buffer_limits(high=0)
+        context = self._context
+        if not context.hooks:
+            context.hooks = hook_table(self.websocket_handler._hooks)
+        connection = Connection(transport)
         ws = ServerWebSocket(
-            self,
-            request.protocol,
-            transport,
+            context,
+            connection,
             cast(DataT, upgrade.data),
             subprotocol,
             request.remote or "",
             upgrade.accept.deflate,
         )
-        # The request handler's task owns the socket: an idle socket costs no task
-        # of its own. ws.run() keeps aiohttp from cancelling the error and close
-        # hooks when it cancels this task on a lost connection.
-        owner = asyncio.current_task()
-        assert owner is not None
+        # From here on the socket owns the transport; the request ends now.
+        tail = take_over(request, connection)
+        # Pause the protocol whenever a byte is buffered, so that "resumed" means
+        # "empty": the drain hook relies on it.
+        transport.set_write_buffer_limits(high=0)
         self._sockets[ws] = None
-        self._owners.add(owner)
         self._start_idle_timer()
-        install_parser(request, ws)
-        try:
-            await ws.run(self.websocket_handler.hooks["open"])
-        finally:
-            self._owners.discard(owner)
+        connection.dispatcher.dispatch(Kind.OPEN)
+        if tail:
+            connection.data_received(tail)
         return response
 
     # -- pub/sub ----------------------------------------------------------------
@@ -301,35 +284,38 @@ class Server(Generic[DataT]):
         """
         topic = check_topic(topic)
         opcode, payload = _payload(message)
-        return self.publish_frame(topic, opcode, payload, compress, None)
+        return self._publish_frame(topic, opcode, payload, compress, message, None)
 
-    def publish_frame(
+    def _publish_frame(
         self,
         topic: str,
         opcode: int,
         payload: bytes,
         compress: bool,
+        message: object,
         sender: ServerWebSocket[DataT] | None,
     ) -> int:
         """Fan a message out to ``topic``; the frame is built once for all sockets."""
-        subscribers = self.topics.subscribers(topic)
+        subscribers = self._topics.subscribers(topic)
         if not subscribers:
             return 0
         skip = None if self.options.publish_to_self else sender
         length = len(payload)
         frame = build_frame(opcode, payload)
-        compress = compress and length > 0
-        shared: dict[tuple[int, int], bytes] = {}
+        shared: dict[tuple[int, int], bytes] | None = (
+            {} if compress and length else None
+        )
         delivered = dropped = queued = False
         # A snapshot: a subscriber closed by its backpressure limit leaves mid-loop.
         for ws in tuple(subscribers):
             if ws is skip or ws.ready_state is not _OPEN:
                 continue
             delivered = True
-            if compress and ws._compressor is not None:
-                code = self._enqueue_compressed(ws, opcode, payload, shared)
+            outbox = ws._outbox
+            if shared is None or outbox.compressor is None:
+                code = outbox.enqueue(frame, length, message)
             else:
-                code = ws._enqueue(frame, length)
+                code = outbox.send(opcode, payload, True, message, frame, shared)
             if code <= 0:
                 if code:
                     queued = True
@@ -339,33 +325,9 @@ class Server(Generic[DataT]):
             return 0
         return -1 if queued else length
 
-    @staticmethod
-    def _enqueue_compressed(
-        ws: ServerWebSocket[DataT],
-        opcode: int,
-        payload: bytes,
-        shared: dict[tuple[int, int], bytes],
-    ) -> int:
-        """Send a deflated frame: built once per compressor setting when the
-        compressor keeps no context, else per socket (and not for a socket that
-        is going to drop it)."""
-        compressor = ws._compressor
-        assert compressor is not None
-        if compressor.shareable:
-            frame = shared.get(compressor.key)
-            if frame is None:
-                frame = shared[compressor.key] = build_frame(
-                    opcode, compressor.compress(payload), rsv1=True
-                )
-        elif ws._over_limit():
-            return 0
-        else:
-            frame = build_frame(opcode, compressor.compress(payload), rsv1=True)
-        return ws._enqueue(frame, len(payload))
-
     def subscriber_count(self, topic: str) -> int:
         """How many sockets are subscribed to ``topic`` right now."""
-        return self.topics.count(check_topic(topic))
+        return self._topics.count(check_topic(topic))
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -374,10 +336,10 @@ class Server(Generic[DataT]):
         """Number of open sockets."""
         return len(self._sockets)
 
-    def forget(self, ws: ServerWebSocket[DataT]) -> None:
+    def _forget(self, ws: ServerWebSocket[DataT]) -> None:
         """Drop a closing socket from the registry and every topic."""
         self._sockets.pop(ws, None)
-        self.topics.unsubscribe_all(ws)
+        self._topics.unsubscribe_all(ws)
 
     def setup(self, app: web.Application) -> None:
         """Register the server on ``app``: ``app[SERVER_KEY]``, graceful shutdown and
@@ -411,12 +373,9 @@ class Server(Generic[DataT]):
         self._shutting_down = True
         frame = build_close_frame(code, reason)
         for ws in list(self._sockets):
-            # Unlike ws.close(), do not linger for the client's Close: a client
-            # that never answers would hold the shutdown for CLOSE_TIMEOUT.
-            ws._drop_queued()
-            ws._begin_close(code, reason, frame, linger=False)
+            ws._shutdown(code, reason, frame)
         current = asyncio.current_task()
-        tasks = [task for task in self._owners if task is not current]
+        tasks = [task for task in self._tasks if task is not current]
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_TIMEOUT)
         if self._idle_timer is not None:
@@ -436,6 +395,6 @@ class Server(Generic[DataT]):
         self._idle_timer = None
         ping_tick = PING_TICK if self.options.send_pings else 0
         for ws in list(self._sockets):
-            ws.idle_tick(ping_tick, IDLE_TICKS)
+            ws._idle_tick(ping_tick, IDLE_TICKS)
         if self._sockets:
             self._start_idle_timer()

@@ -13,6 +13,7 @@ import aiohttp_upgrade
 
 PUBLIC_NAMES = [
     "SERVER_KEY",
+    "CloseCode",
     "Fetch",
     "InvalidOptionError",
     "InvalidStateError",
