@@ -240,6 +240,7 @@ def test_only_overridden_hooks_are_registered() -> None:
         "open",
         "close",
         "drain",
+        "dropped",
         "ping",
         "pong",
         "error",
