@@ -61,7 +61,18 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self.parser.feed(data)
+        # What the hooks send in answer to this read goes out in one write at its
+        # end, without a round through the per-turn flusher.
+        outbox = self.outbox
+        if outbox.held:  # a hook fed data itself (a test, a proxy): nested read
+            self.parser.feed(data)
+            return
+        outbox.held = True
+        try:
+            self.parser.feed(data)
+        finally:
+            outbox.held = False
+            outbox.flush()
 
     def eof_received(self) -> bool | None:
         return None  # the transport closes; connection_lost follows

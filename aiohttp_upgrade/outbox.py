@@ -104,6 +104,7 @@ class Outbox:
         "_size",
         "_transport",
         "compressor",
+        "held",
         "sent",
         "write_now",
     )
@@ -125,6 +126,10 @@ class Outbox:
         self._drain_wanted = False
         self.write_now = False
         """Write each frame at once (set while an async hook runs)."""
+        self.held = False
+        """Leave the flush to the caller, which flushes when it is done (set while
+        the connection handles one read: what the read's hooks send goes out in
+        one write at its end, without the per-turn flusher)."""
         self.sent = False
         """Set by every queued frame; the idle timer clears it."""
         self._owner = owner
@@ -178,7 +183,7 @@ class Outbox:
             return self._drop(message)
         pending = self._pending
         write_now = self.write_now
-        if not pending and not write_now:
+        if not pending and not write_now and not self.held:
             self._flusher.add(self)
         pending.append(frame)
         size += len(frame)
@@ -194,7 +199,7 @@ class Outbox:
 
     def enqueue_control(self, frame: bytes) -> None:
         """Queue a control frame (pong, ping, Close) past the limit: never dropped."""
-        if not self._pending and not self.write_now:
+        if not self._pending and not self.write_now and not self.held:
             self._flusher.add(self)
         self._pending.append(frame)
         self._size += len(frame)

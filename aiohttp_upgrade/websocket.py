@@ -188,7 +188,9 @@ class ServerWebSocket(Generic[DataT]):
         if self.ready_state is not _OPEN:
             return 0
         opcode, payload = _payload(message)
-        return self._outbox.send(opcode, payload, compress, message)
+        if compress:
+            return self._outbox.send(opcode, payload, compress, message)
+        return self._outbox.enqueue(build_frame(opcode, payload), len(payload), message)
 
     def send_text(self, message: str, compress: bool = False) -> int:
         """Send a text frame; TypeError if ``message`` is not a str."""
