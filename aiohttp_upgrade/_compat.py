@@ -15,7 +15,9 @@ the hand-over instead, touching these ``RequestHandler`` attributes:
 - ``transport`` (``BaseProtocol``): cleared so that nothing aiohttp does later
   (``force_close``, ``shutdown``) can close the transport it no longer owns.
 
-Plus ``Application._handler_args`` (:func:`set_keepalive_timeout`) and the
+Plus ``Application._handler_args`` and the keep-alive timer that
+``RequestHandler.connection_made`` arms since aiohttp 3.14.4
+(:func:`set_keepalive_timeout`), and the
 compiled XOR of ``aiohttp._websocket.helpers`` (:data:`compiled_mask`). All are
 checked when this module is imported, so an aiohttp that changed them fails with
 a clear ImportError instead of misbehaving; tests/test_compat.py pins each.
@@ -48,6 +50,10 @@ def _missing() -> list[str]:
     missing = [name for name in (*_HANDLER_SLOTS, "transport") if name not in slots]
     if not hasattr(RequestHandler, "keep_alive"):
         missing.append("RequestHandler.keep_alive")
+    if "_keepalive_handle" not in RequestHandler.connection_made.__code__.co_names:
+        # Before aiohttp 3.14.4 the keep-alive timer, which handshake_timeout
+        # uses, started only after the first response.
+        missing.append("the keep-alive timer armed in RequestHandler.connection_made")
     if "_handler_args" not in web.Application.__init__.__code__.co_names:
         missing.append("Application._handler_args")
     return missing
@@ -57,7 +63,7 @@ _MISSING: Final = _missing()
 if _MISSING:  # pragma: no cover - checked against each supported aiohttp release
     raise ImportError(
         f"aiohttp-upgrade does not support aiohttp {aiohttp.__version__}: "
-        f"it lacks {', '.join(_MISSING)} (supported: aiohttp>=3.14,<4)"
+        f"it lacks {', '.join(_MISSING)} (supported: aiohttp>=3.14.4,<4)"
     )
 
 compiled_mask: Callable[[bytes, bytearray], None] | None

@@ -99,7 +99,9 @@ def upgrade_app() -> web.Application:
         def message(self, ws: ServerWebSocket[None], message: str | bytes) -> None:
             ws.send(message)
 
-    server: Server[None] = Server(Hello())
+    # No handshake timeout: under load, a handshake waiting in the backlog would be
+    # cut; plain aiohttp has none either.
+    server: Server[None] = Server(Hello(), handshake_timeout=None)
 
     def fetch(request: web.Request, server: Server[None]) -> web.Response | None:
         if server.upgrade(request):
