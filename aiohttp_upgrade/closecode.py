@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["CloseCode", "is_valid_close_code"]
+__all__ = ["CloseCode", "check_close_code", "is_valid_close_code"]
 
 
 class CloseCode(enum.IntEnum):
@@ -33,3 +33,16 @@ class CloseCode(enum.IntEnum):
 def is_valid_close_code(code: int) -> bool:
     """True for codes a peer may send in a Close frame (RFC 6455 7.4.1, 7.4.2)."""
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+def check_close_code(code: int) -> None:
+    """Raise ValueError, naming the codes that may be sent, unless ``code`` may be.
+
+    1005, 1006 and 1015 only report a close without a code, an aborted connection
+    and a TLS failure; they never go on the wire (RFC 6455 7.4.1).
+    """
+    if not is_valid_close_code(code):
+        raise ValueError(
+            f"close code {code} may not be sent: use 1000-1003, 1007-1014 or "
+            "3000-4999 (RFC 6455 7.4; 1005, 1006 and 1015 are reserved)"
+        )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
-from collections.abc import Awaitable, Callable
+import warnings
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .deflate import PerMessageDeflate
@@ -29,6 +31,79 @@ _OPTION_NAMES = tuple(Options.__dataclass_fields__)
 HOOK_NAMES = ("open", "message", "close", "drain", "dropped", "ping", "pong", "error")
 
 
+def _normalise(name: str) -> str:
+    """``onMessage``, ``on_message`` -> ``message``; ``idleTimeout`` -> ``idletimeout``."""
+    name = name.lower()
+    for prefix in ("on_", "on"):
+        if name.startswith(prefix) and len(name) > len(prefix):
+            name = name[len(prefix) :]
+            break
+    return name.replace("_", "")
+
+
+_BY_NORMAL_FORM = {_normalise(name): name for name in (*_OPTION_NAMES, *HOOK_NAMES)}
+# Positional parameters (self included) of each hook; filled below the class.
+_HOOK_ARITY: dict[str, int | None] = {}
+_KNOWN = frozenset((*_OPTION_NAMES, *HOOK_NAMES, "options", "hooks", "server"))
+
+
+def _meant(name: str, value: object) -> str | None:
+    """The option or hook ``name`` probably misspells, or None.
+
+    Two kinds of slip are recognised: another spelling of the same words (Bun's
+    camelCase ``idleTimeout``, a DOM-style ``onmessage`` or ``on_open``), and a
+    typo of a letter or two (``idle_timout``, ``mesage``). Short hook names are
+    matched by typo only for a method taking the hook's arguments, and never by a
+    name that starts with a hook's name (``messages``, ``closed``, ``open_room``):
+    those are ordinary helpers.
+    """
+    if name in _KNOWN or name.startswith("_"):
+        return None
+    normal = _normalise(name)
+    if normal in _BY_NORMAL_FORM:
+        return _BY_NORMAL_FORM[normal]
+    close = difflib.get_close_matches(name, _OPTION_NAMES, n=1, cutoff=0.85)
+    if close:
+        return close[0]
+    if not inspect.isfunction(value):
+        return None
+    arity = _positional_count(value)
+    hooks = [
+        hook
+        for hook in HOOK_NAMES
+        if not name.startswith(hook) and _HOOK_ARITY[hook] == arity
+    ]
+    close = difflib.get_close_matches(name, hooks, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def _positional_count(function: Callable[..., Any]) -> int | None:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for p in parameters if p.kind in kinds)
+
+
+def _near_misses(cls: type) -> Iterator[tuple[str, str]]:
+    """(name, meant) for each name a subclass of WebSocketHandler defines by mistake.
+
+    A name whose intended option or hook the subclass defines as well is a helper
+    on purpose (``message`` calling ``on_message``), so it does not count.
+    """
+    defined: dict[str, object] = {}
+    for klass in cls.__mro__:
+        if klass is WebSocketHandler:
+            break
+        for name, value in vars(klass).items():
+            defined.setdefault(name, value)
+    for name, value in defined.items():
+        meant = _meant(name, value)
+        if meant is not None and meant not in defined:
+            yield name, meant
+
+
 class WebSocketHandler(Generic[DataT]):
     """Handles the sockets of one :class:`~aiohttp_upgrade.Server`.
 
@@ -40,7 +115,10 @@ class WebSocketHandler(Generic[DataT]):
 
     Options are class attributes, or keyword arguments of the constructor that
     override them; they are validated when the handler is created (ValueError
-    naming the option; TypeError for an unknown one). Defaults are Bun's.
+    naming the option; TypeError for an unknown one). Defaults are Bun's. A
+    subclass attribute or method whose name nearly matches an option or hook
+    (``idle_timout``, ``on_message``, ``onOpen``, ``maxPayloadLength``) is ignored
+    and gets a ``UserWarning`` naming what was probably meant.
     """
 
     max_payload_length: int = DEFAULT_MAX_PAYLOAD_LENGTH
@@ -50,6 +128,7 @@ class WebSocketHandler(Generic[DataT]):
     per_message_deflate: bool | PerMessageDeflate = False
     send_pings: bool = True
     publish_to_self: bool = False
+    reset_idle_timeout_on_send: bool = True
 
     _server: Server[DataT] | None = None
 
@@ -63,6 +142,14 @@ class WebSocketHandler(Generic[DataT]):
         return self._server
 
     def __init__(self, **options: Any) -> None:
+        for name, meant in _near_misses(type(self)):
+            kind = "option" if meant in _OPTION_NAMES else "hook"
+            warnings.warn(
+                f"{type(self).__name__}.{name} is not an option or hook of "
+                f"WebSocketHandler and is ignored; did you mean the {kind} '{meant}'?",
+                UserWarning,
+                stacklevel=2,
+            )
         values = {name: getattr(self, name) for name in _OPTION_NAMES}
         values.update(options)
         self.options = Options.from_values(values)
@@ -113,3 +200,8 @@ class WebSocketHandler(Generic[DataT]):
         self, ws: ServerWebSocket[DataT], exc: BaseException
     ) -> Awaitable[None] | None:
         """Called when another hook raised; the socket is then closed with 1011."""
+
+
+_HOOK_ARITY.update(
+    (hook, _positional_count(getattr(WebSocketHandler, hook))) for hook in HOOK_NAMES
+)

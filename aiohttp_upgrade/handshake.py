@@ -13,7 +13,14 @@ from multidict import CIMultiDict
 
 from .deflate import DeflateParams, PerMessageDeflate, negotiate_deflate
 
-__all__ = ["Accept", "Reject", "accept_key", "check_handshake", "response_headers"]
+__all__ = [
+    "Accept",
+    "Reject",
+    "accept_key",
+    "check_handshake",
+    "response_headers",
+    "wants_websocket",
+]
 
 GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
 SUPPORTED_VERSION: Final = "13"
@@ -62,18 +69,41 @@ def accept_key(key: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+def _count(headers: Mapping[str, str], name: str) -> int:
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        return len(getall(name, []))
+    return 1 if name in headers else 0
+
+
+def wants_websocket(headers: Mapping[str, str]) -> bool:
+    """True when any ``Upgrade`` line lists ``websocket``: the request asks for a
+    WebSocket. :func:`check_handshake` accepts nothing else, so a check made on
+    every request for which this is true (the Origin check) sees every upgrade."""
+    return "websocket" in _tokens(headers, "Upgrade")
+
+
 def check_handshake(
     method: str,
     headers: Mapping[str, str],
     deflate: PerMessageDeflate | None,
+    version: tuple[int, int] = (1, 1),
 ) -> Accept | Reject:
-    """Decide whether a request is a WebSocket handshake this server accepts."""
+    """Decide whether a request is a WebSocket handshake this server accepts.
+
+    ``version`` is the request's HTTP version. Every ``Upgrade`` and ``Connection``
+    line counts (RFC 9110 5.3: repeated lines form one list).
+    """
     if method != "GET":
         return Reject("method is not GET")
-    if "websocket" not in _tokens(headers, "Upgrade"):
+    if version < (1, 1):  # RFC 6455 4.1
+        return Reject("HTTP version below 1.1")
+    if not wants_websocket(headers):
         return Reject("no 'Upgrade: websocket'")
     if "upgrade" not in _tokens(headers, "Connection"):
         return Reject("no 'Connection: upgrade'")
+    if _count(headers, "Sec-WebSocket-Key") > 1:  # RFC 6455 11.3.1
+        return Reject("Sec-WebSocket-Key repeated")
     key = headers.get("Sec-WebSocket-Key", "").strip()
     try:
         raw_key = base64.b64decode(key, validate=True)

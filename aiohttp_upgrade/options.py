@@ -34,6 +34,7 @@ class Options:
     per_message_deflate: PerMessageDeflate | None = None
     send_pings: bool = True
     publish_to_self: bool = False
+    reset_idle_timeout_on_send: bool = True
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Options:
@@ -62,7 +63,12 @@ class Options:
                     "idle_timeout",
                     f"must be a number of seconds in 0..{MAX_IDLE_TIMEOUT}, got {value!r}",
                 )
-        for name in ("close_on_backpressure_limit", "send_pings", "publish_to_self"):
+        for name in (
+            "close_on_backpressure_limit",
+            "send_pings",
+            "publish_to_self",
+            "reset_idle_timeout_on_send",
+        ):
             if name in v and not isinstance(v[name], bool):
                 raise InvalidOptionError(name, f"must be a bool, got {v[name]!r}")
         if "per_message_deflate" in v:

@@ -28,11 +28,16 @@ def origin_allowed(
     Browsers always send ``Origin`` on a WebSocket handshake, so a cookie-authenticated
     socket must check it: any page on the web can open a WebSocket to your server and
     the browser will attach your cookies. A request without ``Origin`` (not from a
-    browser) is allowed; ``Origin: null`` is not.
+    browser) is allowed; ``Origin: null`` is not, nor are several origins (in
+    several ``Origin`` lines or one space-separated list, RFC 6454 7.1), which a
+    browser never sends for a WebSocket.
     """
-    origin = request.headers.get("Origin")
-    if origin is None:
+    origins = request.headers.getall("Origin", [])
+    if not origins:
         return True
+    if len(origins) > 1:
+        return False
+    origin = origins[0]
     key = _origin_key(origin)
     if key is None:
         return False

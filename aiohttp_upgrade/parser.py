@@ -11,7 +11,7 @@ import codecs
 from collections.abc import Callable
 from typing import Final, Protocol
 
-from .closecode import CloseCode, is_valid_close_code
+from .closecode import CloseCode, check_close_code, is_valid_close_code
 from .deflate import Inflater
 from .errors import ProtocolError
 from .frames import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
@@ -20,6 +20,7 @@ __all__ = [
     "FrameParser",
     "FrameSink",
     "Mask",
+    "check_close_code",
     "is_valid_close_code",
     "unmask",
     "xor_mask",

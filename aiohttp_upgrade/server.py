@@ -6,20 +6,21 @@ import asyncio
 import inspect
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar, cast
+from typing import Any, Final, Generic, TypeVar, cast, overload
 
 from aiohttp import web
 
 from ._compat import compiled_mask, set_keepalive_timeout, take_over
-from .closecode import CloseCode, is_valid_close_code
+from .closecode import CloseCode, check_close_code
 from .connection import Connection
 from .dispatcher import Kind, hook_table
 from .errors import InvalidOptionError, InvalidStateError
 from .frames import build_close_frame, build_frame
 from .handler import WebSocketHandler
-from .handshake import Accept, check_handshake, response_headers
+from .handshake import Accept, check_handshake, response_headers, wants_websocket
 from .origin import origin_allowed
 from .outbox import Flusher
 from .parser import xor_mask
@@ -31,6 +32,7 @@ __all__ = ["Fetch", "Server"]
 logger = logging.getLogger("aiohttp_upgrade")
 
 DataT = TypeVar("DataT")
+_T = TypeVar("_T")
 
 GOING_AWAY: Final = CloseCode.GOING_AWAY
 # How long app shutdown waits for close hooks before it moves on.
@@ -56,10 +58,13 @@ Fetch = Callable[
 class _Upgrade:
     accept: Accept
     data: Any
-    headers: Headers | None
+    headers: tuple[tuple[str, str], ...]
 
 
 _WRONG_VERSION: Final = "wrong-version"
+# RFC 9110 5.1 (a token) and 5.5 (no CR, LF or NUL in a field value).
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BAD_VALUE: Final = re.compile(r"[\r\n\x00]")
 
 _ADAPTER_KEY: Final = web.RequestKey("aiohttp_upgrade.server", object)
 _UPGRADE_KEY: Final = web.RequestKey("aiohttp_upgrade.upgrade", object)
@@ -72,12 +77,31 @@ class _UpgradeResponse(web.StreamResponse):
         return None
 
 
-def _header_items(headers: Headers | None) -> Iterable[tuple[str, str]]:
+def _checked_headers(headers: Headers | None) -> tuple[tuple[str, str], ...]:
+    """``upgrade(headers=...)`` as pairs, each name a token and each value a str
+    without CR, LF or NUL (no header injection); TypeError or ValueError naming
+    the header otherwise."""
     if headers is None:
         return ()
-    if isinstance(headers, Mapping):
-        return headers.items()
-    return headers
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    checked = []
+    for item in items:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise TypeError(f"headers must be (name, value) pairs, got {item!r}")
+        name, value = item
+        if not isinstance(name, str):
+            raise TypeError(f"header names must be str, got {name!r}")
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"invalid header name {name!r}: must be an HTTP token")
+        if not isinstance(value, str):
+            raise TypeError(
+                f"header {name!r}: value must be str, got {type(value).__name__} "
+                f"{value!r}"
+            )
+        if _BAD_VALUE.search(value):
+            raise ValueError(f"header {name!r}: value contains CR, LF or NUL")
+        checked.append((name, value))
+    return tuple(checked)
 
 
 class Server(Generic[DataT]):
@@ -148,6 +172,14 @@ class Server(Generic[DataT]):
         self._shutting_down = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_loop: asyncio.AbstractEventLoop | None = None
+        self._app: web.Application | None = None
+        self._started = False
+        self._warned: set[str] = set()  # what was logged once already
+
+    def _warn_once(self, what: str, message: str, *args: object) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            logger.warning(message, *args)
 
     # -- the request-handler adapter ---------------------------------------------
 
@@ -157,30 +189,61 @@ class Server(Generic[DataT]):
         """Wrap ``fetch(request, server)`` into an aiohttp request handler.
 
         ``fetch`` may be sync or async. It calls :meth:`upgrade` and returns None to
-        upgrade, or returns a response. Returning None without upgrading answers 500.
+        upgrade, or returns a response. Returning None without upgrading answers 500,
+        and so does returning anything that is not a response (such as
+        ``upgrade()``'s False). A handshake whose ``Origin`` ``allowed_origins``
+        refuses is answered 403 before ``fetch`` runs; one with a wrong
+        ``Sec-WebSocket-Version`` is answered 426 whatever ``fetch`` returned.
+
+        Raises:
+            TypeError: ``fetch`` is not callable.
         """
+        if not callable(fetch):
+            raise TypeError(
+                f"server.handler() needs a fetch(request, server) function, got {fetch!r}"
+            )
 
         async def handle(request: web.Request) -> web.StreamResponse:
+            # The Origin check reads Upgrade exactly as check_handshake() does, and
+            # upgrade() only takes requests that passed here: no upgrade skips it.
             if (
                 self.allowed_origins is not None
-                and "websocket" in request.headers.get("Upgrade", "").lower()
+                and wants_websocket(request.headers)
                 and not origin_allowed(request, self.allowed_origins)
             ):
                 logger.info(
                     "WebSocket handshake refused: Origin %s",
-                    request.headers.get("Origin"),
+                    ", ".join(request.headers.getall("Origin", [])),
                 )
                 return web.Response(status=403, text="Origin not allowed")
             request[_ADAPTER_KEY] = self
-            result = fetch(request, self)
+            result: object = fetch(request, self)
             if inspect.isawaitable(result):
                 result = await result
             upgrade = request.get(_UPGRADE_KEY)
             if isinstance(upgrade, _Upgrade):
-                if result is not None:
+                if result is True:
+                    self._warn_once(
+                        "returned-true",
+                        "fetch for %s returned True (the result of server.upgrade()); "
+                        "the request is upgraded, but fetch should return None "
+                        "after a successful upgrade",
+                        request.path,
+                    )
+                elif result is not None:
                     logger.warning(
-                        "fetch upgraded %s and also returned a response; "
-                        "the response is ignored",
+                        "fetch upgraded %s and also returned %r; the response is "
+                        "ignored",
+                        request.path,
+                        result,
+                    )
+                if self._app is None:
+                    self._warn_once(
+                        "no-setup",
+                        "%s was upgraded by a Server whose setup(app) was never "
+                        "called: app shutdown will not close its sockets with 1001 "
+                        "and handshake_timeout does not apply; call "
+                        "server.setup(app) on the root application",
                         request.path,
                     )
                 return await self._serve(request, upgrade)
@@ -190,56 +253,98 @@ class Server(Generic[DataT]):
                     headers={"Sec-WebSocket-Version": "13"},
                     text="Upgrade Required: Sec-WebSocket-Version 13",
                 )
+            if isinstance(result, web.StreamResponse):
+                return result
             if result is None:
                 logger.error(
                     "fetch for %s returned None without upgrading the request; "
                     "return a response when server.upgrade() returns False",
                     request.path,
                 )
-                return web.Response(status=500, text="Internal Server Error")
-            return result
+            elif isinstance(result, bool):
+                logger.error(
+                    "fetch for %s returned %s (the result of server.upgrade()) "
+                    "and the request was not upgraded; return a response when "
+                    "server.upgrade() returns False",
+                    request.path,
+                    result,
+                )
+            else:
+                logger.error(
+                    "fetch for %s returned %r, which is not a response",
+                    request.path,
+                    result,
+                )
+            return web.Response(status=500, text="Internal Server Error")
 
         return handle
+
+    @overload
+    def upgrade(
+        self: Server[_T | None],
+        request: web.BaseRequest,
+        *,
+        data: _T | None = None,
+        headers: Headers | None = None,
+    ) -> bool: ...
+
+    @overload
+    def upgrade(
+        self,
+        request: web.BaseRequest,
+        *,
+        data: DataT,
+        headers: Headers | None = None,
+    ) -> bool: ...
 
     def upgrade(
         self,
         request: web.BaseRequest,
         *,
-        data: DataT | None = None,
+        data: Any = None,
         headers: Headers | None = None,
     ) -> bool:
         """Upgrade ``request`` once ``fetch`` returns; False if it cannot be upgraded.
 
-        False when the request is not a valid WebSocket handshake, was already
-        upgraded, or the server is shutting down. ``data`` becomes ``ws.data``;
-        ``headers`` are added to the 101 response (handshake headers in it are
-        ignored, except ``Sec-WebSocket-Protocol``, which picks the subprotocol).
+        False when the request is not a valid WebSocket handshake (HTTP/1.1 or
+        later, RFC 6455 4.1), was already upgraded, or the server is shutting down.
+        (A handshake from an ``Origin`` that ``allowed_origins`` refuses never
+        reaches ``fetch``: the adapter answers 403.)
+        ``data`` becomes ``ws.data``; it may be left out only when the server's
+        data type admits None (type checkers enforce it). ``headers`` are added to
+        the 101 response (handshake headers in it are ignored, except
+        ``Sec-WebSocket-Protocol``, which picks the subprotocol).
 
         Raises:
             InvalidStateError: ``request`` did not come through :meth:`handler`.
+            TypeError: a header name or value is not a str (the message names it).
+            ValueError: a header name is not an HTTP token, or a value contains
+                CR, LF or NUL.
         """
         if request.get(_ADAPTER_KEY) is not self:
             raise InvalidStateError(
                 "upgrade() needs a request routed through this server's handler()"
             )
+        extra = _checked_headers(headers)
         if self._shutting_down or request.get(_UPGRADE_KEY) is not None:
             return False
         decision = check_handshake(
-            request.method, request.headers, self.options.per_message_deflate
+            request.method,
+            request.headers,
+            self.options.per_message_deflate,
+            (request.version.major, request.version.minor),
         )
         if not isinstance(decision, Accept):
             if decision.status == 426:
                 request[_UPGRADE_KEY] = _WRONG_VERSION
             return False
-        request[_UPGRADE_KEY] = _Upgrade(decision, data, headers)
+        request[_UPGRADE_KEY] = _Upgrade(decision, data, extra)
         return True
 
     async def _serve(
         self, request: web.Request, upgrade: _Upgrade
     ) -> web.StreamResponse:
-        headers, subprotocol = response_headers(
-            upgrade.accept, _header_items(upgrade.headers)
-        )
+        headers, subprotocol = response_headers(upgrade.accept, upgrade.headers)
         response = _UpgradeResponse(status=101, headers=headers)
         await response.prepare(request)
         transport = request.transport
@@ -341,18 +446,57 @@ class Server(Generic[DataT]):
         self._sockets.pop(ws, None)
         self._topics.unsubscribe_all(ws)
 
-    def setup(self, app: web.Application) -> None:
-        """Register the server on ``app``: ``app[SERVER_KEY]``, graceful shutdown and
-        the ``handshake_timeout``. Call it before the app starts."""
+    def setup(
+        self,
+        app: web.Application,
+        *,
+        key: web.AppKey[Server[DataT]] | None = None,
+    ) -> None:
+        """Register the server on ``app``: graceful shutdown, ``handshake_timeout``,
+        and the server stored as ``app[SERVER_KEY]`` and, typed, as ``app[key]``.
+
+        Pass the root application (the one given to ``web.run_app`` or
+        ``AppRunner``), before it starts: aiohttp reads the keep-alive timeout that
+        carries ``handshake_timeout`` from the root only. A sub-application is
+        accepted only with ``handshake_timeout=None``. Create one Server per
+        application (in an app factory, say): shutting an app down closes its
+        server for good.
+
+        Raises:
+            InvalidStateError: called twice; ``app`` is already frozen or a
+                sub-application; or, at startup, ``app`` turned out to be a
+                sub-application while ``handshake_timeout`` is set.
+        """
         from . import SERVER_KEY
 
+        if self._app is not None:
+            raise InvalidStateError(
+                "this Server is already set up on an application; create one Server "
+                "per application (for example in the app factory)"
+            )
+        if app.pre_frozen:
+            raise InvalidStateError(
+                "setup() needs an application that has not started and is not a "
+                "sub-application: pass the root application, before it starts"
+            )
+        self._app = app
         app[SERVER_KEY] = self
+        if key is not None:
+            app[key] = self
         if self.handshake_timeout is not None:
             set_keepalive_timeout(app, self.handshake_timeout)
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
 
     async def _on_startup(self, app: web.Application) -> None:
+        # On its first start the root app is not frozen yet, while add_subapp()
+        # froze a sub-app at once; aiohttp ignores a sub-app's keep-alive timeout.
+        first_start, self._started = not self._started, True
+        if first_start and app.pre_frozen and self.handshake_timeout is not None:
+            raise InvalidStateError(
+                "server.setup() was given a sub-application, where handshake_timeout "
+                "cannot apply: pass the root application (or handshake_timeout=None)"
+            )
         # A server object may outlive one app run (tests, in-process restarts).
         self._shutting_down = False
 
@@ -368,8 +512,7 @@ class Server(Generic[DataT]):
         without waiting for the client's answer, so that clients cannot delay the
         shutdown; the close hooks are awaited for at most ``SHUTDOWN_TIMEOUT``.
         """
-        if not is_valid_close_code(code):
-            raise ValueError(f"invalid close code {code}")
+        check_close_code(code)
         self._shutting_down = True
         frame = build_close_frame(code, reason)
         for ws in list(self._sockets):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
-from .closecode import CloseCode, is_valid_close_code
+from .closecode import CloseCode, check_close_code
 from .connection import Connection
 from .deflate import DeflateParams
 from .dispatcher import Dispatcher, HookTable
@@ -171,10 +171,8 @@ class ServerWebSocket(Generic[DataT]):
         )
 
     def __repr__(self) -> str:
-        return (
-            f"<ServerWebSocket {self.ready_state.name} {self.remote_address}"
-            f" data={self.data!r}>"
-        )
+        # Not ``data``: it often holds session secrets, and hook failures log this.
+        return f"<ServerWebSocket {self.ready_state.name} {self.remote_address}>"
 
     # -- sending ---------------------------------------------------------------
 
@@ -309,9 +307,12 @@ class ServerWebSocket(Generic[DataT]):
     # -- closing ---------------------------------------------------------------
 
     def close(self, code: int = _NORMAL, reason: str = "") -> None:
-        """Close with ``code`` and ``reason`` (cut to 123 bytes); idempotent."""
-        if not is_valid_close_code(code):
-            raise ValueError(f"invalid close code {code}")
+        """Close with ``code`` and ``reason`` (cut to 123 bytes); idempotent.
+
+        Raises:
+            ValueError: ``code`` may not be sent (see :func:`check_close_code`).
+        """
+        check_close_code(code)
         if self.ready_state is not _OPEN:
             return
         self._conn.dispatcher.drop_queued()
@@ -445,9 +446,10 @@ class ServerWebSocket(Generic[DataT]):
         """Advance the idle timer by one tick (called by the server's sweep)."""
         conn = self._conn
         outbox = self._outbox
-        if outbox.sent:  # a send since the last tick is activity
+        if outbox.sent:  # a send since the last tick
             outbox.sent = False
-            conn.idle_ticks = 0
+            if self._ctx.options.reset_idle_timeout_on_send:
+                conn.idle_ticks = 0
         ticks = conn.idle_ticks = conn.idle_ticks + 1
         if ticks >= ticks_to_close:
             logger.info("closing idle WebSocket from %s", self.remote_address)

@@ -5,6 +5,8 @@ Run it with ``python -m aiohttp.web -H 127.0.0.1 -P 8080 demo.chat:init_app``
 
 - :mod:`demo.config`: settings from environment variables, with safe defaults.
 - :mod:`demo.auth`: HMAC-signed session tokens and the cookie that carries them.
+- :mod:`demo.limits`: token buckets and the demo's limits and caps (pure).
+- :mod:`demo.names`: name normalisation and the mixed-script check (pure).
 - :mod:`demo.store`: SQLite on one worker thread, so the event loop never blocks.
 - :mod:`demo.protocol`: the JSON message schema, parsed and validated (pure).
 - :mod:`demo.models`: the ``User`` and ``ChatMessage`` records.

@@ -8,9 +8,12 @@ Routes:
 
 - ``GET /``: the chat page when signed in, the sign-in page otherwise.
 - ``POST /sign-in`` (form field ``name``) and ``POST /sign-out``: set or clear
-  the session cookie, then redirect to ``/``.
+  the session cookie, then redirect to ``/``. A refused name redirects to
+  ``/?error=<code>`` (``name``, ``script``, ``taken``); too many sign-ins from
+  one address get 429 with ``Retry-After``.
 - ``GET /api/me``: the signed-in user as JSON, or 401.
-- ``GET /ws``: the WebSocket, only for a signed-in browser on an allowed origin.
+- ``GET /ws``: the WebSocket, only for a signed-in browser on an allowed origin;
+  429 when the session or user already holds its cap of sockets.
 - ``/static/``: the page's CSS and JavaScript.
 """
 
@@ -18,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +40,9 @@ from .auth import (
 )
 from .config import Config
 from .handler import ChatHandler, SocketData
+from .limits import KeyedLimiter
 from .models import User
+from .names import NAME_PATTERN, NameRefused, clean_name
 from .store import Store
 
 __all__ = [
@@ -45,6 +50,7 @@ __all__ = [
     "CONFIG_KEY",
     "NAME_PATTERN",
     "PAGES_KEY",
+    "SIGN_IN_LIMITER_KEY",
     "STATIC_DIR",
     "STORE_KEY",
     "create_app",
@@ -54,12 +60,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-NAME_PATTERN = re.compile(r"[\w .-]{1,24}")
 
 CONFIG_KEY = web.AppKey("config", Config)
 STORE_KEY = web.AppKey("store", Store)
 CHAT_KEY = web.AppKey("chat", ChatHandler)
 PAGES_KEY = web.AppKey("pages", dict[str, str])
+SIGN_IN_LIMITER_KEY = web.AppKey("sign_in_limiter", KeyedLimiter)
 
 # Sent with every response: the page loads only its own scripts and styles and
 # connects only to its own origin; nothing may frame it.
@@ -129,16 +135,42 @@ async def index(request: web.Request) -> web.Response:
 
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
-    """Sign in under the posted ``name``; the user is created on first use."""
+    """Sign in under the posted ``name``; the user is created on first use.
+
+    Refused: more sign-ins from the client's address than its bucket allows
+    (429), a name of the wrong shape or mixing scripts, and a name whose user
+    has an open socket from another browser (redirects with ``?error=``).
+    """
     _same_site_post(request)
-    form = await request.post()
-    name = form.get("name")
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name.strip()):
-        return _see_other("/?error=name")
     config = request.app[CONFIG_KEY]
-    store = request.app[STORE_KEY]
-    user = await store.user_for_name(name.strip())
     now = config.clock()
+    # request.remote is the peer's address; behind a proxy it is the proxy's,
+    # unless the app trusts forwarded headers (see the README).
+    wait = request.app[SIGN_IN_LIMITER_KEY].take(request.remote or "", now)
+    if wait:
+        return web.Response(
+            status=429,
+            text="too many sign-ins from your address; try again shortly",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
+    form = await request.post()
+    raw = form.get("name")
+    try:
+        name = clean_name(raw if isinstance(raw, str) else "")
+    except NameRefused as exc:
+        return _see_other(f"/?error={exc.code}")
+    store = request.app[STORE_KEY]
+    existing = await store.find_user(name)
+    if existing is not None:
+        mine = await current_session(request)
+        same_browser = mine.session_id if mine is not None else None
+        if request.app[CHAT_KEY].connected_elsewhere(existing.id, same_browser):
+            log.info("refused a sign-in as %s: connected elsewhere", existing.name)
+            return _see_other("/?error=taken")
+    try:
+        user = await store.user_for_name(name)
+    except LookupError:
+        return _see_other("/?error=taken")
     token = issue_token(config.secret, now, config.session_ttl)
     await store.create_session(token.session_id, user.id, token.expires_at, now)
     log.info("%s signed in", user.name)
@@ -176,13 +208,17 @@ async def me(request: web.Request) -> web.Response:
 async def fetch(
     request: web.Request, server: Server[SocketData]
 ) -> web.StreamResponse | None:
-    """Upgrade a signed-in request; 401 without a valid session.
+    """Upgrade a signed-in request; 401 without a valid session, 429 when the
+    session or its user already holds as many sockets as allowed.
 
     A foreign ``Origin`` never gets here: the server answers 403 itself.
     """
     session = await current_session(request)
     if session is None:
         return web.Response(status=401, text="sign in first")
+    refusal = request.app[CHAT_KEY].refusal(session.session_id, session.user.id)
+    if refusal is not None:
+        return web.Response(status=429, text=refusal)
     data = SocketData(
         created_at=request.app[CONFIG_KEY].clock(),
         token=session.token,
@@ -209,12 +245,18 @@ async def _add_security_headers(
 def create_app(config: Config) -> web.Application:
     """Build the chat app for ``config``; the database opens when the app starts."""
     app = web.Application()
-    store = Store(config.database_path)
-    chat = ChatHandler(store, config.clock)
+    limits = config.limits
+    store = Store(
+        config.database_path,
+        history_per_room=limits.history_per_room,
+        max_stored_messages=limits.max_stored_messages,
+    )
+    chat = ChatHandler(store, config.clock, limits)
     server = Server(chat, allowed_origins=config.allowed_origins)
     app[CONFIG_KEY] = config
     app[STORE_KEY] = store
     app[CHAT_KEY] = chat
+    app[SIGN_IN_LIMITER_KEY] = KeyedLimiter(limits.sign_in_rate, limits.sign_in_burst)
     # The two HTML pages are tiny: read them once instead of on every request.
     app[PAGES_KEY] = {
         page: (STATIC_DIR / page).read_text(encoding="utf-8")

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .limits import Limits
+
 __all__ = [
     "DATABASE_NAME",
     "DEFAULT_DATA_DIR",
@@ -50,7 +52,8 @@ class Config:
     """Everything the chat app needs to start.
 
     ``clock`` returns the current Unix time; tests replace it to expire
-    sessions without waiting.
+    sessions without waiting. ``limits`` holds the rate limits and caps (see
+    :mod:`demo.limits`); they are not read from the environment.
     """
 
     data_dir: Path
@@ -58,6 +61,7 @@ class Config:
     allowed_origins: tuple[str, ...] = ()
     session_ttl: int = DEFAULT_SESSION_TTL
     clock: Callable[[], float] = field(default=time.time, compare=False)
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def database_path(self) -> Path:

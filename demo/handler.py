@@ -4,16 +4,38 @@ Rooms are topics named ``room:<name>``. A join subscribes the socket, announces
 the person to the room (once, however many tabs they have) and answers with the
 room's recent history and members; a chat message is saved to the database
 first and published to the room after, with the author taken from ``ws.data``.
+
+Defences (numbers in :mod:`demo.limits`):
+
+- every frame of a session spends a token of its :class:`~demo.limits.FloodGuard`;
+  the first over budget gets a ``rate_limited`` error frame, the next are dropped,
+  and a socket that goes on is closed with 1008;
+- a session, and a user over all sessions, may hold a few sockets: the route
+  answers 429 beyond that, and :meth:`ChatHandler.open` closes with 1008 a
+  socket that got past it in a race of concurrent handshakes;
+- a socket is closed (4001) when its session expires, by a timer set in ``open``;
+- a client that stops reading is cut once ``backpressure_limit`` bytes wait for
+  it, and one that goes silent is pinged and closed after ``idle_timeout`` even
+  in a busy room (``reset_idle_timeout_on_send = False``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from aiohttp_upgrade import ReadyState, ServerWebSocket, WebSocketHandler
 
+from .limits import (
+    DEFAULT_BACKPRESSURE_LIMIT,
+    DEFAULT_IDLE_TIMEOUT,
+    FloodGuard,
+    Limits,
+    Verdict,
+)
 from .models import User
 from .presence import Presence
 from .protocol import (
@@ -35,6 +57,7 @@ from .store import DEFAULT_HISTORY_LIMIT, Store
 
 __all__ = [
     "MAX_ROOMS_PER_SOCKET",
+    "POLICY_VIOLATION",
     "SESSION_ENDED",
     "ChatHandler",
     "SocketData",
@@ -46,8 +69,11 @@ log = logging.getLogger(__name__)
 MAX_ROOMS_PER_SOCKET = 20
 # Private-use close code (RFC 6455 7.4.2): the session was signed out or expired.
 SESSION_ENDED = 4001
+# RFC 6455 7.4.1: a flooding socket, or one beyond the caps.
+POLICY_VIOLATION = 1008
 
 Socket = ServerWebSocket["SocketData"]
+KeyT = TypeVar("KeyT")
 
 
 @dataclass
@@ -65,6 +91,7 @@ class SocketData:
     session_id: str
     expires_at: int
     rooms: set[str] = field(default_factory=set)
+    expiry: asyncio.TimerHandle | None = field(default=None, compare=False)
 
     @property
     def user(self) -> User:
@@ -86,33 +113,124 @@ class ChatHandler(WebSocketHandler[SocketData]):
 
     # One frame of the protocol, UTF-8 encoded, with room to spare.
     max_payload_length = 4 * MAX_FRAME_LENGTH
-    idle_timeout = 60
+    # Both overridden by the Limits given to the constructor.
+    idle_timeout = DEFAULT_IDLE_TIMEOUT
+    # A reader that stops pins at most about this much.
+    backpressure_limit = DEFAULT_BACKPRESSURE_LIMIT
+    close_on_backpressure_limit = True
+    # Only what the client sends keeps it alive: a silent client in a busy room
+    # is pinged, then closed, and leaves "Here now".
+    reset_idle_timeout_on_send = False
 
-    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
-        super().__init__()
+    def __init__(
+        self, store: Store, clock: Callable[[], float], limits: Limits | None = None
+    ) -> None:
+        limits = limits or Limits()
+        super().__init__(
+            idle_timeout=limits.idle_timeout,
+            backpressure_limit=limits.backpressure_limit,
+        )
         self.store = store
         self.clock = clock
+        self.limits = limits
         self.presence = Presence()
         self._by_session: dict[str, set[Socket]] = {}
+        self._by_user: dict[int, set[Socket]] = {}
+        self._guards: dict[str, FloodGuard] = {}
 
     def end_session(self, session_id: str) -> int:
         """Close every socket of a signed-out session; return how many."""
         sockets = list(self._by_session.get(session_id, ()))
         for ws in sockets:
             ws.close(SESSION_ENDED, "signed out")
+        self._guards.pop(session_id, None)
         return len(sockets)
+
+    def refusal(self, session_id: str, user_id: int) -> str | None:
+        """Why one more socket of this session and user is refused, or ``None``:
+        the session or the user holds its cap of sockets, or the session has
+        spent its frame budget (so a flooder closed with 1008 cannot reconnect
+        at once and go on)."""
+        guard = self._guards.get(session_id)
+        if guard is not None and guard.bucket.retry_after(self.clock()) > 0:
+            return "too many messages: wait a moment"
+        if len(self._by_session.get(session_id, ())) >= self.limits.sockets_per_session:
+            return f"a session may open {self.limits.sockets_per_session} connections"
+        if len(self._by_user.get(user_id, ())) >= self.limits.sockets_per_user:
+            return f"a user may open {self.limits.sockets_per_user} connections"
+        return None
+
+    def connected_elsewhere(self, user_id: int, session_id: str | None) -> bool:
+        """True when ``user_id`` has an open socket of a session other than
+        ``session_id``: somebody is using that name in another browser now."""
+        return any(
+            ws.data.session_id != session_id for ws in self._by_user.get(user_id, ())
+        )
+
+    def _guard(self, session_id: str) -> FloodGuard:
+        guard = self._guards.get(session_id)
+        if guard is None:
+            if len(self._guards) > 2 * len(self._by_session) + 64:
+                self._forget_idle_guards()
+            limits = self.limits
+            guard = FloodGuard(
+                limits.message_rate, limits.message_burst, limits.strikes
+            )
+            self._guards[session_id] = guard
+        return guard
+
+    def _forget_idle_guards(self) -> None:
+        """Drop the guards of sessions without sockets whose bucket is full again
+        (a new one would be the same), so the map stays small."""
+        now = self.clock()
+        for session_id, guard in list(self._guards.items()):
+            if session_id not in self._by_session and guard.bucket.is_full(now):
+                del self._guards[session_id]
 
     # -- hooks -------------------------------------------------------------------
 
     def open(self, ws: Socket) -> None:
-        """Register the socket under its session and say who it belongs to."""
-        self._by_session.setdefault(ws.data.session_id, set()).add(ws)
-        ws.send_text(encode_hello(ws.data.user))
+        """Register the socket under its session and user, close it with 1008 if
+        that puts either over its cap, else arm its expiry and say hello."""
+        data = ws.data
+        session = self._by_session.setdefault(data.session_id, set())
+        session.add(ws)
+        user = self._by_user.setdefault(data.user_id, set())
+        user.add(ws)
+        if (
+            len(session) > self.limits.sockets_per_session
+            or len(user) > self.limits.sockets_per_user
+        ):
+            ws.close(POLICY_VIOLATION, "too many connections")
+            return
+        self._guard(data.session_id)
+        delay = max(0.0, data.expires_at - self.clock())
+        data.expiry = asyncio.get_running_loop().call_later(delay, self._expire, ws)
+        ws.send_text(encode_hello(data.user))
+
+    @staticmethod
+    def _expire(ws: Socket) -> None:
+        ws.close(SESSION_ENDED, "session expired")
 
     async def message(self, ws: Socket, message: str | bytes) -> None:
         """Parse one frame; answer a malformed one with an error frame."""
-        if self.clock() >= ws.data.expires_at:
+        now = self.clock()
+        if now >= ws.data.expires_at:
             ws.close(SESSION_ENDED, "session expired")
+            return
+        verdict = self._guard(ws.data.session_id).check(now)
+        if verdict is not Verdict.ALLOW:
+            if verdict is Verdict.WARN:
+                rate = self.limits.message_rate
+                ws.send_text(
+                    encode_error(
+                        "rate_limited",
+                        f"too many messages: at most {rate:g} a second; "
+                        "this one was dropped",
+                    )
+                )
+            elif verdict is Verdict.CLOSE:
+                ws.close(POLICY_VIOLATION, "too many messages")
             return
         try:
             request = parse_client_message(message)
@@ -128,11 +246,12 @@ class ChatHandler(WebSocketHandler[SocketData]):
 
     def close(self, ws: Socket, code: int, reason: str) -> None:
         """Forget the socket and announce its person leaving each room."""
-        sockets = self._by_session.get(ws.data.session_id)
-        if sockets is not None:
-            sockets.discard(ws)
-            if not sockets:
-                del self._by_session[ws.data.session_id]
+        data = ws.data
+        if data.expiry is not None:
+            data.expiry.cancel()
+            data.expiry = None
+        _discard(self._by_session, data.session_id, ws)
+        _discard(self._by_user, data.user_id, ws)
         for room in sorted(ws.data.rooms):
             if self.presence.remove(room, ws.data.user):
                 self.server.publish(
@@ -183,3 +302,12 @@ class ChatHandler(WebSocketHandler[SocketData]):
         # published after: whoever sees a message can find it in history.
         saved = await self.store.save_message(room, data.user_id, text, self.clock())
         self.server.publish(room_topic(room), encode_message(saved))
+
+
+def _discard(index: dict[KeyT, set[Socket]], key: KeyT, ws: Socket) -> None:
+    """Remove ``ws`` from ``index[key]``, and the key once its set is empty."""
+    sockets = index.get(key)
+    if sockets is not None:
+        sockets.discard(ws)
+        if not sockets:
+            del index[key]

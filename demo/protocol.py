@@ -106,6 +106,16 @@ def _room(payload: dict[str, Any]) -> str:
     return room
 
 
+def _is_unicode(text: str) -> bool:
+    """False when ``text`` holds a lone surrogate, which JSON's ``\\ud800``
+    escape can produce but UTF-8 (and so SQLite and every client) cannot carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_client_message(frame: str | bytes) -> ClientMessage:
     """Parse and validate one frame from a client.
 
@@ -134,6 +144,10 @@ def parse_client_message(frame: str | bytes) -> ClientMessage:
         if not isinstance(text, str):
             raise ProtocolError("bad_text", "text must be a string")
         text = text.strip()
+        if not _is_unicode(text):
+            raise ProtocolError(
+                "bad_text", "text must be valid Unicode (no lone surrogates)"
+            )
         if not text:
             raise ProtocolError("bad_text", "text must not be empty")
         if len(text) > MAX_TEXT_LENGTH:

@@ -17,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from .limits import DEFAULT_HISTORY_PER_ROOM, DEFAULT_MAX_STORED_MESSAGES
 from .models import ChatMessage, User
+from .names import name_key
 
 __all__ = ["DEFAULT_HISTORY_LIMIT", "Store", "StoreClosedError"]
 
@@ -28,7 +30,8 @@ T = TypeVar("T")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE COLLATE NOCASE
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    name_key TEXT UNIQUE
 );
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
@@ -44,6 +47,35 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
 """
+# Version 1 added users.name_key (see demo.names.name_key).
+_SCHEMA_VERSION = 1
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an earlier demo to the current schema."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version >= _SCHEMA_VERSION:
+        return
+    with conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(users)")}
+        if "name_key" not in columns:
+            conn.execute("ALTER TABLE users ADD COLUMN name_key TEXT")
+            conn.execute(
+                "CREATE UNIQUE INDEX IF NOT EXISTS users_by_key ON users (name_key)"
+            )
+        seen: set[str] = set()
+        # Of older lookalike accounts the first keeps the name; the others keep
+        # their history but can no longer be signed into (their key stays NULL).
+        for user_id, name in conn.execute(
+            "SELECT id, name FROM users WHERE name_key IS NULL ORDER BY id"
+        ).fetchall():
+            key = name_key(name)
+            if key not in seen:
+                seen.add(key)
+                conn.execute(
+                    "UPDATE users SET name_key = ? WHERE id = ?", (key, user_id)
+                )
+        conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
 
 class StoreClosedError(RuntimeError):
@@ -53,14 +85,25 @@ class StoreClosedError(RuntimeError):
 class Store:
     """The chat's users, sessions and messages in one SQLite file.
 
+    At most ``history_per_room`` messages are kept per room and
+    ``max_stored_messages`` in all: saving a message deletes the oldest beyond
+    either bound, so a flood cannot grow the file without end.
+
     ``Store(path)`` only remembers the path, so an app factory can create it
     synchronously; ``await store.open()`` creates the directory, the file and
     the tables, and ``await store.close()`` ends it. ``async with store:`` does
     both.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        history_per_room: int = DEFAULT_HISTORY_PER_ROOM,
+        max_stored_messages: int = DEFAULT_MAX_STORED_MESSAGES,
+    ) -> None:
         self.path = path
+        self.history_per_room = history_per_room
+        self.max_stored_messages = max_stored_messages
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -87,6 +130,7 @@ class Store:
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA foreign_keys=ON")
                 conn.executescript(_SCHEMA)
+                _migrate(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -128,15 +172,34 @@ class Store:
         return await asyncio.get_running_loop().run_in_executor(executor, fn, conn)
 
     async def user_for_name(self, name: str) -> User:
-        """The user called ``name`` (case-insensitively), created if new."""
+        """The user whose name has the same :func:`~demo.names.name_key` as
+        ``name`` (``ADA`` finds ``ada``), created under ``name`` if new."""
+        key = name_key(name)
 
         def query(conn: sqlite3.Connection) -> User:
             with conn:
-                conn.execute("INSERT OR IGNORE INTO users (name) VALUES (?)", (name,))
+                conn.execute(
+                    "INSERT OR IGNORE INTO users (name, name_key) VALUES (?, ?)",
+                    (name, key),
+                )
                 row = conn.execute(
-                    "SELECT id, name FROM users WHERE name = ?", (name,)
+                    "SELECT id, name FROM users WHERE name_key = ?", (key,)
                 ).fetchone()
+            if row is None:  # an old lookalike holds the name (see _migrate)
+                raise LookupError(f"the name {name!r} is held by an older account")
             return User(int(row[0]), str(row[1]))
+
+        return await self._run(query)
+
+    async def find_user(self, name: str) -> User | None:
+        """The user whose name has the same key as ``name``, or ``None``."""
+        key = name_key(name)
+
+        def query(conn: sqlite3.Connection) -> User | None:
+            row = conn.execute(
+                "SELECT id, name FROM users WHERE name_key = ?", (key,)
+            ).fetchone()
+            return None if row is None else User(int(row[0]), str(row[1]))
 
         return await self._run(query)
 
@@ -181,11 +244,14 @@ class Store:
     async def save_message(
         self, room: str, user_id: int, text: str, created_at: float
     ) -> ChatMessage:
-        """Commit a message and return it with its new id.
+        """Commit a message and return it with its new id; the oldest messages
+        beyond ``history_per_room`` (of ``room``) and ``max_stored_messages``
+        (of all rooms) are deleted in the same transaction.
 
         Raises:
             sqlite3.IntegrityError: ``user_id`` is not a known user.
         """
+        per_room, in_all = self.history_per_room, self.max_stored_messages
 
         def query(conn: sqlite3.Connection) -> ChatMessage:
             with conn:
@@ -195,6 +261,17 @@ class Store:
                     (room, user_id, text, created_at),
                 )
                 message_id = cursor.lastrowid
+                # Both deletes walk an index from the newest message down.
+                conn.execute(
+                    "DELETE FROM messages WHERE room = ? AND id <= (SELECT id FROM"
+                    " messages WHERE room = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (room, room, per_room),
+                )
+                conn.execute(
+                    "DELETE FROM messages WHERE id <= (SELECT id FROM messages"
+                    " ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (in_all,),
+                )
                 row = conn.execute(
                     "SELECT name FROM users WHERE id = ?", (user_id,)
                 ).fetchone()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from pytest_aiohttp import AiohttpClient
 from demo.auth import COOKIE_NAME
 from demo.chat import create_app
 from demo.config import Config
+from demo.limits import Limits
 
 __all__ = [
     "SECRET",
@@ -56,16 +58,20 @@ class FakeClock:
 
 def make_config(
     tmp_path: Path,
-    clock: FakeClock | None = None,
+    clock: Callable[[], float] | None = None,
     allowed_origins: tuple[str, ...] = (),
+    limits: Limits | None = None,
+    session_ttl: int = TTL,
 ) -> Config:
-    """A config with its database in ``tmp_path`` and a fixed secret."""
+    """A config with its database in ``tmp_path`` and a fixed secret; a
+    :class:`FakeClock` unless ``clock`` is given."""
     return Config(
         data_dir=tmp_path / "data",
         secret=SECRET,
         allowed_origins=allowed_origins,
-        session_ttl=TTL,
+        session_ttl=session_ttl,
         clock=clock or FakeClock(),
+        limits=limits or Limits(),
     )
 
 
@@ -83,6 +89,7 @@ async def sign_in(client: Client, name: str) -> None:
     """Sign ``client`` in as ``name``; its cookie jar keeps the session."""
     response = await client.post("/sign-in", data={"name": name}, allow_redirects=False)
     assert response.status == 303, await response.text()
+    assert response.headers["Location"] == "/", response.headers["Location"]
 
 
 def session_cookie(client: Client) -> str:

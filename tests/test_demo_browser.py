@@ -127,3 +127,22 @@ async def test_page_reconnects_after_server_restart(
     texts = await page.locator("#message-list .message .text").all_text_contents()
     assert texts == ["before the restart", "after the restart"]
     await second.close()
+
+
+async def test_link_with_malformed_escape_still_connects(
+    browser: Browser, chat: TestServer
+) -> None:
+    """A link ending in '#%E0' opens the default room, connects, and throws nothing."""
+    context = await browser.new_context()
+    signing_in = await context.new_page()
+    await sign_in(signing_in, base_url(chat), "ada")
+    await signing_in.close()
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(f"{base_url(chat)}/#%E0")
+    await page.wait_for_selector("body[data-connection=online]", timeout=10_000)
+    await page.evaluate("location.hash = '%E0%A4'")  # a hashchange to another one
+    await say(page, "connected anyway")
+    assert await page.locator("#room-name").text_content() == "general"
+    assert errors == []

@@ -153,3 +153,20 @@ def test_error_encoding() -> None:
         "code": "bad_json",
         "message": "nope",
     }
+
+
+def test_lone_surrogate_is_bad_text() -> None:
+    """A JSON \\ud800 escape (a lone surrogate, not UTF-8) is refused as bad_text."""
+    with pytest.raises(ProtocolError) as info:
+        parse_client_message(
+            '{"type": "message", "room": "general", "text": "a\\ud800"}'
+        )
+    assert info.value.code == "bad_text"
+
+
+def test_surrogate_pair_escape_is_accepted() -> None:
+    """A JSON surrogate pair escape decodes to one valid character and is accepted."""
+    message = parse_client_message(
+        '{"type": "message", "room": "general", "text": "\\ud83d\\ude00"}'
+    )
+    assert message == Say("general", "\U0001f600")

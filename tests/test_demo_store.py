@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from demo.models import User
 from demo.store import Store, StoreClosedError
 
 NOW = 1_700_000_000.0
@@ -113,3 +114,57 @@ async def test_closed_store_refuses_work(tmp_path: Path) -> None:
     await store.close()
     with pytest.raises(StoreClosedError):
         await store.user_for_name("ada")
+
+
+async def test_history_is_kept_per_room_up_to_its_bound(tmp_path: Path) -> None:
+    """Saving beyond history_per_room deletes that room's oldest, not others'."""
+    async with Store(tmp_path / "chat.sqlite3", history_per_room=3) as store:
+        user = await store.user_for_name("ada")
+        await store.save_message("quiet", user.id, "kept", NOW)
+        for n in range(10):
+            await store.save_message("busy", user.id, f"m{n}", NOW)
+        busy = await store.recent_messages("busy", 100)
+        quiet = await store.recent_messages("quiet", 100)
+    assert [m.text for m in busy] == ["m7", "m8", "m9"]
+    assert [m.text for m in quiet] == ["kept"]
+
+
+async def test_stored_messages_are_bounded_in_all(tmp_path: Path) -> None:
+    """Messages spread over many rooms are bounded by max_stored_messages."""
+    path = tmp_path / "chat.sqlite3"
+    async with Store(path, max_stored_messages=5) as store:
+        user = await store.user_for_name("ada")
+        for n in range(12):
+            await store.save_message(f"room{n}", user.id, f"m{n}", NOW)
+    with sqlite3.connect(path) as conn:
+        texts = [
+            row[0] for row in conn.execute("SELECT text FROM messages ORDER BY id")
+        ]
+    conn.close()
+    assert texts == ["m7", "m8", "m9", "m10", "m11"]
+
+
+async def test_lookalike_names_find_one_user(store: Store) -> None:
+    """A fullwidth or upper-case spelling finds the user, and creates no other."""
+    ada = await store.user_for_name("ada")
+    assert await store.user_for_name("\uff21\uff24\uff21") == ada
+    assert await store.find_user("ADA") == ada
+    assert await store.find_user("bob") is None
+
+
+async def test_database_of_an_earlier_demo_is_migrated(tmp_path: Path) -> None:
+    """An old users table gains name keys; of two old lookalikes the first keeps the name."""
+    path = tmp_path / "chat.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            "CREATE TABLE users (id INTEGER PRIMARY KEY,"
+            " name TEXT NOT NULL UNIQUE COLLATE NOCASE);"
+            "INSERT INTO users (name) VALUES ('ada'), ('\uff21\uff24\uff21'), ('bob');"
+        )
+    conn.close()
+    async with Store(path) as store:
+        assert await store.user_for_name("Ada") == User(1, "ada")
+        assert await store.find_user("bob") == User(3, "bob")
+        assert (await store.user_for_name("carol")).id == 4
+    async with Store(path) as store:  # a second open leaves it as it is
+        assert await store.find_user("ada") == User(1, "ada")

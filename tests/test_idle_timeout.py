@@ -9,11 +9,14 @@ for a fixed time; "stays open for a while" is measured in server pings answered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 
-from aiohttp_upgrade import ReadyState, ServerWebSocket
+from aiohttp_upgrade import ReadyState, Server, ServerWebSocket
 
 from .conftest import Recorder, ServeFactory
 from .flow_support import CLIENT_KINDS, open_client, read_raw_frame
@@ -201,4 +204,90 @@ async def test_unsolicited_pong_reaches_pong_hook(serve: ServeFactory) -> None:
     ws.send("next")
     frame = await read_raw_frame(raw.reader)
     assert (frame.opcode, frame.payload) == (OP_TEXT, b"next")
+    await raw.close()
+
+
+# -- reset_idle_timeout_on_send --------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def busy_room(server: Server[Any], topic: str) -> AsyncIterator[None]:
+    """Publish to ``topic`` sixteen times per idle timeout until the block ends.
+
+    The sleep paces the load; it synchronises nothing.
+    """
+
+    async def publish() -> None:
+        while True:
+            server.publish(topic, "tick")
+            await asyncio.sleep(TIMEOUT / 16)
+
+    task = asyncio.ensure_future(publish())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_silent_client_in_busy_room_is_closed_when_sends_do_not_count(
+    serve: ServeFactory, client_session: aiohttp.ClientSession
+) -> None:
+    """With reset_idle_timeout_on_send=False a silent client in a busy room is pinged and closed (1006) while one that answers pings stays open."""
+    handler = Recorder(idle_timeout=TIMEOUT, reset_idle_timeout_on_send=False)
+    served = await serve(handler)
+    raw = await connect(served.port)
+    silent = (await handler.next("open")).ws
+    async with client_session.ws_connect(served.url, autoping=True) as alive_client:
+        alive = (await handler.next("open")).ws
+        ticks: list[str] = []
+
+        async def read_alive() -> None:
+            # The aiohttp client answers pings while it reads.
+            async for message in alive_client:
+                ticks.append(message.data)
+
+        reading = asyncio.ensure_future(read_alive())
+        silent.subscribe("room")
+        alive.subscribe("room")
+        seen: list[int] = []
+
+        async def read_silent() -> None:
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while True:
+                    seen.append((await read_raw_frame(raw.reader)).opcode)
+
+        silent_reader = asyncio.ensure_future(read_silent())
+        async with busy_room(served.server, "room"):
+            event = await handler.next("close")
+            assert (event.ws, event.args[0]) == (silent, 1006)
+            for _ in range(2):  # two more rounds of pings after the silent one left
+                assert (await handler.next("pong")).ws is alive
+            assert alive.ready_state is ReadyState.OPEN
+        await silent_reader
+        assert OP_PING in seen and OP_TEXT in seen
+        assert "tick" in ticks
+        await alive_client.close()
+        await reading
+    await raw.close()
+
+
+async def test_silent_client_in_busy_room_stays_open_by_default(
+    serve: ServeFactory,
+) -> None:
+    """By default (Bun's behaviour) every send resets the timer: a silent subscriber of a busy room is never pinged nor closed."""
+    handler = Recorder(idle_timeout=TIMEOUT)
+    assert handler.reset_idle_timeout_on_send is True
+    served = await serve(handler)
+    loop = asyncio.get_running_loop()
+    raw = await connect(served.port)
+    ws = (await handler.next("open")).ws
+    ws.subscribe("room")
+    end = loop.time() + 3 * TIMEOUT
+    async with busy_room(served.server, "room"):
+        while loop.time() < end:
+            frame = await read_raw_frame(raw.reader)
+            assert (frame.opcode, frame.payload) == (OP_TEXT, b"tick")
+    assert ws.ready_state is ReadyState.OPEN
     await raw.close()

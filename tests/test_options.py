@@ -34,6 +34,7 @@ class Plain(WebSocketHandler[Any]):
         ("per_message_deflate", None),
         ("send_pings", True),
         ("publish_to_self", False),
+        ("reset_idle_timeout_on_send", True),
     ],
     ids=lambda value: str(value),
 )
@@ -43,7 +44,7 @@ def test_default_matches_bun(name: str, default: object) -> None:
 
 
 def test_options_cover_exactly_bun_names() -> None:
-    """The option set is Bun's websocket options in snake_case, nothing more."""
+    """The option set is Bun's websocket options in snake_case, plus uWebSockets.js's resetIdleTimeoutOnSend."""
     assert set(Options.__dataclass_fields__) == {
         "max_payload_length",
         "idle_timeout",
@@ -52,6 +53,7 @@ def test_options_cover_exactly_bun_names() -> None:
         "per_message_deflate",
         "send_pings",
         "publish_to_self",
+        "reset_idle_timeout_on_send",
     }
 
 
@@ -148,6 +150,8 @@ def test_hook_names_are_not_options() -> None:
         ("send_pings", 0),
         ("send_pings", None),
         ("publish_to_self", "no"),
+        ("reset_idle_timeout_on_send", 0),
+        ("reset_idle_timeout_on_send", None),
     ],
     ids=lambda value: repr(value),
 )

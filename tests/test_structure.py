@@ -61,6 +61,7 @@ DOCUMENTED = {
         "ping",
         "pong",
         "publish_to_self",
+        "reset_idle_timeout_on_send",
         "send_pings",
         "server",
     },

@@ -10,6 +10,7 @@ const DEFAULT_ROOMS = ["general", "random"];
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 30000;
 const SIGNED_OUT = 4001; // close code the server uses when the session ends
+const POLICY_VIOLATION = 1008; // too many messages or connections: say why
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -42,7 +43,14 @@ const state = {
 };
 
 function roomFromHash() {
-  const name = decodeURIComponent(location.hash.slice(1));
+  // A link may carry any bytes after '#': a malformed escape such as "#%E0"
+  // makes decodeURIComponent throw, and the page then opens the default room.
+  let name;
+  try {
+    name = decodeURIComponent(location.hash.slice(1));
+  } catch {
+    return null;
+  }
   return /^[a-z0-9][a-z0-9-]{0,31}$/.test(name) ? name : null;
 }
 
@@ -97,6 +105,7 @@ function connect() {
     // Who is here is unknown while offline; the next join answer refills it.
     for (const entry of state.rooms.values()) entry.members.clear();
     renderMembers();
+    if (event.code === POLICY_VIOLATION && event.reason) showNotice(`Disconnected: ${event.reason}.`);
     if (event.code === SIGNED_OUT) {
       location.assign("/");
       return;

@@ -1,0 +1,209 @@
+"""Rate limits and caps of the chat: token buckets and their settings (pure, no I/O).
+
+Time is passed in as ``now`` (seconds, any origin), so every decision here is a
+plain function of its inputs and is tested without sockets or sleeps.
+
+- :class:`TokenBucket`: ``burst`` tokens, refilled at ``rate`` per second; an
+  action is allowed when a whole token is there to take.
+- :class:`FloodGuard`: a bucket for the frames of one session, with the demo's
+  answer to a client that goes on sending while it is empty (one error frame,
+  then drop silently, then close 1008).
+- :class:`KeyedLimiter`: one bucket per key (a client address), in a map whose
+  size is bounded however many keys an attacker invents.
+- :class:`Limits`: every limit and cap of the demo, with the defaults below.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_BACKPRESSURE_LIMIT",
+    "DEFAULT_HISTORY_PER_ROOM",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_STORED_MESSAGES",
+    "DEFAULT_MESSAGE_BURST",
+    "DEFAULT_MESSAGE_RATE",
+    "DEFAULT_SIGN_IN_BURST",
+    "DEFAULT_SIGN_IN_RATE",
+    "DEFAULT_SOCKETS_PER_SESSION",
+    "DEFAULT_SOCKETS_PER_USER",
+    "DEFAULT_STRIKES",
+    "FloodGuard",
+    "KeyedLimiter",
+    "Limits",
+    "TokenBucket",
+    "Verdict",
+]
+
+# Frames per second a session may send over time, and how many at once.
+DEFAULT_MESSAGE_RATE = 5.0
+DEFAULT_MESSAGE_BURST = 20
+# Frames refused in a row (after the error frame) before the socket is closed.
+DEFAULT_STRIKES = 20
+# Sign-ins per client address: 10 at once, then one every 5 seconds.
+DEFAULT_SIGN_IN_RATE = 0.2
+DEFAULT_SIGN_IN_BURST = 10
+# Open sockets (tabs) one session, and one user over all sessions, may hold.
+DEFAULT_SOCKETS_PER_SESSION = 5
+DEFAULT_SOCKETS_PER_USER = 10
+# Stored history: the newest messages kept per room, and in the whole database.
+DEFAULT_HISTORY_PER_ROOM = 500
+DEFAULT_MAX_STORED_MESSAGES = 100_000
+# Bytes a socket may have waiting to be sent (beyond the frame being queued)
+# before it is cut: a client that stops reading pins at most this much.
+DEFAULT_BACKPRESSURE_LIMIT = 1024 * 1024
+# Seconds of silence from a client before it is pinged and then closed.
+DEFAULT_IDLE_TIMEOUT = 60.0
+# Addresses whose sign-in buckets are remembered at once.
+DEFAULT_MAX_KEYS = 10_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every limit and cap of the chat (the defaults are the module's constants).
+
+    Raises:
+        ValueError: a rate, burst, cap or size is not positive.
+    """
+
+    message_rate: float = DEFAULT_MESSAGE_RATE
+    message_burst: int = DEFAULT_MESSAGE_BURST
+    strikes: int = DEFAULT_STRIKES
+    sign_in_rate: float = DEFAULT_SIGN_IN_RATE
+    sign_in_burst: int = DEFAULT_SIGN_IN_BURST
+    sockets_per_session: int = DEFAULT_SOCKETS_PER_SESSION
+    sockets_per_user: int = DEFAULT_SOCKETS_PER_USER
+    history_per_room: int = DEFAULT_HISTORY_PER_ROOM
+    max_stored_messages: int = DEFAULT_MAX_STORED_MESSAGES
+    backpressure_limit: int = DEFAULT_BACKPRESSURE_LIMIT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+class TokenBucket:
+    """``burst`` tokens, refilled continuously at ``rate`` tokens per second.
+
+    Starts full at the first :meth:`take`. A clock that steps backwards refills
+    nothing (it never takes tokens away).
+    """
+
+    __slots__ = ("_stamp", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        if rate <= 0 or burst <= 0:
+            raise ValueError("rate and burst must be positive")
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._stamp: float | None = None
+
+    def _refill(self, now: float) -> None:
+        if self._stamp is not None and now > self._stamp:
+            self._tokens = min(
+                float(self.burst), self._tokens + (now - self._stamp) * self.rate
+            )
+        if self._stamp is None or now > self._stamp:
+            self._stamp = now
+
+    def take(self, now: float) -> bool:
+        """Take one token at ``now``; ``False`` (and nothing taken) when empty."""
+        self._refill(now)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def retry_after(self, now: float) -> float:
+        """Seconds from ``now`` until a token is there (0 when one is already)."""
+        self._refill(now)
+        return max(0.0, (1.0 - self._tokens) / self.rate)
+
+    def is_full(self, now: float) -> bool:
+        """True when the bucket is as a fresh one: forgetting it changes nothing."""
+        self._refill(now)
+        return self._tokens >= self.burst
+
+
+class Verdict(enum.Enum):
+    """What to do with one frame, as decided by :meth:`FloodGuard.check`."""
+
+    ALLOW = "allow"  # handle it
+    WARN = "warn"  # drop it and send one error frame
+    DROP = "drop"  # drop it silently
+    CLOSE = "close"  # drop it and close the socket with 1008
+
+
+class FloodGuard:
+    """The frame budget of one session, shared by its sockets.
+
+    The first frame over budget is answered with an error frame; the next ones
+    are dropped without an answer (answering each would send the flooder as much
+    as it sends), and once ``strikes`` frames in a row were refused the socket is
+    closed. A frame allowed again ends the streak.
+    """
+
+    __slots__ = ("_refused", "bucket", "strikes")
+
+    def __init__(self, rate: float, burst: int, strikes: int) -> None:
+        self.bucket = TokenBucket(rate, burst)
+        self.strikes = strikes
+        self._refused = 0
+
+    def check(self, now: float) -> Verdict:
+        """Decide about one frame arriving at ``now``."""
+        if self.bucket.take(now):
+            self._refused = 0
+            return Verdict.ALLOW
+        self._refused += 1
+        if self._refused == 1:
+            return Verdict.WARN
+        if self._refused > self.strikes:
+            return Verdict.CLOSE
+        return Verdict.DROP
+
+
+class KeyedLimiter:
+    """One :class:`TokenBucket` per key, at most ``max_keys`` of them.
+
+    When a new key would exceed ``max_keys``, the least recently used key is
+    forgotten (it starts again with a full bucket): an attacker with more
+    addresses than that gains nothing a single one would not.
+    """
+
+    def __init__(
+        self, rate: float, burst: int, max_keys: int = DEFAULT_MAX_KEYS
+    ) -> None:
+        if max_keys <= 0:
+            raise ValueError("max_keys must be positive")
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, key: str, now: float) -> float:
+        """Take a token of ``key``'s bucket at ``now``.
+
+        Returns:
+            ``0.0`` when allowed, else the seconds until the key may try again.
+        """
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = TokenBucket(self.rate, self.burst)
+            self._buckets[key] = bucket
+            while len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        if bucket.take(now):
+            return 0.0
+        return max(bucket.retry_after(now), 1e-3)
