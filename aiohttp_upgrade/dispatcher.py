@@ -206,8 +206,9 @@ class Dispatcher:
             inbox = self._inbox = deque()
         inbox.append((kind, arg))
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-            self._track(self._task)
+            # _run() takes itself out of the server's set when it ends.
+            task = self._task = asyncio.get_running_loop().create_task(self._run())
+            self._tasks.add(task)
         if len(inbox) >= INBOX_HIGH_WATER and not self._reading_paused:
             self._reading_paused = True
             self._owner.pause_reading()
@@ -256,6 +257,7 @@ class Dispatcher:
     async def _run(self) -> None:
         inbox = self._inbox
         assert inbox is not None
+        me = self._task
         hooks = self._hooks
         ws = self._ws
         outbox = self._outbox
@@ -292,7 +294,10 @@ class Dispatcher:
             raise
         finally:
             outbox.write_now = False
-            self._task = None
+            if me is not None:
+                self._tasks.discard(me)
+            if self._task is me:
+                self._task = None
 
     async def _finish(self, kind: int, function: Hook, arg: Any) -> None:
         """Run an error or close hook; its failure is logged, not dispatched."""
