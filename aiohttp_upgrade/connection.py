@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Connection"]
 
-_MESSAGE: Final = Kind.MESSAGE
 _PING: Final = Kind.PING
 _PONG: Final = Kind.PONG
 _DRAIN: Final = Kind.DRAIN
@@ -91,7 +90,7 @@ class Connection(asyncio.Protocol):
 
     def on_message(self, message: str | bytes) -> None:
         self.idle_ticks = 0
-        self.dispatcher.dispatch(_MESSAGE, message)
+        self.dispatcher.message(message)
 
     def on_ping(self, data: bytes) -> None:
         self.idle_ticks = 0

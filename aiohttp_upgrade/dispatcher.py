@@ -60,6 +60,7 @@ class Kind:
 
 
 _OPEN: Final = Kind.OPEN
+_MESSAGE: Final = Kind.MESSAGE
 _DRAIN: Final = Kind.DRAIN
 _DROPPED: Final = Kind.DROPPED
 _ERROR: Final = Kind.ERROR
@@ -117,6 +118,7 @@ class Dispatcher:
         "_hooks",
         "_in_dropped",
         "_inbox",
+        "_message",
         "_outbox",
         "_owner",
         "_reading_paused",
@@ -141,6 +143,9 @@ class Dispatcher:
         # Created on first use: sockets whose hooks are plain functions rarely queue.
         self._inbox: deque[tuple[int, Any]] | None = None
         self._task: asyncio.Task[None] | None = None
+        message = hooks[Kind.MESSAGE]
+        # The plain message hook, called straight from message(); None otherwise.
+        self._message = message[0] if message is not None and not message[1] else None
         self._reading_paused = False
         self._in_dropped = False
 
@@ -165,6 +170,17 @@ class Dispatcher:
                 self._hook_failed(exc)
             return
         self._queue(kind, arg)
+
+    def message(self, message: str | bytes) -> None:
+        """Dispatch a message: :meth:`dispatch` for the hot path."""
+        function = self._message
+        if function is not None and self._task is None:
+            try:
+                function(self._ws, message)
+            except (Exception, asyncio.CancelledError) as exc:  # no task to cancel
+                self._hook_failed(exc)
+            return
+        self.dispatch(_MESSAGE, message)
 
     def dropped(self, message: Any) -> None:
         """Dispatch ``dropped``; a message dropped by the hook itself is not reported."""

@@ -188,7 +188,12 @@ class ServerWebSocket(Generic[DataT]):
         opcode, payload = _payload(message)
         if compress:
             return self._outbox.send(opcode, payload, compress, message)
-        return self._outbox.enqueue(build_frame(opcode, payload), len(payload), message)
+        length = len(payload)
+        if length < 126:  # build_frame() inlined for the commonest case
+            frame = bytes((0x80 | opcode, length)) + payload
+        else:
+            frame = build_frame(opcode, payload)
+        return self._outbox.enqueue(frame, length, message)
 
     def send_text(self, message: str, compress: bool = False) -> int:
         """Send a text frame; TypeError if ``message`` is not a str."""
