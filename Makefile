@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SYSTEM_PACKAGES := chromium
+SYSTEM_PACKAGES := chromium redis-server
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
@@ -11,13 +11,14 @@ PORT ?= 8080
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -e '.[test,bench,redis]'
 	touch $@
 
 demo: $(VENV)/.installed
 	$(PY) -m aiohttp.web -H $(HOST) -P $(PORT) demo.chat:init_app
 
-# Installs Debian's chromium when run as root (as CI does); otherwise says what to run.
+# Installs Debian's chromium and redis-server when run as root (as CI does); otherwise
+# says what to run. The tests start redis-server themselves, on a free port.
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -51,6 +52,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/fanout.py
 	$(PY) benchmarks/backpressure.py
 	$(PY) benchmarks/connections.py
+	$(PY) benchmarks/cluster.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

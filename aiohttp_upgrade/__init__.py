@@ -7,17 +7,27 @@ get Bun's non-blocking ``send()`` return codes.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
+from .broker import Broker, LocalBroker
 from .closecode import CloseCode
 from .deflate import PerMessageDeflate
-from .errors import InvalidOptionError, InvalidStateError, ProtocolError, WebSocketError
+from .errors import (
+    BrokerUnavailableError,
+    InvalidOptionError,
+    InvalidStateError,
+    ProtocolError,
+    WebSocketError,
+)
 from .handler import WebSocketHandler
 from .origin import origin_allowed
 from .server import Fetch, Server
 from .websocket import ReadyState, ServerWebSocket
+
+if TYPE_CHECKING:
+    from .redis_broker import RedisBroker as RedisBroker
 
 __version__ = "0.1.0"
 
@@ -28,10 +38,13 @@ SERVER_KEY: Final[web.AppKey[Server[Any]]] = web.AppKey(
 
 __all__ = [
     "SERVER_KEY",
+    "Broker",
+    "BrokerUnavailableError",
     "CloseCode",
     "Fetch",
     "InvalidOptionError",
     "InvalidStateError",
+    "LocalBroker",
     "PerMessageDeflate",
     "ProtocolError",
     "ReadyState",
@@ -41,3 +54,13 @@ __all__ = [
     "WebSocketHandler",
     "origin_allowed",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisBroker is imported on first use: the base install has no redis.
+    # (It is not in __all__, so that a star import never needs redis.)
+    if name == "RedisBroker":
+        from .redis_broker import RedisBroker
+
+        return RedisBroker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

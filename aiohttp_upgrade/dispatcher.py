@@ -167,7 +167,7 @@ class Dispatcher:
                 else:
                     function(self._ws, arg)
             except (Exception, asyncio.CancelledError) as exc:  # no task to cancel
-                self._hook_failed(exc)
+                self.hook_failed(exc)
             return
         self._queue(kind, arg)
 
@@ -178,7 +178,7 @@ class Dispatcher:
             try:
                 function(self._ws, message)
             except (Exception, asyncio.CancelledError) as exc:  # no task to cancel
-                self._hook_failed(exc)
+                self.hook_failed(exc)
             return
         self.dispatch(_MESSAGE, message)
 
@@ -234,7 +234,9 @@ class Dispatcher:
             self._reading_paused = False
             self._owner.resume_reading()
 
-    def _hook_failed(self, exc: BaseException) -> None:
+    def hook_failed(self, exc: BaseException) -> None:
+        """A hook raised ``exc``: log it, drop what is queued, dispatch ``error``,
+        and have the owner close the socket with 1011."""
         logger.error(
             "WebSocket handler raised; closing %r with 1011", self._ws, exc_info=exc
         )
@@ -299,9 +301,9 @@ class Dispatcher:
                 except asyncio.CancelledError as exc:
                     if _cancelling():
                         raise
-                    self._hook_failed(exc)
+                    self.hook_failed(exc)
                 except Exception as exc:
-                    self._hook_failed(exc)
+                    self.hook_failed(exc)
         except asyncio.CancelledError:
             # Cancelled from outside (the loop is shutting down): the socket is
             # aborted (which queues its close hook), and the close hook still runs.

@@ -5,6 +5,7 @@
     WebSocketError                  base class of everything raised here
     ├── InvalidOptionError          a handler option failed validation (also a ValueError)
     ├── InvalidStateError           an API call that the socket's state does not allow
+    ├── BrokerUnavailableError      the broker cannot reach its backend (Redis down)
     └── ProtocolError               the peer broke RFC 6455 / RFC 7692 (carries a close code)
 
 Caller misuse (``InvalidOptionError``, ``InvalidStateError``, ``TypeError``,
@@ -15,6 +16,7 @@ never reaches user code: it closes the offending socket with ``ProtocolError.cod
 from __future__ import annotations
 
 __all__ = [
+    "BrokerUnavailableError",
     "InvalidOptionError",
     "InvalidStateError",
     "ProtocolError",
@@ -36,6 +38,10 @@ class InvalidOptionError(WebSocketError, ValueError):
 
 class InvalidStateError(WebSocketError):
     """An API call was made in a state that does not allow it."""
+
+
+class BrokerUnavailableError(WebSocketError, ConnectionError):
+    """The broker cannot reach its backend now (``cluster_subscriber_count``)."""
 
 
 class ProtocolError(WebSocketError):

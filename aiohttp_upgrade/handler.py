@@ -28,7 +28,17 @@ DataT = TypeVar("DataT")
 Hook = Callable[..., Awaitable[None] | None]
 
 _OPTION_NAMES = tuple(Options.__dataclass_fields__)
-HOOK_NAMES = ("open", "message", "close", "drain", "dropped", "ping", "pong", "error")
+HOOK_NAMES = (
+    "open",
+    "message",
+    "close",
+    "drain",
+    "dropped",
+    "ping",
+    "pong",
+    "error",
+    "subscription",
+)
 
 
 def _normalise(name: str) -> str:
@@ -200,6 +210,16 @@ class WebSocketHandler(Generic[DataT]):
         self, ws: ServerWebSocket[DataT], exc: BaseException
     ) -> Awaitable[None] | None:
         """Called when another hook raised; the socket is then closed with 1011."""
+
+    def subscription(
+        self, ws: ServerWebSocket[DataT], topic: str, new_count: int, old_count: int
+    ) -> Awaitable[None] | None:
+        """Called when ``ws`` subscribed to ``topic`` (``new_count > old_count``) or
+        unsubscribed, also for each topic it leaves when it closes (before
+        ``close``); the counts are this process's subscribers of ``topic`` after
+        and before. Called synchronously from ``subscribe``/``unsubscribe``; an
+        async hook runs as a task. If it raises, an open socket is closed with
+        1011 as for any hook (a closing one's failure is logged)."""
 
 
 _HOOK_ARITY.update(

@@ -14,11 +14,12 @@ from typing import Any, Final, Generic, TypeVar, cast, overload
 from aiohttp import web
 
 from ._compat import compiled_mask, set_keepalive_timeout, take_over
+from .broker import Broker, LocalBroker
 from .closecode import CloseCode, check_close_code
 from .connection import Connection
 from .dispatcher import Kind, hook_table
 from .errors import InvalidOptionError, InvalidStateError
-from .frames import build_close_frame, build_frame
+from .frames import OP_TEXT, build_close_frame, build_frame
 from .handler import WebSocketHandler
 from .handshake import Accept, check_handshake, response_headers, wants_websocket
 from .origin import origin_allowed
@@ -123,9 +124,14 @@ class Server(Generic[DataT]):
             None leaves aiohttp's own keep-alive timeout in charge (75 s under
             ``run_app``, 3630 s under a bare ``AppRunner``). Upgraded sockets are
             governed by the handler's ``idle_timeout`` instead. Default 10, as Bun.
+        broker: shares topics with other processes (``RedisBroker``, or any
+            :class:`~aiohttp_upgrade.broker.Broker`); None (default) keeps pub/sub
+            in this process, at no cost. :meth:`setup` starts it when the app
+            starts and closes it at cleanup.
 
     Raises:
         InvalidOptionError: ``handshake_timeout`` is not None or a finite number > 0.
+        TypeError: ``broker`` is not a Broker.
     """
 
     def __init__(
@@ -134,9 +140,12 @@ class Server(Generic[DataT]):
         *,
         allowed_origins: Iterable[str] | None = None,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        broker: Broker | None = None,
     ) -> None:
         if not isinstance(websocket_handler, WebSocketHandler):
             raise TypeError("Server() needs a WebSocketHandler instance")
+        if broker is not None and not isinstance(broker, Broker):
+            raise TypeError(f"broker must be a Broker, got {type(broker).__name__}")
         if handshake_timeout is not None and (
             isinstance(handshake_timeout, bool)
             or not isinstance(handshake_timeout, int | float)
@@ -155,7 +164,17 @@ class Server(Generic[DataT]):
         self.allowed_origins = (
             None if allowed_origins is None else tuple(allowed_origins)
         )
-        self._topics: TopicRegistry[ServerWebSocket[DataT]] = TopicRegistry()
+        self.broker: Broker = LocalBroker() if broker is None else broker
+        remote = self.broker.remote
+        # None unless there is something to tell: the hot paths test only these.
+        self._relay = self.broker.publish if remote else None
+        self._interest = self.broker.subscription if remote else None
+        self._subscription_hook = websocket_handler._hooks["subscription"]
+        self._hook_tasks: set[asyncio.Task[None]] = set()
+        watch = self._interest is not None or self._subscription_hook is not None
+        self._topics: TopicRegistry[ServerWebSocket[DataT]] = TopicRegistry(
+            self._subscription_changed if watch else None
+        )
         self._sockets: dict[ServerWebSocket[DataT], None] = {}  # an ordered set
         # Tasks running async hooks, closed sockets' included until close ends.
         self._tasks: set[asyncio.Task[None]] = set()
@@ -384,8 +403,11 @@ class Server(Generic[DataT]):
     ) -> int:
         """Send ``message`` to every subscriber of ``topic``; return the worst code.
 
-        The payload length if every subscriber took it at once, -1 if any was
-        backpressured (queued), 0 if any dropped it or nobody is subscribed.
+        The code describes delivery on this process: the payload length if every
+        local subscriber took it at once, -1 if any was backpressured (queued), 0
+        if any dropped it or nobody here is subscribed. With a broker, the message
+        is also queued for the other processes, which deliver it to all their
+        subscribers of ``topic`` (at most once; see ``docs/scaling.rst``).
         """
         topic = check_topic(topic)
         opcode, payload = _payload(message)
@@ -399,8 +421,13 @@ class Server(Generic[DataT]):
         compress: bool,
         message: object,
         sender: ServerWebSocket[DataT] | None,
+        relay: bool = True,
     ) -> int:
-        """Fan a message out to ``topic``; the frame is built once for all sockets."""
+        """Fan a message out to ``topic`` here, the frame built once for all
+        sockets, and (``relay``) hand it to the broker for the other processes."""
+        relay_to = self._relay
+        if relay_to is not None and relay:
+            relay_to(topic, opcode, payload, compress)
         subscribers = self._topics.subscribers(topic)
         if not subscribers:
             return 0
@@ -430,9 +457,80 @@ class Server(Generic[DataT]):
             return 0
         return -1 if queued else length
 
+    def deliver(self, topic: str, opcode: int, payload: bytes, compress: bool) -> int:
+        """Fan out a message that another process published (called by the
+        broker): to every local subscriber of ``topic``, on the same encode-once
+        path as :meth:`publish`, and not relayed again. Returns the publish code."""
+        # What a dropped hook gets: the message as publish() was given it.
+        message = payload.decode(errors="replace") if opcode == OP_TEXT else payload
+        return self._publish_frame(
+            topic, opcode, payload, compress, message, None, relay=False
+        )
+
     def subscriber_count(self, topic: str) -> int:
-        """How many sockets are subscribed to ``topic`` right now."""
+        """How many sockets of this process are subscribed to ``topic`` right now."""
         return self._topics.count(check_topic(topic))
+
+    async def cluster_subscriber_count(self, topic: str) -> int:
+        """How many sockets are subscribed to ``topic`` on every live process.
+
+        Without a broker, the same as :meth:`subscriber_count`. With one, this
+        process's count now plus the other processes' as last reported (a
+        process that died without cleaning up drops out within the broker's
+        expiry time, three heartbeats for ``RedisBroker``).
+
+        Raises:
+            BrokerUnavailableError: the broker cannot reach its backend.
+            InvalidStateError: the broker is not started (before app startup).
+        """
+        topic = check_topic(topic)
+        if not self.broker.remote:
+            return self._topics.count(topic)
+        return await self.broker.cluster_count(topic)
+
+    def local_counts(self) -> dict[str, int]:
+        """A snapshot of the topics with subscribers on this process, and how many."""
+        return self._topics.counts()
+
+    # Called by ServerWebSocket.subscribe/unsubscribe and by forget().
+
+    # The topic registry's transition callback (subscribe, unsubscribe, and each
+    # topic a closing socket leaves), set only when a broker or hook listens.
+
+    def _subscription_changed(
+        self, ws: ServerWebSocket[DataT], topic: str, new: int, old: int
+    ) -> None:
+        """Tell the broker, then the handler's ``subscription`` hook."""
+        interest = self._interest
+        if interest is not None:
+            interest(topic, new, old)
+        hook = self._subscription_hook
+        if hook is None:
+            return
+        try:
+            result = hook[0](ws, topic, new, old)
+        except Exception as exc:
+            self._subscription_hook_failed(ws, exc)
+            return
+        if result is not None:
+            task = asyncio.ensure_future(self._finish_subscription_hook(ws, result))
+            self._hook_tasks.add(task)
+            task.add_done_callback(self._hook_tasks.discard)
+
+    async def _finish_subscription_hook(
+        self, ws: ServerWebSocket[DataT], awaitable: Awaitable[None]
+    ) -> None:
+        try:
+            await awaitable
+        except Exception as exc:
+            self._subscription_hook_failed(ws, exc)
+
+    @staticmethod
+    def _subscription_hook_failed(ws: ServerWebSocket[DataT], exc: Exception) -> None:
+        if ws.ready_state is _OPEN:
+            ws._fail(exc)  # logs it, calls error, closes with 1011
+        else:
+            logger.error("WebSocket subscription hook raised for %r", ws, exc_info=exc)
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -442,7 +540,8 @@ class Server(Generic[DataT]):
         return len(self._sockets)
 
     def _forget(self, ws: ServerWebSocket[DataT]) -> None:
-        """Drop a closing socket from the registry and every topic."""
+        """Drop a closing socket from the registry and every topic (the registry's
+        transition callback runs the ``subscription`` hook for each topic left)."""
         self._sockets.pop(ws, None)
         self._topics.unsubscribe_all(ws)
 
@@ -453,7 +552,10 @@ class Server(Generic[DataT]):
         key: web.AppKey[Server[DataT]] | None = None,
     ) -> None:
         """Register the server on ``app``: graceful shutdown, ``handshake_timeout``,
-        and the server stored as ``app[SERVER_KEY]`` and, typed, as ``app[key]``.
+        the server stored as ``app[SERVER_KEY]`` and, typed, as ``app[key]``, and
+        the broker, started with the app (it connects eagerly; an unreachable
+        backend is logged and retried, and the app starts anyway) and closed at
+        cleanup.
 
         Pass the root application (the one given to ``web.run_app`` or
         ``AppRunner``), before it starts: aiohttp reads the keep-alive timeout that
@@ -487,6 +589,7 @@ class Server(Generic[DataT]):
             set_keepalive_timeout(app, self.handshake_timeout)
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
+        app.on_cleanup.append(self._on_cleanup)
 
     async def _on_startup(self, app: web.Application) -> None:
         # On its first start the root app is not frozen yet, while add_subapp()
@@ -499,6 +602,10 @@ class Server(Generic[DataT]):
             )
         # A server object may outlive one app run (tests, in-process restarts).
         self._shutting_down = False
+        await self.broker.start(self)
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        await self.broker.close()
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.shutdown()

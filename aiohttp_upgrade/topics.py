@@ -111,5 +111,9 @@ class TopicRegistry(Generic[S]):
         members = self._by_topic.get(topic)
         return len(members) if members else 0
 
+    def counts(self) -> dict[str, int]:
+        """A snapshot: each topic that has subscribers, with how many."""
+        return {topic: len(members) for topic, members in self._by_topic.items()}
+
     def __len__(self) -> int:
         return len(self._by_topic)

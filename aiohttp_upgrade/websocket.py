@@ -283,7 +283,9 @@ class ServerWebSocket(Generic[DataT]):
         compress: bool = False,
     ) -> int:
         """Send to every subscriber of ``topic`` except this socket (unless
-        ``publish_to_self``); return the worst code among them (see README)."""
+        ``publish_to_self``); return the worst code among this process's
+        subscribers (see README). With a broker, other processes deliver it to
+        all their subscribers too."""
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return 0
@@ -419,6 +421,11 @@ class ServerWebSocket(Generic[DataT]):
             build_close_frame(error.code, error.reason),
             linger=True,
         )
+
+    def _fail(self, exc: BaseException) -> None:
+        """A hook run outside the dispatcher (``subscription``) raised: as if a
+        dispatched hook had (logged, ``error``, 1011)."""
+        self._conn.dispatcher.hook_failed(exc)
 
     def _hook_failed(self) -> None:
         if self.ready_state is not _OPEN:

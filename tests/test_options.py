@@ -248,6 +248,7 @@ def test_only_overridden_hooks_are_registered() -> None:
         "ping",
         "pong",
         "error",
+        "subscription",
     ]
 
 

@@ -1,0 +1,113 @@
+"""The broker interface: how a :class:`~aiohttp_upgrade.Server` shares topics with
+other processes.
+
+A broker carries the messages published on one process to the other processes
+that have subscribers of the same topic, and answers how many subscribers a topic
+has across all of them. :class:`LocalBroker` is the default and does nothing: one
+process, today's behaviour, at no cost. ``RedisBroker`` (extra ``redis``) goes
+through Redis pub/sub; a NATS or Redis Streams broker would implement the same
+six methods.
+
+The contract between the server and its broker::
+
+    Server                                  Broker
+    ------                                  ------
+    app startup              ---->  await start(host)
+    a socket subscribes or
+    unsubscribes, or leaves
+    its topics on close       ---->  subscription(topic, new_count, old_count)
+    publish (any kind)        ---->  publish(topic, opcode, payload, compress)
+    host.deliver(...)         <----  a message from another process
+    cluster_subscriber_count  ---->  await cluster_count(topic)
+    app cleanup               ---->  await close()
+
+``subscription`` and ``publish`` are called on the server's hot paths: they must
+be synchronous and cheap (queue, and do the I/O later in the broker's own task),
+and must never raise. The socket layer (``websocket.py``) knows nothing of
+brokers; only the server calls them.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar, Protocol
+
+__all__ = ["Broker", "BrokerHost", "LocalBroker"]
+
+
+class BrokerHost(Protocol):
+    """What a broker may call on the server it serves."""
+
+    def deliver(self, topic: str, opcode: int, payload: bytes, compress: bool) -> int:
+        """Fan a message that came from another process out to the local
+        subscribers of ``topic`` (the frame built once); return the publish code."""
+        ...
+
+    def local_counts(self) -> dict[str, int]:
+        """A snapshot of the topics that have local subscribers, with their counts."""
+        ...
+
+    def subscriber_count(self, topic: str) -> int:
+        """The number of local subscribers of ``topic`` now."""
+        ...
+
+
+class Broker(abc.ABC):
+    """Carries publishes between processes. Subclass it to add a transport.
+
+    A broker serves one server at a time, between ``start`` and ``close``.
+    Delivery between processes is at-most-once: a broker never buffers without a
+    bound, and drops (and counts) what it cannot send.
+    """
+
+    remote: ClassVar[bool] = True
+    """False only for :class:`LocalBroker`: the server then skips the broker
+    entirely on its hot paths."""
+
+    @abc.abstractmethod
+    async def start(self, host: BrokerHost) -> None:
+        """Start serving ``host`` (called at app startup). Must not fail because
+        the backend is unreachable: log it and keep retrying in the background."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop, release connections and tasks (called at app cleanup); idempotent."""
+
+    @abc.abstractmethod
+    def subscription(self, topic: str, new_count: int, old_count: int) -> None:
+        """The local subscriber count of ``topic`` changed from ``old_count`` to
+        ``new_count``. 0 -> 1: start receiving ``topic``; 1 -> 0: stop."""
+
+    @abc.abstractmethod
+    def publish(self, topic: str, opcode: int, payload: bytes, compress: bool) -> None:
+        """Queue a message for the other processes (``opcode`` is 1 for text, 2
+        for binary; ``payload`` the raw bytes). Synchronous, never raises."""
+
+    @abc.abstractmethod
+    async def cluster_count(self, topic: str) -> int:
+        """Subscribers of ``topic`` on every live process, this one included."""
+
+
+class LocalBroker(Broker):
+    """One process, no transport: the default. Publishes stay on this process."""
+
+    remote: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self._host: BrokerHost | None = None
+
+    async def start(self, host: BrokerHost) -> None:
+        self._host = host
+
+    async def close(self) -> None:
+        self._host = None
+
+    def subscription(self, topic: str, new_count: int, old_count: int) -> None:
+        return None
+
+    def publish(self, topic: str, opcode: int, payload: bytes, compress: bool) -> None:
+        return None
+
+    async def cluster_count(self, topic: str) -> int:
+        """The local count (there are no other processes)."""
+        return 0 if self._host is None else self._host.subscriber_count(topic)

@@ -1,0 +1,105 @@
+"""The bytes a publish crosses a broker as: pure functions, no I/O.
+
+One envelope carries one or more messages of one topic (the topic is the
+channel's name, not part of the envelope), all from one process::
+
+    envelope := magic "AU" (2 bytes) | version 1 (1 byte) | origin (8 bytes) | record+
+    record   := flags (1 byte) | length (4 bytes, big-endian) | payload (length bytes)
+    flags    := opcode (low 4 bits: 1 text, 2 binary) | 0x80 if the publish asked
+                to compress; every other bit zero
+
+The origin is a random id per broker, so that a process can recognise its own
+messages coming back. Nothing is ever unpickled or evaluated: a decoder checks
+every byte it relies on, and an envelope that is malformed anywhere (bad magic,
+unknown version or flags, a length past the end, a text payload that is not
+UTF-8) is rejected as a whole.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Final
+
+__all__ = [
+    "COMPRESS_FLAG",
+    "HEADER_SIZE",
+    "MAGIC",
+    "ORIGIN_SIZE",
+    "RECORD_HEADER_SIZE",
+    "MalformedEnvelope",
+    "decode_envelope",
+    "envelope_header",
+    "new_origin",
+    "record_header",
+]
+
+MAGIC: Final = b"AU\x01"  # the magic and version 1
+ORIGIN_SIZE: Final = 8
+HEADER_SIZE: Final = len(MAGIC) + ORIGIN_SIZE
+RECORD_HEADER_SIZE: Final = 5
+COMPRESS_FLAG: Final = 0x80
+
+_OP_TEXT: Final = 1
+_OP_BINARY: Final = 2
+_record = struct.Struct("!BI")
+_unpack_record = _record.unpack_from
+
+# The record headers of the two opcodes without and with the compress flag.
+_VALID_FLAGS: Final = frozenset(
+    (_OP_TEXT, _OP_BINARY, _OP_TEXT | COMPRESS_FLAG, _OP_BINARY | COMPRESS_FLAG)
+)
+
+Record = tuple[int, bytes, bool]
+"""(opcode, payload, compress)"""
+
+
+class MalformedEnvelope(ValueError):
+    """Bytes that are not a valid envelope (a forged or corrupted message)."""
+
+
+def new_origin() -> bytes:
+    """A random origin id for one broker."""
+    return os.urandom(ORIGIN_SIZE)
+
+
+def envelope_header(origin: bytes) -> bytes:
+    """The header that starts every envelope from ``origin``."""
+    if len(origin) != ORIGIN_SIZE:
+        raise ValueError(f"origin must be {ORIGIN_SIZE} bytes")
+    return MAGIC + origin
+
+
+def record_header(opcode: int, length: int, compress: bool) -> bytes:
+    """The 5 bytes before a payload of ``length`` bytes."""
+    return _record.pack(opcode | COMPRESS_FLAG if compress else opcode, length)
+
+
+def decode_envelope(data: bytes) -> tuple[bytes, list[Record]]:
+    """Return ``(origin, records)``; raise MalformedEnvelope if anything is off."""
+    end = len(data)
+    if end < HEADER_SIZE + RECORD_HEADER_SIZE or not data.startswith(MAGIC):
+        raise MalformedEnvelope("not an aiohttp-upgrade envelope (version 1)")
+    origin = data[len(MAGIC) : HEADER_SIZE]
+    records: list[Record] = []
+    pos = HEADER_SIZE
+    while pos < end:
+        if end - pos < RECORD_HEADER_SIZE:
+            raise MalformedEnvelope("truncated record header")
+        flags, length = _unpack_record(data, pos)
+        if flags not in _VALID_FLAGS:
+            raise MalformedEnvelope(f"invalid record flags 0x{flags:02x}")
+        pos += RECORD_HEADER_SIZE
+        stop = pos + length
+        if stop > end:
+            raise MalformedEnvelope("record length past the end")
+        payload = data[pos:stop]
+        opcode = flags & 0x0F
+        if opcode == _OP_TEXT:
+            try:
+                payload.decode()
+            except UnicodeDecodeError:
+                raise MalformedEnvelope("text record is not UTF-8") from None
+        records.append((opcode, payload, flags > 0x7F))
+        pos = stop
+    return origin, records
