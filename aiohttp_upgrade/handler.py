@@ -124,11 +124,37 @@ class WebSocketHandler(Generic[DataT]):
     backpressure).
 
     Options are class attributes, or keyword arguments of the constructor that
-    override them; they are validated when the handler is created (ValueError
-    naming the option; TypeError for an unknown one). Defaults are Bun's. A
-    subclass attribute or method whose name nearly matches an option or hook
+    override them; they are validated when the handler is created. Defaults are
+    Bun's:
+
+    ``max_payload_length`` (16 MiB)
+        A larger message, also after inflating, closes the socket with 1009.
+    ``idle_timeout`` (120)
+        Seconds without a frame in or a send out before the connection is aborted
+        (``close`` sees 1006); 0 disables; at most 960; fractions allowed.
+    ``backpressure_limit`` (16 MiB)
+        Buffered bytes above which sends drop the message and return 0.
+    ``close_on_backpressure_limit`` (False)
+        Abort the connection instead of dropping (``close`` sees 1006).
+    ``per_message_deflate`` (False)
+        True, or a :class:`~aiohttp_upgrade.PerMessageDeflate`, to negotiate
+        permessage-deflate (RFC 7692).
+    ``send_pings`` (True)
+        Ping a socket at 3/4 of ``idle_timeout`` before closing it as idle.
+    ``publish_to_self`` (False)
+        ``ws.publish`` also reaches ``ws`` when it is subscribed.
+    ``reset_idle_timeout_on_send`` (True)
+        Sends restart the idle timer too, as in Bun. With False only the client's
+        frames keep a socket alive, so a dead client in a busy room is pinged and
+        closed.
+
+    A subclass attribute or method whose name nearly matches an option or hook
     (``idle_timout``, ``on_message``, ``onOpen``, ``maxPayloadLength``) is ignored
     and gets a ``UserWarning`` naming what was probably meant.
+
+    Raises:
+        InvalidOptionError: an option is out of range (a ``ValueError`` naming it).
+        TypeError: an unknown keyword argument.
     """
 
     max_payload_length: int = DEFAULT_MAX_PAYLOAD_LENGTH
@@ -176,20 +202,41 @@ class WebSocketHandler(Generic[DataT]):
                 self._hooks[name] = (method, inspect.iscoroutinefunction(method))
 
     def open(self, ws: ServerWebSocket[DataT]) -> Awaitable[None] | None:
-        """Called once the socket is open, before any message is dispatched."""
+        """Called once the socket is open, before any message is dispatched.
+
+        If it raises, ``error`` is called and the socket closed with 1011.
+        """
 
     def message(
         self, ws: ServerWebSocket[DataT], message: str | bytes
     ) -> Awaitable[None] | None:
-        """Called for each message: ``str`` for a text frame, ``bytes`` for binary."""
+        """Called for each message: ``str`` for a text frame, ``bytes`` for binary.
+
+        Messages of one socket arrive in order; an ``async def message`` is awaited
+        before the next one of that socket is dispatched (the socket stops being
+        read while messages queue up).
+        """
 
     def close(
         self, ws: ServerWebSocket[DataT], code: int, reason: str
     ) -> Awaitable[None] | None:
-        """Called exactly once when the socket is closed; ``ws`` no longer sends."""
+        """Called exactly once when the socket is closed; ``ws`` no longer sends.
+
+        ``code`` is the client's close code (1005 if its Close had none), yours
+        from ``ws.close(code)``, 1006 when the connection was lost, aborted
+        (``terminate()``, idle timeout, ``close_on_backpressure_limit``), 1011 when
+        a hook raised, 1009/1002/1007 for a client's oversized or invalid frames,
+        1001 on shutdown. The socket has already left its topics: publish with
+        ``self.server.publish``. An async ``close`` runs to its end even when the
+        connection is already gone (on shutdown: for at most 5 seconds).
+        """
 
     def drain(self, ws: ServerWebSocket[DataT]) -> Awaitable[None] | None:
-        """Called when the write buffer has emptied after a send returned -1."""
+        """Called when the write buffer has emptied after a send returned -1.
+
+        Runs once per backpressure episode, with ``ws.get_buffered_amount() == 0``:
+        the time to send more (see the flow control guide).
+        """
 
     def dropped(
         self, ws: ServerWebSocket[DataT], message: str | bytes | bytearray | memoryview
@@ -201,15 +248,19 @@ class WebSocketHandler(Generic[DataT]):
         A plain ``dropped`` runs inside the ``send`` or ``publish`` call."""
 
     def ping(self, ws: ServerWebSocket[DataT], data: bytes) -> Awaitable[None] | None:
-        """Called for each ping, after the pong has been sent."""
+        """Called for each ping from the client, after the pong has been sent."""
 
     def pong(self, ws: ServerWebSocket[DataT], data: bytes) -> Awaitable[None] | None:
-        """Called for each pong."""
+        """Called for each pong from the client (an answer to ``ws.ping()`` or an
+        idle-timeout ping, or unsolicited)."""
 
     def error(
         self, ws: ServerWebSocket[DataT], exc: BaseException
     ) -> Awaitable[None] | None:
-        """Called when another hook raised; the socket is then closed with 1011."""
+        """Called when another hook raised, with that exception; the socket is then
+        closed with 1011 (``close`` follows) and the traceback logged once on the
+        ``aiohttp_upgrade`` logger. Other sockets are not affected. If ``error``
+        itself raises, that is logged too."""
 
     def subscription(
         self, ws: ServerWebSocket[DataT], topic: str, new_count: int, old_count: int

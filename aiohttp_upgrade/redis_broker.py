@@ -123,7 +123,7 @@ class RedisBroker(Broker):
         channel_prefix: prefix of every channel and key the broker uses, so that
             several apps can share one Redis.
         max_queue: messages queued for Redis at most; past it, publishes are
-            dropped for other processes and counted in :attr:`dropped`.
+            dropped for other processes and counted in ``dropped``.
         heartbeat_interval: seconds between heartbeats; a process that stops
             beating drops out of cluster counts after 3 intervals.
         backoff_base, backoff_cap: reconnect delays grow from ``backoff_base``
@@ -132,11 +132,11 @@ class RedisBroker(Broker):
         max_batch_bytes: largest envelope packing consecutive publishes to one
             topic (a single larger message is still sent, alone).
 
-    Counters (monotonic, for metrics): :attr:`published` messages sent to
-    Redis, :attr:`received` messages from other processes delivered here,
-    :attr:`dropped` messages not sent (Redis unreachable, queue full, or a
-    pipeline that failed), :attr:`reconnects` outages recovered from,
-    :attr:`malformed` messages on our channels that were not valid envelopes
+    Counters (monotonic, for metrics): ``published`` messages sent to
+    Redis, ``received`` messages from other processes delivered here,
+    ``dropped`` messages not sent (Redis unreachable, queue full, or a
+    pipeline that failed), ``reconnects`` outages recovered from,
+    ``malformed`` messages on our channels that were not valid envelopes
     (ignored).
 
     Raises:

@@ -207,12 +207,23 @@ class Server(Generic[DataT]):
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         """Wrap ``fetch(request, server)`` into an aiohttp request handler.
 
-        ``fetch`` may be sync or async. It calls :meth:`upgrade` and returns None to
-        upgrade, or returns a response. Returning None without upgrading answers 500,
-        and so does returning anything that is not a response (such as
-        ``upgrade()``'s False). A handshake whose ``Origin`` ``allowed_origins``
-        refuses is answered 403 before ``fetch`` runs; one with a wrong
-        ``Sec-WebSocket-Version`` is answered 426 whatever ``fetch`` returned.
+        Args:
+            fetch: a plain function or a coroutine function, Bun's ``fetch(req,
+                server)``. It calls :meth:`upgrade` and returns None to upgrade, or
+                returns a response (which is sent as usual).
+
+        Returns:
+            An ordinary aiohttp handler for ``router.add_get``, a ``RouteTableDef``
+            or a sub-application; middlewares run around it as around any handler.
+            Before calling ``fetch`` it answers 403 to a WebSocket handshake whose
+            ``Origin`` fails ``allowed_origins``. After ``fetch``: an upgraded
+            request gets its 101, and the handler returns only when the socket has
+            closed and its ``close`` hook has run; a request :meth:`upgrade`
+            refused for its ``Sec-WebSocket-Version`` gets 426 whatever ``fetch``
+            returned; ``fetch`` returning None without upgrading, or anything that
+            is not a response (such as ``upgrade()``'s False), gets 500 (and a log
+            line saying why). An exception from ``fetch`` propagates to aiohttp
+            like any handler's.
 
         Raises:
             TypeError: ``fetch`` is not callable.
@@ -325,14 +336,28 @@ class Server(Generic[DataT]):
     ) -> bool:
         """Upgrade ``request`` once ``fetch`` returns; False if it cannot be upgraded.
 
-        False when the request is not a valid WebSocket handshake (HTTP/1.1 or
-        later, RFC 6455 4.1), was already upgraded, or the server is shutting down.
+        Synchronous, as in Bun: nothing is sent yet. When ``fetch`` then returns
+        None, the 101 response goes out, the socket is created with ``ws.data =
+        data``, the ``open`` hook runs and frames are dispatched until it closes.
         (A handshake from an ``Origin`` that ``allowed_origins`` refuses never
         reaches ``fetch``: the adapter answers 403.)
-        ``data`` becomes ``ws.data``; it may be left out only when the server's
-        data type admits None (type checkers enforce it). ``headers`` are added to
-        the 101 response (handshake headers in it are ignored, except
-        ``Sec-WebSocket-Protocol``, which picks the subprotocol).
+
+        Args:
+            request: the request ``fetch`` received.
+            data: becomes ``ws.data``; it may be left out only when the server's
+                data type admits None (type checkers enforce it).
+            headers: a mapping or (name, value) pairs added to the 101 response.
+                Handshake headers in it (such as ``Upgrade``, ``Connection``,
+                ``Sec-WebSocket-Accept``, ``Sec-WebSocket-Extensions``) are ignored;
+                ``Sec-WebSocket-Protocol`` picks the subprotocol (otherwise the
+                client's first offer is taken).
+
+        Returns:
+            True if the request will be upgraded. False, doing nothing, when it is
+            not a valid WebSocket handshake (HTTP/1.1 or later, RFC 6455 4.1; a
+            wrong or missing ``Sec-WebSocket-Version`` is then answered 426
+            whatever ``fetch`` returns), was already upgraded, or the server is
+            shutting down.
 
         Raises:
             InvalidStateError: ``request`` did not come through :meth:`handler`.
@@ -403,11 +428,27 @@ class Server(Generic[DataT]):
     ) -> int:
         """Send ``message`` to every subscriber of ``topic``; return the worst code.
 
-        The code describes delivery on this process: the payload length if every
-        local subscriber took it at once, -1 if any was backpressured (queued), 0
-        if any dropped it or nobody here is subscribed. With a broker, the message
-        is also queued for the other processes, which deliver it to all their
-        subscribers of ``topic`` (at most once; see ``docs/scaling.rst``).
+        Never awaits and never blocks on a slow subscriber: the frame is built once
+        (and deflated once, where it can be shared) and queued on every subscriber;
+        a subscriber over its ``backpressure_limit`` misses it, the others do not.
+        With a broker, the message is also queued for the other processes, which
+        deliver it to all their subscribers of ``topic`` (at most once; see the
+        scaling guide).
+
+        Args:
+            topic: a non-empty string.
+            message: ``str`` is sent as a text frame, bytes-like as binary.
+            compress: deflate it for subscribers that negotiated
+                permessage-deflate.
+
+        Returns:
+            Delivery on this process only. The payload length if every local
+            subscriber took it at once, -1 if any was backpressured (queued; its
+            ``drain`` follows), 0 if any dropped it or nobody here is subscribed.
+
+        Raises:
+            TypeError: ``topic`` is not a str, or ``message`` not str or bytes-like.
+            ValueError: ``topic`` is empty.
         """
         topic = check_topic(topic)
         opcode, payload = _payload(message)
@@ -468,7 +509,13 @@ class Server(Generic[DataT]):
         )
 
     def subscriber_count(self, topic: str) -> int:
-        """How many sockets of this process are subscribed to ``topic`` right now."""
+        """How many sockets of this process are subscribed to ``topic`` right now
+        (Bun's ``subscriberCount``).
+
+        Raises:
+            TypeError: ``topic`` is not a str.
+            ValueError: ``topic`` is empty.
+        """
         return self._topics.count(check_topic(topic))
 
     async def cluster_subscriber_count(self, topic: str) -> int:
@@ -536,7 +583,11 @@ class Server(Generic[DataT]):
 
     @property
     def pending_websockets(self) -> int:
-        """Number of open sockets."""
+        """Number of open sockets of this server (Bun's ``pendingWebSockets``).
+
+        A socket counts from its 101 until it closes (it no longer counts when its
+        ``close`` hook runs).
+        """
         return len(self._sockets)
 
     def _forget(self, ws: ServerWebSocket[DataT]) -> None:
@@ -558,8 +609,12 @@ class Server(Generic[DataT]):
         cleanup.
 
         Pass the root application (the one given to ``web.run_app`` or
-        ``AppRunner``), before it starts: aiohttp reads the keep-alive timeout that
-        carries ``handshake_timeout`` from the root only. A sub-application is
+        ``AppRunner``, or returned by the factory of ``python -m aiohttp.web``),
+        before it starts, even when the route is in a sub-application: aiohttp
+        reads the keep-alive timeout that carries ``handshake_timeout`` from the
+        root only, and handlers in every sub-application find the server as
+        ``request.config_dict[SERVER_KEY]``. On the app's shutdown it runs
+        :meth:`shutdown` (1001 to every socket). A sub-application is
         accepted only with ``handshake_timeout=None``. Create one Server per
         application (in an app factory, say): shutting an app down closes its
         server for good.
@@ -617,7 +672,17 @@ class Server(Generic[DataT]):
 
         Each client gets a Close frame and then its connection is closed at once,
         without waiting for the client's answer, so that clients cannot delay the
-        shutdown; the close hooks are awaited for at most ``SHUTDOWN_TIMEOUT``.
+        shutdown; the close hooks are awaited for at most 5 seconds. :meth:`setup`
+        calls it (with 1001) when the app shuts down; call it yourself to close
+        everything earlier. From then on :meth:`upgrade` returns False until the
+        app is started again.
+
+        Args:
+            code: the close code sent to every client (and seen by ``close``).
+            reason: the close reason, cut to 123 bytes.
+
+        Raises:
+            ValueError: ``code`` is not a close code an endpoint may send.
         """
         check_close_code(code)
         self._shutting_down = True

@@ -55,7 +55,11 @@ _NO_STATUS: Final = CloseCode.NO_STATUS_RECEIVED
 
 
 class ReadyState(enum.IntEnum):
-    """Connection state, with the numbers Bun's ``readyState`` reports."""
+    """Connection state, with the numbers Bun's ``readyState`` reports.
+
+    A socket your hooks see is ``OPEN`` and then ``CLOSED``: the server never
+    reports ``CONNECTING`` (the socket exists only after the 101) nor ``CLOSING``.
+    """
 
     CONNECTING = 0
     OPEN = 1
@@ -110,14 +114,26 @@ def _control_payload(data: bytes | bytearray | memoryview | str) -> bytes:
 
 
 class ServerWebSocket(Generic[DataT]):
-    """An open WebSocket. ``data`` is whatever ``server.upgrade(data=...)`` attached.
+    """An upgraded connection, Bun's ``ServerWebSocket``; created by the server, never
+    by you. Hooks receive it as ``ws``.
 
-    Send methods return Bun's codes: the payload length when the frame was queued
-    onto an idle connection, ``-1`` when bytes were already waiting in the socket's
-    write buffer (the frame is queued and will be delivered; ``drain`` follows),
-    ``0`` when it was dropped (socket closed, or ``backpressure_limit`` exceeded:
-    the handler's ``dropped`` hook then gets the message) and for an empty payload
-    (which is still sent).
+    Attributes:
+        data: whatever ``server.upgrade(request, data=...)`` attached (a
+            ``DataT``); yours to read and replace.
+        remote_address: the client's IP address (``request.remote``), or ``""``.
+        ready_state: :attr:`ReadyState.OPEN` until the socket closes, then
+            :attr:`ReadyState.CLOSED` (never ``CLOSING``).
+        subprotocol: the negotiated ``Sec-WebSocket-Protocol``, or None.
+
+    Send methods never await and never block. They return Bun's codes: the
+    payload length when the frame was queued onto an idle connection, ``-1`` when
+    bytes were already waiting in the socket's write buffer (the frame is queued
+    and will be delivered; ``drain`` follows once the buffer is empty), ``0`` when
+    it was dropped (socket closed, or more than ``backpressure_limit`` bytes
+    buffered: the handler's ``dropped`` hook then gets the message) and for an
+    empty payload (which is still sent). Frames sent to one
+    socket keep their order and go out in one write per event-loop turn (or per
+    read, for what hooks send in answer to it).
     """
 
     __slots__ = (
@@ -181,7 +197,18 @@ class ServerWebSocket(Generic[DataT]):
     ) -> int:
         """Send a text frame for ``str``, a binary frame for bytes-like; return Bun's code.
 
-        ``compress`` compresses only when permessage-deflate was negotiated.
+        Args:
+            message: the payload.
+            compress: deflate it, if permessage-deflate was negotiated with this
+                client (otherwise it is sent uncompressed).
+
+        Returns:
+            The payload length, -1 (queued behind buffered bytes; ``drain``
+            follows) or 0 (dropped: closed or over ``backpressure_limit``; also
+            for an empty payload, which is sent).
+
+        Raises:
+            TypeError: ``message`` is neither str nor bytes-like.
         """
         if self.ready_state is not _OPEN:
             return 0
@@ -196,7 +223,8 @@ class ServerWebSocket(Generic[DataT]):
         return self._outbox.enqueue(frame, length, message)
 
     def send_text(self, message: str, compress: bool = False) -> int:
-        """Send a text frame; TypeError if ``message`` is not a str."""
+        """Send a text frame; returns like :meth:`send`. TypeError if ``message`` is
+        not a str."""
         if not isinstance(message, str):
             raise TypeError(f"send_text needs a str, got {type(message).__name__}")
         if self.ready_state is not _OPEN:
@@ -206,7 +234,8 @@ class ServerWebSocket(Generic[DataT]):
     def send_binary(
         self, message: bytes | bytearray | memoryview, compress: bool = False
     ) -> int:
-        """Send a binary frame; TypeError if ``message`` is not bytes-like."""
+        """Send a binary frame; returns like :meth:`send`. TypeError if ``message``
+        is not bytes-like."""
         if not isinstance(message, bytes | bytearray | memoryview):
             raise TypeError(
                 f"send_binary needs a bytes-like object, got {type(message).__name__}"
@@ -216,27 +245,47 @@ class ServerWebSocket(Generic[DataT]):
         return self._outbox.send(OP_BINARY, bytes(message), compress, message)
 
     def ping(self, data: bytes | bytearray | memoryview | str = b"") -> int:
-        """Send a ping (payload at most 125 bytes, else ValueError)."""
+        """Send a ping; returns like :meth:`send` (0 once closed).
+
+        The client answers with a pong, which the ``pong`` hook receives.
+
+        Raises:
+            ValueError: the payload is longer than 125 bytes (RFC 6455 5.5).
+        """
         payload = _control_payload(data)
         if self.ready_state is not _OPEN:
             return 0
         return self._outbox.enqueue(build_frame(OP_PING, payload), len(payload))
 
     def pong(self, data: bytes | bytearray | memoryview | str = b"") -> int:
-        """Send an unsolicited pong (payload at most 125 bytes, else ValueError)."""
+        """Send an unsolicited pong; returns like :meth:`send` (0 once closed).
+
+        Pings from the client are answered automatically; this is a heartbeat.
+
+        Raises:
+            ValueError: the payload is longer than 125 bytes (RFC 6455 5.5).
+        """
         payload = _control_payload(data)
         if self.ready_state is not _OPEN:
             return 0
         return self._outbox.enqueue(build_frame(OP_PONG, payload), len(payload))
 
     def get_buffered_amount(self) -> int:
-        """Bytes sent but not yet handed to the kernel."""
+        """Bytes sent but not yet handed to the kernel (0 once closed).
+
+        Above ``backpressure_limit`` sends return 0 (dropped).
+        """
         if self.ready_state is _CLOSED and self._conn.transport.is_closing():
             return 0
         return self._outbox.buffered
 
     def cork(self, callback: Callable[[ServerWebSocket[DataT]], T]) -> T:
-        """Run ``callback(ws)``; whatever it sends goes out in one write. Returns its result."""
+        """Run ``callback(ws)``; whatever it sends goes out in one write. Returns its result.
+
+        Use it to send several frames from an async hook (whose sends are otherwise
+        written one by one) or from outside any hook, such as a timer. The write
+        happens when ``callback`` returns or raises; its exception propagates.
+        """
         outbox = self._outbox
         write_now = outbox.write_now
         outbox.write_now = False
@@ -249,21 +298,29 @@ class ServerWebSocket(Generic[DataT]):
     # -- pub/sub ---------------------------------------------------------------
 
     def subscribe(self, topic: str) -> bool:
-        """Subscribe to ``topic``; False if already subscribed or closed."""
+        """Subscribe to ``topic``; True if newly subscribed, False if already
+        subscribed or closed. A closed socket has left all its topics.
+
+        Raises:
+            TypeError: ``topic`` is not a str.
+            ValueError: ``topic`` is empty.
+        """
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return False
         return self._ctx.topics.subscribe(self, topic)
 
     def unsubscribe(self, topic: str) -> bool:
-        """Unsubscribe from ``topic``; True if it was subscribed."""
+        """Unsubscribe from ``topic``; True if it was subscribed. Raises like
+        :meth:`subscribe`."""
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return False
         return self._ctx.topics.unsubscribe(self, topic)
 
     def is_subscribed(self, topic: str) -> bool:
-        """True if this socket is subscribed to ``topic`` (False once closed)."""
+        """True if this open socket is subscribed to ``topic``. Raises like
+        :meth:`subscribe`."""
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return False
@@ -284,8 +341,18 @@ class ServerWebSocket(Generic[DataT]):
     ) -> int:
         """Send to every subscriber of ``topic`` except this socket (unless
         ``publish_to_self``); return the worst code among this process's
-        subscribers (see README). With a broker, other processes deliver it to
-        all their subscribers too."""
+        subscribers. With a broker, other processes deliver it to all their
+        subscribers too.
+
+        Returns:
+            The payload length if every local subscriber took it at once, -1 if
+            any queued it behind buffered bytes, 0 if any dropped it, if nobody
+            else here is subscribed, or if this socket is closed.
+
+        Raises:
+            TypeError: ``topic`` is not a str, or ``message`` not str or bytes-like.
+            ValueError: ``topic`` is empty.
+        """
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return 0
@@ -304,7 +371,8 @@ class ServerWebSocket(Generic[DataT]):
         message: bytes | bytearray | memoryview,
         compress: bool = False,
     ) -> int:
-        """:meth:`publish` a binary frame; TypeError if ``message`` is not bytes-like."""
+        """:meth:`publish` a binary frame; TypeError if ``message`` is not
+        bytes-like."""
         if not isinstance(message, bytes | bytearray | memoryview):
             raise TypeError(
                 f"publish_binary needs a bytes-like object, got {type(message).__name__}"
@@ -314,10 +382,19 @@ class ServerWebSocket(Generic[DataT]):
     # -- closing ---------------------------------------------------------------
 
     def close(self, code: int = _NORMAL, reason: str = "") -> None:
-        """Close with ``code`` and ``reason`` (cut to 123 bytes); idempotent.
+        """Close with ``code`` and ``reason``; idempotent (does nothing once closed).
+
+        The Close frame goes out after everything already sent; the ``close`` hook
+        runs at once with ``code`` and ``reason``, without waiting for the client's
+        Close, and events not yet dispatched to async hooks are dropped.
+
+        Args:
+            code: 1000 (default) or another code an endpoint may send: 1001-1003,
+                1007-1014, 3000-4999 (RFC 6455 7.4).
+            reason: cut to 123 bytes of UTF-8 on a character boundary.
 
         Raises:
-            ValueError: ``code`` may not be sent (see :func:`check_close_code`).
+            ValueError: ``code`` is not one of those.
         """
         check_close_code(code)
         if self.ready_state is not _OPEN:
@@ -326,7 +403,8 @@ class ServerWebSocket(Generic[DataT]):
         self._begin_close(code, reason, build_close_frame(code, reason), linger=True)
 
     def terminate(self) -> None:
-        """Abort the connection without a Close frame; the close hook sees 1006."""
+        """Abort the connection at once, without a Close frame and dropping what is
+        still buffered; the ``close`` hook sees 1006. Idempotent."""
         if self.ready_state is not _OPEN:
             return
         self._abort(_ABNORMAL, "")

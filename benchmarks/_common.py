@@ -1,5 +1,5 @@
 """Helpers shared by the benchmark scripts: CPU pinning and accounting, server
-processes, a raw WebSocket client protocol, percentiles.
+processes, a raw WebSocket client protocol, percentiles, JSON output.
 
 Every benchmark runs its server in a child process pinned to one CPU and its load
 generator in the parent, pinned to another, and charges the server's CPU time
@@ -8,18 +8,24 @@ generator in the parent, pinned to another, and charges the server's CPU time
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import dataclasses
+import datetime
+import json
 import math
 import os
+import platform
 import resource
 import socket
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, cast
+from importlib import metadata
+from typing import Any, Final, cast
 
 __all__ = [
     "CLIENT_CPU",
@@ -27,6 +33,7 @@ __all__ = [
     "SERVER_CPU",
     "RawClient",
     "ServerProcess",
+    "add_json_option",
     "announce_port",
     "client_frame",
     "close_clients",
@@ -34,6 +41,7 @@ __all__ = [
     "cpu_seconds",
     "handshake_request",
     "install_uvloop",
+    "machine",
     "open_socket",
     "parse_server_frames",
     "percentile",
@@ -42,6 +50,7 @@ __all__ = [
     "raise_nofile",
     "settle_malloc",
     "spread",
+    "write_json",
 ]
 
 SERVER_CPU: Final = 0
@@ -122,6 +131,84 @@ def install_uvloop() -> bool:
     return True
 
 
+# -- JSON output -------------------------------------------------------------------
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--json PATH``: also write every measurement (all rounds) as JSON."""
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the raw results as JSON to PATH"
+    )
+
+
+def machine() -> dict[str, Any]:
+    """What a reader needs to compare figures: versions, CPU, placement."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "aiohttp": version("aiohttp"),
+        "aiohttp_upgrade": version("aiohttp-upgrade"),
+        "uvloop": version("uvloop"),
+        "platform": platform.platform(),
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "server_cpu": SERVER_CPU,
+        "client_cpu": CLIENT_CPU,
+    }
+
+
+def _record(result: object) -> dict[str, Any]:
+    """A dataclass result as a dict, with its derived properties."""
+    assert dataclasses.is_dataclass(result) and not isinstance(result, type)
+    record = dataclasses.asdict(result)
+    for name, value in vars(type(result)).items():
+        if isinstance(value, property):
+            record[name] = getattr(result, name)
+    return record
+
+
+def write_json(
+    path: str | None,
+    benchmark: str,
+    args: argparse.Namespace,
+    results: Iterable[object],
+) -> None:
+    """Write ``results`` (dataclasses) with the run's arguments and machine to
+    ``path``; nothing when ``path`` is None. ``benchmarks/chart.py`` reads it."""
+    if path is None:
+        return
+    document = {
+        "benchmark": benchmark,
+        "machine": machine(),
+        "args": {
+            key: value
+            for key, value in vars(args).items()
+            if key not in ("serve", "client", "json")
+        },
+        "results": [_record(result) for result in results],
+    }
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(document, f, indent=1)
+        f.write("\n")
+    print(f"wrote {path}")
+
+
 # -- server processes -------------------------------------------------------------
 
 
@@ -160,8 +247,13 @@ class ServerProcess:
 
     @classmethod
     def start(cls, script: str, args: Sequence[str]) -> ServerProcess:
+        return cls.start_command([sys.executable, script, *args])
+
+    @classmethod
+    def start_command(cls, command: Sequence[str]) -> ServerProcess:
+        """Run any server (Bun's too) that prints ``PORT n`` once it listens."""
         process = subprocess.Popen(
-            [sys.executable, script, *args],
+            command,
             stdout=subprocess.PIPE,
             text=True,
             preexec_fn=lambda: pin(SERVER_CPU) and None,

@@ -41,6 +41,10 @@ from aiohttp import web
 
 from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import add_json_option, write_json
+
 SCRIPT: Final = os.path.abspath(__file__)
 MIB: Final = 1024 * 1024
 MESSAGE_SIZE: Final = 64 * 1024
@@ -423,6 +427,7 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS))
     parser.add_argument("--serve", choices=list(SCENARIOS), help=argparse.SUPPRESS)
     parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
+    add_json_option(parser)
     args = parser.parse_args()
     if args.client is not None:
         run_client(args.client)
@@ -448,6 +453,7 @@ def main() -> None:
         if not r.peak_reset:
             print(f"note: {r.scenario} could not reset VmHWM; growth includes startup")
     report(results)
+    write_json(args.json, "backpressure", args, results)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,10 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import add_json_option, write_json
+
 IMPLS: Final = ("aiohttp", "upgrade")
 LABELS: Final = {"aiohttp": "plain aiohttp", "upgrade": "aiohttp-upgrade"}
 HELLO: Final = b"\x81\x02hi"
@@ -458,6 +462,9 @@ async def main(args: Any) -> None:
             }
         )
     report(rounds)
+    write_json(
+        args.json, "connections", args, [r for one in rounds for r in one.values()]
+    )
 
 
 def parse_args(argv: Sequence[str]) -> Any:
@@ -469,6 +476,7 @@ def parse_args(argv: Sequence[str]) -> Any:
         "--per-process", type=int, default=5000, help="sockets per client process"
     )
     parser.add_argument("--tracemalloc", action="store_true")
+    add_json_option(parser)
     parser.add_argument("--serve", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--hold", help=argparse.SUPPRESS)
     return parser.parse_args(argv)

@@ -10,7 +10,7 @@ measured interval) and its ratio against plain aiohttp in the same run.
 Servers: plain aiohttp (``async for msg in ws: await ws.send_str(msg.data)``),
 aiohttp-upgrade with a plain ``def message`` hook (dispatched straight from the
 parser) and with an ``async def message`` hook (dispatched by the socket's owner
-task).
+task), and Bun (``benchmarks/bun_echo.ts``) when ``$BUN`` or ``bun`` on PATH is found.
 
 Each figure is the median over --repeat rounds (servers alternating order), with
 [min-max] after it; ratios are taken within each round.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from _common import (
     CLK_TCK,
     RawClient,
     ServerProcess,
+    add_json_option,
     announce_port,
     client_frame,
     close_clients,
@@ -48,16 +50,21 @@ from _common import (
     print_table,
     settle_malloc,
     spread,
+    write_json,
 )
 
 SCRIPT: Final = os.path.abspath(__file__)
 
-IMPLS: Final = ("aiohttp", "upgrade", "upgrade-async")
+IMPLS: Final = ("aiohttp", "upgrade", "upgrade-async", "bun")
 LABELS: Final = {
     "aiohttp": "plain aiohttp",
     "upgrade": "aiohttp-upgrade",
     "upgrade-async": "upgrade async",
+    "bun": "Bun",
 }
+# Bun (``$BUN`` or ``bun`` on PATH) joins the default servers when it is found.
+BUN: Final = os.environ.get("BUN") or shutil.which("bun")
+BUN_SCRIPT: Final = os.path.join(os.path.dirname(SCRIPT), "bun_echo.ts")
 WARM_UP_SECONDS: Final = 0.3
 
 
@@ -180,7 +187,12 @@ async def bench_server(
     impl: str, round_: int, args: argparse.Namespace
 ) -> list[Result]:
     flags = ["--serve", impl] + (["--uvloop"] if args.uvloop else [])
-    server = ServerProcess.start(SCRIPT, flags)
+    if impl == "bun":
+        if BUN is None:
+            raise SystemExit("bun not found: set BUN=/path/to/bun")
+        server = ServerProcess.start_command([BUN, BUN_SCRIPT])
+    else:
+        server = ServerProcess.start(SCRIPT, flags)
     results = []
     try:
         for count in args.clients:
@@ -265,6 +277,7 @@ async def main(args: argparse.Namespace) -> None:
         for impl in impls:
             results += await bench_server(impl, round_, args)
     report(results)
+    write_json(args.json, "echo", args, results)
 
 
 def parse_args() -> argparse.Namespace:
@@ -275,8 +288,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--repeat", type=int, default=3, help="rounds; medians and spread are shown"
     )
-    parser.add_argument("--servers", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        choices=IMPLS,
+        default=[impl for impl in IMPLS if impl != "bun" or BUN],
+    )
     parser.add_argument("--uvloop", action="store_true", help="run servers on uvloop")
+    add_json_option(parser)
     parser.add_argument("--serve", choices=IMPLS, help=argparse.SUPPRESS)
     return parser.parse_args()
 

@@ -25,6 +25,8 @@ delivery and of p99 latency against plain aiohttp in the same round.
 Each figure is the median over --repeat rounds (servers alternating order), with
 [min-max] after it; ratios are taken within each round.
 
+Bun (``benchmarks/bun_fanout.ts``) joins when ``$BUN`` or ``bun`` on PATH is found.
+
 Usage: python benchmarks/fanout.py [--n 100 1000] [--repeat 3] [--uvloop]
 """
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import struct
 import sys
@@ -50,6 +53,7 @@ from _common import (
     CLK_TCK,
     RawClient,
     ServerProcess,
+    add_json_option,
     announce_port,
     client_frame,
     close_clients,
@@ -63,6 +67,7 @@ from _common import (
     raise_nofile,
     settle_malloc,
     spread,
+    write_json,
 )
 
 SCRIPT: Final = os.path.abspath(__file__)
@@ -70,9 +75,12 @@ SCRIPT: Final = os.path.abspath(__file__)
 TOPIC: Final = "room"
 COUNT_QUERY: Final = "?"
 TIMESTAMP_LENGTH: Final = 21
-IMPLS: Final = ("aiohttp", "upgrade")
+IMPLS: Final = ("aiohttp", "upgrade", "bun")
 MODES: Final = ("burst", "paced")
-LABELS: Final = {"aiohttp": "plain aiohttp", "upgrade": "aiohttp-upgrade"}
+LABELS: Final = {"aiohttp": "plain aiohttp", "upgrade": "aiohttp-upgrade", "bun": "Bun"}
+# Bun (``$BUN`` or ``bun`` on PATH) joins the default servers when it is found.
+BUN: Final = os.environ.get("BUN") or shutil.which("bun")
+BUN_SCRIPT: Final = os.path.join(os.path.dirname(SCRIPT), "bun_fanout.ts")
 
 
 # -- servers (run in the child process) ------------------------------------------
@@ -358,7 +366,12 @@ async def bench_server(
     impl: str, n: int, round_: int, args: argparse.Namespace
 ) -> list[Result]:
     flags = ["--serve", impl] + (["--uvloop"] if args.uvloop else [])
-    server = ServerProcess.start(SCRIPT, flags)
+    if impl == "bun":
+        if BUN is None:
+            raise SystemExit("bun not found: set BUN=/path/to/bun")
+        server = ServerProcess.start_command([BUN, BUN_SCRIPT])
+    else:
+        server = ServerProcess.start(SCRIPT, flags)
     results = []
     try:
         size = args.size
@@ -463,6 +476,7 @@ async def main(args: argparse.Namespace) -> None:
             for impl in impls:
                 results += await bench_server(impl, n, round_, args)
     report(results)
+    write_json(args.json, "fanout", args, results)
 
 
 def parse_args() -> argparse.Namespace:
@@ -484,9 +498,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--repeat", type=int, default=3, help="rounds; medians and spread are shown"
     )
-    parser.add_argument("--servers", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        choices=IMPLS,
+        default=[impl for impl in IMPLS if impl != "bun" or BUN],
+    )
     parser.add_argument("--uvloop", action="store_true", help="run servers on uvloop")
     parser.add_argument("--verbose", action="store_true")
+    add_json_option(parser)
     parser.add_argument("--serve", choices=IMPLS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.size < TIMESTAMP_LENGTH:

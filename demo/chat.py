@@ -4,6 +4,11 @@ Run it with::
 
     python -m aiohttp.web -H 127.0.0.1 -P 8080 demo.chat:init_app
 
+or on several workers sharing ``DEMO_DATA_DIR`` and ``DEMO_REDIS_URL`` (``make
+demo-cluster`` does this, with a Redis of its own)::
+
+    gunicorn demo.chat:gunicorn_app -k aiohttp.GunicornWebWorker -w 2
+
 Routes:
 
 - ``GET /``: the chat page when signed in, the sign-in page otherwise.
@@ -20,6 +25,8 @@ Routes:
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -29,7 +36,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from aiohttp_upgrade import Server, origin_allowed
+from aiohttp_upgrade import Broker, Server, origin_allowed
 
 from .auth import (
     clear_session_cookie,
@@ -43,6 +50,7 @@ from .handler import ChatHandler, SocketData
 from .limits import KeyedLimiter
 from .models import User
 from .names import NAME_PATTERN, NameRefused, clean_name
+from .roster import Roster
 from .store import Store
 
 __all__ = [
@@ -54,6 +62,7 @@ __all__ = [
     "STATIC_DIR",
     "STORE_KEY",
     "create_app",
+    "gunicorn_app",
     "init_app",
 ]
 
@@ -164,7 +173,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     if existing is not None:
         mine = await current_session(request)
         same_browser = mine.session_id if mine is not None else None
-        if request.app[CHAT_KEY].connected_elsewhere(existing.id, same_browser):
+        if await request.app[CHAT_KEY].connected_elsewhere(existing.id, same_browser):
             log.info("refused a sign-in as %s: connected elsewhere", existing.name)
             return _see_other("/?error=taken")
     try:
@@ -216,7 +225,7 @@ async def fetch(
     session = await current_session(request)
     if session is None:
         return web.Response(status=401, text="sign in first")
-    refusal = request.app[CHAT_KEY].refusal(session.session_id, session.user.id)
+    refusal = await request.app[CHAT_KEY].refusal(session.session_id, session.user.id)
     if refusal is not None:
         return web.Response(status=429, text=refusal)
     data = SocketData(
@@ -251,8 +260,11 @@ def create_app(config: Config) -> web.Application:
         history_per_room=limits.history_per_room,
         max_stored_messages=limits.max_stored_messages,
     )
-    chat = ChatHandler(store, config.clock, limits)
-    server = Server(chat, allowed_origins=config.allowed_origins)
+    roster = Roster(store, heartbeat=config.presence_heartbeat)
+    chat = ChatHandler(store, config.clock, limits, roster)
+    server = Server(
+        chat, allowed_origins=config.allowed_origins, broker=_broker(config)
+    )
     app[CONFIG_KEY] = config
     app[STORE_KEY] = store
     app[CHAT_KEY] = chat
@@ -266,7 +278,15 @@ def create_app(config: Config) -> web.Application:
     async def database(app: web.Application) -> AsyncIterator[None]:
         await store.open()
         log.info("chat database: %s", config.database_path)
+        # Without a broker this process is the only worker: rows left by an
+        # earlier run that crashed are stale at once.
+        await roster.start(exclusive=config.redis_url is None)
+        heartbeat = asyncio.create_task(_heartbeat(chat, roster))
         yield
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+        await roster.stop()
         await store.close()
 
     app.cleanup_ctx.append(database)
@@ -279,6 +299,35 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/ws", server.handler(fetch))
     app.router.add_static("/static/", STATIC_DIR)
     return app
+
+
+def _broker(config: Config) -> Broker | None:
+    """A RedisBroker when ``config`` names a Redis, else None (in-process)."""
+    if config.redis_url is None:
+        return None
+    from aiohttp_upgrade import RedisBroker  # needs the redis extra
+
+    log.info("publishing through Redis at %s", _without_password(config.redis_url))
+    return RedisBroker(config.redis_url, channel_prefix="demo-chat:")
+
+
+def _without_password(url: str) -> str:
+    head, at, tail = url.rpartition("@")
+    return f"{head.split('://')[0]}://***@{tail}" if at else url
+
+
+async def _heartbeat(chat: ChatHandler, roster: Roster) -> None:
+    """Every ``roster.heartbeat`` seconds: renew this worker in the roster,
+    announce the people who left with dead workers, and close the sockets of
+    sessions signed out on other workers. A failing beat is logged and retried
+    at the next one."""
+    while True:
+        await asyncio.sleep(roster.heartbeat)
+        try:
+            chat.announce(await roster.beat())
+            await chat.end_signed_out_sessions()
+        except Exception:
+            log.exception("presence heartbeat failed; retrying")
 
 
 def init_app(argv: list[str]) -> web.Application:
@@ -299,3 +348,14 @@ def init_app(argv: list[str]) -> web.Application:
         force=True,
     )
     return create_app(Config.from_env(os.environ))
+
+
+async def gunicorn_app() -> web.Application:
+    """Entry point for gunicorn's aiohttp worker, one app per worker::
+
+        gunicorn demo.chat:gunicorn_app -k aiohttp.GunicornWebWorker -w 2
+
+    Settings as for :func:`init_app`; every worker needs the same ``DEMO_SECRET``
+    and, to share rooms, ``DEMO_REDIS_URL``.
+    """
+    return init_app([])

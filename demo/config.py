@@ -1,15 +1,23 @@
 """Demo settings, read from environment variables with safe defaults.
 
-========================  ==============================================  =========
-variable                  meaning                                         default
-========================  ==============================================  =========
-``DEMO_DATA_DIR``         directory holding ``chat.sqlite3``; created     ``./data``
-``DEMO_SECRET``           key that signs session cookies                  generated
-``DEMO_ALLOWED_ORIGINS``  extra origins allowed to open the WebSocket     none
-                          (comma separated); the page's own origin
-                          is always allowed
-``DEMO_SESSION_TTL``      seconds a sign-in stays valid                   ``604800``
-========================  ==============================================  =========
+===========================  ==============================================  ==========
+variable                     meaning                                         default
+===========================  ==============================================  ==========
+``DEMO_DATA_DIR``            directory holding ``chat.sqlite3``; created     ``./data``
+``DEMO_SECRET``              key that signs session cookies (the same for    generated
+                             every worker)
+``DEMO_ALLOWED_ORIGINS``     extra origins allowed to open the WebSocket     none
+                             (comma separated); the page's own origin
+                             is always allowed
+``DEMO_SESSION_TTL``         seconds a sign-in stays valid                   ``604800``
+``DEMO_REDIS_URL``           the workers' Redis (``redis://host:6379/0``):   none
+                             publishes cross to every worker through a
+                             ``RedisBroker``; unset, the demo is one
+                             process with the in-process broker
+``DEMO_PRESENCE_HEARTBEAT``  seconds between a worker's presence             ``5``
+                             heartbeats; a killed worker's people leave
+                             "Here now" within 4 times this
+===========================  ==============================================  ==========
 
 A missing ``DEMO_SECRET`` is generated for this process only (and logged), so
 every restart signs everybody out; set it to keep sessions across restarts.
@@ -25,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .limits import Limits
+from .roster import DEFAULT_HEARTBEAT
 
 __all__ = [
     "DATABASE_NAME",
@@ -62,6 +71,8 @@ class Config:
     session_ttl: int = DEFAULT_SESSION_TTL
     clock: Callable[[], float] = field(default=time.time, compare=False)
     limits: Limits = field(default_factory=Limits)
+    redis_url: str | None = None
+    presence_heartbeat: float = DEFAULT_HEARTBEAT
 
     @property
     def database_path(self) -> Path:
@@ -107,6 +118,25 @@ class Config:
             raise ConfigError("DEMO_SESSION_TTL must be a whole number") from None
         if ttl <= 0:
             raise ConfigError("DEMO_SESSION_TTL must be positive")
+        redis_url = env.get("DEMO_REDIS_URL", "").strip() or None
+        if redis_url is not None and not redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError(
+                "DEMO_REDIS_URL must start with redis://, rediss:// or unix://"
+            )
+        raw_heartbeat = env.get("DEMO_PRESENCE_HEARTBEAT", "")
+        try:
+            heartbeat = float(raw_heartbeat) if raw_heartbeat else DEFAULT_HEARTBEAT
+        except ValueError:
+            raise ConfigError("DEMO_PRESENCE_HEARTBEAT must be a number") from None
+        if not 0 < heartbeat < 3600:
+            raise ConfigError("DEMO_PRESENCE_HEARTBEAT must be between 0 and 3600")
         return cls(
-            data_dir=data_dir, secret=secret, allowed_origins=origins, session_ttl=ttl
+            data_dir=data_dir,
+            secret=secret,
+            allowed_origins=origins,
+            session_ttl=ttl,
+            redis_url=redis_url,
+            presence_heartbeat=heartbeat,
         )

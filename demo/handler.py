@@ -1,18 +1,24 @@
 """The chat's WebSocket side: what each socket carries and how its frames are handled.
 
 Rooms are topics named ``room:<name>``. A join subscribes the socket, announces
-the person to the room (once, however many tabs they have) and answers with the
-room's recent history and members; a chat message is saved to the database
-first and published to the room after, with the author taken from ``ws.data``.
+the person to the room (once, however many tabs they have, on however many
+workers) and answers with the room's recent history and members; a chat message
+is saved to the database first and published to the room after, with the author
+taken from ``ws.data``. Who is where is kept in the shared database
+(:mod:`demo.roster`), and announcements go through ``server.publish``, so with a
+Redis broker they reach every worker.
 
 Defences (numbers in :mod:`demo.limits`):
 
 - every frame of a session spends a token of its :class:`~demo.limits.FloodGuard`;
   the first over budget gets a ``rate_limited`` error frame, the next are dropped,
   and a socket that goes on is closed with 1008;
-- a session, and a user over all sessions, may hold a few sockets: the route
-  answers 429 beyond that, and :meth:`ChatHandler.open` closes with 1008 a
-  socket that got past it in a race of concurrent handshakes;
+- a session, and a user over all sessions, may hold a few sockets on all
+  workers together: the route answers 429 beyond that, and
+  :meth:`ChatHandler.open` closes with 1008 a socket that got past it in a race
+  of concurrent handshakes (the count and the insert are one transaction);
+- the frame budget is per worker: a session with tabs on two workers gets
+  twice the rate (each worker keeps its own buckets, in memory);
 - a socket is closed (4001) when its session expires, by a timer set in ``open``;
 - a client that stops reading is cut once ``backpressure_limit`` bytes wait for
   it, and one that goes silent is pinged and closed after ``idle_timeout`` even
@@ -22,6 +28,7 @@ Defences (numbers in :mod:`demo.limits`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +44,6 @@ from .limits import (
     Verdict,
 )
 from .models import User
-from .presence import Presence
 from .protocol import (
     MAX_FRAME_LENGTH,
     Join,
@@ -53,7 +59,8 @@ from .protocol import (
     encode_message,
     parse_client_message,
 )
-from .store import DEFAULT_HISTORY_LIMIT, Store
+from .roster import Change, Roster
+from .store import DEFAULT_HISTORY_LIMIT, Store, StoreClosedError
 
 __all__ = [
     "MAX_ROOMS_PER_SOCKET",
@@ -91,6 +98,7 @@ class SocketData:
     session_id: str
     expires_at: int
     rooms: set[str] = field(default_factory=set)
+    socket_id: int = 0  # the roster's id, set in open
     expiry: asyncio.TimerHandle | None = field(default=None, compare=False)
 
     @property
@@ -105,10 +113,11 @@ def room_topic(room: str) -> str:
 
 
 class ChatHandler(WebSocketHandler[SocketData]):
-    """Handles every chat socket of one app.
+    """Handles every chat socket of one app (one worker).
 
     The hooks publish through :attr:`server` (a person leaving is announced
     after their socket is closed, when ``ws.publish`` can no longer send).
+    ``roster`` holds who is connected and where, for every worker.
     """
 
     # One frame of the protocol, UTF-8 encoded, with room to spare.
@@ -123,7 +132,11 @@ class ChatHandler(WebSocketHandler[SocketData]):
     reset_idle_timeout_on_send = False
 
     def __init__(
-        self, store: Store, clock: Callable[[], float], limits: Limits | None = None
+        self,
+        store: Store,
+        clock: Callable[[], float],
+        limits: Limits | None = None,
+        roster: Roster | None = None,
     ) -> None:
         limits = limits or Limits()
         super().__init__(
@@ -133,7 +146,7 @@ class ChatHandler(WebSocketHandler[SocketData]):
         self.store = store
         self.clock = clock
         self.limits = limits
-        self.presence = Presence()
+        self.roster = roster or Roster(store)
         self._by_session: dict[str, set[Socket]] = {}
         self._by_user: dict[int, set[Socket]] = {}
         self._guards: dict[str, FloodGuard] = {}
@@ -146,25 +159,45 @@ class ChatHandler(WebSocketHandler[SocketData]):
         self._guards.pop(session_id, None)
         return len(sockets)
 
-    def refusal(self, session_id: str, user_id: int) -> str | None:
+    async def refusal(self, session_id: str, user_id: int) -> str | None:
         """Why one more socket of this session and user is refused, or ``None``:
-        the session or the user holds its cap of sockets, or the session has
-        spent its frame budget (so a flooder closed with 1008 cannot reconnect
-        at once and go on)."""
+        the session or the user holds its cap of sockets on all workers, or the
+        session has spent its frame budget on this worker (so a flooder closed
+        with 1008 cannot reconnect at once and go on)."""
         guard = self._guards.get(session_id)
         if guard is not None and guard.bucket.retry_after(self.clock()) > 0:
             return "too many messages: wait a moment"
-        if len(self._by_session.get(session_id, ())) >= self.limits.sockets_per_session:
+        in_session, of_user = await self.roster.socket_counts(session_id, user_id)
+        if in_session >= self.limits.sockets_per_session:
             return f"a session may open {self.limits.sockets_per_session} connections"
-        if len(self._by_user.get(user_id, ())) >= self.limits.sockets_per_user:
+        if of_user >= self.limits.sockets_per_user:
             return f"a user may open {self.limits.sockets_per_user} connections"
         return None
 
-    def connected_elsewhere(self, user_id: int, session_id: str | None) -> bool:
-        """True when ``user_id`` has an open socket of a session other than
-        ``session_id``: somebody is using that name in another browser now."""
-        return any(
-            ws.data.session_id != session_id for ws in self._by_user.get(user_id, ())
+    async def connected_elsewhere(self, user_id: int, session_id: str | None) -> bool:
+        """True when ``user_id`` has an open socket, on any worker, of a session
+        other than ``session_id``: somebody is using that name in another
+        browser now."""
+        return await self.roster.connected_elsewhere(user_id, session_id)
+
+    def announce(self, changes: list[Change]) -> None:
+        """Publish each change of membership to its room (and so to every worker)."""
+        for change in changes:
+            encode = encode_member_joined if change.joined else encode_member_left
+            self.server.publish(
+                room_topic(change.room), encode(change.room, change.user)
+            )
+
+    async def end_signed_out_sessions(self) -> int:
+        """Close this worker's sockets whose session no longer exists (signed out
+        on another worker, or expired); return how many were closed."""
+        if not self._by_session:
+            return 0
+        live = await self.store.live_sessions(list(self._by_session), self.clock())
+        return sum(
+            self.end_session(session_id)
+            for session_id in list(self._by_session)
+            if session_id not in live
         )
 
     def _guard(self, session_id: str) -> FloodGuard:
@@ -189,17 +222,21 @@ class ChatHandler(WebSocketHandler[SocketData]):
 
     # -- hooks -------------------------------------------------------------------
 
-    def open(self, ws: Socket) -> None:
-        """Register the socket under its session and user, close it with 1008 if
-        that puts either over its cap, else arm its expiry and say hello."""
+    async def open(self, ws: Socket) -> None:
+        """Register the socket under its session and user (in the roster, for
+        every worker), close it with 1008 if that puts either over its cap,
+        else arm its expiry and say hello."""
         data = ws.data
-        session = self._by_session.setdefault(data.session_id, set())
-        session.add(ws)
-        user = self._by_user.setdefault(data.user_id, set())
-        user.add(ws)
-        if (
-            len(session) > self.limits.sockets_per_session
-            or len(user) > self.limits.sockets_per_user
+        data.socket_id = self.roster.new_socket_id()
+        self._by_session.setdefault(data.session_id, set()).add(ws)
+        self._by_user.setdefault(data.user_id, set()).add(ws)
+        limits = self.limits
+        if not await self.roster.connect(
+            data.socket_id,
+            data.session_id,
+            data.user_id,
+            limits.sockets_per_session,
+            limits.sockets_per_user,
         ):
             ws.close(POLICY_VIOLATION, "too many connections")
             return
@@ -240,24 +277,23 @@ class ChatHandler(WebSocketHandler[SocketData]):
         if isinstance(request, Join):
             await self._join(ws, request.room)
         elif isinstance(request, Leave):
-            self._leave(ws, request.room)
+            await self._leave(ws, request.room)
         elif isinstance(request, Say):
             await self._say(ws, request.room, request.text)
 
-    def close(self, ws: Socket, code: int, reason: str) -> None:
-        """Forget the socket and announce its person leaving each room."""
+    async def close(self, ws: Socket, code: int, reason: str) -> None:
+        """Forget the socket and announce its person leaving each room where it
+        was their last socket on any worker."""
         data = ws.data
         if data.expiry is not None:
             data.expiry.cancel()
             data.expiry = None
         _discard(self._by_session, data.session_id, ws)
         _discard(self._by_user, data.user_id, ws)
-        for room in sorted(ws.data.rooms):
-            if self.presence.remove(room, ws.data.user):
-                self.server.publish(
-                    room_topic(room), encode_member_left(room, ws.data.user)
-                )
-        ws.data.rooms.clear()
+        data.rooms.clear()
+        # StoreClosedError: the app stopped before this socket did.
+        with contextlib.suppress(StoreClosedError):
+            self.announce(await self.roster.disconnect(data.socket_id))
 
     # -- requests ----------------------------------------------------------------
 
@@ -276,22 +312,28 @@ class ChatHandler(WebSocketHandler[SocketData]):
             # arrives live (perhaps twice, which clients merge by id), never not at all.
             ws.subscribe(room_topic(room))
             data.rooms.add(room)
-            if self.presence.add(room, data.user):
-                ws.publish_text(room_topic(room), encode_member_joined(room, data.user))
+            if await self.roster.join(data.socket_id, room, data.user):
+                announcement = encode_member_joined(room, data.user)
+                if ws.ready_state is ReadyState.OPEN:
+                    ws.publish_text(room_topic(room), announcement)
+                else:  # closed meanwhile: its close hook announces the leave
+                    self.server.publish(room_topic(room), announcement)
         history = await self.store.recent_messages(room, DEFAULT_HISTORY_LIMIT)
+        members = await self.roster.members(room)
         if ws.ready_state is ReadyState.OPEN and room in data.rooms:
-            ws.send_text(encode_joined(room, history, self.presence.members(room)))
+            ws.send_text(encode_joined(room, history, members))
 
-    def _leave(self, ws: Socket, room: str) -> None:
+    async def _leave(self, ws: Socket, room: str) -> None:
         data = ws.data
         if room in data.rooms:
             data.rooms.discard(room)
             ws.unsubscribe(room_topic(room))
-            if self.presence.remove(room, data.user):
+            if await self.roster.leave(data.socket_id, room, data.user):
                 self.server.publish(
                     room_topic(room), encode_member_left(room, data.user)
                 )
-        ws.send_text(encode_left(room))
+        if ws.ready_state is ReadyState.OPEN:
+            ws.send_text(encode_left(room))
 
     async def _say(self, ws: Socket, room: str, text: str) -> None:
         data = ws.data

@@ -165,6 +165,15 @@ class Store:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the store's thread, after the calls made
+        before it; for modules that keep tables of their own (:mod:`demo.roster`).
+
+        Raises:
+            StoreClosedError: the store is not open.
+        """
+        return await self._run(fn)
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         executor, conn = self._executor, self._conn
         if self._closed or executor is None or conn is None:
@@ -229,6 +238,27 @@ class Store:
                 (session_id, now),
             ).fetchone()
             return None if row is None else User(int(row[0]), str(row[1]))
+
+        return await self._run(query)
+
+    async def live_sessions(self, session_ids: list[str], now: float) -> set[str]:
+        """The ids among ``session_ids`` of sessions that exist and have not
+        expired at ``now`` (the others were signed out, perhaps on another worker)."""
+
+        def query(conn: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(session_ids), 500):
+                chunk = session_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    row[0]
+                    for row in conn.execute(
+                        f"SELECT id FROM sessions WHERE id IN ({marks})"
+                        " AND expires_at > ?",
+                        (*chunk, now),
+                    )
+                )
+            return found
 
         return await self._run(query)
 

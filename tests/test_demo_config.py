@@ -34,12 +34,21 @@ def test_variables_are_read() -> None:
             "DEMO_SECRET": "x" * 20,
             "DEMO_ALLOWED_ORIGINS": " https://a.example/ ,http://b.example:8080,",
             "DEMO_SESSION_TTL": "60",
+            "DEMO_REDIS_URL": " redis://cache:6379/2 ",
+            "DEMO_PRESENCE_HEARTBEAT": "0.5",
         }
     )
     assert config.database_path == Path("/srv/chat/chat.sqlite3")
     assert config.secret == b"x" * 20
     assert config.allowed_origins == ("https://a.example", "http://b.example:8080")
     assert config.session_ttl == 60
+    assert config.redis_url == "redis://cache:6379/2"
+    assert config.presence_heartbeat == 0.5
+
+
+def test_no_redis_by_default() -> None:
+    """Without DEMO_REDIS_URL the demo is one process with the in-process broker."""
+    assert Config.from_env({"DEMO_SECRET": "y" * 32}).redis_url is None
 
 
 @pytest.mark.parametrize(
@@ -49,8 +58,21 @@ def test_variables_are_read() -> None:
         {"DEMO_ALLOWED_ORIGINS": "evil.example"},
         {"DEMO_SESSION_TTL": "soon"},
         {"DEMO_SESSION_TTL": "0"},
+        {"DEMO_REDIS_URL": "cache:6379"},
+        {"DEMO_PRESENCE_HEARTBEAT": "often"},
+        {"DEMO_PRESENCE_HEARTBEAT": "0"},
+        {"DEMO_PRESENCE_HEARTBEAT": "nan"},
     ],
-    ids=["short-secret", "origin-without-scheme", "ttl-not-number", "ttl-zero"],
+    ids=[
+        "short-secret",
+        "origin-without-scheme",
+        "ttl-not-number",
+        "ttl-zero",
+        "redis-without-scheme",
+        "heartbeat-not-number",
+        "heartbeat-zero",
+        "heartbeat-nan",
+    ],
 )
 def test_bad_values_are_refused(env: dict[str, str]) -> None:
     """An unusable value stops the start with ConfigError naming the variable."""

@@ -1,0 +1,92 @@
+"""Two people in headless Chromium, each on a different worker process of the demo
+(two ports, one SQLite file, one real redis-server), chat and see each other.
+
+Uses Debian's ``chromium`` as tests/test_demo_browser.py does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from .demo_cluster_support import DemoWorker, demo_worker
+from .redis_support import RedisProcess, requires_redis, running_redis
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = [
+    pytest.mark.browser,
+    requires_redis,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"
+    ),
+    pytest.mark.skipif(
+        importlib.util.find_spec("playwright") is None,
+        reason="needs Playwright for Python (pip install playwright)",
+    ),
+]
+
+if TYPE_CHECKING or importlib.util.find_spec("playwright") is not None:
+    from playwright.async_api import Browser, Page, async_playwright
+
+    from demo.screenshot import launch_chromium, page_wait_members, say, sign_in
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisProcess]:
+    yield from running_redis()
+
+
+@pytest.fixture
+async def workers(
+    redis: RedisProcess, tmp_path: Path
+) -> AsyncIterator[tuple[DemoWorker, DemoWorker]]:
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(demo_worker(tmp_path / "data", redis.url))
+        b = await stack.enter_async_context(demo_worker(tmp_path / "data", redis.url))
+        yield a, b
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await launch_chromium(playwright)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def members(page: Page) -> list[str]:
+    return await page.locator("#member-list li").all_text_contents()
+
+
+async def test_two_people_on_two_workers_chat_and_see_each_other(
+    browser: Browser, workers: tuple[DemoWorker, DemoWorker]
+) -> None:
+    """Ada's page on worker A and Bob's on worker B list both under "Here now"
+    and show each other's messages."""
+    a, b = workers
+    ada = await (await browser.new_context()).new_page()
+    bob = await (await browser.new_context()).new_page()
+    await sign_in(ada, a.url, "ada")
+    await sign_in(bob, b.url, "bob")
+    await page_wait_members(ada, 2)
+    await page_wait_members(bob, 2)
+    assert await members(ada) == await members(bob) == ["ada", "bob"]
+    await say(ada, "hello from worker A")
+    await bob.locator(
+        "#message-list .message", has_text="hello from worker A"
+    ).wait_for()
+    await say(bob, "hello from worker B")
+    reply = ada.locator("#message-list .message", has_text="hello from worker B")
+    await reply.wait_for()
+    assert await reply.locator(".author").text_content() == "bob"
+    await bob.close()
+    await page_wait_members(ada, 1)
+    assert await members(ada) == ["ada"]
