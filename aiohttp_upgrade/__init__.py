@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 from aiohttp import web
 
 from .broker import Broker, LocalBroker
+from .closecode import CloseCode
 from .deflate import PerMessageDeflate
 from .errors import (
     BrokerUnavailableError,
@@ -39,6 +40,7 @@ __all__ = [
     "SERVER_KEY",
     "Broker",
     "BrokerUnavailableError",
+    "CloseCode",
     "Fetch",
     "InvalidOptionError",
     "InvalidStateError",

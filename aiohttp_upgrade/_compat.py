@@ -1,82 +1,113 @@
-"""The few aiohttp internals aiohttp-upgrade relies on, in one place.
+"""The aiohttp internals aiohttp-upgrade relies on, all in this one module.
 
-aiohttp has no public API to take over an upgraded connection's byte stream or to
-wait for its write buffer to empty; ``WebSocketResponse`` itself uses these.
+aiohttp has no public API to hand an upgraded connection's transport to another
+protocol; ``WebSocketResponse`` instead keeps aiohttp's request handler, its task
+and its HTTP machinery alive for the socket's whole life. :func:`take_over` does
+the hand-over instead, touching these ``RequestHandler`` attributes:
+
+- ``_message_tail``: bytes that arrived after the handshake, in the same read or
+  before the take-over (aiohttp buffers them for a ``set_parser`` call);
+- ``_force_close``: makes ``RequestHandler.start()`` end once our request
+  handler has returned, without closing the transport (and makes its
+  ``data_received`` ignore anything);
+- ``_manager`` and ``_parser``: the connection's ``web.Server`` and HTTP parser,
+  released so that nothing of aiohttp's survives per socket;
+- ``transport`` (``BaseProtocol``): cleared so that nothing aiohttp does later
+  (``force_close``, ``shutdown``) can close the transport it no longer owns.
+
+Plus ``Application._handler_args`` and the keep-alive timer that
+``RequestHandler.connection_made`` arms since aiohttp 3.14.4
+(:func:`set_keepalive_timeout`), and the
+compiled XOR of ``aiohttp._websocket.helpers`` (:data:`compiled_mask`). All are
+checked when this module is imported, so an aiohttp that changed them fails with
+a clear ImportError instead of misbehaving; tests/test_compat.py pins each.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.web_protocol import RequestHandler
 
-if not (
-    hasattr(RequestHandler, "set_parser") and "_drain_waiter" in BaseProtocol.__slots__
-):  # pragma: no cover - checked against each supported aiohttp release
-    raise ImportError(
-        f"aiohttp-upgrade does not support aiohttp {aiohttp.__version__}: "
-        "RequestHandler.set_parser or BaseProtocol._drain_waiter is missing"
-    )
-
 __all__ = [
-    "PayloadParser",
-    "drain_waiter",
-    "install_parser",
-    "mask_in_place",
+    "compiled_mask",
     "set_keepalive_timeout",
+    "take_over",
 ]
 
-_aiohttp_mask: Callable[[bytes, bytearray], None] | None
-try:  # aiohttp's compiled XOR is ~10x faster than pure Python for large payloads
-    from aiohttp._websocket.helpers import websocket_mask as _aiohttp_mask
-except ImportError:  # pragma: no cover - layout of a future aiohttp
-    _aiohttp_mask = None
+_HANDLER_SLOTS: Final = ("_message_tail", "_force_close", "_manager", "_parser")
 
 
-def _mask_with_ints(mask: bytes, data: bytearray) -> None:
-    n = len(data)
-    key = (mask * ((n >> 2) + 1))[:n]
-    data[:] = (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(
-        n, "little"
+def _missing() -> list[str]:
+    slots = set(getattr(RequestHandler, "__slots__", ())) | set(
+        getattr(BaseProtocol, "__slots__", ())
+    )
+    missing = [name for name in (*_HANDLER_SLOTS, "transport") if name not in slots]
+    if not hasattr(RequestHandler, "keep_alive"):
+        missing.append("RequestHandler.keep_alive")
+    if "_keepalive_handle" not in RequestHandler.connection_made.__code__.co_names:
+        # Before aiohttp 3.14.4 the keep-alive timer, which handshake_timeout
+        # uses, started only after the first response.
+        missing.append("the keep-alive timer armed in RequestHandler.connection_made")
+    if "_handler_args" not in web.Application.__init__.__code__.co_names:
+        missing.append("Application._handler_args")
+    return missing
+
+
+_MISSING: Final = _missing()
+if _MISSING:  # pragma: no cover - checked against each supported aiohttp release
+    raise ImportError(
+        f"aiohttp-upgrade does not support aiohttp {aiohttp.__version__}: "
+        f"it lacks {', '.join(_MISSING)} (supported: aiohttp>=3.14.4,<4)"
     )
 
-
-mask_in_place = _aiohttp_mask if _aiohttp_mask is not None else _mask_with_ints
-"""``mask_in_place(mask, data)`` XORs ``data`` with ``mask`` repeated (RFC 6455 5.3)."""
-
-
-class PayloadParser(Protocol):
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]: ...
-    def feed_eof(self) -> None: ...
-
-
-def install_parser(request: web.BaseRequest, parser: PayloadParser) -> None:
-    """Route every byte the client sends after the handshake to ``parser``."""
-    protocol: Any = request.protocol
-    protocol.set_parser(parser)
-    protocol.keep_alive(False)
+compiled_mask: Callable[[bytes, bytearray], None] | None
+"""aiohttp's compiled ``websocket_mask(key, data)``, ~10x faster than pure Python
+for large payloads; None if this aiohttp build has no such helper."""
+try:
+    from aiohttp._websocket.helpers import websocket_mask as compiled_mask
+except ImportError:  # pragma: no cover - layout of a future aiohttp
+    compiled_mask = None
 
 
-def drain_waiter(protocol: Any) -> asyncio.Future[None] | None:
-    """Return the future aiohttp resolves when ``protocol`` resumes writing.
+def take_over(request: web.BaseRequest, protocol: asyncio.Protocol) -> bytes:
+    """Give the connection of ``request`` (101 written) to ``protocol``.
 
-    None when writing is not paused (or the connection is gone). With the
-    transport's write-buffer limits at zero, resumed means the buffer is empty.
-    The future gets a ConnectionError when the connection is lost first. This is
-    the future ``BaseProtocol._drain_helper()`` awaits, shared with any other
-    waiter; unlike that coroutine it needs no task.
+    aiohttp then forgets the connection without closing it: its request handler
+    finishes normally once the aiohttp handler returns (the access log and
+    middlewares see a request that ended at the 101), keeps no reference to the
+    transport and leaves the server's connection list. Reading is resumed if
+    aiohttp had paused it. Returns the bytes the client sent after the handshake
+    that aiohttp already read; the caller feeds them to ``protocol``.
+
+    Raises:
+        RuntimeError: the request's connection is already gone.
     """
-    if protocol.transport is None or not protocol._paused:
-        return None
-    waiter: asyncio.Future[None] | None = protocol._drain_waiter
-    if waiter is None or waiter.done():
-        waiter = protocol._drain_waiter = protocol._loop.create_future()
-    return waiter
+    handler: Any = request.protocol
+    transport = handler.transport
+    if transport is None or transport.is_closing():
+        raise RuntimeError("the connection was lost before the take-over")
+    tail: bytes = handler._message_tail
+    handler._message_tail = b""
+    handler.keep_alive(False)  # also cancels the keep-alive (handshake) timer
+    handler._force_close = True
+    handler._parser = None
+    manager = handler._manager
+    if manager is not None:
+        # Drops the handler from the server's connections once its task ends;
+        # with _manager None its own connection_lost() does nothing.
+        manager.connection_lost(handler, None)
+        handler._manager = None
+    handler.transport = None
+    transport.set_protocol(protocol)
+    if not transport.is_reading():
+        transport.resume_reading()
+    return tail
 
 
 def set_keepalive_timeout(app: web.Application, timeout: float) -> None:

@@ -13,14 +13,13 @@ import zlib
 from dataclasses import dataclass
 from typing import Final
 
+from .closecode import CloseCode
 from .errors import InvalidOptionError, ProtocolError
 
 __all__ = ["DeflateParams", "PerMessageDeflate", "negotiate_deflate"]
 
 EXTENSION: Final = "permessage-deflate"
 _TAIL: Final = b"\x00\x00\xff\xff"  # RFC 7692 7.2.1
-_MESSAGE_TOO_BIG: Final = 1009
-_INVALID_PAYLOAD: Final = 1007
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +219,11 @@ class Inflater:
             # A bounded output stops a zip bomb after max_size + 1 bytes.
             data = z.decompress(payload + _TAIL, self._max_size + 1)
         except zlib.error as exc:
-            raise ProtocolError(_INVALID_PAYLOAD, "invalid compressed data") from exc
+            raise ProtocolError(
+                CloseCode.INVALID_PAYLOAD, "invalid compressed data"
+            ) from exc
         if len(data) > self._max_size or z.unconsumed_tail:
-            raise ProtocolError(_MESSAGE_TOO_BIG, "message too big after inflating")
+            raise ProtocolError(
+                CloseCode.MESSAGE_TOO_BIG, "message too big after inflating"
+            )
         return data

@@ -33,6 +33,7 @@ HOOK_NAMES = (
     "message",
     "close",
     "drain",
+    "dropped",
     "ping",
     "pong",
     "error",
@@ -192,13 +193,13 @@ class WebSocketHandler(Generic[DataT]):
             if name in options:
                 setattr(self, name, options[name])
         # Only overridden hooks are called; None means "skip".
-        self.hooks: dict[str, tuple[Hook, bool] | None] = {}
+        self._hooks: dict[str, tuple[Hook, bool] | None] = {}
         for name in HOOK_NAMES:
             method = getattr(self, name)
             if getattr(type(self), name) is getattr(WebSocketHandler, name):
-                self.hooks[name] = None
+                self._hooks[name] = None
             else:
-                self.hooks[name] = (method, inspect.iscoroutinefunction(method))
+                self._hooks[name] = (method, inspect.iscoroutinefunction(method))
 
     def open(self, ws: ServerWebSocket[DataT]) -> Awaitable[None] | None:
         """Called once the socket is open, before any message is dispatched.
@@ -236,6 +237,15 @@ class WebSocketHandler(Generic[DataT]):
         Runs once per backpressure episode, with ``ws.get_buffered_amount() == 0``:
         the time to send more (see the flow control guide).
         """
+
+    def dropped(
+        self, ws: ServerWebSocket[DataT], message: str | bytes | bytearray | memoryview
+    ) -> Awaitable[None] | None:
+        """Called when a send or publish to ``ws`` dropped ``message`` (it returned 0)
+        because more than ``backpressure_limit`` bytes were buffered: resynchronise
+        that client later. Not called with ``close_on_backpressure_limit`` (the
+        socket is closed instead), nor for a message dropped by this hook itself.
+        A plain ``dropped`` runs inside the ``send`` or ``publish`` call."""
 
     def ping(self, ws: ServerWebSocket[DataT], data: bytes) -> Awaitable[None] | None:
         """Called for each ping from the client, after the pong has been sent."""

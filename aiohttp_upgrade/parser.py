@@ -8,9 +8,10 @@ after a Close or an error it ignores further input. No asyncio in here.
 from __future__ import annotations
 
 import codecs
+from collections.abc import Callable
 from typing import Final, Protocol
 
-from ._compat import mask_in_place
+from .closecode import CloseCode, check_close_code, is_valid_close_code
 from .deflate import Inflater
 from .errors import ProtocolError
 from .frames import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
@@ -18,15 +19,20 @@ from .frames import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
 __all__ = [
     "FrameParser",
     "FrameSink",
+    "Mask",
     "check_close_code",
     "is_valid_close_code",
     "unmask",
+    "xor_mask",
 ]
 
-PROTOCOL_ERROR: Final = 1002
-INVALID_PAYLOAD: Final = 1007
-MESSAGE_TOO_BIG: Final = 1009
-NO_STATUS: Final = 1005
+PROTOCOL_ERROR: Final = CloseCode.PROTOCOL_ERROR
+INVALID_PAYLOAD: Final = CloseCode.INVALID_PAYLOAD
+MESSAGE_TOO_BIG: Final = CloseCode.MESSAGE_TOO_BIG
+NO_STATUS: Final = CloseCode.NO_STATUS_RECEIVED
+
+Mask = Callable[[bytes, bytearray], None]
+"""``mask(key, data)`` XORs ``data`` in place with the 4-byte ``key`` repeated."""
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
@@ -41,28 +47,22 @@ class FrameSink(Protocol):
     def on_protocol_error(self, error: ProtocolError) -> None: ...
 
 
-def is_valid_close_code(code: int) -> bool:
-    """True for codes a peer may send in a Close frame (RFC 6455 7.4.1, 7.4.2)."""
-    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+def xor_mask(key: bytes, data: bytearray) -> None:
+    """XOR ``data`` in place with ``key`` repeated (RFC 6455 5.3), in pure Python.
 
-
-def check_close_code(code: int) -> None:
-    """Raise ValueError, naming the codes that may be sent, unless ``code`` may be.
-
-    1005, 1006 and 1015 only report a close without a code, an aborted connection
-    and a TLS failure; they never go on the wire (RFC 6455 7.4.1).
+    The fallback :data:`Mask`; the socket layer passes aiohttp's compiled one.
     """
-    if not is_valid_close_code(code):
-        raise ValueError(
-            f"close code {code} may not be sent: use 1000-1003, 1007-1014 or "
-            "3000-4999 (RFC 6455 7.4; 1005, 1006 and 1015 are reserved)"
-        )
+    n = len(data)
+    repeated = (key * ((n >> 2) + 1))[:n]
+    data[:] = (
+        int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")
+    ).to_bytes(n, "little")
 
 
-def unmask(payload: bytes, mask: bytes) -> bytes:
-    """XOR ``payload`` with the 4-byte ``mask`` repeated (RFC 6455 5.3)."""
+def unmask(payload: bytes, key: bytes, mask: Mask = xor_mask) -> bytes:
+    """Return ``payload`` XORed with the 4-byte ``key`` repeated (RFC 6455 5.3)."""
     data = bytearray(payload)
-    mask_in_place(mask, data)
+    mask(key, data)
     return bytes(data)
 
 
@@ -79,6 +79,7 @@ class FrameParser:
         "_frag_opcode",
         "_frag_size",
         "_inflater",
+        "_mask",
         "_max_size",
         "_need",
         "_on_close",
@@ -94,7 +95,11 @@ class FrameParser:
     )
 
     def __init__(
-        self, sink: FrameSink, max_size: int, inflater: Inflater | None = None
+        self,
+        sink: FrameSink,
+        max_size: int,
+        inflater: Inflater | None = None,
+        mask: Mask = xor_mask,
     ) -> None:
         self._on_message = sink.on_message
         self._on_ping = sink.on_ping
@@ -102,6 +107,7 @@ class FrameParser:
         self._on_close = sink.on_close
         self._on_error = sink.on_protocol_error
         self._max_size = max_size
+        self._mask = mask
         self._inflater = inflater
         self._buffer = b""
         self._chunks: list[bytes] = []
@@ -198,7 +204,9 @@ class FrameParser:
                 return
             payload = data[start + 4 : end]
             if length:
-                payload = unmask(payload, data[start : start + 4])
+                unmasked = bytearray(payload)
+                self._mask(data[start : start + 4], unmasked)
+                payload = bytes(unmasked)
             pos = end
             if opcode in (OP_TEXT, OP_BINARY):
                 if first & 0x80:
@@ -225,7 +233,7 @@ class FrameParser:
         shift = self._probe_offset & 3
         mask = self._probe_mask[shift:] + self._probe_mask[:shift]
         chunk = bytearray(data[:take])
-        mask_in_place(mask, chunk)
+        self._mask(mask, chunk)
         self._probe_offset += take
         self._probe_left -= take
         try:
@@ -313,6 +321,7 @@ class FrameParser:
     def _close(self, payload: bytes) -> None:
         if len(payload) == 1:
             raise ProtocolError(PROTOCOL_ERROR, "Close frame with a 1-byte body")
+        code: int
         if not payload:
             code, reason = NO_STATUS, ""
         else:

@@ -13,16 +13,20 @@ from typing import Any, Final, Generic, TypeVar, cast, overload
 
 from aiohttp import web
 
-from ._compat import install_parser, set_keepalive_timeout
+from ._compat import compiled_mask, set_keepalive_timeout, take_over
 from .broker import Broker, LocalBroker
+from .closecode import CloseCode, check_close_code
+from .connection import Connection
+from .dispatcher import Kind, hook_table
 from .errors import InvalidOptionError, InvalidStateError
-from .frames import build_close_frame, build_frame
+from .frames import OP_TEXT, build_close_frame, build_frame
 from .handler import WebSocketHandler
 from .handshake import Accept, check_handshake, response_headers, wants_websocket
 from .origin import origin_allowed
-from .parser import check_close_code
+from .outbox import Flusher
+from .parser import xor_mask
 from .topics import TopicRegistry, check_topic
-from .websocket import ReadyState, ServerWebSocket, _payload
+from .websocket import ReadyState, ServerWebSocket, SocketContext, _payload
 
 __all__ = ["Fetch", "Server"]
 
@@ -31,7 +35,7 @@ logger = logging.getLogger("aiohttp_upgrade")
 DataT = TypeVar("DataT")
 _T = TypeVar("_T")
 
-GOING_AWAY: Final = 1001
+GOING_AWAY: Final = CloseCode.GOING_AWAY
 # How long app shutdown waits for close hooks before it moves on.
 SHUTDOWN_TIMEOUT: Final = 5.0
 # Seconds a connection gets to send a complete request head before it is closed:
@@ -72,32 +76,6 @@ class _UpgradeResponse(web.StreamResponse):
 
     async def write_eof(self, data: bytes = b"") -> None:
         return None
-
-
-class _Flusher:
-    """Writes each socket's pending frames once per event-loop turn."""
-
-    __slots__ = ("_dirty", "_scheduled", "_spare")
-
-    def __init__(self) -> None:
-        self._dirty: list[ServerWebSocket[Any]] = []
-        self._spare: list[ServerWebSocket[Any]] = []
-        self._scheduled = False
-
-    def add(self, ws: ServerWebSocket[Any]) -> None:
-        self._dirty.append(ws)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        dirty = self._dirty
-        self._dirty = self._spare
-        for ws in dirty:
-            ws.flush()
-        dirty.clear()
-        self._spare = dirty
 
 
 def _checked_headers(headers: Headers | None) -> tuple[tuple[str, str], ...]:
@@ -186,24 +164,33 @@ class Server(Generic[DataT]):
         self.allowed_origins = (
             None if allowed_origins is None else tuple(allowed_origins)
         )
-        self.topics: TopicRegistry[ServerWebSocket[DataT]] = TopicRegistry()
-        self.flusher = _Flusher()
-        self._sockets: dict[ServerWebSocket[DataT], None] = {}  # an ordered set
-        # Running owner tasks, closed sockets' included until their close hook ends.
-        self._owners: set[asyncio.Task[None]] = set()
-        self._shutting_down = False
-        self._idle_timer: asyncio.TimerHandle | None = None
-        self._idle_loop: asyncio.AbstractEventLoop | None = None
         self.broker: Broker = LocalBroker() if broker is None else broker
         remote = self.broker.remote
         # None unless there is something to tell: the hot paths test only these.
         self._relay = self.broker.publish if remote else None
         self._interest = self.broker.subscription if remote else None
-        self._subscription_hook = websocket_handler.hooks["subscription"]
-        self._watch_subscriptions = (
-            self._interest is not None or self._subscription_hook is not None
-        )
+        self._subscription_hook = websocket_handler._hooks["subscription"]
         self._hook_tasks: set[asyncio.Task[None]] = set()
+        watch = self._interest is not None or self._subscription_hook is not None
+        self._topics: TopicRegistry[ServerWebSocket[DataT]] = TopicRegistry(
+            self._subscription_changed if watch else None
+        )
+        self._sockets: dict[ServerWebSocket[DataT], None] = {}  # an ordered set
+        # Tasks running async hooks, closed sockets' included until close ends.
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._context = SocketContext(
+            options=self.options,
+            hooks=(),  # filled in when the first socket opens
+            flusher=Flusher(),
+            topics=self._topics,
+            publish=self._publish_frame,
+            forget=self._forget,
+            tasks=self._tasks,
+            mask=compiled_mask or xor_mask,
+        )
+        self._shutting_down = False
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_loop: asyncio.AbstractEventLoop | None = None
         self._app: web.Application | None = None
         self._started = False
         self._warned: set[str] = set()  # what was logged once already
@@ -403,36 +390,32 @@ class Server(Generic[DataT]):
     ) -> web.StreamResponse:
         headers, subprotocol = response_headers(upgrade.accept, upgrade.headers)
         response = _UpgradeResponse(status=101, headers=headers)
-        del headers  # the response has its own copy; this frame lives as long as ws
         await response.prepare(request)
         transport = request.transport
         if transport is None or transport.is_closing():
             return response
-        # Pause the protocol whenever a byte is buffered, so that "resumed" means
-        # "empty": the drain hook relies on it.
-        transport.set_write_buffer_limits(high=0)
+        context = self._context
+        if not context.hooks:
+            context.hooks = hook_table(self.websocket_handler._hooks)
+        connection = Connection(transport)
         ws = ServerWebSocket(
-            self,
-            request.protocol,
-            transport,
+            context,
+            connection,
             cast(DataT, upgrade.data),
             subprotocol,
             request.remote or "",
             upgrade.accept.deflate,
         )
-        # The request handler's task owns the socket: an idle socket costs no task
-        # of its own. ws.run() keeps aiohttp from cancelling the error and close
-        # hooks when it cancels this task on a lost connection.
-        owner = asyncio.current_task()
-        assert owner is not None
+        # From here on the socket owns the transport; the request ends now.
+        tail = take_over(request, connection)
+        # Pause the protocol whenever a byte is buffered, so that "resumed" means
+        # "empty": the drain hook relies on it.
+        transport.set_write_buffer_limits(high=0)
         self._sockets[ws] = None
-        self._owners.add(owner)
         self._start_idle_timer()
-        install_parser(request, ws)
-        try:
-            await ws.run(self.websocket_handler.hooks["open"])
-        finally:
-            self._owners.discard(owner)
+        connection.dispatcher.dispatch(Kind.OPEN)
+        if tail:
+            connection.data_received(tail)
         return response
 
     # -- pub/sub ----------------------------------------------------------------
@@ -469,14 +452,15 @@ class Server(Generic[DataT]):
         """
         topic = check_topic(topic)
         opcode, payload = _payload(message)
-        return self.publish_frame(topic, opcode, payload, compress, None)
+        return self._publish_frame(topic, opcode, payload, compress, message, None)
 
-    def publish_frame(
+    def _publish_frame(
         self,
         topic: str,
         opcode: int,
         payload: bytes,
         compress: bool,
+        message: object,
         sender: ServerWebSocket[DataT] | None,
         relay: bool = True,
     ) -> int:
@@ -485,24 +469,26 @@ class Server(Generic[DataT]):
         relay_to = self._relay
         if relay_to is not None and relay:
             relay_to(topic, opcode, payload, compress)
-        subscribers = self.topics.subscribers(topic)
+        subscribers = self._topics.subscribers(topic)
         if not subscribers:
             return 0
         skip = None if self.options.publish_to_self else sender
         length = len(payload)
         frame = build_frame(opcode, payload)
-        compress = compress and length > 0
-        shared: dict[tuple[int, int], bytes] = {}
+        shared: dict[tuple[int, int], bytes] | None = (
+            {} if compress and length else None
+        )
         delivered = dropped = queued = False
         # A snapshot: a subscriber closed by its backpressure limit leaves mid-loop.
         for ws in tuple(subscribers):
             if ws is skip or ws.ready_state is not _OPEN:
                 continue
             delivered = True
-            if compress and ws._compressor is not None:
-                code = self._enqueue_compressed(ws, opcode, payload, shared)
+            outbox = ws._outbox
+            if shared is None or outbox.compressor is None:
+                code = outbox.enqueue(frame, length, message)
             else:
-                code = ws._enqueue(frame, length)
+                code = outbox.send(opcode, payload, True, message, frame, shared)
             if code <= 0:
                 if code:
                     queued = True
@@ -516,31 +502,11 @@ class Server(Generic[DataT]):
         """Fan out a message that another process published (called by the
         broker): to every local subscriber of ``topic``, on the same encode-once
         path as :meth:`publish`, and not relayed again. Returns the publish code."""
-        return self.publish_frame(topic, opcode, payload, compress, None, False)
-
-    @staticmethod
-    def _enqueue_compressed(
-        ws: ServerWebSocket[DataT],
-        opcode: int,
-        payload: bytes,
-        shared: dict[tuple[int, int], bytes],
-    ) -> int:
-        """Send a deflated frame: built once per compressor setting when the
-        compressor keeps no context, else per socket (and not for a socket that
-        is going to drop it)."""
-        compressor = ws._compressor
-        assert compressor is not None
-        if compressor.shareable:
-            frame = shared.get(compressor.key)
-            if frame is None:
-                frame = shared[compressor.key] = build_frame(
-                    opcode, compressor.compress(payload), rsv1=True
-                )
-        elif ws._over_limit():
-            return 0
-        else:
-            frame = build_frame(opcode, compressor.compress(payload), rsv1=True)
-        return ws._enqueue(frame, len(payload))
+        # What a dropped hook gets: the message as publish() was given it.
+        message = payload.decode(errors="replace") if opcode == OP_TEXT else payload
+        return self._publish_frame(
+            topic, opcode, payload, compress, message, None, relay=False
+        )
 
     def subscriber_count(self, topic: str) -> int:
         """How many sockets of this process are subscribed to ``topic`` right now
@@ -550,7 +516,7 @@ class Server(Generic[DataT]):
             TypeError: ``topic`` is not a str.
             ValueError: ``topic`` is empty.
         """
-        return self.topics.count(check_topic(topic))
+        return self._topics.count(check_topic(topic))
 
     async def cluster_subscriber_count(self, topic: str) -> int:
         """How many sockets are subscribed to ``topic`` on every live process.
@@ -566,30 +532,17 @@ class Server(Generic[DataT]):
         """
         topic = check_topic(topic)
         if not self.broker.remote:
-            return self.topics.count(topic)
+            return self._topics.count(topic)
         return await self.broker.cluster_count(topic)
 
     def local_counts(self) -> dict[str, int]:
         """A snapshot of the topics with subscribers on this process, and how many."""
-        return self.topics.counts()
+        return self._topics.counts()
 
     # Called by ServerWebSocket.subscribe/unsubscribe and by forget().
 
-    def _subscribe(self, ws: ServerWebSocket[DataT], topic: str) -> bool:
-        if not self.topics.subscribe(ws, topic):
-            return False
-        if self._watch_subscriptions:
-            count = self.topics.count(topic)
-            self._subscription_changed(ws, topic, count, count - 1)
-        return True
-
-    def _unsubscribe(self, ws: ServerWebSocket[DataT], topic: str) -> bool:
-        if not self.topics.unsubscribe(ws, topic):
-            return False
-        if self._watch_subscriptions:
-            count = self.topics.count(topic)
-            self._subscription_changed(ws, topic, count, count + 1)
-        return True
+    # The topic registry's transition callback (subscribe, unsubscribe, and each
+    # topic a closing socket leaves), set only when a broker or hook listens.
 
     def _subscription_changed(
         self, ws: ServerWebSocket[DataT], topic: str, new: int, old: int
@@ -622,7 +575,7 @@ class Server(Generic[DataT]):
     @staticmethod
     def _subscription_hook_failed(ws: ServerWebSocket[DataT], exc: Exception) -> None:
         if ws.ready_state is _OPEN:
-            ws._hook_failed(exc)  # logs it, calls error, closes with 1011
+            ws._fail(exc)  # logs it, calls error, closes with 1011
         else:
             logger.error("WebSocket subscription hook raised for %r", ws, exc_info=exc)
 
@@ -637,16 +590,11 @@ class Server(Generic[DataT]):
         """
         return len(self._sockets)
 
-    def forget(self, ws: ServerWebSocket[DataT]) -> None:
-        """Drop a closing socket from the registry and every topic (the
-        ``subscription`` hook runs for each topic it leaves)."""
+    def _forget(self, ws: ServerWebSocket[DataT]) -> None:
+        """Drop a closing socket from the registry and every topic (the registry's
+        transition callback runs the ``subscription`` hook for each topic left)."""
         self._sockets.pop(ws, None)
-        topics = self.topics.unsubscribe_all(ws)
-        if topics and self._watch_subscriptions:
-            count = self.topics.count
-            for topic in topics:
-                new = count(topic)
-                self._subscription_changed(ws, topic, new, new + 1)
+        self._topics.unsubscribe_all(ws)
 
     def setup(
         self,
@@ -740,12 +688,9 @@ class Server(Generic[DataT]):
         self._shutting_down = True
         frame = build_close_frame(code, reason)
         for ws in list(self._sockets):
-            # Unlike ws.close(), do not linger for the client's Close: a client
-            # that never answers would hold the shutdown for CLOSE_TIMEOUT.
-            ws._drop_queued()
-            ws._begin_close(code, reason, frame, linger=False)
+            ws._shutdown(code, reason, frame)
         current = asyncio.current_task()
-        tasks = [task for task in self._owners if task is not current]
+        tasks = [task for task in self._tasks if task is not current]
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_TIMEOUT)
         if self._idle_timer is not None:
@@ -765,6 +710,6 @@ class Server(Generic[DataT]):
         self._idle_timer = None
         ping_tick = PING_TICK if self.options.send_pings else 0
         for ws in list(self._sockets):
-            ws.idle_tick(ping_tick, IDLE_TICKS)
+            ws._idle_tick(ping_tick, IDLE_TICKS)
         if self._sockets:
             self._start_idle_timer()

@@ -6,12 +6,15 @@ publish visits them in subscription order and a snapshot is cheap.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
-__all__ = ["TopicRegistry", "check_topic"]
+__all__ = ["TopicRegistry", "Transition", "check_topic"]
 
 S = TypeVar("S", bound=Hashable)
+
+Transition = Callable[[S, str, int, int], None]
+"""``on_change(subscriber, topic, new_count, old_count)``, after the change."""
 
 
 def check_topic(topic: object) -> str:
@@ -26,13 +29,21 @@ def check_topic(topic: object) -> str:
 
 
 class TopicRegistry(Generic[S]):
-    """Maps topics to subscribers and subscribers to topics."""
+    """Maps topics to subscribers and subscribers to topics.
 
-    __slots__ = ("_by_subscriber", "_by_topic")
+    Args:
+        on_change: called after every subscription that is added or removed
+            (``unsubscribe_all`` calls it once per topic left), with the topic's
+            subscriber count after and before: a broker learns from it when a
+            topic gains its first subscriber or loses its last.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_by_subscriber", "_by_topic", "on_change")
+
+    def __init__(self, on_change: Transition[S] | None = None) -> None:
         self._by_topic: dict[str, dict[S, None]] = {}
         self._by_subscriber: dict[S, dict[str, None]] = {}
+        self.on_change = on_change
 
     def subscribe(self, subscriber: S, topic: str) -> bool:
         """Add a subscription; False if it already existed."""
@@ -46,6 +57,8 @@ class TopicRegistry(Generic[S]):
         if topics is None:
             topics = self._by_subscriber[subscriber] = {}
         topics[topic] = None
+        if self.on_change is not None:
+            self.on_change(subscriber, topic, len(members), len(members) - 1)
         return True
 
     def unsubscribe(self, subscriber: S, topic: str) -> bool:
@@ -54,12 +67,15 @@ class TopicRegistry(Generic[S]):
         if members is None or subscriber not in members:
             return False
         del members[subscriber]
+        count = len(members)
         if not members:
             del self._by_topic[topic]
         topics = self._by_subscriber[subscriber]
         del topics[topic]
         if not topics:
             del self._by_subscriber[subscriber]
+        if self.on_change is not None:
+            self.on_change(subscriber, topic, count, count + 1)
         return True
 
     def unsubscribe_all(self, subscriber: S) -> list[str]:
@@ -67,11 +83,15 @@ class TopicRegistry(Generic[S]):
         topics = self._by_subscriber.pop(subscriber, None)
         if topics is None:
             return []
+        on_change = self.on_change
         for topic in topics:
             members = self._by_topic[topic]
             del members[subscriber]
+            count = len(members)
             if not members:
                 del self._by_topic[topic]
+            if on_change is not None:
+                on_change(subscriber, topic, count, count + 1)
         return list(topics)
 
     def is_subscribed(self, subscriber: S, topic: str) -> bool:

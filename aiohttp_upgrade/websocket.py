@@ -1,14 +1,11 @@
 """``ServerWebSocket``: one upgraded connection, Bun's ``ServerWebSocket``.
 
-Sending never awaits. Every frame sent to a socket during one event-loop turn
-(``send``, ``publish``, pongs, Close) is appended to that socket's pending output,
-and one flush per turn writes it with a single ``transport.write``; while the
-owner runs an async hook, whose turn ends at an await nobody sees, that socket's
-sends are written at once instead (``cork`` still makes one write). Each socket
-has one owner coroutine (the aiohttp request handler that upgraded it) which runs
-``open``, dispatches queued events to async hooks in order, and runs ``close``.
-Events for plain-function hooks are dispatched straight from ``data_received``
-while the owner is idle.
+The socket is Bun's API plus the close state machine (OPEN -> CLOSED), built from
+narrow collaborators: its :class:`~aiohttp_upgrade.outbox.Outbox` (pending frames,
+flow control, send codes), its :class:`~aiohttp_upgrade.dispatcher.Dispatcher`
+(hooks), its :class:`~aiohttp_upgrade.connection.Connection` (the transport and
+the frame parser) and the :class:`SocketContext` its server shares with every
+socket (topics, publish, the registry of open sockets).
 """
 
 from __future__ import annotations
@@ -16,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
-from ._compat import drain_waiter
+from .closecode import CloseCode, check_close_code
+from .connection import Connection
 from .deflate import DeflateParams
+from .dispatcher import Dispatcher, HookTable
 from .errors import ProtocolError
 from .frames import (
     OP_BINARY,
@@ -31,41 +30,28 @@ from .frames import (
     build_close_frame,
     build_frame,
 )
-from .parser import FrameParser, check_close_code
-from .topics import check_topic
+from .outbox import Flusher, Outbox
+from .parser import FrameParser, Mask, xor_mask
+from .topics import TopicRegistry, check_topic
 
 if TYPE_CHECKING:
-    from .handler import Hook
-    from .server import Server
+    from .options import Options
 
-__all__ = ["ReadyState", "ServerWebSocket"]
+__all__ = ["ReadyState", "ServerWebSocket", "SocketContext"]
 
 logger = logging.getLogger("aiohttp_upgrade")
 
 DataT = TypeVar("DataT")
 T = TypeVar("T")
 
-NORMAL_CLOSURE: Final = 1000
-ABNORMAL_CLOSURE: Final = 1006
-INTERNAL_ERROR: Final = 1011
-
-# How long a closing connection may take to flush its last bytes, and the client
-# to close its side, before it is aborted.
 CLOSE_TIMEOUT: Final = 5.0
-# Pending output at which a send writes at once instead of at the end of the loop
-# turn, so that a burst of sends sees what the kernel took (Bun writes at once)
-# and gets -1, not 0, once the kernel's buffer is full.
-FLUSH_THRESHOLD: Final = 64 * 1024
-# Queued events at which reading from the client pauses (inbound backpressure).
-INBOX_HIGH_WATER: Final = 64
+"""How long a closing connection may take to flush its last bytes, and the client
+to close its side, before it is aborted."""
 
-# Event kinds for the owner's inbox.
-_MESSAGE: Final = 0
-_PING: Final = 1
-_PONG: Final = 2
-_DRAIN: Final = 3
-_ERROR: Final = 4
-_KIND_HOOKS: Final = ("message", "ping", "pong", "drain", "error")
+_NORMAL: Final = CloseCode.NORMAL_CLOSURE
+_ABNORMAL: Final = CloseCode.ABNORMAL_CLOSURE
+_INTERNAL_ERROR: Final = CloseCode.INTERNAL_ERROR
+_NO_STATUS: Final = CloseCode.NO_STATUS_RECEIVED
 
 
 class ReadyState(enum.IntEnum):
@@ -84,7 +70,26 @@ class ReadyState(enum.IntEnum):
 _OPEN: Final = ReadyState.OPEN
 _CLOSED: Final = ReadyState.CLOSED
 
-_NOT_EOF: Final = (False, b"")
+Publish = Callable[[str, int, bytes, bool, Any, Any], int]
+"""``publish(topic, opcode, payload, compress, message, sender) -> code``."""
+
+
+@dataclass(slots=True, eq=False)
+class SocketContext:
+    """What a server shares with each of its sockets: the narrow collaborators.
+
+    ``forget(ws)`` drops a closing socket from the registry of open sockets and
+    from every topic; ``publish`` fans a message out (see :data:`Publish`).
+    """
+
+    options: Options
+    hooks: HookTable
+    flusher: Flusher
+    topics: TopicRegistry[Any]
+    publish: Publish
+    forget: Callable[[Any], None]
+    tasks: set[asyncio.Task[None]]
+    mask: Mask = xor_mask
 
 
 def _payload(message: object) -> tuple[int, bytes]:
@@ -99,16 +104,6 @@ def _payload(message: object) -> tuple[int, bytes]:
     raise TypeError(
         f"message must be str or a bytes-like object, got {type(message).__name__}"
     )
-
-
-def _cancelling() -> bool:
-    """True when the running task was asked to cancel: a CancelledError is its own.
-
-    Otherwise a CancelledError comes from inside a hook (it awaited a future that
-    someone else cancelled) and is a hook failure like any other exception.
-    """
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 def _control_payload(data: bytes | bytearray | memoryview | str) -> bytes:
@@ -135,33 +130,20 @@ class ServerWebSocket(Generic[DataT]):
     bytes were already waiting in the socket's write buffer (the frame is queued
     and will be delivered; ``drain`` follows once the buffer is empty), ``0`` when
     it was dropped (socket closed, or more than ``backpressure_limit`` bytes
-    buffered) and for an empty payload (which is still sent). Frames sent to one
-    socket keep their order and go out in one write per event-loop turn.
+    buffered: the handler's ``dropped`` hook then gets the message) and for an
+    empty payload (which is still sent). Frames sent to one
+    socket keep their order and go out in one write per event-loop turn (or per
+    read, for what hooks send in answer to it).
     """
 
     __slots__ = (
         "__weakref__",
-        "_backpressure_limit",
         "_close_code",
-        "_close_on_limit",
         "_close_reason",
-        "_compressor",
-        "_direct",
-        "_drain_wanted",
-        "_hooks",
-        "_idle_ticks",
-        "_inbox",
-        "_pending",
-        "_pending_size",
-        "_protocol",
-        "_reading_paused",
-        "_reset_idle_on_send",
-        "_server",
-        "_transport",
-        "_waiter",
-        "_write_now",
+        "_conn",
+        "_ctx",
+        "_outbox",
         "data",
-        "parser",
         "ready_state",
         "remote_address",
         "subprotocol",
@@ -169,48 +151,39 @@ class ServerWebSocket(Generic[DataT]):
 
     def __init__(
         self,
-        server: Server[DataT],
-        protocol: Any,
-        transport: asyncio.Transport,
+        context: SocketContext,
+        connection: Connection,
         data: DataT,
         subprotocol: str | None,
         remote_address: str,
         deflate: DeflateParams | None,
     ) -> None:
-        options = server.websocket_handler.options
+        options = context.options
         self.data = data
         self.subprotocol = subprotocol
         self.remote_address = remote_address
         self.ready_state = ReadyState.OPEN
-        self._server = server
-        self._protocol = protocol
-        self._transport = transport
-        self._compressor = deflate.new_compressor() if deflate else None
-        self._backpressure_limit = options.backpressure_limit
-        self._close_on_limit = options.close_on_backpressure_limit
-        self._reset_idle_on_send = options.reset_idle_timeout_on_send
-        hooks = server.websocket_handler.hooks
-        self._hooks: tuple[tuple[Hook, bool] | None, ...] = tuple(
-            hooks[name] for name in _KIND_HOOKS
-        )
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        # Created on first use: sockets whose hooks are plain functions rarely queue.
-        self._inbox: deque[tuple[int, Any]] | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._direct = False
-        self._reading_paused = False
-        self._drain_wanted = False
-        # True while the owner task runs hooks: a hook's loop turn ends at an await
-        # we cannot see, so its sends are written at once instead of at turn end.
-        self._write_now = False
-        self._idle_ticks = 0
-        self._close_code = ABNORMAL_CLOSURE
+        self._ctx = context
+        self._conn = connection
+        self._close_code: int = _ABNORMAL
         self._close_reason = ""
-        self.parser = FrameParser(
-            self,
+        outbox = self._outbox = Outbox(
+            connection.transport,
+            context.flusher,
+            options.backpressure_limit,
+            deflate.new_compressor() if deflate else None,
+            connection,
+        )
+        connection.ws = self
+        connection.outbox = outbox
+        connection.dispatcher = Dispatcher(
+            self, context.hooks, context.tasks, connection, outbox
+        )
+        connection.parser = FrameParser(
+            connection,
             options.max_payload_length,
             deflate.new_inflater(options.max_payload_length) if deflate else None,
+            context.mask,
         )
 
     def __repr__(self) -> str:
@@ -237,15 +210,26 @@ class ServerWebSocket(Generic[DataT]):
         Raises:
             TypeError: ``message`` is neither str nor bytes-like.
         """
+        if self.ready_state is not _OPEN:
+            return 0
         opcode, payload = _payload(message)
-        return self._send_data(opcode, payload, compress)
+        if compress:
+            return self._outbox.send(opcode, payload, compress, message)
+        length = len(payload)
+        if length < 126:  # build_frame() inlined for the commonest case
+            frame = bytes((0x80 | opcode, length)) + payload
+        else:
+            frame = build_frame(opcode, payload)
+        return self._outbox.enqueue(frame, length, message)
 
     def send_text(self, message: str, compress: bool = False) -> int:
         """Send a text frame; returns like :meth:`send`. TypeError if ``message`` is
         not a str."""
         if not isinstance(message, str):
             raise TypeError(f"send_text needs a str, got {type(message).__name__}")
-        return self._send_data(OP_TEXT, message.encode(), compress)
+        if self.ready_state is not _OPEN:
+            return 0
+        return self._outbox.send(OP_TEXT, message.encode(), compress, message)
 
     def send_binary(
         self, message: bytes | bytearray | memoryview, compress: bool = False
@@ -256,7 +240,9 @@ class ServerWebSocket(Generic[DataT]):
             raise TypeError(
                 f"send_binary needs a bytes-like object, got {type(message).__name__}"
             )
-        return self._send_data(OP_BINARY, bytes(message), compress)
+        if self.ready_state is not _OPEN:
+            return 0
+        return self._outbox.send(OP_BINARY, bytes(message), compress, message)
 
     def ping(self, data: bytes | bytearray | memoryview | str = b"") -> int:
         """Send a ping; returns like :meth:`send` (0 once closed).
@@ -269,7 +255,7 @@ class ServerWebSocket(Generic[DataT]):
         payload = _control_payload(data)
         if self.ready_state is not _OPEN:
             return 0
-        return self._enqueue(build_frame(OP_PING, payload), len(payload))
+        return self._outbox.enqueue(build_frame(OP_PING, payload), len(payload))
 
     def pong(self, data: bytes | bytearray | memoryview | str = b"") -> int:
         """Send an unsolicited pong; returns like :meth:`send` (0 once closed).
@@ -282,94 +268,16 @@ class ServerWebSocket(Generic[DataT]):
         payload = _control_payload(data)
         if self.ready_state is not _OPEN:
             return 0
-        return self._enqueue(build_frame(OP_PONG, payload), len(payload))
-
-    def _send_data(self, opcode: int, payload: bytes, compress: bool) -> int:
-        if self.ready_state is not _OPEN:
-            return 0
-        compressor = self._compressor
-        if compress and compressor is not None and payload:
-            if self._over_limit():  # do not compress a message that is dropped
-                return 0
-            frame = build_frame(opcode, compressor.compress(payload), rsv1=True)
-        else:
-            frame = build_frame(opcode, payload)
-        return self._enqueue(frame, len(payload))
-
-    def _over_limit(self) -> bool:
-        """True when a message must be dropped: more than backpressure_limit is
-        buffered. With close_on_backpressure_limit it also aborts the connection."""
-        buffered = self._transport.get_write_buffer_size() + self._pending_size
-        if buffered <= self._backpressure_limit:
-            return False
-        if self._close_on_limit:
-            self._abort(ABNORMAL_CLOSURE, "backpressure limit exceeded")
-        return True
-
-    def _enqueue(self, frame: bytes, length: int) -> int:
-        """Queue a built frame; the caller checked that the socket is open."""
-        # _over_limit() inlined: this runs once per delivery of every publish.
-        transport = self._transport
-        waiting = transport.get_write_buffer_size()
-        size = self._pending_size
-        if waiting + size > self._backpressure_limit:
-            if self._close_on_limit:
-                self._abort(ABNORMAL_CLOSURE, "backpressure limit exceeded")
-            return 0
-        pending = self._pending
-        write_now = self._write_now
-        if not pending and not write_now:
-            self._server.flusher.add(self)
-        pending.append(frame)
-        size += len(frame)
-        self._pending_size = size
-        if self._reset_idle_on_send:
-            self._idle_ticks = 0
-        if write_now or size >= FLUSH_THRESHOLD:
-            self.flush()
-            waiting = transport.get_write_buffer_size()
-        if waiting:
-            if not self._drain_wanted:
-                self._drain_wanted = True
-                self._await_drain()
-            return -1
-        return length
-
-    def flush(self) -> None:
-        """Write the pending frames now, in one write (called once per loop turn).
-
-        Never raises: a transport whose write fails is logged and aborted, so one
-        broken socket cannot stop the flush of the others.
-        """
-        pending = self._pending
-        if not pending:
-            return
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        pending.clear()
-        self._pending_size = 0
-        transport = self._transport
-        if transport.is_closing():
-            return
-        try:
-            transport.write(data)
-        except Exception as exc:
-            self._write_failed(exc)
-
-    def _write_failed(self, exc: Exception) -> None:
-        logger.error("writing to %r failed; aborting it", self, exc_info=exc)
-        if self.ready_state is _OPEN:
-            self._abort(ABNORMAL_CLOSURE, "")
-        else:
-            self._transport.abort()
+        return self._outbox.enqueue(build_frame(OP_PONG, payload), len(payload))
 
     def get_buffered_amount(self) -> int:
         """Bytes sent but not yet handed to the kernel (0 once closed).
 
         Above ``backpressure_limit`` sends return 0 (dropped).
         """
-        if self._transport.is_closing() and self.ready_state is _CLOSED:
+        if self.ready_state is _CLOSED and self._conn.transport.is_closing():
             return 0
-        return self._transport.get_write_buffer_size() + self._pending_size
+        return self._outbox.buffered
 
     def cork(self, callback: Callable[[ServerWebSocket[DataT]], T]) -> T:
         """Run ``callback(ws)``; whatever it sends goes out in one write. Returns its result.
@@ -378,39 +286,14 @@ class ServerWebSocket(Generic[DataT]):
         written one by one) or from outside any hook, such as a timer. The write
         happens when ``callback`` returns or raises; its exception propagates.
         """
-        write_now = self._write_now
-        self._write_now = False
+        outbox = self._outbox
+        write_now = outbox.write_now
+        outbox.write_now = False
         try:
             return callback(self)
         finally:
-            self._write_now = write_now
-            self.flush()
-
-    def _await_drain(self) -> None:
-        """Dispatch ``drain`` once all output has left this socket's buffers.
-
-        Called after a send returned -1. Never awaits: it chains callbacks on the
-        protocol's drain future, and looks again after the per-turn flush while
-        frames are still pending, so ``drain`` runs once per -1 episode and sees
-        ``get_buffered_amount() == 0`` (if it is a plain function).
-        """
-        if self.ready_state is not _OPEN or self._transport.is_closing():
-            return
-        if self._pending:
-            # The per-turn flush is already scheduled; this runs after it.
-            asyncio.get_running_loop().call_soon(self._await_drain)
-            return
-        waiter = drain_waiter(self._protocol)
-        if waiter is not None:
-            waiter.add_done_callback(self._on_writable)
-            return
-        self._drain_wanted = False
-        self._dispatch(_DRAIN, None)
-
-    def _on_writable(self, waiter: asyncio.Future[None]) -> None:
-        # An exception means the connection was lost: no drain then.
-        if not waiter.cancelled() and waiter.exception() is None:
-            self._await_drain()
+            outbox.write_now = write_now
+            outbox.flush()
 
     # -- pub/sub ---------------------------------------------------------------
 
@@ -425,7 +308,7 @@ class ServerWebSocket(Generic[DataT]):
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return False
-        return self._server._subscribe(self, topic)
+        return self._ctx.topics.subscribe(self, topic)
 
     def unsubscribe(self, topic: str) -> bool:
         """Unsubscribe from ``topic``; True if it was subscribed. Raises like
@@ -433,7 +316,7 @@ class ServerWebSocket(Generic[DataT]):
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return False
-        return self._server._unsubscribe(self, topic)
+        return self._ctx.topics.unsubscribe(self, topic)
 
     def is_subscribed(self, topic: str) -> bool:
         """True if this open socket is subscribed to ``topic``. Raises like
@@ -441,14 +324,14 @@ class ServerWebSocket(Generic[DataT]):
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return False
-        return self._server.topics.is_subscribed(self, topic)
+        return self._ctx.topics.is_subscribed(self, topic)
 
     @property
     def subscriptions(self) -> list[str]:
         """A snapshot of this socket's topics (``[]`` once closed)."""
         if self.ready_state is not _OPEN:
             return []
-        return self._server.topics.topics_of(self)
+        return self._ctx.topics.topics_of(self)
 
     def publish(
         self,
@@ -474,7 +357,7 @@ class ServerWebSocket(Generic[DataT]):
         if self.ready_state is not _OPEN:
             return 0
         opcode, payload = _payload(message)
-        return self._server.publish_frame(topic, opcode, payload, compress, self)
+        return self._ctx.publish(topic, opcode, payload, compress, message, self)
 
     def publish_text(self, topic: str, message: str, compress: bool = False) -> int:
         """:meth:`publish` a text frame; TypeError if ``message`` is not a str."""
@@ -498,7 +381,7 @@ class ServerWebSocket(Generic[DataT]):
 
     # -- closing ---------------------------------------------------------------
 
-    def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
+    def close(self, code: int = _NORMAL, reason: str = "") -> None:
         """Close with ``code`` and ``reason``; idempotent (does nothing once closed).
 
         The Close frame goes out after everything already sent; the ``close`` hook
@@ -516,7 +399,7 @@ class ServerWebSocket(Generic[DataT]):
         check_close_code(code)
         if self.ready_state is not _OPEN:
             return
-        self._drop_queued()
+        self._conn.dispatcher.drop_queued()
         self._begin_close(code, reason, build_close_frame(code, reason), linger=True)
 
     def terminate(self) -> None:
@@ -524,28 +407,32 @@ class ServerWebSocket(Generic[DataT]):
         still buffered; the ``close`` hook sees 1006. Idempotent."""
         if self.ready_state is not _OPEN:
             return
-        self._abort(ABNORMAL_CLOSURE, "")
+        self._abort(_ABNORMAL, "")
 
-    def _abort(self, code: int, reason: str) -> None:
-        self._drop_queued()
-        self._set_closed(code, reason)
-        self._pending.clear()
-        self._pending_size = 0
-        self._transport.abort()
+    # -- the close state machine (called by the connection and the server) --------
 
-    def _drop_queued(self) -> None:
-        """Forget events not yet dispatched: once the server closes a socket, its
-        hooks see no more messages (as in Bun, where none can be pending)."""
-        if self._inbox is not None:
-            self._inbox.clear()
+    def _is_open(self) -> bool:
+        return self.ready_state is _OPEN
 
     def _set_closed(self, code: int, reason: str) -> None:
+        """OPEN -> CLOSED: no more input, no more data sent, out of the registry."""
         self.ready_state = _CLOSED
         self._close_code = code
         self._close_reason = reason
-        self.parser.stop()
-        self._server.forget(self)
-        self._wake()
+        self._conn.parser.stop()
+        self._outbox.close()
+        self._ctx.forget(self)
+
+    def _abort(self, code: int, reason: str) -> None:
+        self._conn.dispatcher.drop_queued()
+        self._set_closed(code, reason)
+        self._outbox.discard()
+        self._conn.transport.abort()
+        self._conn.dispatcher.closed(code, reason)
+
+    def _abort_if_open(self) -> None:
+        if self.ready_state is _OPEN:
+            self._abort(_ABNORMAL, "")
 
     def _begin_close(
         self, code: int, reason: str, frame: bytes | None, *, linger: bool
@@ -561,48 +448,43 @@ class ServerWebSocket(Generic[DataT]):
         code. Transports that cannot half-close (TLS) are closed at once.
         """
         self._set_closed(code, reason)
-        transport = self._transport
+        conn = self._conn
+        transport = conn.transport
+        outbox = self._outbox
         if frame is not None:
-            self._pending.append(frame)
-        self.flush()
-        if transport.is_closing():
-            return
-        if linger and transport.can_write_eof():
-            transport.write_eof()
-            if self._reading_paused:
-                self._reading_paused = False
-                self._protocol.resume_reading()
-        else:
-            transport.close()
-            if not transport.get_write_buffer_size():
-                return
+            outbox.enqueue_control(frame)
+        outbox.flush()
+        if not transport.is_closing():
+            if linger and transport.can_write_eof():
+                transport.write_eof()
+                conn.resume_reading()
+                self._abort_later()
+            else:
+                transport.close()
+                if transport.get_write_buffer_size():
+                    self._abort_later()
+        conn.dispatcher.closed(code, reason)
+
+    def _abort_later(self) -> None:
         # A client that stops reading, or never closes, must not pin the connection.
-        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._conn.transport.abort)
 
-    # -- events from the parser (FrameSink) ---------------------------------------
+    def _shutdown(self, code: int, reason: str, frame: bytes) -> None:
+        """Close for a server shutdown: no lingering for the client's Close, so
+        that a client that never answers cannot hold the shutdown."""
+        if self.ready_state is not _OPEN:
+            return
+        self._conn.dispatcher.drop_queued()
+        self._begin_close(code, reason, frame, linger=False)
 
-    def on_message(self, message: str | bytes) -> None:
-        self._idle_ticks = 0
-        self._dispatch(_MESSAGE, message)
-
-    def on_ping(self, data: bytes) -> None:
-        self._idle_ticks = 0
-        # Answer first (RFC 6455 5.5.2), then tell the handler.
-        self._enqueue(build_frame(OP_PONG, data), len(data))
-        self._dispatch(_PING, data)
-
-    def on_pong(self, data: bytes) -> None:
-        self._idle_ticks = 0
-        self._dispatch(_PONG, data)
-
-    def on_close(self, code: int, reason: str) -> None:
+    def _peer_closed(self, code: int, reason: str) -> None:
         if self.ready_state is not _OPEN:
             return
         # Echo the client's code (RFC 6455 5.5.1); an empty Close gets an empty one.
-        reply = build_close_frame(None if code == 1005 else code, reason)
+        reply = build_close_frame(None if code == _NO_STATUS else code, reason)
         self._begin_close(code, reason, reply, linger=False)
 
-    def on_protocol_error(self, error: ProtocolError) -> None:
+    def _protocol_failed(self, error: ProtocolError) -> None:
         if self.ready_state is not _OPEN:
             return
         logger.info(
@@ -618,193 +500,50 @@ class ServerWebSocket(Generic[DataT]):
             linger=True,
         )
 
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        """aiohttp calls this with each read after the handshake."""
-        self.parser.feed(data)
-        return _NOT_EOF
+    def _fail(self, exc: BaseException) -> None:
+        """A hook run outside the dispatcher (``subscription``) raised: as if a
+        dispatched hook had (logged, ``error``, 1011)."""
+        self._conn.dispatcher.hook_failed(exc)
 
-    def feed_eof(self) -> None:
-        """aiohttp calls this when the connection is lost."""
-        if self.ready_state is _OPEN:
-            self._set_closed(ABNORMAL_CLOSURE, "")
-        self._wake()
-
-    # -- dispatch -----------------------------------------------------------------
-
-    def _dispatch(self, kind: int, arg: Any) -> None:
-        hook = self._hooks[kind]
-        if hook is None:
+    def _hook_failed(self) -> None:
+        if self.ready_state is not _OPEN:
             return
-        function, is_async = hook
-        if self._direct and not is_async:
-            try:
-                if kind == _DRAIN:
-                    function(self)
-                else:
-                    function(self, arg)
-            except (Exception, asyncio.CancelledError) as exc:  # no task to cancel here
-                self._hook_failed(exc)
-            return
-        inbox = self._inbox
-        if inbox is None:
-            inbox = self._inbox = deque()
-        inbox.append((kind, arg))
-        self._wake()
-        if len(inbox) >= INBOX_HIGH_WATER and not self._reading_paused:
-            self._reading_paused = True
-            self._protocol.pause_reading()
-
-    def _wake(self) -> None:
-        self._direct = False
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _hook_failed(self, exc: BaseException) -> None:
-        logger.error(
-            "WebSocket handler raised; closing %r with 1011", self, exc_info=exc
+        self._begin_close(
+            _INTERNAL_ERROR, "", build_close_frame(_INTERNAL_ERROR, ""), linger=True
         )
+
+    def _connection_lost(self) -> None:
         if self.ready_state is _OPEN:
-            self._drop_queued()
-        if self._hooks[_ERROR] is not None:
-            if self._inbox is None:
-                self._inbox = deque()
-            self._inbox.append((_ERROR, exc))
+            self._set_closed(_ABNORMAL, "")
+            self._conn.dispatcher.closed(_ABNORMAL, "")
+
+    def _write_failed(self, exc: Exception) -> None:
+        logger.error("writing to %r failed; aborting it", self, exc_info=exc)
         if self.ready_state is _OPEN:
-            self._begin_close(
-                INTERNAL_ERROR, "", build_close_frame(INTERNAL_ERROR, ""), linger=True
-            )
+            self._abort(_ABNORMAL, "")
         else:
-            self._wake()
+            self._conn.transport.abort()
 
-    async def _call(self, function: Hook, *args: Any) -> None:
-        try:
-            result = function(self, *args)
-            if result is not None:
-                await result
-        except asyncio.CancelledError as exc:
-            if _cancelling():
-                raise
-            self._hook_failed(exc)
-        except Exception as exc:
-            self._hook_failed(exc)
+    def _dropped(self, message: object) -> None:
+        """The outbox dropped a message at the backpressure limit."""
+        if self._ctx.options.close_on_backpressure_limit:
+            if self.ready_state is _OPEN:
+                self._abort(_ABNORMAL, "backpressure limit exceeded")
+        elif message is not None:
+            self._conn.dispatcher.dropped(message)
 
-    async def run(self, open_hook: tuple[Hook, bool] | None) -> None:
-        """Own this socket until it closes: open, dispatch, close hook. Never raises."""
-        loop = asyncio.get_running_loop()
-        try:
-            self._write_now = True
-            if open_hook is not None:
-                await self._call(open_hook[0])
-            while True:
-                inbox = self._inbox
-                self._write_now = True
-                while inbox:
-                    kind, arg = inbox.popleft()
-                    if self._reading_paused and len(inbox) < INBOX_HIGH_WATER // 2:
-                        self._reading_paused = False
-                        self._protocol.resume_reading()
-                    hook = self._hooks[kind]
-                    assert hook is not None
-                    if kind == _ERROR:
-                        await self._call_error_hook(hook[0], arg)
-                    elif kind == _DRAIN:
-                        await self._call(hook[0])
-                    else:  # _call inlined: this runs once per message
-                        try:
-                            result = hook[0](self, arg)
-                            if result is not None:
-                                await result
-                        except asyncio.CancelledError as exc:
-                            if _cancelling():
-                                raise
-                            self._hook_failed(exc)
-                        except Exception as exc:
-                            self._hook_failed(exc)
-                self._write_now = False
-                if self.ready_state is _CLOSED:
-                    break
-                self._waiter = loop.create_future()
-                self._direct = True
-                await self._waiter
-        finally:
-            self._direct = False
-            self._write_now = False
-            if self.ready_state is _OPEN:  # cancelled from outside
-                self._abort(ABNORMAL_CLOSURE, "")
-            await self._run_close_hook()
-            await self._wait_connection_lost()
-
-    async def _wait_connection_lost(self) -> None:
-        """Wait while a lingering close (see ``_begin_close``) keeps TCP half-open.
-
-        aiohttp closes the transport once the request handler returns, which would
-        cut the lingering short. Bounded by the CLOSE_TIMEOUT abort.
-        """
-        loop = asyncio.get_running_loop()
-        while not self._transport.is_closing():
-            # feed_eof() wakes this once the client has closed or been aborted.
-            self._waiter = loop.create_future()
-            await self._waiter
-
-    async def _call_error_hook(self, function: Hook, exc: BaseException) -> None:
-        try:
-            result = function(self, exc)
-        except (Exception, asyncio.CancelledError):  # a plain function: no task here
-            logger.exception("WebSocket error hook raised for %r", self)
-            return
-        if result is not None:
-            await self._finish_hook("error", result)
-
-    async def _run_close_hook(self) -> None:
-        hook = self._server.websocket_handler.hooks["close"]
-        if hook is None:
-            return
-        try:
-            result = hook[0](self, self._close_code, self._close_reason)
-        except (Exception, asyncio.CancelledError):  # a plain function: no task here
-            logger.exception("WebSocket close hook raised for %r", self)
-            return
-        if result is not None:
-            await self._finish_hook("close", result)
-
-    async def _finish_hook(self, name: str, awaitable: Awaitable[None]) -> None:
-        """Await an error or close hook to its end, even if the owner is cancelled.
-
-        aiohttp cancels the request handler, which owns this socket, once the
-        connection is lost (with ``handler_cancellation=True``, as in its
-        TestServer): just when these hooks run. So they run in a task of their
-        own, created only then (idle sockets carry no extra task). The hook's
-        failure, its own CancelledError included, is logged with its traceback; a
-        cancellation of the owner that came meanwhile is raised once it ended.
-        """
-        task = asyncio.ensure_future(awaitable)
-        interrupted = False
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                # Nothing cancels the hook's task: if it is still running, or the
-                # owner is being cancelled anyway, the cancellation is the owner's.
-                interrupted = interrupted or not task.done() or _cancelling()
-            except Exception:
-                pass  # the hook failed: handled below
-        try:
-            task.result()
-        except (Exception, asyncio.CancelledError) as exc:
-            logger.error("WebSocket %s hook raised for %r", name, self, exc_info=exc)
-        if interrupted:
-            raise asyncio.CancelledError
-
-    def idle_tick(self, ticks_to_ping: int, ticks_to_close: int) -> None:
+    def _idle_tick(self, ticks_to_ping: int, ticks_to_close: int) -> None:
         """Advance the idle timer by one tick (called by the server's sweep)."""
-        ticks = self._idle_ticks = self._idle_ticks + 1
+        conn = self._conn
+        outbox = self._outbox
+        if outbox.sent:  # a send since the last tick
+            outbox.sent = False
+            if self._ctx.options.reset_idle_timeout_on_send:
+                conn.idle_ticks = 0
+        ticks = conn.idle_ticks = conn.idle_ticks + 1
         if ticks >= ticks_to_close:
             logger.info("closing idle WebSocket from %s", self.remote_address)
-            self._abort(ABNORMAL_CLOSURE, "idle timeout")
+            self._abort(_ABNORMAL, "idle timeout")
         elif ticks == ticks_to_ping:
-            idle = self._idle_ticks
-            self._enqueue(build_frame(OP_PING, b""), 0)
-            self._idle_ticks = idle  # our own ping is not activity
+            outbox.enqueue(build_frame(OP_PING, b""), 0)
+            outbox.sent = False  # our own ping is not activity

@@ -15,7 +15,19 @@ The plain aiohttp server is the canonical handler: ``WebSocketResponse``,
 aiohttp-upgrade server is a ``WebSocketHandler`` whose ``open`` sends "hi" and
 whose ``message`` echoes, with default options.
 
+The N sockets are opened by client processes of at most --per-process sockets
+each (a process may hold 20,000 file descriptors on these machines), each bound
+to its own loopback source address (127.0.0.2, 127.0.0.3, ...) so that no
+address runs short of ephemeral ports. "open s" is the wall time from telling
+the client processes to start until all of them hold their sockets open.
+
+With --tracemalloc the servers trace Python allocations instead (which inflates
+RSS, so no RSS figures are printed) and the biggest allocation sites grown from
+before the N sockets to after them are listed, in bytes per socket: where the
+remaining bytes of an idle socket go.
+
 Usage: python benchmarks/connections.py [--n 5000] [--warmup 500] [--repeat 1]
+       [--per-process 5000] [--tracemalloc]
 """
 
 from __future__ import annotations
@@ -29,6 +41,8 @@ import resource
 import socket
 import subprocess
 import sys
+import time
+import tracemalloc
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,7 +61,8 @@ HELLO: Final = b"\x81\x02hi"
 """The text frame "hi" each server sends to a new socket."""
 READY_PREFIX: Final = "PORT "
 CONNECT_CONCURRENCY: Final = 100
-"""Handshakes in flight at once (the listen backlog is 128)."""
+"""Handshakes in flight at once, per client process (the listen backlog is 1024)."""
+TRACE_LINES: Final = 15
 
 
 # -- servers (run in the child process) ------------------------------------------
@@ -88,7 +103,9 @@ def upgrade_app() -> web.Application:
         def message(self, ws: ServerWebSocket[None], message: str | bytes) -> None:
             ws.send(message)
 
-    server: Server[None] = Server(Hello())
+    # No handshake timeout: under load, a handshake waiting in the backlog would be
+    # cut; plain aiohttp has none either.
+    server: Server[None] = Server(Hello(), handshake_timeout=None)
 
     def fetch(request: web.Request, server: Server[None]) -> web.Response | None:
         if server.upgrade(request):
@@ -106,8 +123,49 @@ def upgrade_app() -> web.Application:
     return app
 
 
-async def serve(impl: str) -> None:
+def add_tracing(app: web.Application) -> None:
+    """``/mark`` snapshots Python allocations; ``/diff?n=N`` lists the growth since."""
+    marks: list[tracemalloc.Snapshot] = []
+
+    async def mark(request: web.Request) -> web.Response:
+        gc.collect()
+        marks[:] = [tracemalloc.take_snapshot()]
+        return web.Response(text="ok")
+
+    async def diff(request: web.Request) -> web.Response:
+        gc.collect()
+        n = int(request.query["n"])
+        snapshot = tracemalloc.take_snapshot()
+        stats = snapshot.compare_to(marks[0], "lineno")
+        total = sum(stat.size_diff for stat in stats)
+        lines = [f"all Python allocations: {total / n:8.0f} B/socket"]
+        for stat in stats[:TRACE_LINES]:
+            frame = stat.traceback[0]
+            where = f"{os.path.basename(frame.filename)}:{frame.lineno}"
+            lines.append(
+                f"  {stat.size_diff / n:8.0f} B/socket {stat.count_diff / n:6.2f}"
+                f" blocks/socket  {where}  {linecache_line(frame)}"
+            )
+        return web.Response(text="\n".join(lines))
+
+    app.router.add_get("/mark", mark)
+    app.router.add_get("/diff", diff)
+
+
+def linecache_line(frame: tracemalloc.Frame) -> str:
+    import linecache
+
+    return linecache.getline(frame.filename, frame.lineno).strip()[:60]
+
+
+async def serve(impl: str, trace: bool) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if trace:
+        tracemalloc.start()
     app = upgrade_app() if impl == "upgrade" else plain_aiohttp_app()
+    if trace:
+        add_tracing(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
@@ -144,11 +202,18 @@ class Child:
     process: subprocess.Popen[str]
     port: int
 
+    def cpu_seconds(self) -> float:
+        """utime + stime of the server process, from /proc/<pid>/stat."""
+        with open(f"/proc/{self.process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     @classmethod
-    def start(cls, impl: str) -> Child:
+    def start(cls, impl: str, trace: bool = False) -> Child:
         env = {**os.environ, "PYTHONHASHSEED": "0"}
+        extra = ["--tracemalloc"] if trace else []
         process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--serve", impl],
+            [sys.executable, os.path.abspath(__file__), "--serve", impl, *extra],
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -172,11 +237,14 @@ class Child:
             self.process.stdout.close()
 
 
-async def open_socket(port: int, gate: asyncio.Semaphore) -> socket.socket:
+async def open_socket(
+    port: int, gate: asyncio.Semaphore, source: str = "127.0.0.1"
+) -> socket.socket:
     """Open one WebSocket on a raw non-blocking socket; return once "hi" arrived."""
     loop = asyncio.get_running_loop()
     sock = socket.socket()
     sock.setblocking(False)
+    sock.bind((source, 0))
     key = base64.b64encode(os.urandom(16)).decode()
     request = (
         f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -201,10 +269,12 @@ async def open_socket(port: int, gate: asyncio.Semaphore) -> socket.socket:
     return sock
 
 
-async def open_sockets(port: int, n: int) -> list[socket.socket]:
+async def open_sockets(
+    port: int, n: int, source: str = "127.0.0.1"
+) -> list[socket.socket]:
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     results = await asyncio.gather(
-        *(open_socket(port, gate) for _ in range(n)), return_exceptions=True
+        *(open_socket(port, gate, source) for _ in range(n)), return_exceptions=True
     )
     sockets = [s for s in results if isinstance(s, socket.socket)]
     errors = [e for e in results if isinstance(e, BaseException)]
@@ -231,36 +301,118 @@ async def wait_open_count(
     raise RuntimeError(f"server did not reach {expected} open sockets")
 
 
+async def hold_sockets(port: int, n: int, source: str) -> None:
+    """A client process: on "go" open ``n`` sockets from ``source``, report, hold
+    them until stdin closes."""
+    raise_nofile(n + 100)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    print("ready", flush=True)
+    await reader.readline()
+    try:
+        sockets = await open_sockets(port, n, source)
+    except RuntimeError as exc:
+        print(f"failed: {exc}", flush=True)
+        return
+    print("open", flush=True)
+    await reader.read()
+    for sock in sockets:
+        sock.close()
+
+
+class Clients:
+    """Client processes holding ``n`` sockets, at most ``per_process`` each."""
+
+    def __init__(self, port: int, n: int, per_process: int) -> None:
+        self.processes: list[subprocess.Popen[str]] = []
+        for index, start in enumerate(range(0, n, per_process)):
+            count = min(per_process, n - start)
+            source = f"127.0.0.{index + 2}"
+            script = [sys.executable, os.path.abspath(__file__), "--hold"]
+            self.processes.append(
+                subprocess.Popen(
+                    [*script, f"{port},{count},{source}"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        for process in self.processes:
+            assert process.stdout is not None
+            if process.stdout.readline().strip() != "ready":
+                raise RuntimeError("a client process did not start")
+
+    async def open_all(self) -> float:
+        """Tell every process to open its sockets; return the seconds until all held."""
+        started = time.monotonic()
+        for process in self.processes:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        for process in self.processes:
+            assert process.stdout is not None
+            line = await asyncio.to_thread(process.stdout.readline)
+            if line.strip() != "open":
+                raise RuntimeError(f"a client process: {line.strip()}")
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        for process in self.processes:
+            assert process.stdin is not None
+            process.stdin.close()
+        for process in self.processes:
+            process.wait(timeout=60)
+            if process.stdout is not None:
+                process.stdout.close()
+
+
 @dataclass
 class Result:
     impl: str
     n: int
     baseline: int
     loaded: int
+    open_seconds: float
+    open_cpu: float
+    trace: str = ""
 
     @property
     def per_socket(self) -> float:
         return (self.loaded - self.baseline) / self.n
 
 
-async def measure(impl: str, n: int, warmup: int) -> Result:
-    child = Child.start(impl)
+async def measure(
+    impl: str, n: int, warmup: int, per_process: int, trace: bool = False
+) -> Result:
+    child = Child.start(impl, trace)
     try:
         async with aiohttp.ClientSession() as session:
             warm = await open_sockets(child.port, warmup)
             for sock in warm:
                 sock.close()
             await wait_open_count(session, child.port, 0)
-            await open_count(session, child.port)
-            baseline = rss_bytes(child.process.pid)
-            sockets = await open_sockets(child.port, n)
+            clients = Clients(child.port, n, per_process)
             try:
+                await open_count(session, child.port)
+                if trace:
+                    await session.get(f"http://127.0.0.1:{child.port}/mark")
+                baseline = rss_bytes(child.process.pid)
+                cpu = child.cpu_seconds()
+                seconds = await clients.open_all()
                 await wait_open_count(session, child.port, n)
+                cpu = child.cpu_seconds() - cpu
                 loaded = rss_bytes(child.process.pid)
+                traced = ""
+                if trace:
+                    url = f"http://127.0.0.1:{child.port}/diff?n={n}"
+                    async with session.get(url) as response:
+                        traced = await response.text()
             finally:
-                for sock in sockets:
-                    sock.close()
-        return Result(impl, n, baseline, loaded)
+                clients.close()
+        return Result(impl, n, baseline, loaded, seconds, cpu, traced)
     finally:
         child.stop()
 
@@ -271,7 +423,7 @@ def report(rounds: Sequence[dict[str, Result]]) -> None:
     mib = 1024 * 1024
     print(
         f"{'server':<17} {'sockets':>7} {'RSS before':>11} {'RSS after':>10}"
-        f" {'per socket':>11} {'vs aiohttp':>10}"
+        f" {'per socket':>11} {'vs aiohttp':>10} {'open s':>7} {'server CPU s':>12}"
     )
     for results in rounds:
         reference = results["aiohttp"].per_socket
@@ -281,21 +433,33 @@ def report(rounds: Sequence[dict[str, Result]]) -> None:
             print(
                 f"{LABELS[impl]:<17} {r.n:>7} {r.baseline / mib:>8.1f} MiB"
                 f" {r.loaded / mib:>6.1f} MiB {r.per_socket / 1024:>7.1f} KiB"
-                f" {ratio:>10}"
+                f" {ratio:>10} {r.open_seconds:>7.2f} {r.open_cpu:>12.2f}"
             )
 
 
 async def main(args: Any) -> None:
-    raise_nofile(args.n + 200)
+    raise_nofile(args.warmup + 200)
+    processes = -(-args.n // args.per_process)
     print(
         f"Python {sys.version.split()[0]}, aiohttp {aiohttp.__version__}; "
-        f"{args.n} idle sockets after {args.warmup} warm-up connections; "
-        "server RSS growth / sockets"
+        f"{args.n} idle sockets from {processes} client process(es) after "
+        f"{args.warmup} warm-up connections; server RSS growth / sockets"
     )
+    if args.tracemalloc:
+        for impl in IMPLS:
+            result = await measure(
+                impl, args.n, args.warmup, args.per_process, trace=True
+            )
+            print(f"{LABELS[impl]} (tracemalloc on), {args.n} sockets:")
+            print(result.trace)
+        return
     rounds = []
     for _ in range(args.repeat):
         rounds.append(
-            {impl: await measure(impl, args.n, args.warmup) for impl in IMPLS}
+            {
+                impl: await measure(impl, args.n, args.warmup, args.per_process)
+                for impl in IMPLS
+            }
         )
     report(rounds)
     write_json(
@@ -308,14 +472,22 @@ def parse_args(argv: Sequence[str]) -> Any:
     parser.add_argument("--n", type=int, default=5000, help="idle sockets to hold")
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--per-process", type=int, default=5000, help="sockets per client process"
+    )
+    parser.add_argument("--tracemalloc", action="store_true")
     add_json_option(parser)
     parser.add_argument("--serve", choices=IMPLS, help=argparse.SUPPRESS)
+    parser.add_argument("--hold", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     arguments = parse_args(sys.argv[1:])
     if arguments.serve:
-        asyncio.run(serve(arguments.serve))
+        asyncio.run(serve(arguments.serve, arguments.tracemalloc))
+    elif arguments.hold:
+        port, count, source = arguments.hold.split(",")
+        asyncio.run(hold_sockets(int(port), int(count), source))
     else:
         asyncio.run(main(arguments))

@@ -167,8 +167,8 @@ async def test_subscription_hook_runs_before_close_when_a_socket_leaves(
 
 def test_subscription_hook_not_overridden_costs_nothing() -> None:
     """A handler without a subscription hook registers none."""
-    assert WebSocketHandler[Any]().hooks["subscription"] is None
-    assert Events().hooks["subscription"] is not None
+    assert WebSocketHandler[Any]()._hooks["subscription"] is None
+    assert Events()._hooks["subscription"] is not None
 
 
 async def test_subscription_hook_raising_closes_only_that_socket(

@@ -238,7 +238,7 @@ async def test_socket_is_no_longer_pending_in_the_close_hook(
         seen.append(served.server.pending_websockets)
         original(ws, code, reason)
 
-    handler.hooks["close"] = (close, False)
+    handler._hooks["close"] = (close, False)
     raw = await connect_raw(served.port)
     await raw.send(OP_CLOSE, close_payload(1000))
     await handler.next("close")
@@ -256,7 +256,7 @@ class Faulty(Recorder):
         self.error_raised = RuntimeError("boom")
         self.fail_open = fail_open
         if is_async:
-            self.hooks["message"] = (self.message_async, True)
+            self._hooks["message"] = (self.message_async, True)
 
     def open(self, ws: ServerWebSocket[Any]) -> None:
         super().open(ws)
@@ -429,7 +429,7 @@ async def test_raising_close_hook_is_logged(
         raise KeyError("in close")
 
     handler = Recorder()
-    handler.hooks["close"] = (close, False)
+    handler._hooks["close"] = (close, False)
     served = await serve(handler)
     raw = await connect_raw(served.port)
     with caplog.at_level(logging.ERROR, logger="aiohttp_upgrade"):

@@ -15,6 +15,7 @@ PUBLIC_NAMES = [
     "SERVER_KEY",
     "Broker",
     "BrokerUnavailableError",
+    "CloseCode",
     "Fetch",
     "InvalidOptionError",
     "InvalidStateError",

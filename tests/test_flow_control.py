@@ -343,3 +343,95 @@ async def test_protocol_violation_closes_1002(
     assert reason
     assert (await handler.next("close")).args == (code, reason)
     await raw.close()
+
+
+# -- the dropped hook -------------------------------------------------------------------
+
+
+class DroppedRecorder(Recorder):
+    """Records ``dropped`` with the message and whether the socket was still open."""
+
+    def dropped(
+        self, ws: ServerWebSocket[Any], message: str | bytes | bytearray | memoryview
+    ) -> None:
+        self.events.put_nowait(Event("dropped", ws, (message, ws.ready_state)))
+
+
+class AsyncDroppedRecorder(Recorder):
+    """An async ``dropped`` hook that sends a resync marker (dropped in turn, unreported)."""
+
+    async def dropped(
+        self, ws: ServerWebSocket[Any], message: str | bytes | bytearray | memoryview
+    ) -> None:
+        await asyncio.sleep(0)
+        ws.send("resync")
+        self.events.put_nowait(Event("dropped", ws, (message, ws.ready_state)))
+
+
+@pytest.mark.parametrize(
+    "handler_class", [DroppedRecorder, AsyncDroppedRecorder], ids=["sync", "async"]
+)
+async def test_dropped_hook_gets_each_message_a_send_dropped(
+    serve: ServeFactory, handler_class: type[Recorder]
+) -> None:
+    """Each send that returns 0 at the limit calls dropped(ws, message) once, in order."""
+    handler = handler_class(backpressure_limit=LIMIT)
+    served = await serve(handler)
+    raw = await connect(served.port)
+    ws = (await handler.next("open")).ws
+    await fill(ws, until=-1)
+    sent = overfill(ws, start=0)
+    extra = [f"late {i}" for i in range(3)]
+    assert [ws.send(message) for message in extra] == [0, 0, 0]
+    dropped = [(await handler.next("dropped")).args for _ in range(4)]
+    assert dropped == [(numbered(sent[-1][0]), ReadyState.OPEN)] + [
+        (message, ReadyState.OPEN) for message in extra
+    ]
+    await raw.close()
+
+
+async def test_dropped_hook_gets_a_publish_dropped_for_that_socket(
+    serve: ServeFactory,
+) -> None:
+    """A publish dropped for one stuck subscriber calls dropped for it, not for others."""
+    handler = DroppedRecorder(backpressure_limit=LIMIT)
+    served = await serve(handler)
+    stuck_raw = await connect(served.port)
+    stuck = (await handler.next("open")).ws
+    reader_raw = await connect(served.port)
+    reader = (await handler.next("open")).ws
+    for ws in (stuck, reader):
+        ws.subscribe("room")
+    await fill(stuck, until=-1)
+    overfill(stuck, start=0)
+    await handler.next("dropped")
+    assert served.server.publish("room", "news") == 0
+    event = await handler.next("dropped")
+    assert (event.ws, event.args[0]) == (stuck, "news")
+    assert (await reader_raw.recv())[2] == b"news"
+    await stuck_raw.close()
+    await reader_raw.close()
+
+
+async def test_no_dropped_hook_with_close_on_backpressure_limit(
+    serve: ServeFactory,
+) -> None:
+    """With close_on_backpressure_limit the socket closes instead: dropped is not called."""
+    handler = DroppedRecorder(
+        backpressure_limit=LIMIT, close_on_backpressure_limit=True
+    )
+    served = await serve(handler)
+    raw = await connect(served.port)
+    ws = (await handler.next("open")).ws
+    await fill(ws, until=-1)
+    overfill(ws, start=0)
+    assert [event.hook for event in drain_events(handler)] == ["close"]
+    await raw.close()
+
+
+def drain_events(handler: Recorder) -> list[Event]:
+    """The events recorded so far."""
+    events = []
+    while not handler.events.empty():
+        events.append(handler.events.get_nowait())
+    return events

@@ -203,7 +203,7 @@ async def test_upgrade_refused_after_shutdown(
     assert info.value.status == 400
 
 
-# -- python -m aiohttp.web --------------------------------------------------------------------
+# -- real processes under each runner ----------------------------------------------------
 
 
 def free_port() -> int:
@@ -223,20 +223,58 @@ class Cli:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
+    async def pending(self) -> int:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{self.port}/pending"
+            async with session.get(url) as response:
+                return int(await response.text())
 
-@pytest.fixture
-async def cli_app() -> AsyncIterator[Cli]:
-    """Run ``python -m aiohttp.web ... tests.app_for_cli:init_func`` until it serves."""
+
+RUNNERS = {
+    "python-m-aiohttp.web": (
+        [
+            "-m",
+            "aiohttp.web",
+            "-H",
+            "127.0.0.1",
+            "-P",
+            "{port}",
+            "tests.app_for_cli:init_func",
+        ],
+        "Running on",
+    ),
+    "web.run_app": (["-m", "tests.app_for_cli", "run_app", "{port}"], "Running on"),
+    "web.AppRunner": (
+        ["-m", "tests.app_for_cli", "app_runner", "{port}"],
+        "Running on",
+    ),
+    "gunicorn": (
+        [
+            "-m",
+            "gunicorn",
+            "tests.app_for_cli:gunicorn_app",
+            "-w",
+            "1",
+            "-k",
+            "aiohttp.GunicornWebWorker",
+            "-b",
+            "127.0.0.1:{port}",
+        ],
+        # The master listens before the worker starts; connections wait in the
+        # backlog until the worker accepts them.
+        "Listening at",
+    ),
+}
+
+
+@pytest.fixture(params=sorted(RUNNERS), ids=sorted(RUNNERS))
+async def cli_app(request: pytest.FixtureRequest) -> AsyncIterator[Cli]:
+    """Run tests/app_for_cli.py under one runner in its own process until it serves."""
     port = free_port()
+    args, ready = RUNNERS[request.param]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "aiohttp.web",
-        "-H",
-        "127.0.0.1",
-        "-P",
-        str(port),
-        "tests.app_for_cli:init_func",
+        *(arg.format(port=port) for arg in args),
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=asyncio.subprocess.PIPE,
@@ -246,11 +284,10 @@ async def cli_app() -> AsyncIterator[Cli]:
     output: list[str] = []
     try:
         async with asyncio.timeout(30):
-            # aiohttp prints this once the site is listening.
-            while "Running on" not in (output[-1] if output else ""):
+            while ready not in (output[-1] if output else ""):
                 line = await process.stdout.readline()
                 if not line:
-                    raise AssertionError(f"aiohttp.web exited: {output}")
+                    raise AssertionError(f"{request.param} exited: {output}")
                 output.append(line.decode())
         yield Cli(process, port, output)
     finally:
@@ -260,22 +297,36 @@ async def cli_app() -> AsyncIterator[Cli]:
         output.append(rest.decode())
 
 
-async def test_python_m_aiohttp_web_serves_websockets(cli_app: Cli) -> None:
-    """An app started with `python -m aiohttp.web -H -P module:init_func` upgrades and echoes."""
+async def test_runner_serves_websockets(cli_app: Cli) -> None:
+    """An app started by each runner in its own process upgrades and echoes."""
     assert f"127.0.0.1:{cli_app.port}" in cli_app.output[-1]
     async with websockets_connect(cli_app.url) as conn:
-        await conn.send("over the cli")
-        assert await conn.recv() == "over the cli"
+        await conn.send("over the runner")
+        assert await conn.recv() == "over the runner"
+        assert await cli_app.pending() == 1
 
 
-async def test_python_m_aiohttp_web_sigterm_closes_with_1001(cli_app: Cli) -> None:
-    """SIGTERM to `python -m aiohttp.web` closes open sockets with 1001 and exits cleanly."""
-    async with websockets_connect(cli_app.url) as conn:
-        await conn.send("hello")
-        await conn.recv()
-        cli_app.process.send_signal(signal.SIGTERM)
-        with pytest.raises(ConnectionClosed) as info:
+async def test_runner_sigterm_closes_with_1001_and_awaits_close_hooks(
+    cli_app: Cli,
+) -> None:
+    """SIGTERM closes every open socket with 1001, awaits the async close hooks, exits 0."""
+    async with (
+        websockets_connect(cli_app.url) as first,
+        websockets_connect(cli_app.url) as second,
+    ):
+        for conn in (first, second):
+            await conn.send("hello")
             await conn.recv()
-    assert info.value.rcvd is not None
-    assert info.value.rcvd.code == 1001
+        assert await cli_app.pending() == 2
+        cli_app.process.send_signal(signal.SIGTERM)
+        codes = []
+        for conn in (first, second):
+            with pytest.raises(ConnectionClosed) as info:
+                await conn.recv()
+            assert info.value.rcvd is not None
+            codes.append(info.value.rcvd.code)
+    assert codes == [1001, 1001]
     assert await cli_app.process.wait() == 0
+    assert cli_app.process.stdout is not None
+    rest = (await cli_app.process.stdout.read()).decode()
+    assert rest.count("close 1001") == 2

@@ -238,12 +238,13 @@ def test_only_overridden_hooks_are_registered() -> None:
         def message(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
             pass
 
-    hooks = OnlyMessage().hooks
+    hooks = OnlyMessage()._hooks
     assert hooks["message"] is not None
     assert [name for name, hook in hooks.items() if hook is None] == [
         "open",
         "close",
         "drain",
+        "dropped",
         "ping",
         "pong",
         "error",
@@ -263,6 +264,6 @@ def test_hook_kind_is_detected(is_async: bool) -> None:
         async def open(self, ws: ServerWebSocket[Any]) -> None:
             pass
 
-    hook = (Async if is_async else Sync)().hooks["open"]
+    hook = (Async if is_async else Sync)()._hooks["open"]
     assert hook is not None
     assert hook[1] is is_async

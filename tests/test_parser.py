@@ -496,13 +496,15 @@ def test_length_with_top_bit_set_is_error_1002() -> None:
 
 @pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 125, 4096, 65537], ids=str)
 def test_pure_python_mask_matches_the_compiled_one(size: int) -> None:
-    """The fallback XOR used without aiohttp's compiled helper unmasks identically."""
-    from aiohttp_upgrade._compat import _mask_with_ints, mask_in_place
+    """The pure-Python XOR used without aiohttp's compiled helper unmasks identically."""
+    from aiohttp_upgrade._compat import compiled_mask
+    from aiohttp_upgrade.parser import xor_mask
 
+    assert compiled_mask is not None
     payload = bytes(range(256)) * (size // 256 + 1)
     compiled, fallback = bytearray(payload[:size]), bytearray(payload[:size])
-    mask_in_place(b"\x01\x80\x7f\xfe", compiled)
-    _mask_with_ints(b"\x01\x80\x7f\xfe", fallback)
+    compiled_mask(b"\x01\x80\x7f\xfe", compiled)
+    xor_mask(b"\x01\x80\x7f\xfe", fallback)
     assert fallback == compiled
     assert size == 0 or compiled != payload[:size]
 

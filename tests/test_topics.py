@@ -183,3 +183,25 @@ def test_check_topic_rejects_non_str(topic: object) -> None:
     """A topic that is not a str raises TypeError naming the type."""
     with pytest.raises(TypeError, match=type(topic).__name__):
         check_topic(topic)
+
+
+def test_on_change_reports_each_transition_with_counts() -> None:
+    """on_change sees every added and removed subscription with the counts after and before."""
+    seen: list[tuple[str, str, int, int]] = []
+    registry: TopicRegistry[str] = TopicRegistry(
+        lambda subscriber, topic, new, old: seen.append((subscriber, topic, new, old))
+    )
+    registry.subscribe("a", "t")
+    registry.subscribe("b", "t")
+    registry.subscribe("a", "t")  # already subscribed: no transition
+    registry.unsubscribe("b", "t")
+    registry.subscribe("a", "u")
+    registry.unsubscribe_all("a")
+    assert seen == [
+        ("a", "t", 1, 0),
+        ("b", "t", 2, 1),
+        ("b", "t", 1, 2),
+        ("a", "u", 1, 0),
+        ("a", "t", 0, 1),
+        ("a", "u", 0, 1),
+    ]

@@ -1,0 +1,279 @@
+"""A socket's outgoing frames: the pending output, flow control, Bun's send codes.
+
+Sending never awaits. A frame sent during one event-loop turn is appended to the
+socket's pending output, and one :class:`Flusher` callback per turn writes every
+dirty outbox with a single ``transport.write`` each. While an async hook runs
+(``write_now``), whose turn ends at an await nobody sees, frames are written at
+once instead; so is a burst that reaches :data:`FLUSH_THRESHOLD`, so that it sees
+what the kernel took and gets -1, not 0, once the kernel's buffer is full (Bun
+writes at once).
+
+Codes (Bun's): the payload length when the frame went onto an idle connection;
+``-1`` when bytes were already waiting in the transport (the frame is queued and
+will be delivered; the ``drain`` callback follows once everything left); ``0``
+when it was dropped because more than ``limit`` bytes were buffered. The outbox
+needs only a transport (``write``, ``get_write_buffer_size``, ``is_closing``,
+``abort``) and a loop to schedule on, so it is tested without sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final, Protocol
+
+from .deflate import Compressor
+from .frames import build_frame
+
+__all__ = ["FLUSH_THRESHOLD", "Flusher", "Outbox", "OutboxOwner", "Transport"]
+
+logger = logging.getLogger("aiohttp_upgrade")
+
+FLUSH_THRESHOLD: Final = 64 * 1024
+"""Pending bytes at which a send writes at once instead of at the end of the turn."""
+
+
+class OutboxOwner(Protocol):
+    """What an outbox reports to (the socket's connection)."""
+
+    def drained(self) -> None:
+        """All output has left after a send returned -1."""
+
+    def dropped(self, message: object) -> None:
+        """A message was dropped at the limit (``message`` None: a control frame)."""
+
+    def write_failed(self, exc: Exception) -> None:
+        """``transport.write`` raised."""
+
+
+class Transport(Protocol):
+    """The part of ``asyncio.Transport`` the outbox uses."""
+
+    def write(self, data: bytes) -> None: ...
+    def get_write_buffer_size(self) -> int: ...
+    def is_closing(self) -> bool: ...
+    def abort(self) -> None: ...
+
+
+class Flusher:
+    """Calls ``flush()`` on each outbox that got frames, once per event-loop turn."""
+
+    __slots__ = ("_dirty", "_scheduled", "_spare")
+
+    def __init__(self) -> None:
+        self._dirty: list[Outbox] = []
+        self._spare: list[Outbox] = []
+        self._scheduled = False
+
+    def add(self, outbox: Outbox) -> None:
+        """Flush ``outbox`` at the end of this loop turn."""
+        self._dirty.append(outbox)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        dirty = self._dirty
+        self._dirty = self._spare
+        for outbox in dirty:
+            outbox.flush()
+        dirty.clear()
+        self._spare = dirty
+
+
+class Outbox:
+    """The pending output of one socket.
+
+    Args:
+        transport: where frames go.
+        flusher: the shared per-turn flusher.
+        limit: ``backpressure_limit``: a message is dropped (code 0) while more
+            than this many bytes are buffered (pending here plus the transport's).
+        compressor: the socket's permessage-deflate compressor, if negotiated.
+        owner: told when output drained, a message was dropped or a write failed
+            (None: nothing is told; a failed write aborts the transport).
+    """
+
+    __slots__ = (
+        "_drain_wanted",
+        "_flusher",
+        "_limit",
+        "_owner",
+        "_pending",
+        "_size",
+        "_transport",
+        "compressor",
+        "held",
+        "sent",
+        "write_now",
+    )
+
+    def __init__(
+        self,
+        transport: Transport,
+        flusher: Flusher,
+        limit: int,
+        compressor: Compressor | None = None,
+        owner: OutboxOwner | None = None,
+    ) -> None:
+        self._transport = transport
+        self._flusher = flusher
+        self._limit = limit
+        self.compressor = compressor
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._drain_wanted = False
+        self.write_now = False
+        """Write each frame at once (set while an async hook runs)."""
+        self.held = False
+        """Leave the flush to the caller, which flushes when it is done (set while
+        the connection handles one read: what the read's hooks send goes out in
+        one write at its end, without the per-turn flusher)."""
+        self.sent = False
+        """Set by every queued frame; the idle timer clears it."""
+        self._owner = owner
+
+    # -- queueing ----------------------------------------------------------------
+
+    def send(
+        self,
+        opcode: int,
+        payload: bytes,
+        compress: bool,
+        message: object = None,
+        frame: bytes | None = None,
+        shared: dict[tuple[int, int], bytes] | None = None,
+    ) -> int:
+        """Queue a data message (compressed if asked and negotiated); return the code.
+
+        The one compress-or-drop path of ``send`` and ``publish``: a message about
+        to be dropped is not compressed. ``frame`` is the uncompressed frame when
+        the caller built it already (a publish builds it once); ``shared`` caches
+        compressed frames by compressor settings across the sockets of a publish,
+        for compressors that keep no context. ``message`` is what the owner's
+        ``dropped`` gets if the message is dropped.
+        """
+        compressor = self.compressor
+        if compress and compressor is not None and payload:
+            if compressor.shareable and shared is not None:
+                frame = shared.get(compressor.key)
+                if frame is None:
+                    frame = shared[compressor.key] = build_frame(
+                        opcode, compressor.compress(payload), rsv1=True
+                    )
+            elif self.over_limit():
+                return self._drop(message)
+            else:
+                frame = build_frame(opcode, compressor.compress(payload), rsv1=True)
+        elif frame is None:
+            frame = build_frame(opcode, payload)
+        return self.enqueue(frame, len(payload), message)
+
+    def over_limit(self) -> bool:
+        """True when more than ``limit`` bytes are buffered: a message would be dropped."""
+        return self._transport.get_write_buffer_size() + self._size > self._limit
+
+    def enqueue(self, frame: bytes, length: int, message: object = None) -> int:
+        """Queue a built frame; return ``length``, -1 or 0 (dropped)."""
+        transport = self._transport
+        waiting = transport.get_write_buffer_size()
+        size = self._size
+        if waiting + size > self._limit:
+            return self._drop(message)
+        pending = self._pending
+        write_now = self.write_now
+        if not pending and not write_now and not self.held:
+            self._flusher.add(self)
+        pending.append(frame)
+        size += len(frame)
+        self._size = size
+        self.sent = True
+        if write_now or size >= FLUSH_THRESHOLD:
+            self.flush()
+            waiting = transport.get_write_buffer_size()
+        if waiting:
+            self._drain_wanted = True
+            return -1
+        return length
+
+    def enqueue_control(self, frame: bytes) -> None:
+        """Queue a control frame (pong, ping, Close) past the limit: never dropped."""
+        if not self._pending and not self.write_now and not self.held:
+            self._flusher.add(self)
+        self._pending.append(frame)
+        self._size += len(frame)
+
+    def _drop(self, message: object) -> int:
+        if self._owner is not None:
+            self._owner.dropped(message)
+        return 0
+
+    # -- writing -----------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write the pending frames now, in one write.
+
+        Never raises: a failing ``transport.write`` goes to the owner's
+        ``write_failed`` (or aborts the transport), so one broken socket cannot stop the flush of
+        the others.
+        """
+        pending = self._pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._size = 0
+        transport = self._transport
+        if transport.is_closing():
+            return
+        try:
+            transport.write(data)
+        except Exception as exc:
+            self._write_failed(exc)
+            return
+        if self._drain_wanted and not transport.get_write_buffer_size():
+            # All of it went to the kernel: no resume_writing() will come.
+            asyncio.get_running_loop().call_soon(self.writable)
+
+    def _write_failed(self, exc: Exception) -> None:
+        if self._owner is not None:
+            self._owner.write_failed(exc)
+        else:
+            logger.error("writing failed; aborting the connection", exc_info=exc)
+            self._transport.abort()
+
+    def writable(self) -> None:
+        """Call when the transport's write buffer has emptied (``resume_writing``).
+
+        Calls the owner's ``drained`` once per -1 episode, when nothing is
+        pending any more.
+        """
+        if (
+            not self._drain_wanted
+            or self._pending
+            or self._transport.get_write_buffer_size()
+        ):
+            return  # frames still pending: flush() looks again once written
+        self._drain_wanted = False
+        if self._owner is not None and not self._transport.is_closing():
+            self._owner.drained()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes queued here or in the transport, not yet handed to the kernel."""
+        return self._transport.get_write_buffer_size() + self._size
+
+    def close(self) -> None:
+        """Stop taking data messages: every later one is dropped (0), silently.
+
+        Control frames (the Close) can still be queued and flushed.
+        """
+        self._limit = -1
+        self._drain_wanted = False
+        self._owner = None
+
+    def discard(self) -> None:
+        """Forget the pending frames (the connection is being aborted)."""
+        self._pending.clear()
+        self._size = 0
