@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Final, cast
 
+from aiohttp import web
+
 __all__ = [
     "CLIENT_CPU",
     "CLK_TCK",
@@ -48,8 +50,10 @@ __all__ = [
     "pin",
     "print_table",
     "raise_nofile",
+    "serve_app",
     "settle_malloc",
     "spread",
+    "start_server",
     "write_json",
 ]
 
@@ -234,6 +238,18 @@ def announce_port(port: int) -> None:
     print(f"{_READY_PREFIX}{port}", flush=True)
 
 
+async def serve_app(app: web.Application, backlog: int) -> None:
+    """Serve ``app`` on a free loopback port, announce the port to the parent and
+    run until the parent terminates this process."""
+    settle_malloc()
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=backlog)
+    await site.start()
+    announce_port(runner.addresses[0][1])
+    await asyncio.Event().wait()
+
+
 @dataclass
 class ServerProcess:
     """A benchmark server running as ``python script --serve ...`` on its own CPU."""
@@ -281,6 +297,20 @@ class ServerProcess:
             self.process.wait()
         if self.process.stdout is not None:
             self.process.stdout.close()
+
+
+def start_server(
+    script: str, impl: str, uvloop: bool, bun: str | None, bun_script: str
+) -> ServerProcess:
+    """Start the ``impl`` server of ``script`` (``--serve impl``, on uvloop if
+    asked), or Bun running ``bun_script`` when ``impl`` is ``"bun"``."""
+    if impl == "bun":
+        if bun is None:
+            raise SystemExit("bun not found: set BUN=/path/to/bun")
+        return ServerProcess.start_command([bun, bun_script])
+    return ServerProcess.start(
+        script, ["--serve", impl] + (["--uvloop"] if uvloop else [])
+    )
 
 
 # -- a raw WebSocket client ---------------------------------------------------------

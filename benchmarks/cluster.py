@@ -52,7 +52,6 @@ from _common import (
     CLIENT_CPU,
     RawClient,
     ServerProcess,
-    announce_port,
     client_frame,
     close_clients,
     connect_clients,
@@ -61,7 +60,7 @@ from _common import (
     pin,
     print_table,
     raise_nofile,
-    settle_malloc,
+    serve_app,
     spread,
 )
 from fanout import (
@@ -70,8 +69,11 @@ from fanout import (
     Publisher,
     Run,
     Subscriber,
+    batches,
     connect_subscribers,
-    paced_rate,
+    new_run,
+    publish_and_wait,
+    upgrade_with_path,
 )
 
 SCRIPT: Final = os.path.abspath(__file__)
@@ -129,26 +131,15 @@ def cluster_app(redis_url: str | None) -> web.Application:
     broker: Broker | None = RedisBroker(redis_url) if redis_url else None
     server: Server[str] = Server(Room(), broker=broker)
 
-    def fetch(request: web.Request, server: Server[str]) -> web.StreamResponse | None:
-        if server.upgrade(request, data=request.path.strip("/")):
-            return None
-        return web.Response(status=400)
-
     app = web.Application()
     server.setup(app)
     for path in ("/sub", "/pub", f"/{PUSH_TOPIC}"):
-        app.router.add_get(path, server.handler(fetch))
+        app.router.add_get(path, server.handler(upgrade_with_path))
     return app
 
 
 async def serve(redis_url: str | None) -> None:
-    settle_malloc()
-    runner = web.AppRunner(cluster_app(redis_url), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
-    await site.start()
-    announce_port(runner.addresses[0][1])
-    await asyncio.Event().wait()
+    await serve_app(cluster_app(redis_url), backlog=4096)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -276,25 +267,10 @@ async def measure(
     messages: int,
     rate: float | None,
 ) -> tuple[Run, float, float, float]:
-    run = Run(target=messages * len(subscribers))
-    for subscriber in subscribers:
-        subscriber.run = run
+    run = new_run(subscribers, messages)
     cpu0 = sum(server_cpu(server) for server in servers)
     redis0 = redis.cpu_seconds()
-    t0 = time.monotonic()
-    if rate is None:
-        for _ in range(messages):
-            publisher.publish()
-    else:
-        interval = 1 / rate
-        for i in range(messages):
-            publisher.publish()
-            await asyncio.sleep(max(0.0, t0 + (i + 1) * interval - time.monotonic()))
-    try:
-        await asyncio.wait_for(asyncio.shield(run.done), timeout=120)
-    except TimeoutError:
-        print(f"  timed out: {run.received}/{run.target} delivered", file=sys.stderr)
-    elapsed = time.monotonic() - t0
+    elapsed = await publish_and_wait(run, publisher, messages, rate)
     if os.environ.get("CLUSTER_BENCH_VERBOSE"):
         print("  per-process CPU s:", [round(server_cpu(s), 2) for s in servers])
     cpu = sum(server_cpu(server) for server in servers) - cpu0
@@ -333,13 +309,7 @@ async def bench_setup(
             await wait_for(subscribed, "Redis subscriptions")
         publisher = controls[0]
         await measure(servers, redis, subs, publisher, 20, None)  # warm-up
-        burst = max(1, args.burst_deliveries // n)
-        rate = args.rate or paced_rate(n)
-        paced = max(1, round(rate * args.paced_seconds))
-        for mode, messages, rate_or_none in (
-            ("burst", burst, None),
-            ("paced", paced, rate),
-        ):
+        for mode, messages, rate_or_none in batches(args, n):
             run, seconds, server_cpu, redis_cpu = await measure(
                 servers, redis, subs, publisher, messages, rate_or_none
             )

@@ -38,9 +38,7 @@ from _common import (
     CLIENT_CPU,
     CLK_TCK,
     RawClient,
-    ServerProcess,
     add_json_option,
-    announce_port,
     client_frame,
     close_clients,
     connect_clients,
@@ -48,8 +46,9 @@ from _common import (
     percentile,
     pin,
     print_table,
-    settle_malloc,
+    serve_app,
     spread,
+    start_server,
     write_json,
 )
 
@@ -125,13 +124,7 @@ APPS: Final[dict[str, Callable[[], web.Application]]] = {
 
 
 async def serve(impl: str) -> None:
-    settle_malloc()
-    runner = web.AppRunner(APPS[impl](), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-    await site.start()
-    announce_port(runner.addresses[0][1])
-    await asyncio.Event().wait()  # until the parent terminates us
+    await serve_app(APPS[impl](), backlog=1024)
 
 
 # -- load generator -----------------------------------------------------------------
@@ -186,13 +179,7 @@ class Result:
 async def bench_server(
     impl: str, round_: int, args: argparse.Namespace
 ) -> list[Result]:
-    flags = ["--serve", impl] + (["--uvloop"] if args.uvloop else [])
-    if impl == "bun":
-        if BUN is None:
-            raise SystemExit("bun not found: set BUN=/path/to/bun")
-        server = ServerProcess.start_command([BUN, BUN_SCRIPT])
-    else:
-        server = ServerProcess.start(SCRIPT, flags)
+    server = start_server(SCRIPT, impl, args.uvloop, BUN, BUN_SCRIPT)
     results = []
     try:
         for count in args.clients:

@@ -42,7 +42,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import WSMsgType, web
 
@@ -54,7 +54,6 @@ from _common import (
     RawClient,
     ServerProcess,
     add_json_option,
-    announce_port,
     client_frame,
     close_clients,
     connect_clients,
@@ -65,10 +64,14 @@ from _common import (
     pin,
     print_table,
     raise_nofile,
-    settle_malloc,
+    serve_app,
     spread,
+    start_server,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from aiohttp_upgrade import Server
 
 SCRIPT: Final = os.path.abspath(__file__)
 
@@ -84,6 +87,16 @@ BUN_SCRIPT: Final = os.path.join(os.path.dirname(SCRIPT), "bun_fanout.ts")
 
 
 # -- servers (run in the child process) ------------------------------------------
+
+
+def upgrade_with_path(
+    request: web.Request, server: Server[str]
+) -> web.StreamResponse | None:
+    """The fetch handler of the aiohttp-upgrade servers: the socket's data is the
+    request path without its slashes ("sub", "pub", ...)."""
+    if server.upgrade(request, data=request.path.strip("/")):
+        return None
+    return web.Response(status=400)
 
 
 def upgrade_app() -> web.Application:
@@ -104,15 +117,10 @@ def upgrade_app() -> web.Application:
 
     server: Server[str] = Server(Room())
 
-    def fetch(request: web.Request, server: Server[str]) -> web.StreamResponse | None:
-        if server.upgrade(request, data=request.path.strip("/")):
-            return None
-        return web.Response(status=400)
-
     app = web.Application()
     server.setup(app)
-    app.router.add_get("/sub", server.handler(fetch))
-    app.router.add_get("/pub", server.handler(fetch))
+    app.router.add_get("/sub", server.handler(upgrade_with_path))
+    app.router.add_get("/pub", server.handler(upgrade_with_path))
     return app
 
 
@@ -157,13 +165,7 @@ APPS: Final[dict[str, Callable[[], web.Application]]] = {
 
 
 async def serve(impl: str) -> None:
-    settle_malloc()
-    runner = web.AppRunner(APPS[impl](), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
-    await site.start()
-    announce_port(runner.addresses[0][1])
-    await asyncio.Event().wait()  # until the parent terminates us
+    await serve_app(APPS[impl](), backlog=4096)
 
 
 # -- load generator -----------------------------------------------------------------
@@ -327,24 +329,30 @@ def paced_rate(n: int) -> float:
     return min(1000.0, max(100.0, 100_000 / n))
 
 
-def own_cpu() -> float:
-    times = os.times()
-    return times.user + times.system
+def batches(
+    args: argparse.Namespace, n: int
+) -> tuple[tuple[str, int, float | None], ...]:
+    """The measured batches for N subscribers: (mode, messages, rate or None) for
+    burst (back to back) and paced (at ``--rate``, or :func:`paced_rate`)."""
+    burst = max(1, args.burst_deliveries // n)
+    rate = args.rate or paced_rate(n)
+    paced = max(1, round(rate * args.paced_seconds))
+    return ("burst", burst, None), ("paced", paced, rate)
 
 
-async def measure(
-    server: ServerProcess,
-    subscribers: list[Subscriber],
-    publisher: Publisher,
-    messages: int,
-    rate: float | None,
-) -> tuple[Run, float, float, float]:
-    """Publish ``messages`` (back to back, or at ``rate``) and wait for every delivery."""
+def new_run(subscribers: list[Subscriber], messages: int) -> Run:
+    """A fresh :class:`Run` expecting ``messages`` at every subscriber."""
     run = Run(target=messages * len(subscribers))
     for subscriber in subscribers:
         subscriber.run = run
-    cpu0 = server.cpu_seconds()
-    own0 = own_cpu()
+    return run
+
+
+async def publish_and_wait(
+    run: Run, publisher: Publisher, messages: int, rate: float | None
+) -> float:
+    """Publish ``messages`` (back to back, or at ``rate``), wait (up to 120 s) for
+    every delivery ``run`` expects, and return the seconds that took."""
     t0 = time.monotonic()
     if rate is None:
         for _ in range(messages):
@@ -358,20 +366,33 @@ async def measure(
         await asyncio.wait_for(asyncio.shield(run.done), timeout=120)
     except TimeoutError:
         print(f"  timed out: {run.received}/{run.target} delivered", file=sys.stderr)
-    elapsed = time.monotonic() - t0
+    return time.monotonic() - t0
+
+
+def own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+async def measure(
+    server: ServerProcess,
+    subscribers: list[Subscriber],
+    publisher: Publisher,
+    messages: int,
+    rate: float | None,
+) -> tuple[Run, float, float, float]:
+    """Publish ``messages`` (back to back, or at ``rate``) and wait for every delivery."""
+    run = new_run(subscribers, messages)
+    cpu0 = server.cpu_seconds()
+    own0 = own_cpu()
+    elapsed = await publish_and_wait(run, publisher, messages, rate)
     return run, elapsed, server.cpu_seconds() - cpu0, own_cpu() - own0
 
 
 async def bench_server(
     impl: str, n: int, round_: int, args: argparse.Namespace
 ) -> list[Result]:
-    flags = ["--serve", impl] + (["--uvloop"] if args.uvloop else [])
-    if impl == "bun":
-        if BUN is None:
-            raise SystemExit("bun not found: set BUN=/path/to/bun")
-        server = ServerProcess.start_command([BUN, BUN_SCRIPT])
-    else:
-        server = ServerProcess.start(SCRIPT, flags)
+    server = start_server(SCRIPT, impl, args.uvloop, BUN, BUN_SCRIPT)
     results = []
     try:
         size = args.size
@@ -384,13 +405,7 @@ async def bench_server(
         if args.verbose:
             print(f"  server pid {server.pid} on CPUs {sorted(server.cpus())}")
         await measure(server, subs, publisher, 20, None)  # warm-up
-        burst = max(1, args.burst_deliveries // n)
-        rate = args.rate or paced_rate(n)
-        paced = max(1, round(rate * args.paced_seconds))
-        for mode, messages, rate_or_none in (
-            ("burst", burst, None),
-            ("paced", paced, rate),
-        ):
+        for mode, messages, rate_or_none in batches(args, n):
             run, seconds, server_cpu, client_cpu = await measure(
                 server, subs, publisher, messages, rate_or_none
             )
