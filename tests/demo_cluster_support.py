@@ -16,18 +16,23 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
-from .demo_support import FRAME_TIMEOUT, SECRET
+from .demo_support import SECRET, next_frame, wait_for
 
 __all__ = [
     "HEARTBEAT",
+    "REPO",
+    "RUNNING",
+    "START_TIMEOUT",
     "DemoWorker",
     "Person",
+    "demo_env",
     "demo_worker",
+    "demo_workers",
     "next_frame",
+    "start_python",
     "wait_for",
 ]
 
@@ -72,27 +77,44 @@ class DemoWorker:
         await self._drain
 
 
+def demo_env(data_dir: Path, **variables: str) -> dict[str, str]:
+    """This process's environment without its ``DEMO_*`` variables, plus
+    ``DEMO_DATA_DIR=data_dir``, unbuffered output and ``variables``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEMO_")}
+    env.update(DEMO_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", **variables)
+    return env
+
+
+async def start_python(
+    *args: str, env: dict[str, str], stderr: int = asyncio.subprocess.STDOUT
+) -> asyncio.subprocess.Process:
+    """Start ``python args...`` in the repository with its stdout piped (stderr
+    into it unless ``stderr`` says otherwise)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+    )
+
+
 @asynccontextmanager
 async def demo_worker(
     data_dir: Path, redis_url: str | None, heartbeat: float = HEARTBEAT
 ) -> AsyncIterator[DemoWorker]:
     """Run one demo worker on a free loopback port until the block ends."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEMO_")}
-    env.update(
-        DEMO_DATA_DIR=str(data_dir),
+    env = demo_env(
+        data_dir,
         DEMO_SECRET=SECRET.decode(),
         DEMO_PRESENCE_HEARTBEAT=str(heartbeat),
-        PYTHONUNBUFFERED="1",
     )
     if redis_url is not None:
         env["DEMO_REDIS_URL"] = redis_url
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
+    process = await start_python(
         *("-m", "aiohttp.web", "-H", "127.0.0.1", "-P", "0", "demo.chat:init_app"),
-        cwd=REPO,
         env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
     )
     assert process.stdout is not None
     seen = b""
@@ -113,6 +135,18 @@ async def demo_worker(
         yield worker
     finally:
         await worker.stop()
+
+
+@asynccontextmanager
+async def demo_workers(
+    data_dir: Path, redis_url: str
+) -> AsyncIterator[tuple[DemoWorker, DemoWorker]]:
+    """Run two demo workers sharing ``data_dir`` and Redis until the block ends."""
+    async with (
+        demo_worker(data_dir, redis_url) as a,
+        demo_worker(data_dir, redis_url) as b,
+    ):
+        yield a, b
 
 
 class Person:
@@ -141,21 +175,3 @@ class Person:
         hello = await next_frame(ws)
         assert hello["type"] == "hello", hello
         return ws
-
-
-async def next_frame(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
-    """The next frame from the server, decoded; fails on anything but text."""
-    async with asyncio.timeout(FRAME_TIMEOUT):
-        message = await ws.receive()
-    assert message.type is aiohttp.WSMsgType.TEXT, message
-    frame = message.json()
-    assert isinstance(frame, dict)
-    return frame
-
-
-async def wait_for(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
-    """Skip frames until one of type ``kind`` arrives, and return it."""
-    while True:
-        frame = await next_frame(ws)
-        if frame["type"] == kind:
-            return frame

@@ -8,10 +8,8 @@ publisher's messages in order, so anything it sent earlier arrives first.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -24,15 +22,16 @@ from .demo_cluster_support import (
     HEARTBEAT,
     DemoWorker,
     Person,
-    demo_worker,
+    demo_env,
+    demo_workers,
     next_frame,
+    start_python,
     wait_for,
 )
 from .redis_support import RedisProcess, free_port, requires_redis, running_redis
 
 pytestmark = requires_redis
 
-REPO = Path(__file__).resolve().parent.parent
 Socket = aiohttp.ClientWebSocketResponse
 # A killed worker's people leave within 4 heartbeats (demo.roster); the rest is
 # for a loaded machine to schedule the surviving worker's beat.
@@ -48,10 +47,8 @@ def redis() -> Iterator[RedisProcess]:
 async def workers(
     redis: RedisProcess, tmp_path: Path
 ) -> AsyncIterator[tuple[DemoWorker, DemoWorker]]:
-    async with AsyncExitStack() as stack:
-        a = await stack.enter_async_context(demo_worker(tmp_path / "data", redis.url))
-        b = await stack.enter_async_context(demo_worker(tmp_path / "data", redis.url))
-        yield a, b
+    async with demo_workers(tmp_path / "data", redis.url) as pair:
+        yield pair
 
 
 @pytest.fixture
@@ -79,6 +76,23 @@ async def join(ws: Socket, room: str = "general") -> dict[str, Any]:
 
 async def say(ws: Socket, text: str, room: str = "general") -> None:
     await ws.send_json({"type": "message", "room": room, "text": text})
+
+
+async def ada_and_bob_in_general(
+    workers: tuple[DemoWorker, DemoWorker], people: list[Person]
+) -> tuple[Socket, Socket]:
+    """Sign people[0] in as Ada on worker A and people[1] as Bob on worker B, join
+    both to "general", and return their sockets once Ada has seen Bob join."""
+    a, b = workers
+    ada, bob = people[0], people[1]
+    await ada.sign_in(a, "ada")
+    await bob.sign_in(b, "bob")
+    ada_ws = await ada.connect(a)
+    await join(ada_ws)
+    bob_ws = await bob.connect(b)
+    await join(bob_ws)
+    await wait_for(ada_ws, "member_joined")
+    return ada_ws, bob_ws
 
 
 async def frames_until(ws: Socket, text: str) -> list[dict[str, Any]]:
@@ -153,14 +167,8 @@ async def test_killed_worker_leaves_presence_within_the_bound(
 ) -> None:
     """After SIGKILL of worker B, Bob (only there) leaves Ada's room, once."""
     a, b = workers
-    ada, bob, carol = people[0], people[1], people[2]
-    await ada.sign_in(a, "ada")
-    await bob.sign_in(b, "bob")
-    ada_ws = await ada.connect(a)
-    await join(ada_ws)
-    bob_ws = await bob.connect(b)
-    await join(bob_ws)
-    await wait_for(ada_ws, "member_joined")
+    carol = people[2]
+    ada_ws, _bob_ws = await ada_and_bob_in_general(workers, people)
     b.kill()
     async with asyncio.timeout(KILL_BOUND):
         left = await wait_for(ada_ws, "member_left")
@@ -182,15 +190,8 @@ async def test_worker_stopped_cleanly_announces_its_people_leaving(
     workers: tuple[DemoWorker, DemoWorker], people: list[Person]
 ) -> None:
     """A worker stopped with SIGINT announces, through Redis, that Bob left."""
-    a, b = workers
-    ada, bob = people[0], people[1]
-    await ada.sign_in(a, "ada")
-    await bob.sign_in(b, "bob")
-    ada_ws = await ada.connect(a)
-    await join(ada_ws)
-    bob_ws = await bob.connect(b)
-    await join(bob_ws)
-    await wait_for(ada_ws, "member_joined")
+    b = workers[1]
+    ada_ws, _bob_ws = await ada_and_bob_in_general(workers, people)
     await b.stop()
     left = await wait_for(ada_ws, "member_left")  # long before any expiry
     assert left["user"]["name"] == "bob"
@@ -245,15 +246,9 @@ async def test_demo_cluster_command_starts_and_stops_its_redis(tmp_path: Path) -
     """``python -m demo.cluster`` (``make demo-cluster``) serves the chat on one
     port from two workers, and stops the redis-server it started when it stops."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEMO_")}
-    env.update(DEMO_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
+    process = await start_python(
         *("-m", "demo.cluster", "--workers", "2", "--port", str(port)),
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        env=demo_env(tmp_path / "data"),
     )
     assert process.stdout is not None
     output = b""

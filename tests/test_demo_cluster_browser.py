@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from .demo_cluster_support import DemoWorker, demo_worker
+from .demo_cluster_support import DemoWorker, demo_workers
 from .redis_support import RedisProcess, requires_redis, running_redis
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -46,10 +45,8 @@ def redis() -> Iterator[RedisProcess]:
 async def workers(
     redis: RedisProcess, tmp_path: Path
 ) -> AsyncIterator[tuple[DemoWorker, DemoWorker]]:
-    async with AsyncExitStack() as stack:
-        a = await stack.enter_async_context(demo_worker(tmp_path / "data", redis.url))
-        b = await stack.enter_async_context(demo_worker(tmp_path / "data", redis.url))
-        yield a, b
+    async with demo_workers(tmp_path / "data", redis.url) as pair:
+        yield pair
 
 
 @pytest.fixture

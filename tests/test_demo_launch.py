@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,9 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-REPO = Path(__file__).resolve().parent.parent
-RUNNING = re.compile(rb"Running on (http://127\.0\.0\.1:\d+)")
-START_TIMEOUT = 30.0
+from .demo_cluster_support import RUNNING, START_TIMEOUT, demo_env, start_python
 
 
 @dataclass
@@ -31,14 +26,9 @@ class Demo:
 @asynccontextmanager
 async def demo_process(data_dir: Path) -> AsyncIterator[Demo]:
     """Run ``python -m aiohttp.web ... demo.chat:init_app`` on a free port."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEMO_")}
-    env.update(DEMO_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
+    process = await start_python(
         *("-m", "aiohttp.web", "-H", "127.0.0.1", "-P", "0", "demo.chat:init_app"),
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
+        env=demo_env(data_dir),
         stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
