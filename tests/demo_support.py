@@ -1,14 +1,18 @@
-"""Helpers for the demo's tests: a fake clock, app start-up and JSON frame waiting."""
+"""Helpers for the demo's tests: a fake clock, app start-up, JSON frame waiting and
+the headless Chromium of the browser tests."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pytest
 from aiohttp import ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
@@ -18,13 +22,19 @@ from demo.chat import create_app
 from demo.config import Config
 from demo.limits import Limits
 
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
+
 __all__ = [
+    "BROWSER_MARKS",
+    "CHROMIUM",
     "SECRET",
     "START",
     "TTL",
     "Client",
     "FakeClock",
     "another_client",
+    "chromium",
     "connect",
     "join",
     "make_config",
@@ -41,6 +51,19 @@ TTL = 3600
 FRAME_TIMEOUT = 10.0
 
 Client = TestClient[Any, Any]
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The marks of a test module driving Debian's Chromium through Playwright.
+BROWSER_MARKS = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"
+    ),
+    pytest.mark.skipif(
+        importlib.util.find_spec("playwright") is None,
+        reason="needs Playwright for Python (pip install playwright)",
+    ),
+]
 
 
 @dataclass
@@ -128,3 +151,18 @@ async def join(ws: ClientWebSocketResponse, room: str) -> dict[str, Any]:
     """Join ``room`` and return the server's ``joined`` answer."""
     await ws.send_json({"type": "join", "room": room})
     return await wait_for(ws, "joined")
+
+
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    """A headless Chromium (Debian's, see :data:`CHROMIUM`) until the block ends."""
+    from playwright.async_api import async_playwright
+
+    from demo.screenshot import launch_chromium
+
+    async with async_playwright() as playwright:
+        browser = await launch_chromium(playwright)
+        try:
+            yield browser
+        finally:
+            await browser.close()

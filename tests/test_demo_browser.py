@@ -17,25 +17,14 @@ from pytest_aiohttp import AiohttpServer
 
 from demo.chat import create_app
 
-from .demo_support import make_config
+from .demo_support import BROWSER_MARKS, chromium, make_config
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"
-    ),
-    pytest.mark.skipif(
-        importlib.util.find_spec("playwright") is None,
-        reason="needs Playwright for Python (pip install playwright)",
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 if TYPE_CHECKING or importlib.util.find_spec("playwright") is not None:
-    from playwright.async_api import Browser, async_playwright
+    from playwright.async_api import Browser
 
-    from demo.screenshot import launch_chromium, say, sign_in
+    from demo.screenshot import say, sign_in
 
 # What a signed-out page sees when it tries the WebSocket itself.
 TRY_WEBSOCKET = """
@@ -49,12 +38,8 @@ TRY_WEBSOCKET = """
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

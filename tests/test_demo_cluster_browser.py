@@ -14,26 +14,15 @@ from typing import TYPE_CHECKING
 import pytest
 
 from .demo_cluster_support import DemoWorker, demo_workers
+from .demo_support import BROWSER_MARKS, chromium
 from .redis_support import RedisProcess, requires_redis, running_redis
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-pytestmark = [
-    pytest.mark.browser,
-    requires_redis,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"
-    ),
-    pytest.mark.skipif(
-        importlib.util.find_spec("playwright") is None,
-        reason="needs Playwright for Python (pip install playwright)",
-    ),
-]
+pytestmark = [*BROWSER_MARKS, requires_redis]
 
 if TYPE_CHECKING or importlib.util.find_spec("playwright") is not None:
-    from playwright.async_api import Browser, Page, async_playwright
+    from playwright.async_api import Browser, Page
 
-    from demo.screenshot import launch_chromium, page_wait_members, say, sign_in
+    from demo.screenshot import page_wait_members, say, sign_in
 
 
 @pytest.fixture
@@ -51,12 +40,8 @@ async def workers(
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with chromium() as browser:
+        yield browser
 
 
 async def members(page: Page) -> list[str]:
