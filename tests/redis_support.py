@@ -34,6 +34,7 @@ __all__ = [
     "free_port",
     "poll_until",
     "requires_redis",
+    "wait_subscribed",
     "wait_until",
 ]
 
@@ -87,6 +88,15 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def wait_subscribed(redis: RedisProcess, channel: str, count: int) -> None:
+    """Wait until ``count`` connections subscribe to ``channel`` in Redis
+    (PUBSUB NUMSUB)."""
+    await wait_until(
+        lambda: redis.numsub(channel) == count,
+        what=f"{count} subscriptions to {channel}",
+    )
 
 
 def _wait_for_line(

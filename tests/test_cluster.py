@@ -18,7 +18,13 @@ import aiohttp
 import pytest
 
 from .conftest import ConnectWs
-from .redis_support import AppProcess, RedisProcess, requires_redis, wait_until
+from .redis_support import (
+    AppProcess,
+    RedisProcess,
+    requires_redis,
+    wait_subscribed,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.redis, requires_redis]
 
@@ -101,11 +107,7 @@ async def connect(connect_ws: ConnectWs, app: AppProcess, topics: str) -> Socket
 
 async def subscribed(redis: RedisProcess, topic: str, processes: int) -> None:
     """Wait until ``processes`` processes subscribe to ``topic`` in Redis."""
-    channel = CHANNEL_PREFIX + topic
-    await wait_until(
-        lambda: redis.numsub(channel) == processes,
-        what=f"{processes} subscriptions to {channel}",
-    )
+    await wait_subscribed(redis, CHANNEL_PREFIX + topic, processes)
 
 
 async def publish_http(

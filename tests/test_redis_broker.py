@@ -25,7 +25,7 @@ from aiohttp_upgrade import (
 from aiohttp_upgrade.redis_broker import RedisBroker
 
 from .conftest import ConnectWs, upgrade_with_data
-from .redis_support import RedisProcess, requires_redis, wait_until
+from .redis_support import RedisProcess, requires_redis, wait_subscribed, wait_until
 
 pytestmark = [pytest.mark.redis, requires_redis]
 
@@ -94,7 +94,7 @@ async def test_queue_bound_drops_and_counts_the_excess(
     _, _, far_url = await node(channel_prefix="bound:")
     server, broker, _ = await node(channel_prefix="bound:", max_queue=5)
     far = await connect_ws(far_url)
-    await wait_until(lambda: redis.numsub("bound:room") == 1, what="subscription")
+    await wait_subscribed(redis, "bound:room", 1)
     for i in range(8):
         server.publish(TOPIC, f"m{i}")
     assert broker.dropped == 3
@@ -111,7 +111,7 @@ async def test_one_turn_of_publishes_is_one_publish_command(
     _, _, far_url = await node(channel_prefix="batch:")
     server, broker, _ = await node(channel_prefix="batch:")
     far = await connect_ws(far_url)
-    await wait_until(lambda: redis.numsub("batch:room") == 1, what="subscription")
+    await wait_subscribed(redis, "batch:room", 1)
     before = publish_calls(redis)
     for i in range(100):
         server.publish(TOPIC, f"m{i}".encode())
@@ -131,8 +131,8 @@ async def test_channel_prefixes_keep_apps_apart(
     _, _, twin_url = await node(channel_prefix="app-two:")
     other = await connect_ws(other_url)
     twin = await connect_ws(twin_url)
-    await wait_until(lambda: redis.numsub("app-two:room") == 1, what="subscription")
-    await wait_until(lambda: redis.numsub("app-one:room") == 1, what="subscription")
+    await wait_subscribed(redis, "app-two:room", 1)
+    await wait_subscribed(redis, "app-one:room", 1)
     server.publish(TOPIC, "for app two")
     assert await receive(twin) == "for app two"
     with pytest.raises(TimeoutError):
@@ -156,9 +156,7 @@ async def test_a_given_client_is_used_and_left_open(
         far_server, _, far_url = await node(channel_prefix=prefix)
         near = await connect_ws(url)
         far = await connect_ws(far_url)
-        await wait_until(
-            lambda: redis.numsub(prefix + "room") == 2, what="subscriptions"
-        )
+        await wait_subscribed(redis, prefix + "room", 2)
         server.publish(TOPIC, b"\x00\x01")
         assert await receive(far) == b"\x00\x01"
         assert await receive(near) == b"\x00\x01"  # local delivery
@@ -206,7 +204,7 @@ async def test_a_closed_broker_leaves_no_connection_open(
         assert redis_connections(redis) == 0
         server, broker, url = await node(client=redis.url, channel_prefix="closed:")
         await connect_ws(url)
-        await wait_until(lambda: redis.numsub("closed:room") == 1, what="subscribe")
+        await wait_subscribed(redis, "closed:room", 1)
         assert await server.cluster_subscriber_count(TOPIC) == 1
         assert redis_connections(redis) == 3
         await broker.close()
@@ -223,7 +221,7 @@ async def test_own_messages_are_not_delivered_twice(
     _, far_broker, far_url = await node(channel_prefix="self:")
     local = await connect_ws(url)
     far = await connect_ws(far_url)
-    await wait_until(lambda: redis.numsub("self:room") == 2, what="subscriptions")
+    await wait_subscribed(redis, "self:room", 2)
     server.publish(TOPIC, "one")
     server.publish(TOPIC, "two")
     assert await receive(far) == "one"
