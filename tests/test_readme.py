@@ -28,6 +28,16 @@ def readme_quick_start() -> str:
     return "\n".join(lines).strip("\n") + "\n"
 
 
+@pytest.fixture
+async def quick_start(
+    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> TestServer:
+    """The quick start's app on a loopback port."""
+    module = load_example("quickstart", monkeypatch)
+    return await aiohttp_server(module.app)
+
+
 def test_readme_shows_the_quick_start_file() -> None:
     """The README's code is ``examples/quickstart.py`` verbatim (PyPI cannot include files)."""
     source = (EXAMPLES / "quickstart.py").read_text(encoding="utf-8")
@@ -35,14 +45,10 @@ def test_readme_shows_the_quick_start_file() -> None:
 
 
 async def test_quick_start_chat_reaches_the_room(
-    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
-    client_session: aiohttp.ClientSession,
-    monkeypatch: pytest.MonkeyPatch,
+    quick_start: TestServer, client_session: aiohttp.ClientSession
 ) -> None:
     """Two clients of the quick start's app greet and hear each other in the lobby."""
-    module = load_example("quickstart", monkeypatch)
-    server = await aiohttp_server(module.app)
-    url = server.make_url("/ws")
+    url = quick_start.make_url("/ws")
     async with (
         client_session.ws_connect(url.with_query(user="ada")) as ada,
         client_session.ws_connect(url.with_query(user="bob")) as bob,
@@ -55,13 +61,9 @@ async def test_quick_start_chat_reaches_the_room(
 
 
 async def test_quick_start_answers_plain_http_with_400(
-    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
-    client_session: aiohttp.ClientSession,
-    monkeypatch: pytest.MonkeyPatch,
+    quick_start: TestServer, client_session: aiohttp.ClientSession
 ) -> None:
     """A plain GET of the quick start's /ws is refused with its 400, not upgraded."""
-    module = load_example("quickstart", monkeypatch)
-    server = await aiohttp_server(module.app)
-    async with client_session.get(server.make_url("/ws")) as response:
+    async with client_session.get(quick_start.make_url("/ws")) as response:
         assert response.status == 400
         assert await response.text() == "Upgrade failed"

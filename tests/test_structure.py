@@ -100,40 +100,9 @@ def test_help_shows_the_documented_api_only(cls: type) -> None:
     assert not any(name.startswith(("feed_", "on_")) for name in shown)
 
 
-PURE_MODULES = ["frames", "parser", "topics", "handshake", "options", "deflate"]
-PURE_MODULES += ["closecode", "outbox", "dispatcher"]
-
-
-@pytest.mark.parametrize("module", PURE_MODULES, ids=PURE_MODULES)
-def test_pure_module_imports_without_aiohttp(module: str) -> None:
-    """The module imports, and works, in a process where importing aiohttp fails."""
-    script = f"""
-import importlib.abc, sys
-
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "aiohttp" or name.startswith("aiohttp."):
-            raise ImportError("aiohttp is blocked in this test")
-        return None
-
-sys.meta_path.insert(0, Block())
-import types
-sys.modules["aiohttp_upgrade"] = package = types.ModuleType("aiohttp_upgrade")
-package.__path__ = ["{REPO_ROOT / "aiohttp_upgrade"}"]
-importlib = __import__("importlib")
-importlib.import_module("aiohttp_upgrade.{module}")
-assert not any(name.startswith("aiohttp.") or name == "aiohttp" for name in sys.modules)
-print("ok")
-"""
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=False
-    )
-    assert result.stdout.strip() == "ok", result.stderr
-
-
-def test_the_parser_works_without_aiohttp() -> None:
-    """With aiohttp blocked the parser unmasks with its pure-Python XOR."""
-    script = f"""
+# Run first by run_without_aiohttp: any import of aiohttp fails, and the package is
+# an empty module so that its __init__ (which imports aiohttp) does not run.
+BLOCK_AIOHTTP = f"""
 import importlib, importlib.abc, sys, types
 
 class Block(importlib.abc.MetaPathFinder):
@@ -145,6 +114,37 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 sys.modules["aiohttp_upgrade"] = package = types.ModuleType("aiohttp_upgrade")
 package.__path__ = ["{REPO_ROOT / "aiohttp_upgrade"}"]
+"""
+
+
+def run_without_aiohttp(script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a new Python where importing aiohttp fails."""
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_AIOHTTP + script],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+PURE_MODULES = ["frames", "parser", "topics", "handshake", "options", "deflate"]
+PURE_MODULES += ["closecode", "outbox", "dispatcher"]
+
+
+@pytest.mark.parametrize("module", PURE_MODULES, ids=PURE_MODULES)
+def test_pure_module_imports_without_aiohttp(module: str) -> None:
+    """The module imports, and works, in a process where importing aiohttp fails."""
+    result = run_without_aiohttp(f"""
+importlib.import_module("aiohttp_upgrade.{module}")
+assert not any(name.startswith("aiohttp.") or name == "aiohttp" for name in sys.modules)
+print("ok")
+""")
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_the_parser_works_without_aiohttp() -> None:
+    """With aiohttp blocked the parser unmasks with its pure-Python XOR."""
+    result = run_without_aiohttp("""
 parser = importlib.import_module("aiohttp_upgrade.parser")
 
 class Sink:
@@ -153,10 +153,7 @@ class Sink:
 
 frame = bytes([0x81, 0x80 | 5]) + b"\\x01\\x02\\x03\\x04" + parser.unmask(b"hello", b"\\x01\\x02\\x03\\x04")
 parser.FrameParser(Sink(), 100).feed(frame)
-"""
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=False
-    )
+""")
     assert result.stdout.strip() == "hello", result.stderr
 
 
