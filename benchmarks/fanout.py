@@ -475,7 +475,12 @@ def report(results: list[Result]) -> None:
                 spread([r.app_p99 for r in runs]),
                 spread([r.server_us for r in runs]),
                 spread([r.client_cpu / r.deliveries * 1e6 for r in runs]),
-                spread([r.server_us / ref.server_us for r, ref in pairs]),
+                # /proc counts CPU in 10 ms ticks: a tiny batch can show 0.
+                spread(
+                    [r.server_us / ref.server_us for r, ref in pairs if ref.server_us]
+                )
+                if not pairs or any(ref.server_us for _, ref in pairs)
+                else "n/a",
                 spread([r.p99 / ref.p99 for r, ref in pairs]),
             ]
         )
