@@ -108,7 +108,7 @@ def main() -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     echo_panel(left, echo)
     fanout_panel(right, fanout)
-    right.legend(fontsize=8)
+    left.legend(fontsize=8)  # the echo panel has every server, async def included
     m = echo["machine"]
     figure.suptitle(
         f"Server CPU time per message, lower is better "
