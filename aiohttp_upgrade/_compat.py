@@ -26,7 +26,8 @@ a clear ImportError instead of misbehaving; tests/test_compat.py pins each.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sized
 from typing import Any, Final
 
 import aiohttp
@@ -36,6 +37,7 @@ from aiohttp.web_protocol import RequestHandler
 
 __all__ = [
     "compiled_mask",
+    "ready_callbacks",
     "set_keepalive_timeout",
     "take_over",
 ]
@@ -125,3 +127,14 @@ def set_keepalive_timeout(app: web.Application, timeout: float) -> None:
     args = dict(app._handler_args or {})
     args["keepalive_timeout"] = timeout
     app._handler_args = args
+
+
+def ready_callbacks(loop: asyncio.AbstractEventLoop) -> Sized | None:
+    """The callbacks ``loop`` runs in its current turn after the running one.
+
+    asyncio's private ``_ready`` deque: non-empty in ``data_received`` when other
+    sockets' reads (or other callbacks) follow in the same turn. None on a loop
+    without it (uvloop); tests/test_compat.py pins it for asyncio's loop.
+    """
+    ready = getattr(loop, "_ready", None)
+    return ready if isinstance(ready, deque) else None

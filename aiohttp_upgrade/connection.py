@@ -12,8 +12,10 @@ Nothing else runs per socket: no task, no aiohttp object.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sized
 from typing import TYPE_CHECKING, Any, Final
 
+from ._compat import ready_callbacks
 from .dispatcher import Dispatcher, Kind
 from .errors import ProtocolError
 from .frames import OP_PONG, build_frame
@@ -39,6 +41,7 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "_reading_paused",
+        "_turn",
         "dispatcher",
         "idle_ticks",
         "outbox",
@@ -51,6 +54,7 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         self.idle_ticks = 0
         self._reading_paused = False
+        self._turn: Sized | None = ready_callbacks(asyncio.get_running_loop())
         # Set by ServerWebSocket's constructor, which builds the collaborators.
         self.ws: ServerWebSocket[Any]
         self.outbox: Outbox
@@ -60,8 +64,12 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        # What the hooks send in answer to this read goes out in one write at its
-        # end, without a round through the per-turn flusher.
+        # What the hooks send in answer to this read goes out in one write: at the
+        # end of the read when it is the last callback of this loop turn (no round
+        # through the per-turn flusher), else with the per-turn flush after the
+        # other sockets' reads. Writing in the middle of a turn of many reads wakes
+        # each client once per message: ~10 % more server CPU per round trip with
+        # 50 echo clients (benchmarks/echo.py).
         outbox = self.outbox
         if outbox.held:  # a hook fed data itself (a test, a proxy): nested read
             self.parser.feed(data)
@@ -71,7 +79,11 @@ class Connection(asyncio.Protocol):
             self.parser.feed(data)
         finally:
             outbox.held = False
-            outbox.flush()
+            turn = self._turn
+            if turn and outbox.pending:
+                outbox.flush_later()
+            else:
+                outbox.flush()
 
     def eof_received(self) -> bool | None:
         return None  # the transport closes; connection_lost follows

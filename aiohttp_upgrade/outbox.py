@@ -211,6 +211,16 @@ class Outbox:
 
     # -- writing -----------------------------------------------------------------
 
+    @property
+    def pending(self) -> bool:
+        """True when frames wait for a flush."""
+        return bool(self._pending)
+
+    def flush_later(self) -> None:
+        """Have the per-turn flusher write the pending frames (call while ``held``
+        frames are pending: they are not on the flusher's list yet)."""
+        self._flusher.add(self)
+
     def flush(self) -> None:
         """Write the pending frames now, in one write.
 

@@ -208,3 +208,15 @@ def test_take_over_refuses_a_lost_connection(caplog: pytest.LogCaptureFixture) -
 
     with caplog.at_level(logging.ERROR), pytest.raises(RuntimeError, match="lost"):
         _compat.take_over(Request(), asyncio.Protocol())  # type: ignore[arg-type]
+
+
+async def test_ready_callbacks_is_the_loops_queue_of_this_turn() -> None:
+    """ready_callbacks() is the queue that holds a callback scheduled in this turn."""
+    loop = asyncio.get_running_loop()
+    ready = _compat.ready_callbacks(loop)
+    assert ready is not None
+    done = asyncio.Event()
+    loop.call_soon(done.set)
+    assert len(ready) >= 1
+    await done.wait()
+    assert done.is_set()
