@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -49,6 +50,24 @@ CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
 """
 # Version 1 added users.name_key (see demo.names.name_key).
 _SCHEMA_VERSION = 1
+
+
+# Switching to WAL needs the database to itself, and SQLite answers "database is
+# locked" at once instead of calling the busy handler, so workers that start
+# together (make demo-cluster) retry here.
+_WAL_ATTEMPTS = 50
+_WAL_RETRY_DELAY = 0.1
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    for attempt in range(_WAL_ATTEMPTS):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == _WAL_ATTEMPTS - 1:
+                raise
+            time.sleep(_WAL_RETRY_DELAY)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -126,7 +145,7 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path)
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
+                _enable_wal(conn)
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA foreign_keys=ON")
                 conn.executescript(_SCHEMA)
