@@ -13,7 +13,12 @@ from typing import Any, Final, Generic, TypeVar, cast, overload
 
 from aiohttp import web
 
-from ._compat import compiled_mask, set_keepalive_timeout, take_over
+from ._compat import (
+    compiled_mask,
+    reads_as_upgrade,
+    set_keepalive_timeout,
+    take_over,
+)
 from .broker import Broker, LocalBroker
 from .closecode import CloseCode, check_close_code
 from .connection import Connection
@@ -381,6 +386,14 @@ class Server(Generic[DataT]):
         if not isinstance(decision, Accept):
             if decision.status == 426:
                 request[_UPGRADE_KEY] = _WRONG_VERSION
+            logger.debug("WebSocket handshake refused: %s", decision.reason)
+            return False
+        if not reads_as_upgrade(request):
+            # check_handshake() follows aiohttp's rule; this is the safety net
+            # should an aiohttp release change it.
+            logger.debug(
+                "WebSocket handshake refused: aiohttp reads on as HTTP after it"
+            )
             return False
         request[_UPGRADE_KEY] = _Upgrade(decision, data, extra)
         return True
