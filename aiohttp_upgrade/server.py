@@ -403,9 +403,25 @@ class Server(Generic[DataT]):
     ) -> web.StreamResponse:
         headers, subprotocol = response_headers(upgrade.accept, upgrade.headers)
         response = _UpgradeResponse(status=101, headers=headers)
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except OSError as exc:
+            # aiohttp's ClientConnectionResetError included: the peer half-closed
+            # or reset right after its handshake. Routine on a public port.
+            logger.debug(
+                "WebSocket handshake from %s abandoned: the peer left before the "
+                "101 was written (%s)",
+                request.remote,
+                exc,
+            )
+            return response
         transport = request.transport
         if transport is None or transport.is_closing():
+            logger.debug(
+                "WebSocket handshake from %s abandoned: the peer left as the 101 "
+                "was written",
+                request.remote,
+            )
             return response
         context = self._context
         if not context.hooks:

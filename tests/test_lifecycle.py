@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import signal
 import socket
+import struct
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -15,13 +18,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from websockets.asyncio.client import connect as websockets_connect
 from websockets.exceptions import ConnectionClosed
 
 from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler
 
 from .conftest import Echo, Recorder, ServeFactory, upgrade_with_data
-from .wire import OP_CLOSE, Raw, connect, parse_close
+from .wire import OP_CLOSE, Raw, connect, parse_close, request_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -330,3 +334,73 @@ async def test_runner_sigterm_closes_with_1001_and_awaits_close_hooks(
     assert cli_app.process.stdout is not None
     rest = (await cli_app.process.stdout.read()).decode()
     assert rest.count("close 1001") == 2
+
+
+# -- a peer that leaves during the handshake -------------------------------------------
+
+
+async def leave_after_handshake(port: int, how: str) -> None:
+    """Send a handshake, then half-close (``shutdown``) or reset (``rst``) at once."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request_bytes())
+    if how == "rst":
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await writer.drain()
+        writer.transport.abort()
+        return
+    await writer.drain()
+    writer.write_eof()
+    with contextlib.suppress(ConnectionError):
+        await reader.read()  # the 101 if it was written in time, then EOF
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+@pytest.mark.parametrize("how", ["shutdown", "rst"], ids=["half-close", "reset"])
+async def test_a_peer_leaving_during_the_handshake_logs_no_error(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    caplog: pytest.LogCaptureFixture,
+    how: str,
+) -> None:
+    """Clients that half-close or reset right after their handshake leave a debug
+    line, no error or traceback, in the log, and the server goes on serving."""
+    handled: asyncio.Queue[None] = asyncio.Queue()
+
+    @web.middleware
+    async def count(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]
+    ) -> Any:
+        try:
+            return await handler(request)
+        finally:
+            handled.put_nowait(None)
+
+    handler = Recorder()
+    server: Server[Any] = Server(handler)
+    app = web.Application(middlewares=[count])
+    server.setup(app)
+    app.router.add_get("/ws", server.handler(upgrade_with_data()))
+    http = await aiohttp_server(app)
+    assert http.port is not None
+    clients = 50
+    with caplog.at_level(logging.DEBUG):
+        await asyncio.gather(
+            *(leave_after_handshake(http.port, how) for _ in range(clients))
+        )
+        for _ in range(clients):
+            await handled.get()
+        async with websockets_connect(f"ws://127.0.0.1:{http.port}/ws") as conn:
+            await conn.send("still serving")
+            assert (await handler.next("message")).args == ("still serving",)
+    errors = [
+        record
+        for record in caplog.records
+        if record.levelno >= logging.ERROR
+        and record.name.startswith(("aiohttp", "aiohttp_upgrade"))
+    ]
+    assert errors == []
+    # On loopback the peer is gone before the 101 is written: the case was hit.
+    left = [r.levelno for r in caplog.records if "abandoned" in r.getMessage()]
+    assert left and set(left) == {logging.DEBUG}
