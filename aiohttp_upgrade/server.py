@@ -73,6 +73,8 @@ _HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE: Final = re.compile(r"[\r\n\x00]")
 
 _ADAPTER_KEY: Final = web.RequestKey("aiohttp_upgrade.server", object)
+# Every Server set up on an app, in order: they share its handshake deadline.
+_SERVERS_KEY: Final = web.AppKey("aiohttp_upgrade.servers", tuple)
 _UPGRADE_KEY: Final = web.RequestKey("aiohttp_upgrade.upgrade", object)
 
 
@@ -222,13 +224,23 @@ class Server(Generic[DataT]):
             or a sub-application; middlewares run around it as around any handler.
             Before calling ``fetch`` it answers 403 to a WebSocket handshake whose
             ``Origin`` fails ``allowed_origins``. After ``fetch``: an upgraded
-            request gets its 101, and the handler returns only when the socket has
-            closed and its ``close`` hook has run; a request :meth:`upgrade`
+            request gets its 101, the socket takes the connection over from
+            aiohttp and ``open`` is dispatched, and the handler returns at once,
+            not when the socket closes (the access log and middlewares see a
+            request that ended at the 101); a request :meth:`upgrade`
             refused for its ``Sec-WebSocket-Version`` gets 426 whatever ``fetch``
             returned; ``fetch`` returning None without upgrading, or anything that
             is not a response (such as ``upgrade()``'s False), gets 500 (and a log
             line saying why). An exception from ``fetch`` propagates to aiohttp
-            like any handler's.
+            like any handler's. A client that leaves before its 101 is written
+            is logged at debug, and the handler returns normally.
+
+            So a middleware cannot scope a resource or a concurrency limit to a
+            socket: what it opens around the handler closes right after the 101,
+            and a limit on requests in flight counts handshakes, not open
+            sockets. Acquire per-socket resources in ``open`` and release them in
+            ``close``; bound open sockets in ``fetch`` with
+            :attr:`pending_websockets`.
 
         Raises:
             TypeError: ``fetch`` is not callable.
@@ -632,10 +644,9 @@ class Server(Generic[DataT]):
         key: web.AppKey[Server[DataT]] | None = None,
     ) -> None:
         """Register the server on ``app``: graceful shutdown, ``handshake_timeout``,
-        the server stored as ``app[SERVER_KEY]`` and, typed, as ``app[key]``, and
-        the broker, started with the app (it connects eagerly; an unreachable
-        backend is logged and retried, and the app starts anyway) and closed at
-        cleanup.
+        the server stored on the app, and the broker, started with the app (it
+        connects eagerly; an unreachable backend is logged and retried, and the app
+        starts anyway) and closed at cleanup.
 
         Pass the root application (the one given to ``web.run_app`` or
         ``AppRunner``, or returned by the factory of ``python -m aiohttp.web``),
@@ -648,10 +659,24 @@ class Server(Generic[DataT]):
         application (in an app factory, say): shutting an app down closes its
         server for good.
 
+        Several Servers, each with its own handler and routes, may share one app:
+        the first one set up is ``app[SERVER_KEY]``, and every further one needs
+        its own ``key`` (it is stored under that key only). Shutdown closes the
+        sockets of each. The app has one handshake deadline, the shortest
+        ``handshake_timeout`` among them.
+
+        Args:
+            app: the root application.
+            key: your own typed key, ``web.AppKey("chat", Server[Session])``:
+                ``app[key]`` (and ``request.config_dict[key]``) is then this server,
+                typed. The first server on an app is also ``app[SERVER_KEY]``.
+
         Raises:
             InvalidStateError: called twice; ``app`` is already frozen or a
-                sub-application; or, at startup, ``app`` turned out to be a
-                sub-application while ``handshake_timeout`` is set.
+                sub-application; ``app`` has a Server at ``SERVER_KEY`` already and
+                no ``key`` is given, or ``key`` is taken; or, at startup, ``app``
+                turned out to be a sub-application while ``handshake_timeout`` is
+                set.
         """
         from . import SERVER_KEY
 
@@ -665,12 +690,26 @@ class Server(Generic[DataT]):
                 "setup() needs an application that has not started and is not a "
                 "sub-application: pass the root application, before it starts"
             )
+        if key is None and SERVER_KEY in app:
+            raise InvalidStateError(
+                "this application already has a Server at SERVER_KEY; set up each "
+                "further Server with its own key: server.setup(app, key=web.AppKey("
+                "'name', Server[...]))"
+            )
+        if key is not None and key in app:
+            raise InvalidStateError(
+                f"this application already has {key!r}; give each Server its own key"
+            )
         self._app = app
-        app[SERVER_KEY] = self
+        servers = (*app.get(_SERVERS_KEY, ()), self)
+        app[_SERVERS_KEY] = servers
+        if SERVER_KEY not in app:
+            app[SERVER_KEY] = self
         if key is not None:
             app[key] = self
-        if self.handshake_timeout is not None:
-            set_keepalive_timeout(app, self.handshake_timeout)
+        timeouts = [s.handshake_timeout for s in servers if s.handshake_timeout]
+        if timeouts:
+            set_keepalive_timeout(app, min(timeouts))
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)

@@ -22,10 +22,16 @@ from aiohttp.test_utils import TestServer
 from websockets.asyncio.client import connect as websockets_connect
 from websockets.exceptions import ConnectionClosed
 
-from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler
+from aiohttp_upgrade import (
+    SERVER_KEY,
+    InvalidStateError,
+    Server,
+    ServerWebSocket,
+    WebSocketHandler,
+)
 
 from .conftest import Echo, Recorder, ServeFactory, upgrade_with_data
-from .wire import OP_CLOSE, Raw, connect, parse_close, request_bytes
+from .wire import OP_CLOSE, OP_TEXT, Raw, connect, parse_close, request_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -404,3 +410,104 @@ async def test_a_peer_leaving_during_the_handshake_logs_no_error(
     # On loopback the peer is gone before the 101 is written: the case was hit.
     left = [r.levelno for r in caplog.records if "abandoned" in r.getMessage()]
     assert left and set(left) == {logging.DEBUG}
+
+
+# -- two servers on one app ------------------------------------------------------------
+
+ADMIN_KEY = web.AppKey("admin", Server[Any])
+
+
+class Shout(WebSocketHandler[Any]):
+    """Echoes text upper-cased: tells its endpoint apart from Echo's."""
+
+    def message(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
+        ws.send(message.upper())
+
+
+async def test_two_servers_on_one_app_each_serve_and_close_their_sockets(
+    raw_clients: list[Raw],
+) -> None:
+    """Two Servers set up on one app, the second under its own key, each serve their
+    endpoint with their handler, and the app's shutdown closes both with 1001."""
+    chat: Server[Any] = Server(Echo())
+    admin: Server[Any] = Server(Shout())
+    app = web.Application()
+    chat.setup(app)
+    admin.setup(app, key=ADMIN_KEY)
+    app.router.add_get("/ws", chat.handler(upgrade_with_data()))
+    app.router.add_get("/admin", admin.handler(upgrade_with_data()))
+    runner = web.AppRunner(app, shutdown_timeout=AIOHTTP_SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        raw_clients.extend([await connect(port, "/ws"), await connect(port, "/admin")])
+        for raw in raw_clients:
+            await raw.send(OP_TEXT, b"hi")
+        assert [(await raw.recv())[2] for raw in raw_clients] == [b"hi", b"HI"]
+        assert (chat.pending_websockets, admin.pending_websockets) == (1, 1)
+        codes = asyncio.gather(*(read_close_code(raw) for raw in raw_clients))
+    finally:
+        await runner.cleanup()
+    assert await codes == [1001, 1001]
+
+
+def test_a_second_server_with_its_own_key_leaves_server_key_to_the_first() -> None:
+    """SERVER_KEY holds the first Server set up on an app; a second is under its key."""
+    chat: Server[Any] = Server(Echo())
+    admin: Server[Any] = Server(Shout())
+    app = web.Application()
+    chat.setup(app)
+    admin.setup(app, key=ADMIN_KEY)
+    assert app[SERVER_KEY] is chat
+    assert app[ADMIN_KEY] is admin
+
+
+@pytest.mark.parametrize("first_key", [None, ADMIN_KEY], ids=["no-key", "own-key"])
+def test_a_second_server_without_a_key_is_a_clear_error(
+    first_key: web.AppKey[Server[Any]] | None,
+) -> None:
+    """setup(app) of a second Server without a key raises, saying to pass key=, and
+    leaves the first in place."""
+    chat: Server[Any] = Server(Echo())
+    admin: Server[Any] = Server(Shout())
+    app = web.Application()
+    chat.setup(app, key=first_key)
+    with pytest.raises(InvalidStateError, match=r"already has a Server.*key="):
+        admin.setup(app)
+    assert app[SERVER_KEY] is chat
+
+
+def test_a_second_server_under_a_taken_key_is_a_clear_error() -> None:
+    """setup(app, key=...) with a key another Server already holds raises."""
+    chat: Server[Any] = Server(Echo())
+    admin: Server[Any] = Server(Shout())
+    app = web.Application()
+    chat.setup(app, key=ADMIN_KEY)
+    with pytest.raises(InvalidStateError, match="admin"):
+        admin.setup(app, key=ADMIN_KEY)
+    assert app[ADMIN_KEY] is chat
+
+
+@pytest.mark.parametrize(
+    "short_first", [True, False], ids=["short-first", "long-first"]
+)
+async def test_the_shorter_handshake_timeout_of_two_servers_applies(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], short_first: bool
+) -> None:
+    """An app has one handshake deadline: with two Servers, the shorter one holds,
+    whichever was set up first."""
+    short: Server[Any] = Server(Echo(), handshake_timeout=0.3)
+    long: Server[Any] = Server(Shout(), handshake_timeout=3600)
+    app = web.Application()
+    first, second = (short, long) if short_first else (long, short)
+    first.setup(app)
+    second.setup(app, key=ADMIN_KEY)
+    app.router.add_get("/ws", short.handler(upgrade_with_data()))
+    http = await aiohttp_server(app)
+    reader, writer = await asyncio.open_connection("127.0.0.1", http.port)
+    try:
+        async with asyncio.timeout(10):
+            assert await reader.read() == b""  # closed by the server
+    finally:
+        writer.close()
