@@ -251,7 +251,8 @@ class Server(Generic[DataT]):
             )
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            # The Origin check reads Upgrade exactly as check_handshake() does, and
+            # The Origin check takes every request that lists websocket on any
+            # Upgrade line, a superset of what check_handshake() accepts, and
             # upgrade() only takes requests that passed here: no upgrade skips it.
             if (
                 self.allowed_origins is not None
