@@ -13,7 +13,9 @@ the hand-over instead, touching these ``RequestHandler`` attributes:
 - ``_manager`` and ``_parser``: the connection's ``web.Server`` and HTTP parser,
   released so that nothing of aiohttp's survives per socket;
 - ``transport`` (``BaseProtocol``): cleared so that nothing aiohttp does later
-  (``force_close``, ``shutdown``) can close the transport it no longer owns.
+  (``force_close``, ``shutdown``) can close the transport it no longer owns;
+- ``_upgraded`` (``BaseProtocol``): whether aiohttp's HTTP parser stopped parsing
+  HTTP after the request head (:func:`reads_as_upgrade`).
 
 Plus ``Application._handler_args`` and the keep-alive timer that
 ``RequestHandler.connection_made`` arms since aiohttp 3.14.4
@@ -37,6 +39,7 @@ from aiohttp.web_protocol import RequestHandler
 
 __all__ = [
     "compiled_mask",
+    "reads_as_upgrade",
     "ready_callbacks",
     "set_keepalive_timeout",
     "take_over",
@@ -49,7 +52,11 @@ def _missing() -> list[str]:
     slots = set(getattr(RequestHandler, "__slots__", ())) | set(
         getattr(BaseProtocol, "__slots__", ())
     )
-    missing = [name for name in (*_HANDLER_SLOTS, "transport") if name not in slots]
+    missing = [
+        name
+        for name in (*_HANDLER_SLOTS, "transport", "_upgraded")
+        if name not in slots
+    ]
     if not hasattr(RequestHandler, "keep_alive"):
         missing.append("RequestHandler.keep_alive")
     if "_keepalive_handle" not in RequestHandler.connection_made.__code__.co_names:
@@ -75,6 +82,17 @@ try:
     from aiohttp._websocket.helpers import websocket_mask as compiled_mask
 except ImportError:  # pragma: no cover - layout of a future aiohttp
     compiled_mask = None
+
+
+def reads_as_upgrade(request: web.BaseRequest) -> bool:
+    """Whether aiohttp's HTTP parser stopped parsing HTTP after ``request``'s head.
+
+    True only when it read the head as a switch of protocol (and any body to its
+    end): the bytes behind it are then kept for :func:`take_over`. Otherwise they
+    are parsed as more HTTP, and frames a client sent right behind its handshake
+    would be lost, so such a request must not be upgraded.
+    """
+    return getattr(request.protocol, "_upgraded", False) is True
 
 
 def take_over(request: web.BaseRequest, protocol: asyncio.Protocol) -> bytes:

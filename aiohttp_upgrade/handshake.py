@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -56,11 +57,64 @@ class Reject:
     status: int = 0
 
 
+def _lines(headers: Mapping[str, str], name: str) -> list[str]:
+    """The values of every ``name`` header line."""
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        return list(getall(name, []))
+    value = headers.get(name)
+    return [] if value is None else [value]
+
+
 def _tokens(headers: Mapping[str, str], name: str) -> list[str]:
     """The comma-separated tokens of every ``name`` header line, lower-cased."""
-    getall = getattr(headers, "getall", None)
-    lines: list[str] = getall(name, []) if getall else [headers.get(name, "")]
-    return [token.strip().lower() for line in lines for token in line.split(",")]
+    return [
+        token.strip().lower()
+        for line in _lines(headers, name)
+        for token in line.split(",")
+    ]
+
+
+# Header values as aiohttp's parsers compare them: surrounding spaces and tabs
+# removed, ASCII only (so that str.lower() cannot turn a lookalike into a match).
+def _ascii_lower(value: str) -> str | None:
+    value = value.strip(" \t")
+    return value.lower() if value.isascii() else None
+
+
+# aiohttp's HTTP parsers (llhttp and the pure-Python one) switch protocols on a
+# first Upgrade line that is exactly "websocket" and "upgrade" among the Connection
+# tokens. A request head with anything else (Upgrade: foo, websocket) is followed
+# by more HTTP to them, and frames sent behind it would be lost.
+
+
+def _upgrade_is_websocket(headers: Mapping[str, str]) -> bool:
+    """One ``Upgrade`` line, and it is ``websocket`` in any case."""
+    upgrades = _lines(headers, "Upgrade")
+    return len(upgrades) == 1 and _ascii_lower(upgrades[0]) == "websocket"
+
+
+def _connection_upgrade(headers: Mapping[str, str]) -> bool:
+    """``upgrade`` is a token of some ``Connection`` line (RFC 9110 5.3, 7.6.1)."""
+    return any(
+        _ascii_lower(token) == "upgrade"
+        for line in _lines(headers, "Connection")
+        for token in line.split(",")
+    )
+
+
+_ZERO: Final = re.compile(r"0+")
+
+
+def _has_body(headers: Mapping[str, str]) -> bool:
+    """A ``Transfer-Encoding`` or a ``Content-Length`` other than 0: aiohttp would
+    read what follows the head as that body, frames included."""
+    if _lines(headers, "Transfer-Encoding"):
+        return True
+    return any(
+        not _ZERO.fullmatch(value.strip(" \t"))
+        for value in _lines(headers, "Content-Length")
+    )
 
 
 def accept_key(key: str) -> str:
@@ -69,17 +123,11 @@ def accept_key(key: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def _count(headers: Mapping[str, str], name: str) -> int:
-    getall = getattr(headers, "getall", None)
-    if getall is not None:
-        return len(getall(name, []))
-    return 1 if name in headers else 0
-
-
 def wants_websocket(headers: Mapping[str, str]) -> bool:
     """True when any ``Upgrade`` line lists ``websocket``: the request asks for a
-    WebSocket. :func:`check_handshake` accepts nothing else, so a check made on
-    every request for which this is true (the Origin check) sees every upgrade."""
+    WebSocket. :func:`check_handshake` accepts only a subset of these, so a check
+    made on every request for which this is true (the Origin check) sees every
+    upgrade."""
     return "websocket" in _tokens(headers, "Upgrade")
 
 
@@ -91,8 +139,11 @@ def check_handshake(
 ) -> Accept | Reject:
     """Decide whether a request is a WebSocket handshake this server accepts.
 
-    ``version`` is the request's HTTP version. Every ``Upgrade`` and ``Connection``
-    line counts (RFC 9110 5.3: repeated lines form one list).
+    ``version`` is the request's HTTP version. Only what aiohttp then reads as a
+    switch of protocol is accepted, so that frames sent right behind the handshake
+    reach the socket: one ``Upgrade`` line that is ``websocket`` (any case),
+    ``upgrade`` among the ``Connection`` tokens (every line counts), and no body
+    (``Content-Length`` 0 or absent, no ``Transfer-Encoding``).
     """
     if method != "GET":
         return Reject("method is not GET")
@@ -100,9 +151,13 @@ def check_handshake(
         return Reject("HTTP version below 1.1")
     if not wants_websocket(headers):
         return Reject("no 'Upgrade: websocket'")
-    if "upgrade" not in _tokens(headers, "Connection"):
+    if not _upgrade_is_websocket(headers):
+        return Reject("'Upgrade' is not exactly 'websocket', on one line")
+    if not _connection_upgrade(headers):
         return Reject("no 'Connection: upgrade'")
-    if _count(headers, "Sec-WebSocket-Key") > 1:  # RFC 6455 11.3.1
+    if _has_body(headers):
+        return Reject("a handshake with a body")
+    if len(_lines(headers, "Sec-WebSocket-Key")) > 1:  # RFC 6455 11.3.1
         return Reject("Sec-WebSocket-Key repeated")
     key = headers.get("Sec-WebSocket-Key", "").strip()
     try:

@@ -13,7 +13,12 @@ from typing import Any, Final, Generic, TypeVar, cast, overload
 
 from aiohttp import web
 
-from ._compat import compiled_mask, set_keepalive_timeout, take_over
+from ._compat import (
+    compiled_mask,
+    reads_as_upgrade,
+    set_keepalive_timeout,
+    take_over,
+)
 from .broker import Broker, LocalBroker
 from .closecode import CloseCode, check_close_code
 from .connection import Connection
@@ -68,6 +73,8 @@ _HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE: Final = re.compile(r"[\r\n\x00]")
 
 _ADAPTER_KEY: Final = web.RequestKey("aiohttp_upgrade.server", object)
+# Every Server set up on an app, in order: they share its handshake deadline.
+_SERVERS_KEY: Final = web.AppKey("aiohttp_upgrade.servers", tuple)
 _UPGRADE_KEY: Final = web.RequestKey("aiohttp_upgrade.upgrade", object)
 
 
@@ -217,13 +224,23 @@ class Server(Generic[DataT]):
             or a sub-application; middlewares run around it as around any handler.
             Before calling ``fetch`` it answers 403 to a WebSocket handshake whose
             ``Origin`` fails ``allowed_origins``. After ``fetch``: an upgraded
-            request gets its 101, and the handler returns only when the socket has
-            closed and its ``close`` hook has run; a request :meth:`upgrade`
+            request gets its 101, the socket takes the connection over from
+            aiohttp and ``open`` is dispatched, and the handler returns at once,
+            not when the socket closes (the access log and middlewares see a
+            request that ended at the 101); a request :meth:`upgrade`
             refused for its ``Sec-WebSocket-Version`` gets 426 whatever ``fetch``
             returned; ``fetch`` returning None without upgrading, or anything that
             is not a response (such as ``upgrade()``'s False), gets 500 (and a log
             line saying why). An exception from ``fetch`` propagates to aiohttp
-            like any handler's.
+            like any handler's. A client that leaves before its 101 is written
+            is logged at debug, and the handler returns normally.
+
+            So a middleware cannot scope a resource or a concurrency limit to a
+            socket: what it opens around the handler closes right after the 101,
+            and a limit on requests in flight counts handshakes, not open
+            sockets. Acquire per-socket resources in ``open`` and release them in
+            ``close``; bound open sockets in ``fetch`` with
+            :attr:`pending_websockets`.
 
         Raises:
             TypeError: ``fetch`` is not callable.
@@ -234,7 +251,8 @@ class Server(Generic[DataT]):
             )
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            # The Origin check reads Upgrade exactly as check_handshake() does, and
+            # The Origin check takes every request that lists websocket on any
+            # Upgrade line, a superset of what check_handshake() accepts, and
             # upgrade() only takes requests that passed here: no upgrade skips it.
             if (
                 self.allowed_origins is not None
@@ -381,6 +399,14 @@ class Server(Generic[DataT]):
         if not isinstance(decision, Accept):
             if decision.status == 426:
                 request[_UPGRADE_KEY] = _WRONG_VERSION
+            logger.debug("WebSocket handshake refused: %s", decision.reason)
+            return False
+        if not reads_as_upgrade(request):
+            # check_handshake() follows aiohttp's rule; this is the safety net
+            # should an aiohttp release change it.
+            logger.debug(
+                "WebSocket handshake refused: aiohttp reads on as HTTP after it"
+            )
             return False
         request[_UPGRADE_KEY] = _Upgrade(decision, data, extra)
         return True
@@ -390,9 +416,25 @@ class Server(Generic[DataT]):
     ) -> web.StreamResponse:
         headers, subprotocol = response_headers(upgrade.accept, upgrade.headers)
         response = _UpgradeResponse(status=101, headers=headers)
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except OSError as exc:
+            # aiohttp's ClientConnectionResetError included: the peer half-closed
+            # or reset right after its handshake. Routine on a public port.
+            logger.debug(
+                "WebSocket handshake from %s abandoned: the peer left before the "
+                "101 was written (%s)",
+                request.remote,
+                exc,
+            )
+            return response
         transport = request.transport
         if transport is None or transport.is_closing():
+            logger.debug(
+                "WebSocket handshake from %s abandoned: the peer left as the 101 "
+                "was written",
+                request.remote,
+            )
             return response
         context = self._context
         if not context.hooks:
@@ -603,10 +645,9 @@ class Server(Generic[DataT]):
         key: web.AppKey[Server[DataT]] | None = None,
     ) -> None:
         """Register the server on ``app``: graceful shutdown, ``handshake_timeout``,
-        the server stored as ``app[SERVER_KEY]`` and, typed, as ``app[key]``, and
-        the broker, started with the app (it connects eagerly; an unreachable
-        backend is logged and retried, and the app starts anyway) and closed at
-        cleanup.
+        the server stored on the app, and the broker, started with the app (it
+        connects eagerly; an unreachable backend is logged and retried, and the app
+        starts anyway) and closed at cleanup.
 
         Pass the root application (the one given to ``web.run_app`` or
         ``AppRunner``, or returned by the factory of ``python -m aiohttp.web``),
@@ -619,10 +660,24 @@ class Server(Generic[DataT]):
         application (in an app factory, say): shutting an app down closes its
         server for good.
 
+        Several Servers, each with its own handler and routes, may share one app:
+        the first one set up is ``app[SERVER_KEY]``, and every further one needs
+        its own ``key`` (it is stored under that key only). Shutdown closes the
+        sockets of each. The app has one handshake deadline, the shortest
+        ``handshake_timeout`` among them.
+
+        Args:
+            app: the root application.
+            key: your own typed key, ``web.AppKey("chat", Server[Session])``:
+                ``app[key]`` (and ``request.config_dict[key]``) is then this server,
+                typed. The first server on an app is also ``app[SERVER_KEY]``.
+
         Raises:
             InvalidStateError: called twice; ``app`` is already frozen or a
-                sub-application; or, at startup, ``app`` turned out to be a
-                sub-application while ``handshake_timeout`` is set.
+                sub-application; ``app`` has a Server at ``SERVER_KEY`` already and
+                no ``key`` is given, or ``key`` is taken; or, at startup, ``app``
+                turned out to be a sub-application while ``handshake_timeout`` is
+                set.
         """
         from . import SERVER_KEY
 
@@ -636,12 +691,26 @@ class Server(Generic[DataT]):
                 "setup() needs an application that has not started and is not a "
                 "sub-application: pass the root application, before it starts"
             )
+        if key is None and SERVER_KEY in app:
+            raise InvalidStateError(
+                "this application already has a Server at SERVER_KEY; set up each "
+                "further Server with its own key: server.setup(app, key=web.AppKey("
+                "'name', Server[...]))"
+            )
+        if key is not None and key in app:
+            raise InvalidStateError(
+                f"this application already has {key!r}; give each Server its own key"
+            )
         self._app = app
-        app[SERVER_KEY] = self
+        servers = (*app.get(_SERVERS_KEY, ()), self)
+        app[_SERVERS_KEY] = servers
+        if SERVER_KEY not in app:
+            app[SERVER_KEY] = self
         if key is not None:
             app[key] = self
-        if self.handshake_timeout is not None:
-            set_keepalive_timeout(app, self.handshake_timeout)
+        timeouts = [s.handshake_timeout for s in servers if s.handshake_timeout]
+        if timeouts:
+            set_keepalive_timeout(app, min(timeouts))
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)

@@ -35,8 +35,10 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
     """Tag each request and its response with an ``X-Request-Id``."""
     request[REQUEST_ID] = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     response = await handler(request)
-    # An upgraded request returns only when its socket closes, long after the
-    # 101 was sent: its headers were set through server.upgrade(headers=...).
+    # An upgraded request returns right after its 101 was written (the socket
+    # lives on without aiohttp), so its response is already prepared: its headers
+    # were set through server.upgrade(headers=...). Anything scoped to one socket
+    # belongs in the open and close hooks, not around this await.
     if not response.prepared:
         response.headers["X-Request-Id"] = request[REQUEST_ID]
     return response

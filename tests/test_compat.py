@@ -15,6 +15,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp.http_parser
+import aiohttp.web_protocol
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -26,12 +28,28 @@ from aiohttp_upgrade.dispatcher import INBOX_HIGH_WATER
 
 from .conftest import Echo, Recorder, ServeFactory, upgrade_with_data
 from .wire import (
+    OMIT,
     OP_TEXT,
     client_frame,
     read_frame,
     read_response,
     request_bytes,
 )
+
+PARSERS = {
+    "c-parser": aiohttp.http_parser.HttpRequestParserC,
+    "py-parser": aiohttp.http_parser.HttpRequestParserPy,
+}
+
+
+@pytest.fixture(params=sorted(PARSERS))
+def http_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Serve with aiohttp's C parser (llhttp) or its pure-Python one (what
+    ``AIOHTTP_NO_EXTENSIONS=1`` selects); returns the parser's name."""
+    name: str = request.param
+    monkeypatch.setattr(aiohttp.web_protocol, "HttpRequestParser", PARSERS[name])
+    return name
+
 
 OpenWithTail = Callable[[int, bytes], Awaitable[asyncio.StreamReader]]
 
@@ -195,6 +213,45 @@ async def test_import_check_names_what_an_aiohttp_lacks(
     """The import-time check lists each missing aiohttp internal by name."""
     monkeypatch.setattr(RequestHandler, "__slots__", ("_force_close",))
     assert set(_compat._missing()) == {"_message_tail", "_manager"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, True),
+        ({"Upgrade": "foo, websocket"}, False),
+        ({"Upgrade": OMIT, "Connection": OMIT}, False),
+    ],
+    ids=["handshake", "upgrade-list", "plain-get"],
+)
+async def test_reads_as_upgrade_is_what_aiohttps_parser_decided(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    http_parser: str,
+    headers: dict[str, str],
+    expected: bool,
+) -> None:
+    """reads_as_upgrade() is True after a head aiohttp switches protocols on, False
+    after one it parses more HTTP behind, with either of its parsers."""
+    seen: list[bool] = []
+    parsers: list[type] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(_compat.reads_as_upgrade(request))
+        parsers.append(type(request.protocol._parser))
+        return web.Response(status=400)
+
+    app = web.Application()
+    app.router.add_get("/ws", handle)
+    http = await aiohttp_server(app)
+    reader, writer = await asyncio.open_connection("127.0.0.1", http.port)
+    try:
+        writer.write(request_bytes(headers=headers))
+        assert (await read_response(reader)).status == 400
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert seen == [expected]
+    assert parsers == [PARSERS[http_parser]]
 
 
 def test_take_over_refuses_a_lost_connection(caplog: pytest.LogCaptureFixture) -> None:

@@ -74,15 +74,15 @@ def test_valid_handshake_is_accepted_with_its_key() -> None:
     [
         ("WebSocket", "upgrade"),
         ("websocket", "keep-alive, Upgrade"),
-        ("h2c, websocket", "Upgrade, HTTP2-Settings"),
-        (" websocket ", " UPGRADE "),
+        ("websocket", "Upgrade, HTTP2-Settings"),
+        (" websocket\t", " UPGRADE "),
     ],
-    ids=["mixed-case", "connection-list", "upgrade-list", "padded"],
+    ids=["mixed-case", "connection-list", "connection-list-upgrade-first", "padded"],
 )
-def test_upgrade_and_connection_are_case_insensitive_token_lists(
+def test_upgrade_is_one_case_insensitive_value_and_connection_a_token_list(
     upgrade: str, connection: str
 ) -> None:
-    """Upgrade and Connection are matched as case-insensitive comma-separated tokens."""
+    """Upgrade matches websocket in any case; Connection is a comma-separated list."""
     assert isinstance(
         check_handshake(
             "GET", handshake_headers(Upgrade=upgrade, Connection=connection), None
@@ -131,6 +131,62 @@ def test_request_that_is_not_an_upgrade_is_rejected(
     decision = check_handshake("GET", handshake_headers(**overrides), None)
     assert isinstance(decision, Reject)
     assert decision.status == 0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Upgrade", "h2c, websocket")],
+        [("Upgrade", "websocket, h2c")],
+        [("Upgrade", "websocket"), ("Upgrade", "websocket")],
+        [("Upgrade", "h2c"), ("Upgrade", "websocket")],
+        [("Upgrade", "WEBSOC\u212aET")],  # KELVIN SIGN lower-cases to "k"
+        [("Connection", "upgrade\xa0")],  # str.strip() would remove it
+    ],
+    ids=[
+        "upgrade-list-websocket-last",
+        "upgrade-list-websocket-first",
+        "two-upgrade-lines",
+        "two-upgrade-lines-websocket-last",
+        "non-ascii-lookalike",
+        "connection-non-ascii-space",
+    ],
+)
+def test_upgrade_aiohttp_would_not_switch_on_is_rejected(
+    headers: list[tuple[str, str]],
+) -> None:
+    """A head after which aiohttp's parser reads on as HTTP is rejected (its frames
+    would be lost): Upgrade must be the single value websocket."""
+    request = handshake_headers(Upgrade=None, Connection=None)
+    request.extend([("Upgrade", "websocket"), ("Connection", "Upgrade")])
+    for name in {name for name, _ in headers}:
+        request.popall(name)
+    request.extend(headers)
+    decision = check_handshake("GET", request, None)
+    assert isinstance(decision, Reject)
+    assert decision.status == 0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"Content_Length": "4"},
+        {"Content_Length": "01"},
+        {"Transfer_Encoding": "chunked"},
+        {"Transfer_Encoding": "identity"},
+    ],
+    ids=["content-length", "content-length-leading-zero", "chunked", "identity"],
+)
+def test_handshake_with_a_body_is_rejected(overrides: dict[str, str]) -> None:
+    """A body (Content-Length above 0 or any Transfer-Encoding) is rejected: aiohttp
+    would read the frames behind the head as that body."""
+    assert rejected(**overrides).status == 0
+
+
+@pytest.mark.parametrize("length", ["0", "00", " 0 "], ids=["0", "00", "padded"])
+def test_content_length_zero_is_accepted(length: str) -> None:
+    """Content-Length: 0 is no body, and the handshake is accepted."""
+    assert accepted(Content_Length=length).key == KEY
 
 
 @pytest.mark.parametrize(

@@ -87,19 +87,20 @@ async def test_foreign_origin_never_upgrades(
     assert handler.sockets == []
 
 
+# Upgrade split over two lines is refused: aiohttp reads only the first line, and
+# would parse the frames behind such a head as HTTP (tests/test_upgrade.py).
 @pytest.mark.parametrize(
     "headers",
     [
-        [("Upgrade", "h2c"), ("Upgrade", "websocket")],
         [("Connection", "keep-alive"), ("Connection", "Upgrade")],
         [("Origin", "http://127.0.0.1")],
     ],
-    ids=["split-upgrade", "split-connection", "own-origin"],
+    ids=["split-connection", "own-origin"],
 )
 async def test_split_headers_with_own_origin_upgrade(
     serve: ServeFactory, headers: list[tuple[str, str]]
 ) -> None:
-    """Header lines split over several lines are one list (RFC 9110 5.3): the handshake is accepted."""
+    """Connection split over several lines is one list (RFC 9110 5.3): the handshake is accepted."""
     handler = Recorder()
     served = await serve(handler, allowed_origins=())
     raw = await connect(served.port, headers=headers)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import signal
 import socket
+import struct
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -15,13 +18,20 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from websockets.asyncio.client import connect as websockets_connect
 from websockets.exceptions import ConnectionClosed
 
-from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler
+from aiohttp_upgrade import (
+    SERVER_KEY,
+    InvalidStateError,
+    Server,
+    ServerWebSocket,
+    WebSocketHandler,
+)
 
 from .conftest import Echo, Recorder, ServeFactory, upgrade_with_data
-from .wire import OP_CLOSE, Raw, connect, parse_close
+from .wire import OP_CLOSE, OP_TEXT, Raw, connect, parse_close, request_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -330,3 +340,174 @@ async def test_runner_sigterm_closes_with_1001_and_awaits_close_hooks(
     assert cli_app.process.stdout is not None
     rest = (await cli_app.process.stdout.read()).decode()
     assert rest.count("close 1001") == 2
+
+
+# -- a peer that leaves during the handshake -------------------------------------------
+
+
+async def leave_after_handshake(port: int, how: str) -> None:
+    """Send a handshake, then half-close (``shutdown``) or reset (``rst``) at once."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request_bytes())
+    if how == "rst":
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await writer.drain()
+        writer.transport.abort()
+        return
+    await writer.drain()
+    writer.write_eof()
+    with contextlib.suppress(ConnectionError):
+        await reader.read()  # the 101 if it was written in time, then EOF
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+@pytest.mark.parametrize("how", ["shutdown", "rst"], ids=["half-close", "reset"])
+async def test_a_peer_leaving_during_the_handshake_logs_no_error(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    caplog: pytest.LogCaptureFixture,
+    how: str,
+) -> None:
+    """Clients that half-close or reset right after their handshake leave a debug
+    line, no error or traceback, in the log, and the server goes on serving."""
+    handled: asyncio.Queue[None] = asyncio.Queue()
+
+    @web.middleware
+    async def count(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]
+    ) -> Any:
+        try:
+            return await handler(request)
+        finally:
+            handled.put_nowait(None)
+
+    handler = Recorder()
+    server: Server[Any] = Server(handler)
+    app = web.Application(middlewares=[count])
+    server.setup(app)
+    app.router.add_get("/ws", server.handler(upgrade_with_data()))
+    http = await aiohttp_server(app)
+    assert http.port is not None
+    clients = 50
+    with caplog.at_level(logging.DEBUG):
+        await asyncio.gather(
+            *(leave_after_handshake(http.port, how) for _ in range(clients))
+        )
+        for _ in range(clients):
+            await handled.get()
+        async with websockets_connect(f"ws://127.0.0.1:{http.port}/ws") as conn:
+            await conn.send("still serving")
+            assert (await handler.next("message")).args == ("still serving",)
+    errors = [
+        record
+        for record in caplog.records
+        if record.levelno >= logging.ERROR
+        and record.name.startswith(("aiohttp", "aiohttp_upgrade"))
+    ]
+    assert errors == []
+    # On loopback the peer is gone before the 101 is written: the case was hit.
+    left = [r.levelno for r in caplog.records if "abandoned" in r.getMessage()]
+    assert left and set(left) == {logging.DEBUG}
+
+
+# -- two servers on one app ------------------------------------------------------------
+
+ADMIN_KEY = web.AppKey("admin", Server[Any])
+
+
+class Shout(WebSocketHandler[Any]):
+    """Echoes text upper-cased: tells its endpoint apart from Echo's."""
+
+    def message(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
+        ws.send(message.upper())
+
+
+async def test_two_servers_on_one_app_each_serve_and_close_their_sockets(
+    raw_clients: list[Raw],
+) -> None:
+    """Two Servers set up on one app, the second under its own key, each serve their
+    endpoint with their handler, and the app's shutdown closes both with 1001."""
+    chat: Server[Any] = Server(Echo())
+    admin: Server[Any] = Server(Shout())
+    app = web.Application()
+    chat.setup(app)
+    admin.setup(app, key=ADMIN_KEY)
+    app.router.add_get("/ws", chat.handler(upgrade_with_data()))
+    app.router.add_get("/admin", admin.handler(upgrade_with_data()))
+    runner = web.AppRunner(app, shutdown_timeout=AIOHTTP_SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        raw_clients.extend([await connect(port, "/ws"), await connect(port, "/admin")])
+        for raw in raw_clients:
+            await raw.send(OP_TEXT, b"hi")
+        assert [(await raw.recv())[2] for raw in raw_clients] == [b"hi", b"HI"]
+        assert (chat.pending_websockets, admin.pending_websockets) == (1, 1)
+        codes = asyncio.gather(*(read_close_code(raw) for raw in raw_clients))
+    finally:
+        await runner.cleanup()
+    assert await codes == [1001, 1001]
+
+
+def test_a_second_server_with_its_own_key_leaves_server_key_to_the_first() -> None:
+    """SERVER_KEY holds the first Server set up on an app; a second is under its key."""
+    chat: Server[Any] = Server(Echo())
+    admin: Server[Any] = Server(Shout())
+    app = web.Application()
+    chat.setup(app)
+    admin.setup(app, key=ADMIN_KEY)
+    assert app[SERVER_KEY] is chat
+    assert app[ADMIN_KEY] is admin
+
+
+@pytest.mark.parametrize("first_key", [None, ADMIN_KEY], ids=["no-key", "own-key"])
+def test_a_second_server_without_a_key_is_a_clear_error(
+    first_key: web.AppKey[Server[Any]] | None,
+) -> None:
+    """setup(app) of a second Server without a key raises, saying to pass key=, and
+    leaves the first in place."""
+    chat: Server[Any] = Server(Echo())
+    admin: Server[Any] = Server(Shout())
+    app = web.Application()
+    chat.setup(app, key=first_key)
+    with pytest.raises(InvalidStateError, match=r"already has a Server.*key="):
+        admin.setup(app)
+    assert app[SERVER_KEY] is chat
+
+
+def test_a_second_server_under_a_taken_key_is_a_clear_error() -> None:
+    """setup(app, key=...) with a key another Server already holds raises."""
+    chat: Server[Any] = Server(Echo())
+    admin: Server[Any] = Server(Shout())
+    app = web.Application()
+    chat.setup(app, key=ADMIN_KEY)
+    with pytest.raises(InvalidStateError, match="admin"):
+        admin.setup(app, key=ADMIN_KEY)
+    assert app[ADMIN_KEY] is chat
+
+
+@pytest.mark.parametrize(
+    "short_first", [True, False], ids=["short-first", "long-first"]
+)
+async def test_the_shorter_handshake_timeout_of_two_servers_applies(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], short_first: bool
+) -> None:
+    """An app has one handshake deadline: with two Servers, the shorter one holds,
+    whichever was set up first."""
+    short: Server[Any] = Server(Echo(), handshake_timeout=0.3)
+    long: Server[Any] = Server(Shout(), handshake_timeout=3600)
+    app = web.Application()
+    first, second = (short, long) if short_first else (long, short)
+    first.setup(app)
+    second.setup(app, key=ADMIN_KEY)
+    app.router.add_get("/ws", short.handler(upgrade_with_data()))
+    http = await aiohttp_server(app)
+    reader, writer = await asyncio.open_connection("127.0.0.1", http.port)
+    try:
+        async with asyncio.timeout(10):
+            assert await reader.read() == b""  # closed by the server
+    finally:
+        writer.close()

@@ -19,7 +19,18 @@ from websockets.typing import Subprotocol
 from aiohttp_upgrade import InvalidStateError, Server
 
 from .conftest import Echo, Recorder, ServeFactory, upgrade_with_data
-from .wire import OMIT, HTTPResponse, connect, handshake, random_key
+from .test_compat import http_parser  # noqa: F401 - a fixture
+from .wire import (
+    OMIT,
+    OP_TEXT,
+    HTTPResponse,
+    client_frame,
+    connect,
+    handshake,
+    random_key,
+    read_response,
+    request_bytes,
+)
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 
@@ -550,3 +561,88 @@ async def test_each_handshake_gets_its_own_accept(serve: ServeFactory) -> None:
         )
     finally:
         await raw.close()
+
+
+# -- what aiohttp reads as an upgrade ---------------------------------------------------
+
+
+def head(headers: list[tuple[str, str]]) -> bytes:
+    """A handshake head with ``headers`` replacing or added to the standard ones."""
+    return request_bytes(headers=headers)
+
+
+# Each case is sent as head + body + one frame in a single write: the client does
+# not wait for the 101, as a browser does not.
+HANDSHAKES_WITH_A_FRAME: dict[str, tuple[bytes, bytes, int]] = {
+    "plain": (head([]), b"", 101),
+    "mixed-case": (head([("Upgrade", "WebSocket")]), b"", 101),
+    "connection-list": (head([("Connection", "keep-alive, Upgrade")]), b"", 101),
+    "connection-two-lines": (
+        head([("Connection", "keep-alive"), ("Connection", "Upgrade")]),
+        b"",
+        101,
+    ),
+    "content-length-0": (head([("Content-Length", "0")]), b"", 101),
+    "upgrade-list-websocket-last": (head([("Upgrade", "foo, websocket")]), b"", 400),
+    "upgrade-list-websocket-first": (head([("Upgrade", "websocket, foo")]), b"", 400),
+    "two-upgrade-lines-websocket-last": (
+        head([("Upgrade", "foo"), ("Upgrade", "websocket")]),
+        b"",
+        400,
+    ),
+    "two-upgrade-lines-websocket-first": (
+        head([("Upgrade", "websocket"), ("Upgrade", "foo")]),
+        b"",
+        400,
+    ),
+    # U+212A KELVIN SIGN lower-cases to "k".
+    "upgrade-non-ascii-lookalike": (
+        head([("Upgrade", "WEBSOC-K-ET")]).replace(b"-K-", "\u212a".encode()),
+        b"",
+        400,
+    ),
+    "content-length-body": (head([("Content-Length", "4")]), b"body", 400),
+    "content-length-swallows-the-frame": (
+        head([("Content-Length", "7")]),
+        b"",
+        400,
+    ),
+    "chunked-body": (
+        head([("Transfer-Encoding", "chunked")]),
+        b"4\r\nbody\r\n0\r\n\r\n",
+        400,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("head_bytes", "body", "status"),
+    list(HANDSHAKES_WITH_A_FRAME.values()),
+    ids=list(HANDSHAKES_WITH_A_FRAME),
+)
+@pytest.mark.usefixtures("http_parser")
+async def test_a_frame_sent_with_the_handshake_is_never_lost(
+    serve: ServeFactory,
+    head_bytes: bytes,
+    body: bytes,
+    status: int,
+) -> None:
+    """A handshake sent together with a frame gets 400, or 101 with that frame the
+    first message, whichever aiohttp parser reads it."""
+    handler = Recorder()
+    served = await serve(handler)
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    try:
+        frame = client_frame(OP_TEXT, b"first")  # 7 bytes
+        writer.write(head_bytes + body + frame)
+        response = await read_response(reader)
+        assert response.status == status
+        if status == 101:
+            # Sent after the 101: it arrives whatever became of the first frame.
+            writer.write(client_frame(OP_TEXT, b"second"))
+            assert (await handler.next("message")).args == ("first",)
+        else:
+            assert served.server.pending_websockets == 0
+    finally:
+        writer.close()
+        await writer.wait_closed()
