@@ -95,7 +95,8 @@ class Reference:
         it inherits (or overrides) the member from."""
         for klass in cls.__mro__:
             entry = self.classes.get(klass.__name__)
-            if entry is None or member not in dir(klass):
+            # Instance attributes are not in dir(cls); inherited ones are in dir(base).
+            if entry is None or (klass is not cls and member not in dir(klass)):
                 continue
             if member in entry.members or (entry.all_members and entry.undoc_members):
                 return True
