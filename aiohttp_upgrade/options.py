@@ -34,6 +34,8 @@ class Options:
     per_message_deflate: PerMessageDeflate | None = None
     send_pings: bool = True
     publish_to_self: bool = False
+    # True is Bun's behaviour (it always resets on a send); uWebSockets, the C++
+    # library under Bun, has this as resetIdleTimeoutOnSend with false as default.
     reset_idle_timeout_on_send: bool = True
 
     @classmethod

@@ -1,8 +1,10 @@
 """The quick start (``examples/quickstart.py``, shown by the README and the docs) runs
-as written."""
+as written, and the install instructions work before the first release."""
 
 from __future__ import annotations
 
+import configparser
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -13,7 +15,12 @@ from aiohttp.test_utils import TestServer
 
 from .examples_support import EXAMPLES, load_example
 
-README = Path(__file__).resolve().parent.parent / "README.rst"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.rst"
+INSTALL_PAGES = [README, ROOT / "docs" / "index.rst", ROOT / "docs" / "quickstart.rst"]
+"""Where a newcomer reads how to install the package."""
+
+_PIP_INSTALL = re.compile(r"pip install (?P<args>[^`#\n]+)")
 
 
 def readme_quick_start() -> str:
@@ -67,3 +74,48 @@ async def test_quick_start_answers_plain_http_with_400(
     async with client_session.get(quick_start.make_url("/ws")) as response:
         assert response.status == 400
         assert await response.text() == "Upgrade failed"
+
+
+def repository_url() -> str:
+    """The project's repository, as ``setup.cfg`` gives it."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg", encoding="utf-8")
+    return config["metadata"]["url"]
+
+
+def installs_of_the_package(text: str) -> list[str]:
+    """The arguments of each ``pip install`` in ``text`` that installs this
+    package: by name, from its repository, or from a checkout (``.``, ``-e .``)."""
+    commands = [match["args"].strip() for match in _PIP_INSTALL.finditer(text)]
+    return [
+        args
+        for args in commands
+        if "aiohttp-upgrade" in args or args.split()[-1].strip("'\"").startswith(".")
+    ]
+
+
+@pytest.mark.parametrize(
+    "page", INSTALL_PAGES, ids=[page.name for page in INSTALL_PAGES]
+)
+def test_install_instructions_do_not_need_the_package_index(page: Path) -> None:
+    """Until aiohttp-upgrade is on PyPI, every ``pip install`` of it that a newcomer's
+    page gives installs from the repository or a checkout, never by name alone."""
+    installs = installs_of_the_package(page.read_text(encoding="utf-8"))
+    assert installs, f"{page.name} does not say how to install aiohttp-upgrade"
+    from_the_index = [
+        args
+        for args in installs
+        if "aiohttp-upgrade" in args and f"git+{repository_url()}" not in args
+    ]
+    assert from_the_index == []
+
+
+def test_readme_shows_how_to_install_the_redis_extra_from_a_checkout() -> None:
+    """The README's install section names the ``redis`` extra in a form that works
+    without the package index."""
+    installs = installs_of_the_package(README.read_text(encoding="utf-8"))
+    assert any(
+        "[redis]" in args
+        and (f"git+{repository_url()}" in args or "aiohttp-upgrade" not in args)
+        for args in installs
+    )
