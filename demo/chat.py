@@ -47,7 +47,7 @@ from .auth import (
 )
 from .config import Config
 from .handler import ChatHandler, SocketData
-from .limits import KeyedLimiter
+from .limits import KeyedLimiter, address_key
 from .models import User
 from .names import NAME_PATTERN, NameRefused, clean_name
 from .roster import Roster
@@ -146,8 +146,8 @@ async def index(request: web.Request) -> web.Response:
 async def sign_in(request: web.Request) -> web.StreamResponse:
     """Sign in under the posted ``name``; the user is created on first use.
 
-    Refused: more sign-ins from the client's address than its bucket allows
-    (429), a name of the wrong shape or mixing scripts, and a name whose user
+    Refused: more sign-ins from the client's address (an IPv6 client's /64,
+    see :func:`~demo.limits.address_key`) than its bucket allows (429), a name of the wrong shape or mixing scripts, and a name whose user
     has an open socket from another browser (redirects with ``?error=``).
     """
     _same_site_post(request)
@@ -155,7 +155,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     now = config.clock()
     # request.remote is the peer's address; behind a proxy it is the proxy's,
     # unless the app trusts forwarded headers (see the README).
-    wait = request.app[SIGN_IN_LIMITER_KEY].take(request.remote or "", now)
+    wait = request.app[SIGN_IN_LIMITER_KEY].take(address_key(request.remote), now)
     if wait:
         return web.Response(
             status=429,

@@ -10,12 +10,15 @@ plain function of its inputs and is tested without sockets or sleeps.
   then drop silently, then close 1008).
 - :class:`KeyedLimiter`: one bucket per key (a client address), in a map whose
   size is bounded however many keys an attacker invents.
+- :func:`address_key`: the key of a client address: an IPv4 address, also when
+  it arrives IPv4-mapped in IPv6, and the /64 network of an IPv6 address.
 - :class:`Limits`: every limit and cap of the demo, with the defaults below.
 """
 
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -36,6 +39,7 @@ __all__ = [
     "Limits",
     "TokenBucket",
     "Verdict",
+    "address_key",
 ]
 
 # Frames per second a session may send over time, and how many at once.
@@ -59,6 +63,34 @@ DEFAULT_BACKPRESSURE_LIMIT = 1024 * 1024
 DEFAULT_IDLE_TIMEOUT = 60.0
 # Addresses whose sign-in buckets are remembered at once.
 DEFAULT_MAX_KEYS = 10_000
+# The IPv6 prefix limited as one client: a /64 is the smallest network an ISP
+# routes to one subscriber, who may use any of its 2**64 addresses.
+IPV6_CLIENT_PREFIX = 64
+
+
+def address_key(address: str | None) -> str:
+    """The key under which a client address is rate limited.
+
+    An IPv4 address is its own key, whether it arrives as ``203.0.113.7`` or
+    IPv4-mapped in IPv6 (``::ffff:203.0.113.7``, from a dual-stack socket); an
+    IPv6 address is keyed on its /64 (``2001:db8:1:2::/64``), since one
+    subscriber holds a whole /64. Anything else (``None``, a Unix socket) is
+    returned as is, ``None`` as ``""``.
+    """
+    if not address:
+        return ""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        shift = 128 - IPV6_CLIENT_PREFIX
+        return str(
+            ipaddress.IPv6Network((int(ip) >> shift << shift, IPV6_CLIENT_PREFIX))
+        )
+    return str(ip)
 
 
 @dataclass(frozen=True)
