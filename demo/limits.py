@@ -5,7 +5,7 @@ plain function of its inputs and is tested without sockets or sleeps.
 
 - :class:`TokenBucket`: ``burst`` tokens, refilled at ``rate`` per second; an
   action is allowed when a whole token is there to take.
-- :class:`FloodGuard`: a bucket for the frames of one session, with the demo's
+- :class:`FloodGuard`: a bucket for the frames of one user, with the demo's
   answer to a client that goes on sending while it is empty (one error frame,
   then drop silently, then close 1008).
 - :class:`KeyedLimiter`: one bucket per key (a client address), in a map whose
@@ -26,9 +26,11 @@ __all__ = [
     "DEFAULT_BACKPRESSURE_LIMIT",
     "DEFAULT_HISTORY_PER_ROOM",
     "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_SESSIONS",
     "DEFAULT_MAX_STORED_MESSAGES",
     "DEFAULT_MESSAGE_BURST",
     "DEFAULT_MESSAGE_RATE",
+    "DEFAULT_SESSIONS_PER_USER",
     "DEFAULT_SIGN_IN_BURST",
     "DEFAULT_SIGN_IN_RATE",
     "DEFAULT_SOCKETS_PER_SESSION",
@@ -42,7 +44,8 @@ __all__ = [
     "address_key",
 ]
 
-# Frames per second a session may send over time, and how many at once.
+# Frames per second a user (all sessions and sockets) may send over time, and
+# how many at once.
 DEFAULT_MESSAGE_RATE = 5.0
 DEFAULT_MESSAGE_BURST = 20
 # Frames refused in a row (after the error frame) before the socket is closed.
@@ -53,6 +56,10 @@ DEFAULT_SIGN_IN_BURST = 10
 # Open sockets (tabs) one session, and one user over all sessions, may hold.
 DEFAULT_SOCKETS_PER_SESSION = 5
 DEFAULT_SOCKETS_PER_USER = 10
+# Signed-in sessions kept per user and in all; beyond either, the oldest are
+# signed out.
+DEFAULT_SESSIONS_PER_USER = 5
+DEFAULT_MAX_SESSIONS = 100_000
 # Stored history: the newest messages kept per room, and in the whole database.
 DEFAULT_HISTORY_PER_ROOM = 500
 DEFAULT_MAX_STORED_MESSAGES = 100_000
@@ -108,6 +115,8 @@ class Limits:
     sign_in_burst: int = DEFAULT_SIGN_IN_BURST
     sockets_per_session: int = DEFAULT_SOCKETS_PER_SESSION
     sockets_per_user: int = DEFAULT_SOCKETS_PER_USER
+    sessions_per_user: int = DEFAULT_SESSIONS_PER_USER
+    max_sessions: int = DEFAULT_MAX_SESSIONS
     history_per_room: int = DEFAULT_HISTORY_PER_ROOM
     max_stored_messages: int = DEFAULT_MAX_STORED_MESSAGES
     backpressure_limit: int = DEFAULT_BACKPRESSURE_LIMIT
@@ -173,7 +182,7 @@ class Verdict(enum.Enum):
 
 
 class FloodGuard:
-    """The frame budget of one session, shared by its sockets.
+    """The frame budget of one user, shared by all their sessions' sockets.
 
     The first frame over budget is answered with an error frame; the next ones
     are dropped without an answer (answering each would send the flooder as much

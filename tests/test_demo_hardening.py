@@ -227,12 +227,11 @@ async def test_sockets_per_user_are_capped_over_sessions(
     client = await chat_with(
         aiohttp_client, tmp_path, sockets_per_session=2, sockets_per_user=3
     )
+    laptop = await another_client(aiohttp_client, client)
     await sign_in(client, "ada")
-    old = session_cookie(client)
-    tabs = [await connect(client), await connect(client)]
-    await sign_in(client, "ada")  # the same browser again: a second session
-    assert session_cookie(client) != old
-    tabs.append(await connect(client))
+    await sign_in(laptop, "ada")  # a second browser: a second session
+    assert session_cookie(laptop) != session_cookie(client)
+    tabs = [await connect(client), await connect(client), await connect(laptop)]
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await client.ws_connect("/ws")
     assert info.value.status == 429

@@ -168,3 +168,21 @@ async def test_database_of_an_earlier_demo_is_migrated(tmp_path: Path) -> None:
         assert (await store.user_for_name("carol")).id == 4
     async with Store(path) as store:  # a second open leaves it as it is
         assert await store.find_user("ada") == User(1, "ada")
+
+
+async def test_create_session_revokes_beyond_the_caps(tmp_path: Path) -> None:
+    """Recording a session deletes the replaced one and the oldest beyond the
+    per-user and total caps, and returns their ids."""
+    path = tmp_path / "chat.sqlite3"
+    expiry = int(NOW) + 60
+    async with Store(path, sessions_per_user=2, max_sessions=3) as store:
+        ada = await store.user_for_name("ada")
+        bob = await store.user_for_name("bob")
+        assert await store.create_session("a1", ada.id, expiry, NOW) == []
+        assert await store.create_session("a2", ada.id, expiry, NOW) == []
+        assert await store.create_session("a3", ada.id, expiry, NOW) == ["a1"]
+        assert await store.create_session("a4", ada.id, expiry, NOW, "a3") == ["a3"]
+        assert await store.create_session("b1", bob.id, expiry, NOW) == []
+        assert await store.create_session("b2", bob.id, expiry, NOW) == ["a2"]
+        live = await store.live_sessions(["a1", "a2", "a3", "a4", "b1", "b2"], NOW)
+    assert live == {"a4", "b1", "b2"}
