@@ -270,6 +270,7 @@ def create_app(config: Config) -> web.Application:
         max_stored_messages=limits.max_stored_messages,
         sessions_per_user=limits.sessions_per_user,
         max_sessions=limits.max_sessions,
+        max_stored_bytes=limits.max_stored_bytes,
     )
     roster = Roster(store, heartbeat=config.presence_heartbeat)
     chat = ChatHandler(store, config.clock, limits, roster)

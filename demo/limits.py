@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_HISTORY_PER_ROOM",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_MAX_STORED_BYTES",
     "DEFAULT_MAX_STORED_MESSAGES",
     "DEFAULT_MESSAGE_BURST",
     "DEFAULT_MESSAGE_RATE",
@@ -63,6 +64,9 @@ DEFAULT_MAX_SESSIONS = 100_000
 # Stored history: the newest messages kept per room, and in the whole database.
 DEFAULT_HISTORY_PER_ROOM = 500
 DEFAULT_MAX_STORED_MESSAGES = 100_000
+# ... and at most this many bytes of message text (UTF-8) in the database: 100,000
+# messages of 2,000 four-byte characters would be 800 MB.
+DEFAULT_MAX_STORED_BYTES = 64 * 1024 * 1024
 # Bytes a socket may have waiting to be sent (beyond the frame being queued)
 # before it is cut: a client that stops reading pins at most this much.
 DEFAULT_BACKPRESSURE_LIMIT = 1024 * 1024
@@ -119,6 +123,7 @@ class Limits:
     max_sessions: int = DEFAULT_MAX_SESSIONS
     history_per_room: int = DEFAULT_HISTORY_PER_ROOM
     max_stored_messages: int = DEFAULT_MAX_STORED_MESSAGES
+    max_stored_bytes: int = DEFAULT_MAX_STORED_BYTES
     backpressure_limit: int = DEFAULT_BACKPRESSURE_LIMIT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
 
