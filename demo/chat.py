@@ -15,7 +15,8 @@ Routes:
 - ``POST /sign-in`` (form field ``name``) and ``POST /sign-out``: set or clear
   the session cookie, then redirect to ``/``. A refused name redirects to
   ``/?error=<code>`` (``name``, ``script``, ``taken``); too many sign-ins from
-  one address get 429 with ``Retry-After``.
+  one address (an IPv6 client's /64) get 429 with ``Retry-After``. Signing in
+  again signs the browser out of its previous session.
 - ``GET /api/me``: the signed-in user as JSON, or 401.
 - ``GET /ws``: the WebSocket, only for a signed-in browser on an allowed origin;
   429 when the session or user already holds its cap of sockets.
