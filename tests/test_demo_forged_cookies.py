@@ -37,20 +37,33 @@ SIGNED_OUT = {
     "GET /api/me": 401,
     "GET /ws": 401,
     "POST /sign-out": 303,
+    "POST /sign-in": 303,  # signed in afresh, as from a browser without a cookie
 }
+# The form each POST route gets.
+BODIES = {"/sign-in": b"name=ada"}
 
 
 async def send_raw(port: int, route: str, cookie: bytes) -> wire.HTTPResponse:
     """Send ``route`` with ``Cookie: demo_session=<cookie>`` as raw bytes."""
     method, path = route.split(" ")
-    headers = {"Content-Length": "0"} if method == "POST" else {}
+    body = BODIES.get(path, b"")
+    headers = {}
+    if method == "POST":
+        headers["Content-Length"] = str(len(body))
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
     head = wire.request_bytes(
         path, headers, method=method, websocket=path == "/ws"
     ).removesuffix(b"\r\n")
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(
-            head + b"Cookie: " + COOKIE_NAME.encode() + b"=" + cookie + b"\r\n\r\n"
+            head
+            + b"Cookie: "
+            + COOKIE_NAME.encode()
+            + b"="
+            + cookie
+            + b"\r\n\r\n"
+            + body
         )
         await writer.drain()
         return await wire.read_response(reader)
