@@ -16,12 +16,25 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test,bench,docs,redis,demo]'
 	touch $@
 
-demo: $(VENV)/.installed
+# The demo on one process needs the package alone (SQLite is in the standard
+# library, the broker in-process); on several, gunicorn and redis-py (the demo
+# extra). Their own markers, so neither stands for the install above.
+$(VENV)/.installed-demo: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-demo-cluster: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[demo]'
+	touch $@
+
+demo: $(VENV)/.installed-demo
 	$(PY) -m aiohttp.web -H $(HOST) -P $(PORT) demo.chat:init_app
 
 # WORKERS gunicorn workers on one port, sharing data/chat.sqlite3 and Redis: the
 # one in DEMO_REDIS_URL, else a redis-server started (and stopped) for the run.
-demo-cluster: $(VENV)/.installed
+demo-cluster: $(VENV)/.installed-demo-cluster
 	$(PY) -m demo.cluster --workers $(WORKERS) --host $(HOST) --port $(PORT)
 
 # Installs Debian's chromium and redis-server when run as root (as CI does); otherwise

@@ -32,6 +32,10 @@ COOKIE_NAME = "demo_session"
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 _EXPIRY = re.compile(r"[0-9]{1,12}")
+# Unpadded URL-safe base64 of a SHA-256 digest. A cookie may hold any character,
+# and hmac.compare_digest raises on a str that is not ASCII: the shape is checked
+# first.
+_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 @dataclass(frozen=True)
@@ -60,16 +64,21 @@ def verify_token(secret: bytes, value: str, now: float) -> SessionToken | None:
     """Return the token in ``value`` if it is well formed, signed with ``secret``
     and not expired at ``now``; otherwise ``None``.
 
-    The signature is compared in constant time.
+    Never raises, whatever ``value`` holds (any characters, any length). The
+    signature is compared in constant time.
     """
     parts = value.split(".")
     if len(parts) != 3:
         return None
     session_id, expiry, signature = parts
-    if not _SESSION_ID.fullmatch(session_id) or not _EXPIRY.fullmatch(expiry):
+    if not (
+        _SESSION_ID.fullmatch(session_id)
+        and _EXPIRY.fullmatch(expiry)
+        and _SIGNATURE.fullmatch(signature)
+    ):
         return None
     expected = _sign(secret, f"{session_id}.{expiry}")
-    if not hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii")):
+    if not hmac.compare_digest(expected, signature):
         return None
     expires_at = int(expiry)
     if now >= expires_at:

@@ -15,7 +15,8 @@ Routes:
 - ``POST /sign-in`` (form field ``name``) and ``POST /sign-out``: set or clear
   the session cookie, then redirect to ``/``. A refused name redirects to
   ``/?error=<code>`` (``name``, ``script``, ``taken``); too many sign-ins from
-  one address get 429 with ``Retry-After``.
+  one address (an IPv6 client's /64) get 429 with ``Retry-After``. Signing in
+  again signs the browser out of its previous session.
 - ``GET /api/me``: the signed-in user as JSON, or 401.
 - ``GET /ws``: the WebSocket, only for a signed-in browser on an allowed origin;
   429 when the session or user already holds its cap of sockets.
@@ -47,7 +48,7 @@ from .auth import (
 )
 from .config import Config
 from .handler import ChatHandler, SocketData
-from .limits import KeyedLimiter
+from .limits import KeyedLimiter, address_key
 from .models import User
 from .names import NAME_PATTERN, NameRefused, clean_name
 from .roster import Roster
@@ -146,8 +147,11 @@ async def index(request: web.Request) -> web.Response:
 async def sign_in(request: web.Request) -> web.StreamResponse:
     """Sign in under the posted ``name``; the user is created on first use.
 
-    Refused: more sign-ins from the client's address than its bucket allows
-    (429), a name of the wrong shape or mixing scripts, and a name whose user
+    A browser that was signed in is signed out of its previous session (its
+    sockets are closed with 4001); a user's oldest sessions beyond
+    ``sessions_per_user``, and the oldest of all beyond ``max_sessions``, are
+    signed out too. Refused: more sign-ins from the client's address (an IPv6 client's /64,
+    see :func:`~demo.limits.address_key`) than its bucket allows (429), a name of the wrong shape or mixing scripts, and a name whose user
     has an open socket from another browser (redirects with ``?error=``).
     """
     _same_site_post(request)
@@ -155,7 +159,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     now = config.clock()
     # request.remote is the peer's address; behind a proxy it is the proxy's,
     # unless the app trusts forwarded headers (see the README).
-    wait = request.app[SIGN_IN_LIMITER_KEY].take(request.remote or "", now)
+    wait = request.app[SIGN_IN_LIMITER_KEY].take(address_key(request.remote), now)
     if wait:
         return web.Response(
             status=429,
@@ -168,20 +172,26 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         name = clean_name(raw if isinstance(raw, str) else "")
     except NameRefused as exc:
         return _see_other(f"/?error={exc.code}")
-    store = request.app[STORE_KEY]
+    store, chat = request.app[STORE_KEY], request.app[CHAT_KEY]
+    mine = await current_session(request)
+    same_browser = mine.session_id if mine is not None else None
     existing = await store.find_user(name)
-    if existing is not None:
-        mine = await current_session(request)
-        same_browser = mine.session_id if mine is not None else None
-        if await request.app[CHAT_KEY].connected_elsewhere(existing.id, same_browser):
-            log.info("refused a sign-in as %s: connected elsewhere", existing.name)
-            return _see_other("/?error=taken")
-    try:
-        user = await store.user_for_name(name)
-    except LookupError:
+    if existing is not None and await chat.connected_elsewhere(
+        existing.id, same_browser
+    ):
+        log.info("refused a sign-in as %s: connected elsewhere", existing.name)
         return _see_other("/?error=taken")
     token = issue_token(config.secret, now, config.session_ttl)
-    await store.create_session(token.session_id, user.id, token.expires_at, now)
+    try:
+        user, revoked = await store.sign_in(
+            name, token.session_id, token.expires_at, now, replaces=same_browser
+        )
+    except LookupError:
+        return _see_other("/?error=taken")
+    # The browser's previous session, and sessions beyond the caps: signed out
+    # here at once, on other workers at their next heartbeat.
+    for session_id in revoked:
+        chat.end_session(session_id)
     log.info("%s signed in", user.name)
     response = _see_other("/")
     set_session_cookie(response, request, token, config.session_ttl)
@@ -259,6 +269,9 @@ def create_app(config: Config) -> web.Application:
         config.database_path,
         history_per_room=limits.history_per_room,
         max_stored_messages=limits.max_stored_messages,
+        sessions_per_user=limits.sessions_per_user,
+        max_sessions=limits.max_sessions,
+        max_stored_bytes=limits.max_stored_bytes,
     )
     roster = Roster(store, heartbeat=config.presence_heartbeat)
     chat = ChatHandler(store, config.clock, limits, roster)

@@ -10,14 +10,16 @@ Redis broker they reach every worker.
 
 Defences (numbers in :mod:`demo.limits`):
 
-- every frame of a session spends a token of its :class:`~demo.limits.FloodGuard`;
-  the first over budget gets a ``rate_limited`` error frame, the next are dropped,
-  and a socket that goes on is closed with 1008;
+- every frame of a user spends a token of the user's
+  :class:`~demo.limits.FloodGuard`, shared by all their sessions and sockets (so
+  signing in again gives no fresh budget); the first over budget gets a
+  ``rate_limited`` error frame, the next are dropped, and a socket that goes on
+  is closed with 1008;
 - a session, and a user over all sessions, may hold a few sockets on all
   workers together: the route answers 429 beyond that, and
   :meth:`ChatHandler.open` closes with 1008 a socket that got past it in a race
   of concurrent handshakes (the count and the insert are one transaction);
-- the frame budget is per worker: a session with tabs on two workers gets
+- the frame budget is per worker: a user with tabs on two workers gets
   twice the rate (each worker keeps its own buckets, in memory);
 - a socket is closed (4001) when its session expires, by a timer set in ``open``;
 - a client that stops reading is cut once ``backpressure_limit`` bytes wait for
@@ -149,22 +151,21 @@ class ChatHandler(WebSocketHandler[SocketData]):
         self.roster = roster or Roster(store)
         self._by_session: dict[str, set[Socket]] = {}
         self._by_user: dict[int, set[Socket]] = {}
-        self._guards: dict[str, FloodGuard] = {}
+        self._guards: dict[int, FloodGuard] = {}  # by user id
 
     def end_session(self, session_id: str) -> int:
         """Close every socket of a signed-out session; return how many."""
         sockets = list(self._by_session.get(session_id, ()))
         for ws in sockets:
             ws.close(SESSION_ENDED, "signed out")
-        self._guards.pop(session_id, None)
         return len(sockets)
 
     async def refusal(self, session_id: str, user_id: int) -> str | None:
         """Why one more socket of this session and user is refused, or ``None``:
         the session or the user holds its cap of sockets on all workers, or the
-        session has spent its frame budget on this worker (so a flooder closed
-        with 1008 cannot reconnect at once and go on)."""
-        guard = self._guards.get(session_id)
+        user has spent their frame budget on this worker (so a flooder closed
+        with 1008 cannot reconnect at once, or sign in again, and go on)."""
+        guard = self._guards.get(user_id)
         if guard is not None and guard.bucket.retry_after(self.clock()) > 0:
             return "too many messages: wait a moment"
         in_session, of_user = await self.roster.socket_counts(session_id, user_id)
@@ -200,25 +201,25 @@ class ChatHandler(WebSocketHandler[SocketData]):
             if session_id not in live
         )
 
-    def _guard(self, session_id: str) -> FloodGuard:
-        guard = self._guards.get(session_id)
+    def _guard(self, user_id: int) -> FloodGuard:
+        guard = self._guards.get(user_id)
         if guard is None:
-            if len(self._guards) > 2 * len(self._by_session) + 64:
+            if len(self._guards) > 2 * len(self._by_user) + 64:
                 self._forget_idle_guards()
             limits = self.limits
             guard = FloodGuard(
                 limits.message_rate, limits.message_burst, limits.strikes
             )
-            self._guards[session_id] = guard
+            self._guards[user_id] = guard
         return guard
 
     def _forget_idle_guards(self) -> None:
-        """Drop the guards of sessions without sockets whose bucket is full again
+        """Drop the guards of users without sockets whose bucket is full again
         (a new one would be the same), so the map stays small."""
         now = self.clock()
-        for session_id, guard in list(self._guards.items()):
-            if session_id not in self._by_session and guard.bucket.is_full(now):
-                del self._guards[session_id]
+        for user_id, guard in list(self._guards.items()):
+            if user_id not in self._by_user and guard.bucket.is_full(now):
+                del self._guards[user_id]
 
     # -- hooks -------------------------------------------------------------------
 
@@ -240,7 +241,7 @@ class ChatHandler(WebSocketHandler[SocketData]):
         ):
             ws.close(POLICY_VIOLATION, "too many connections")
             return
-        self._guard(data.session_id)
+        self._guard(data.user_id)
         delay = max(0.0, data.expires_at - self.clock())
         data.expiry = asyncio.get_running_loop().call_later(delay, self._expire, ws)
         ws.send_text(encode_hello(data.user))
@@ -255,7 +256,7 @@ class ChatHandler(WebSocketHandler[SocketData]):
         if now >= ws.data.expires_at:
             ws.close(SESSION_ENDED, "session expired")
             return
-        verdict = self._guard(ws.data.session_id).check(now)
+        verdict = self._guard(ws.data.user_id).check(now)
         if verdict is not Verdict.ALLOW:
             if verdict is Verdict.WARN:
                 rate = self.limits.message_rate

@@ -5,17 +5,20 @@ plain function of its inputs and is tested without sockets or sleeps.
 
 - :class:`TokenBucket`: ``burst`` tokens, refilled at ``rate`` per second; an
   action is allowed when a whole token is there to take.
-- :class:`FloodGuard`: a bucket for the frames of one session, with the demo's
+- :class:`FloodGuard`: a bucket for the frames of one user, with the demo's
   answer to a client that goes on sending while it is empty (one error frame,
   then drop silently, then close 1008).
 - :class:`KeyedLimiter`: one bucket per key (a client address), in a map whose
   size is bounded however many keys an attacker invents.
+- :func:`address_key`: the key of a client address: an IPv4 address, also when
+  it arrives IPv4-mapped in IPv6, and the /64 network of an IPv6 address.
 - :class:`Limits`: every limit and cap of the demo, with the defaults below.
 """
 
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -23,9 +26,12 @@ __all__ = [
     "DEFAULT_BACKPRESSURE_LIMIT",
     "DEFAULT_HISTORY_PER_ROOM",
     "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_MAX_STORED_BYTES",
     "DEFAULT_MAX_STORED_MESSAGES",
     "DEFAULT_MESSAGE_BURST",
     "DEFAULT_MESSAGE_RATE",
+    "DEFAULT_SESSIONS_PER_USER",
     "DEFAULT_SIGN_IN_BURST",
     "DEFAULT_SIGN_IN_RATE",
     "DEFAULT_SOCKETS_PER_SESSION",
@@ -36,9 +42,11 @@ __all__ = [
     "Limits",
     "TokenBucket",
     "Verdict",
+    "address_key",
 ]
 
-# Frames per second a session may send over time, and how many at once.
+# Frames per second a user (all sessions and sockets) may send over time, and
+# how many at once.
 DEFAULT_MESSAGE_RATE = 5.0
 DEFAULT_MESSAGE_BURST = 20
 # Frames refused in a row (after the error frame) before the socket is closed.
@@ -49,9 +57,16 @@ DEFAULT_SIGN_IN_BURST = 10
 # Open sockets (tabs) one session, and one user over all sessions, may hold.
 DEFAULT_SOCKETS_PER_SESSION = 5
 DEFAULT_SOCKETS_PER_USER = 10
+# Signed-in sessions kept per user and in all; beyond either, the oldest are
+# signed out.
+DEFAULT_SESSIONS_PER_USER = 5
+DEFAULT_MAX_SESSIONS = 100_000
 # Stored history: the newest messages kept per room, and in the whole database.
 DEFAULT_HISTORY_PER_ROOM = 500
 DEFAULT_MAX_STORED_MESSAGES = 100_000
+# ... and at most this many bytes of message text (UTF-8) in the database: 100,000
+# messages of 2,000 four-byte characters would be 800 MB.
+DEFAULT_MAX_STORED_BYTES = 64 * 1024 * 1024
 # Bytes a socket may have waiting to be sent (beyond the frame being queued)
 # before it is cut: a client that stops reading pins at most this much.
 DEFAULT_BACKPRESSURE_LIMIT = 1024 * 1024
@@ -59,6 +74,34 @@ DEFAULT_BACKPRESSURE_LIMIT = 1024 * 1024
 DEFAULT_IDLE_TIMEOUT = 60.0
 # Addresses whose sign-in buckets are remembered at once.
 DEFAULT_MAX_KEYS = 10_000
+# The IPv6 prefix limited as one client: a /64 is the smallest network an ISP
+# routes to one subscriber, who may use any of its 2**64 addresses.
+IPV6_CLIENT_PREFIX = 64
+
+
+def address_key(address: str | None) -> str:
+    """The key under which a client address is rate limited.
+
+    An IPv4 address is its own key, whether it arrives as ``203.0.113.7`` or
+    IPv4-mapped in IPv6 (``::ffff:203.0.113.7``, from a dual-stack socket); an
+    IPv6 address is keyed on its /64 (``2001:db8:1:2::/64``), since one
+    subscriber holds a whole /64. Anything else (``None``, a Unix socket) is
+    returned as is, ``None`` as ``""``.
+    """
+    if not address:
+        return ""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        shift = 128 - IPV6_CLIENT_PREFIX
+        return str(
+            ipaddress.IPv6Network((int(ip) >> shift << shift, IPV6_CLIENT_PREFIX))
+        )
+    return str(ip)
 
 
 @dataclass(frozen=True)
@@ -76,8 +119,11 @@ class Limits:
     sign_in_burst: int = DEFAULT_SIGN_IN_BURST
     sockets_per_session: int = DEFAULT_SOCKETS_PER_SESSION
     sockets_per_user: int = DEFAULT_SOCKETS_PER_USER
+    sessions_per_user: int = DEFAULT_SESSIONS_PER_USER
+    max_sessions: int = DEFAULT_MAX_SESSIONS
     history_per_room: int = DEFAULT_HISTORY_PER_ROOM
     max_stored_messages: int = DEFAULT_MAX_STORED_MESSAGES
+    max_stored_bytes: int = DEFAULT_MAX_STORED_BYTES
     backpressure_limit: int = DEFAULT_BACKPRESSURE_LIMIT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
 
@@ -141,7 +187,7 @@ class Verdict(enum.Enum):
 
 
 class FloodGuard:
-    """The frame budget of one session, shared by its sockets.
+    """The frame budget of one user, shared by all their sessions' sockets.
 
     The first frame over budget is answered with an error frame; the next ones
     are dropped without an answer (answering each would send the flooder as much

@@ -18,7 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from .limits import DEFAULT_HISTORY_PER_ROOM, DEFAULT_MAX_STORED_MESSAGES
+from .limits import (
+    DEFAULT_HISTORY_PER_ROOM,
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_STORED_BYTES,
+    DEFAULT_MAX_STORED_MESSAGES,
+    DEFAULT_SESSIONS_PER_USER,
+)
 from .models import ChatMessage, User
 from .names import name_key
 
@@ -47,6 +53,28 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
+CREATE INDEX IF NOT EXISTS messages_by_user ON messages (user_id);
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id);
+CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
+"""
+# The UTF-8 bytes of all message texts, kept by triggers (messages are never
+# updated) so that every worker on the file sees one total; counted from the
+# messages already there when the table is made (a database of an earlier demo).
+_MESSAGE_BYTES = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS message_bytes (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    total INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO message_bytes (id, total)
+    SELECT 1, coalesce(sum(length(CAST(text AS BLOB))), 0) FROM messages;
+CREATE TRIGGER IF NOT EXISTS message_bytes_insert AFTER INSERT ON messages BEGIN
+    UPDATE message_bytes SET total = total + length(CAST(NEW.text AS BLOB));
+END;
+CREATE TRIGGER IF NOT EXISTS message_bytes_delete AFTER DELETE ON messages BEGIN
+    UPDATE message_bytes SET total = total - length(CAST(OLD.text AS BLOB));
+END;
+COMMIT;
 """
 # Version 1 added users.name_key (see demo.names.name_key).
 _SCHEMA_VERSION = 1
@@ -101,12 +129,58 @@ class StoreClosedError(RuntimeError):
     """The store was used after :meth:`Store.close`."""
 
 
+def _user_for_name(conn: sqlite3.Connection, name: str) -> User:
+    key = name_key(name)
+    conn.execute(
+        "INSERT OR IGNORE INTO users (name, name_key) VALUES (?, ?)", (name, key)
+    )
+    row = conn.execute(
+        "SELECT id, name FROM users WHERE name_key = ?", (key,)
+    ).fetchone()
+    if row is None:  # an old lookalike holds the name (see _migrate)
+        raise LookupError(f"the name {name!r} is held by an older account")
+    return User(int(row[0]), str(row[1]))
+
+
+def _trim_to_bytes(conn: sqlite3.Connection, max_bytes: int, newest: int) -> None:
+    """Delete the oldest messages, never ``newest``, until their texts take at
+    most ``max_bytes`` (UTF-8) in all."""
+    (total,) = conn.execute("SELECT total FROM message_bytes").fetchone()
+    excess = total - max_bytes
+    if excess <= 0:
+        return
+    cutoff = None
+    cursor = conn.execute(
+        "SELECT id, length(CAST(text AS BLOB)) FROM messages WHERE id < ? ORDER BY id",
+        (newest,),
+    )
+    try:
+        for message_id, size in cursor:  # usually a row or two
+            cutoff = message_id
+            excess -= size
+            if excess <= 0:
+                break
+    finally:
+        cursor.close()
+    if cutoff is not None:
+        conn.execute("DELETE FROM messages WHERE id <= ?", (cutoff,))
+
+
+def _revoked(cursor: sqlite3.Cursor) -> list[str]:
+    return [str(row[0]) for row in cursor.fetchall()]
+
+
 class Store:
     """The chat's users, sessions and messages in one SQLite file.
 
-    At most ``history_per_room`` messages are kept per room and
-    ``max_stored_messages`` in all: saving a message deletes the oldest beyond
-    either bound, so a flood cannot grow the file without end.
+    At most ``history_per_room`` messages are kept per room,
+    ``max_stored_messages`` in all, and ``max_stored_bytes`` bytes of text (UTF-8)
+    in all: saving a message deletes the oldest beyond any of the bounds (never
+    the message being saved), so a flood cannot grow the file without end. Likewise at most
+    ``sessions_per_user`` sessions are kept per user and ``max_sessions`` in
+    all: recording a session deletes (signs out) the oldest beyond either bound,
+    and the expired ones. Users are deleted once nothing refers to them (see
+    :meth:`demo.roster.Roster.beat`).
 
     ``Store(path)`` only remembers the path, so an app factory can create it
     synchronously; ``await store.open()`` creates the directory, the file and
@@ -119,10 +193,16 @@ class Store:
         path: Path,
         history_per_room: int = DEFAULT_HISTORY_PER_ROOM,
         max_stored_messages: int = DEFAULT_MAX_STORED_MESSAGES,
+        sessions_per_user: int = DEFAULT_SESSIONS_PER_USER,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        max_stored_bytes: int = DEFAULT_MAX_STORED_BYTES,
     ) -> None:
         self.path = path
         self.history_per_room = history_per_room
         self.max_stored_messages = max_stored_messages
+        self.sessions_per_user = sessions_per_user
+        self.max_sessions = max_sessions
+        self.max_stored_bytes = max_stored_bytes
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -150,6 +230,7 @@ class Store:
                 conn.execute("PRAGMA foreign_keys=ON")
                 conn.executescript(_SCHEMA)
                 _migrate(conn)
+                conn.executescript(_MESSAGE_BYTES)
             except BaseException:
                 conn.close()
                 raise
@@ -202,20 +283,10 @@ class Store:
     async def user_for_name(self, name: str) -> User:
         """The user whose name has the same :func:`~demo.names.name_key` as
         ``name`` (``ADA`` finds ``ada``), created under ``name`` if new."""
-        key = name_key(name)
 
         def query(conn: sqlite3.Connection) -> User:
             with conn:
-                conn.execute(
-                    "INSERT OR IGNORE INTO users (name, name_key) VALUES (?, ?)",
-                    (name, key),
-                )
-                row = conn.execute(
-                    "SELECT id, name FROM users WHERE name_key = ?", (key,)
-                ).fetchone()
-            if row is None:  # an old lookalike holds the name (see _migrate)
-                raise LookupError(f"the name {name!r} is held by an older account")
-            return User(int(row[0]), str(row[1]))
+                return _user_for_name(conn, name)
 
         return await self._run(query)
 
@@ -232,19 +303,95 @@ class Store:
         return await self._run(query)
 
     async def create_session(
-        self, session_id: str, user_id: int, expires_at: int, now: float
-    ) -> None:
-        """Record a signed-in session; sessions expired at ``now`` are purged."""
+        self,
+        session_id: str,
+        user_id: int,
+        expires_at: int,
+        now: float,
+        replaces: str | None = None,
+    ) -> list[str]:
+        """Record a signed-in session of ``user_id``.
 
-        def query(conn: sqlite3.Connection) -> None:
+        In the same transaction, sessions expired at ``now`` are purged, and the
+        session ``replaces`` (the browser's previous one) and the oldest beyond
+        ``sessions_per_user`` (of this user) or ``max_sessions`` (in all) are
+        deleted.
+
+        Returns:
+            The ids of the live sessions deleted (``replaces`` among them if it
+            existed), whose sockets the caller closes.
+        """
+
+        def query(conn: sqlite3.Connection) -> list[str]:
             with conn:
-                conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
-                conn.execute(
-                    "INSERT INTO sessions (id, user_id, expires_at) VALUES (?, ?, ?)",
-                    (session_id, user_id, expires_at),
+                return self._create_session(
+                    conn, session_id, user_id, expires_at, now, replaces
                 )
 
-        await self._run(query)
+        return await self._run(query)
+
+    async def sign_in(
+        self,
+        name: str,
+        session_id: str,
+        expires_at: int,
+        now: float,
+        replaces: str | None = None,
+    ) -> tuple[User, list[str]]:
+        """:meth:`user_for_name` and :meth:`create_session` in one transaction
+        (so the user cannot be deleted as unused in between).
+
+        Returns:
+            The user, and the ids of the live sessions deleted.
+
+        Raises:
+            LookupError: an older lookalike account holds the name.
+        """
+
+        def query(conn: sqlite3.Connection) -> tuple[User, list[str]]:
+            with conn:
+                user = _user_for_name(conn, name)
+                revoked = self._create_session(
+                    conn, session_id, user.id, expires_at, now, replaces
+                )
+            return user, revoked
+
+        return await self._run(query)
+
+    def _create_session(
+        self,
+        conn: sqlite3.Connection,
+        session_id: str,
+        user_id: int,
+        expires_at: int,
+        now: float,
+        replaces: str | None,
+    ) -> list[str]:
+        conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+        revoked = _revoked(
+            conn.execute("DELETE FROM sessions WHERE id = ? RETURNING id", (replaces,))
+        )
+        conn.execute(
+            "INSERT INTO sessions (id, user_id, expires_at) VALUES (?, ?, ?)",
+            (session_id, user_id, expires_at),
+        )
+        # A new row's rowid is above every other's: the smallest are the oldest.
+        revoked += _revoked(
+            conn.execute(
+                "DELETE FROM sessions WHERE user_id = ? AND rowid <= (SELECT rowid"
+                " FROM sessions WHERE user_id = ? ORDER BY rowid DESC LIMIT 1"
+                " OFFSET ?) RETURNING id",
+                (user_id, user_id, self.sessions_per_user),
+            )
+        )
+        revoked += _revoked(
+            conn.execute(
+                "DELETE FROM sessions WHERE rowid <= (SELECT rowid FROM sessions"
+                " ORDER BY rowid DESC LIMIT 1 OFFSET ?) RETURNING id",
+                (self.max_sessions,),
+            )
+        )
+        return revoked
 
     async def user_for_session(self, session_id: str, now: float) -> User | None:
         """The user of a session that exists and has not expired at ``now``."""
@@ -294,13 +441,15 @@ class Store:
         self, room: str, user_id: int, text: str, created_at: float
     ) -> ChatMessage:
         """Commit a message and return it with its new id; the oldest messages
-        beyond ``history_per_room`` (of ``room``) and ``max_stored_messages``
-        (of all rooms) are deleted in the same transaction.
+        beyond ``history_per_room`` (of ``room``), ``max_stored_messages`` (of
+        all rooms) and ``max_stored_bytes`` (of all rooms) are deleted in the
+        same transaction.
 
         Raises:
             sqlite3.IntegrityError: ``user_id`` is not a known user.
         """
         per_room, in_all = self.history_per_room, self.max_stored_messages
+        max_bytes = self.max_stored_bytes
 
         def query(conn: sqlite3.Connection) -> ChatMessage:
             with conn:
@@ -321,10 +470,11 @@ class Store:
                     " ORDER BY id DESC LIMIT 1 OFFSET ?)",
                     (in_all,),
                 )
+                assert message_id is not None
+                _trim_to_bytes(conn, max_bytes, message_id)
                 row = conn.execute(
                     "SELECT name FROM users WHERE id = ?", (user_id,)
                 ).fetchone()
-            assert message_id is not None
             return ChatMessage(
                 message_id, room, User(user_id, str(row[0])), text, created_at
             )

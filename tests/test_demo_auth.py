@@ -81,6 +81,18 @@ def test_malformed_token_is_refused(value: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "signature",
+    ["\u00e9" * 43, "\U0001f600" * 43, "\udce9" * 43, "A" * 42 + "\u00e9", "A" * 44],
+    ids=["latin", "emoji", "surrogate", "last-char", "too-long"],
+)
+def test_signature_of_wrong_shape_is_refused(signature: str) -> None:
+    """A signature that is not 43 base64url characters is refused without raising."""
+    token = issue_token(SECRET, NOW, TTL)
+    session_id, expiry, _ = token.value.split(".")
+    assert verify_token(SECRET, f"{session_id}.{expiry}.{signature}", NOW) is None
+
+
+@pytest.mark.parametrize(
     ("scheme", "secure"), [("http", False), ("https", True)], ids=["http", "https"]
 )
 def test_cookie_is_secure_only_over_https(scheme: str, secure: bool) -> None:

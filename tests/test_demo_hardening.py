@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from aiohttp import ClientWebSocketResponse, WSMsgType
 from pytest_aiohttp import AiohttpClient
 
 from demo.auth import COOKIE_NAME
-from demo.chat import CHAT_KEY, STORE_KEY, create_app
+from demo.chat import CHAT_KEY, CONFIG_KEY, STORE_KEY, create_app
 from demo.limits import Limits
 
 from . import wire
@@ -227,12 +228,11 @@ async def test_sockets_per_user_are_capped_over_sessions(
     client = await chat_with(
         aiohttp_client, tmp_path, sockets_per_session=2, sockets_per_user=3
     )
+    laptop = await another_client(aiohttp_client, client)
     await sign_in(client, "ada")
-    old = session_cookie(client)
-    tabs = [await connect(client), await connect(client)]
-    await sign_in(client, "ada")  # the same browser again: a second session
-    assert session_cookie(client) != old
-    tabs.append(await connect(client))
+    await sign_in(laptop, "ada")  # a second browser: a second session
+    assert session_cookie(laptop) != session_cookie(client)
+    tabs = [await connect(client), await connect(client), await connect(laptop)]
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await client.ws_connect("/ws")
     assert info.value.status == 429
@@ -336,6 +336,30 @@ async def test_lone_surrogate_gets_error_frame(
     await ws.send_json(say("general", "still open"))
     assert (await wait_for(ws, "message"))["text"] == "still open"
     await ws.close()
+
+
+async def test_stored_history_is_bounded_in_bytes(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    """Long messages of 4-byte characters keep the stored text under
+    max_stored_bytes, the newest kept."""
+    client = await chat_with(
+        aiohttp_client, tmp_path, max_stored_bytes=20_000, message_burst=100
+    )
+    await sign_in(client, "ada")
+    ws = await connect(client)
+    await join(ws, "general")
+    for n in range(12):  # 12 x 7,997 bytes
+        text = f"{n % 10}" + "\U0001f600" * 1999
+        await ws.send_str(json.dumps(say("general", text), ensure_ascii=False))
+        await wait_for(ws, "message")
+    await ws.close()
+    path = client.app[CONFIG_KEY].database_path
+    with sqlite3.connect(path) as conn:
+        texts = [row[0] for row in conn.execute("SELECT text FROM messages")]
+    conn.close()
+    assert sum(len(text.encode()) for text in texts) <= 20_000
+    assert [text[0] for text in texts] == ["0", "1"]
 
 
 # -- names ------------------------------------------------------------------------

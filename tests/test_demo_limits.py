@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from demo.limits import FloodGuard, KeyedLimiter, Limits, TokenBucket, Verdict
+from demo.limits import (
+    FloodGuard,
+    KeyedLimiter,
+    Limits,
+    TokenBucket,
+    Verdict,
+    address_key,
+)
 
 
 def test_bucket_allows_a_burst_then_refuses() -> None:
@@ -122,3 +129,45 @@ def test_limits_refuse_zero(field: str) -> None:
     """A limit of zero is refused with a ValueError naming it."""
     with pytest.raises(ValueError, match=field):
         Limits(**{field: 0})
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("::ffff:cb00:7107", "203.0.113.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2::9", "2001:db8:1:2::/64"),
+        ("::1", "::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("", ""),
+        ("not an address", "not an address"),
+    ],
+    ids=[
+        "ipv4",
+        "mapped",
+        "mapped-hex",
+        "ipv6",
+        "ipv6-upper",
+        "loopback6",
+        "scoped",
+        "empty",
+        "not-ip",
+    ],
+)
+def test_address_key(address: str, key: str) -> None:
+    """IPv4 is keyed on the address (also when mapped into IPv6), IPv6 on its /64."""
+    assert address_key(address) == key
+
+
+def test_addresses_of_one_64_share_a_key() -> None:
+    """Every address of one IPv6 /64 is one key; the next /64 is another."""
+    keys = {address_key(f"2001:db8:0:7:{n:x}::{n:x}") for n in range(1, 200)}
+    assert keys == {"2001:db8:0:7::/64"}
+    assert address_key("2001:db8:0:8::1") != address_key("2001:db8:0:7::1")
+
+
+def test_address_key_of_no_address() -> None:
+    """A request without a peer address (None) has the empty key."""
+    assert address_key(None) == ""

@@ -30,11 +30,15 @@ async def stores(tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
 
 
 @pytest.fixture
-async def users(stores: tuple[Store, Store]) -> tuple[User, User]:
-    return (
-        await stores[0].user_for_name("ada"),
-        await stores[0].user_for_name("bob"),
-    )
+async def users(stores: tuple[Store, Store], clock: FakeClock) -> tuple[User, User]:
+    """Ada and Bob, each signed in (a heartbeat deletes users without a session)."""
+    ada = await stores[0].user_for_name("ada")
+    bob = await stores[0].user_for_name("bob")
+    for user in (ada, bob):
+        await stores[0].create_session(
+            f"{user.name}-session", user.id, int(clock()) + 10**6, clock()
+        )
+    return ada, bob
 
 
 @pytest.fixture
@@ -175,3 +179,22 @@ def test_heartbeat_must_be_positive(tmp_path: Path) -> None:
     """A zero or negative heartbeat is refused when the roster is made."""
     with pytest.raises(ValueError, match="heartbeat"):
         Roster(Store(tmp_path / "x.sqlite3"), heartbeat=0)
+
+
+async def test_beat_deletes_only_users_nothing_refers_to(
+    stores: tuple[Store, Store], workers: tuple[Roster, Roster], clock: FakeClock
+) -> None:
+    """A heartbeat deletes a user without session, message or socket, and keeps
+    a user who has any one of them."""
+    store, (a, _b) = stores[0], workers
+    await store.user_for_name("carol")
+    signed_in, author, connected = [
+        await store.user_for_name(name) for name in ("dan", "eve", "fay")
+    ]
+    await store.create_session("dan-session", signed_in.id, int(clock()) + 60, clock())
+    await store.save_message("general", author.id, "still here", clock())
+    assert await a.connect(1, "revoked-session", connected.id, 5, 10)
+    await a.beat()
+    assert await store.find_user("carol") is None
+    for user in (signed_in, author, connected):
+        assert await store.find_user(user.name) == user

@@ -168,3 +168,80 @@ async def test_database_of_an_earlier_demo_is_migrated(tmp_path: Path) -> None:
         assert (await store.user_for_name("carol")).id == 4
     async with Store(path) as store:  # a second open leaves it as it is
         assert await store.find_user("ada") == User(1, "ada")
+
+
+async def test_create_session_revokes_beyond_the_caps(tmp_path: Path) -> None:
+    """Recording a session deletes the replaced one and the oldest beyond the
+    per-user and total caps, and returns their ids."""
+    path = tmp_path / "chat.sqlite3"
+    expiry = int(NOW) + 60
+    async with Store(path, sessions_per_user=2, max_sessions=3) as store:
+        ada = await store.user_for_name("ada")
+        bob = await store.user_for_name("bob")
+        assert await store.create_session("a1", ada.id, expiry, NOW) == []
+        assert await store.create_session("a2", ada.id, expiry, NOW) == []
+        assert await store.create_session("a3", ada.id, expiry, NOW) == ["a1"]
+        assert await store.create_session("a4", ada.id, expiry, NOW, "a3") == ["a3"]
+        assert await store.create_session("b1", bob.id, expiry, NOW) == []
+        assert await store.create_session("b2", bob.id, expiry, NOW) == ["a2"]
+        live = await store.live_sessions(["a1", "a2", "a3", "a4", "b1", "b2"], NOW)
+    assert live == {"a4", "b1", "b2"}
+
+
+def stored_text_bytes(path: Path) -> tuple[int, list[str]]:
+    """The UTF-8 bytes of all stored message texts, and the texts, oldest first."""
+    with sqlite3.connect(path) as conn:
+        texts = [
+            str(row[0]) for row in conn.execute("SELECT text FROM messages ORDER BY id")
+        ]
+    conn.close()
+    return sum(len(text.encode()) for text in texts), texts
+
+
+async def test_stored_messages_are_bounded_in_bytes(tmp_path: Path) -> None:
+    """Messages of 4-byte characters are trimmed, oldest first, to max_stored_bytes."""
+    path = tmp_path / "chat.sqlite3"
+    async with Store(path, max_stored_bytes=1000) as store:
+        user = await store.user_for_name("ada")
+        for n in range(30):  # 30 x 201 bytes
+            await store.save_message(
+                f"room{n % 3}", user.id, f"{n % 10}" + "\U0001f600" * 50, NOW
+            )
+    size, texts = stored_text_bytes(path)
+    assert size <= 1000
+    assert [text[0] for text in texts] == ["5", "6", "7", "8", "9"][-len(texts) :]
+    assert len(texts) == 4
+
+
+async def test_message_larger_than_the_byte_bound_is_kept_alone(
+    tmp_path: Path,
+) -> None:
+    """A message alone over max_stored_bytes is still saved, and the only one kept."""
+    path = tmp_path / "chat.sqlite3"
+    async with Store(path, max_stored_bytes=100) as store:
+        user = await store.user_for_name("ada")
+        await store.save_message("r", user.id, "small", NOW)
+        saved = await store.save_message("r", user.id, "\U0001f600" * 50, NOW)
+        assert await store.recent_messages("r") == [saved]
+
+
+async def test_byte_bound_counts_messages_of_an_earlier_demo(tmp_path: Path) -> None:
+    """Messages stored before the byte bound existed count against it."""
+    path = tmp_path / "chat.sqlite3"
+    async with Store(path) as store:
+        user = await store.user_for_name("ada")
+        for n in range(10):
+            await store.save_message("r", user.id, f"{n}" + "\U0001f600" * 50, NOW)
+    with sqlite3.connect(path) as conn:  # as the demo before the bound left it
+        conn.executescript(
+            "DROP TABLE IF EXISTS message_bytes;"
+            "DROP TRIGGER IF EXISTS message_bytes_insert;"
+            "DROP TRIGGER IF EXISTS message_bytes_delete;"
+            "PRAGMA user_version = 1;"
+        )
+    conn.close()
+    async with Store(path, max_stored_bytes=1000) as store:
+        await store.save_message("r", user.id, "new", NOW)
+    size, texts = stored_text_bytes(path)
+    assert size <= 1000
+    assert texts[-1] == "new"
