@@ -54,7 +54,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "asyncio_loop_only(reason): skipped when the tests run on uvloop"
     )
-    if config.getoption("loop") == "uvloop":
+    loop = config.getoption("loop")
+    if loop not in LOOPS:  # a default from the environment is not checked by argparse
+        raise pytest.UsageError(f"{LOOP_ENV}={loop!r}: expected one of {LOOPS}")
+    if loop == "uvloop":
         config.pluginmanager.register(UvloopFactory(), "aiohttp-upgrade-uvloop")
         # uvloop catches and logs what pytest-timeout's SIGALRM handler raises,
         # so a hung test would hang the run; the thread method ends the run

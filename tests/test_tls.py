@@ -239,7 +239,8 @@ async def test_server_close_over_tls(
     reason=(
         "over TLS, which cannot half-close, ws.close() closes the connection right "
         "after its Close frame instead of waiting for the client's: aiohttp's Close "
-        "reply fails ('Cannot write to closing transport') and its close_code is 1006"
+        "reply fails ('Cannot write to closing transport') and its close_code is "
+        "1006 (ServerWebSocket._begin_close, websocket.py)"
     ),
 )
 async def test_aiohttp_client_close_code_is_the_servers_over_tls(
