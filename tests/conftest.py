@@ -1,8 +1,14 @@
-"""Shared fixtures: a real aiohttp server on a loopback port running aiohttp-upgrade."""
+"""Shared fixtures: a real aiohttp server on a loopback port running aiohttp-upgrade.
+
+The event loop is asyncio's unless ``--loop=uvloop`` (or the environment variable
+``AIOHTTP_UPGRADE_TEST_LOOP=uvloop``) selects uvloop's, as ``make test-uvloop`` does;
+a test that depends on asyncio's own loop is marked ``asyncio_loop_only``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +23,61 @@ from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler
 from .wire import Raw, connect
 
 Fetch = Callable[[web.Request, Server[Any]], Any]
+
+LOOPS = ("asyncio", "uvloop")
+LOOP_ENV = "AIOHTTP_UPGRADE_TEST_LOOP"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--loop",
+        choices=LOOPS,
+        default=os.environ.get(LOOP_ENV) or "asyncio",
+        help=f"the event loop the tests run on (default: ${LOOP_ENV} or asyncio)",
+    )
+
+
+class UvloopFactory:
+    """A pytest-asyncio plugin that runs every async test and fixture on uvloop."""
+
+    @staticmethod
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-timeout reads its method
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "asyncio_loop_only(reason): skipped when the tests run on uvloop"
+    )
+    loop = config.getoption("loop")
+    if loop not in LOOPS:  # a default from the environment is not checked by argparse
+        raise pytest.UsageError(f"{LOOP_ENV}={loop!r}: expected one of {LOOPS}")
+    if loop == "uvloop":
+        config.pluginmanager.register(UvloopFactory(), "aiohttp-upgrade-uvloop")
+        # uvloop catches and logs what pytest-timeout's SIGALRM handler raises,
+        # so a hung test would hang the run; the thread method ends the run
+        # instead (stacks dumped).
+        if config.getoption("timeout_method", None) is None and not config.getini(
+            "timeout_method"
+        ):
+            config.option.timeout_method = "thread"
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    if config.getoption("loop") != "uvloop":
+        return
+    for item in items:
+        marker = item.get_closest_marker("asyncio_loop_only")
+        if marker is not None:
+            reason = marker.kwargs.get("reason") or (marker.args or ("",))[0]
+            item.add_marker(pytest.mark.skip(reason=f"asyncio's loop only: {reason}"))
 
 
 def upgrade_with_data(data: Any = None) -> Fetch:
