@@ -249,9 +249,16 @@ class Outbox:
     def _write_failed(self, exc: Exception) -> None:
         if self._owner is not None:
             self._owner.write_failed(exc)
+            return
+        # No owner: a closed socket's last write (its Close frame), or a bare outbox.
+        if isinstance(exc, OSError):  # the peer is gone: nothing left to deliver
+            logger.debug("writing failed (%s); aborting the connection", exc)
         else:
             logger.error("writing failed; aborting the connection", exc_info=exc)
+        try:
             self._transport.abort()
+        except Exception as abort_exc:
+            logger.warning("aborting a connection failed", exc_info=abort_exc)
 
     def writable(self) -> None:
         """Call when the transport's write buffer has emptied (``resume_writing``).
