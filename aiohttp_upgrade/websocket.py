@@ -566,6 +566,8 @@ class ServerWebSocket(Generic[DataT]):
             if self.ready_state is _OPEN:
                 self._abort(_ABNORMAL, "backpressure limit exceeded")
         elif message is not None:
+            if isinstance(message, bytearray | memoryview):  # as ``message`` gets it
+                message = bytes(message)
             self._conn.dispatcher.dropped(message)
 
     def _idle_tick(self, ticks_to_ping: int, ticks_to_close: int) -> None:

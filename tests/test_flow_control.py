@@ -351,18 +351,14 @@ async def test_protocol_violation_closes_1002(
 class DroppedRecorder(Recorder):
     """Records ``dropped`` with the message and whether the socket was still open."""
 
-    def dropped(
-        self, ws: ServerWebSocket[Any], message: str | bytes | bytearray | memoryview
-    ) -> None:
+    def dropped(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
         self.events.put_nowait(Event("dropped", ws, (message, ws.ready_state)))
 
 
 class AsyncDroppedRecorder(Recorder):
     """An async ``dropped`` hook that sends a resync marker (dropped in turn, unreported)."""
 
-    async def dropped(
-        self, ws: ServerWebSocket[Any], message: str | bytes | bytearray | memoryview
-    ) -> None:
+    async def dropped(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
         await asyncio.sleep(0)
         ws.send("resync")
         self.events.put_nowait(Event("dropped", ws, (message, ws.ready_state)))
@@ -435,3 +431,44 @@ def drain_events(handler: Recorder) -> list[Event]:
     while not handler.events.empty():
         events.append(handler.events.get_nowait())
     return events
+
+
+@pytest.mark.parametrize(
+    "message",
+    [bytearray(b"late"), memoryview(b"late"), b"late", "late"],
+    ids=["bytearray", "memoryview", "bytes", "str"],
+)
+async def test_dropped_hook_gets_str_or_bytes(
+    serve: ServeFactory, message: str | bytes | bytearray | memoryview
+) -> None:
+    """dropped gets the message as message would: str for text, bytes for any bytes-like sent."""
+    handler = DroppedRecorder(backpressure_limit=LIMIT)
+    served = await serve(handler)
+    raw = await connect(served.port)
+    ws = (await handler.next("open")).ws
+    await fill(ws, until=0)
+    await handler.next("dropped")
+    assert ws.send(message) == 0
+    got = (await handler.next("dropped")).args[0]
+    expected = "late" if isinstance(message, str) else b"late"
+    assert (type(got), got) == (type(expected), expected)
+    await raw.close()
+
+
+async def test_async_dropped_hook_is_not_called_for_what_it_drops_itself(
+    serve: ServeFactory,
+) -> None:
+    """An async dropped hook whose own send is dropped is not called again for it."""
+    handler = AsyncDroppedRecorder(backpressure_limit=LIMIT)
+    served = await serve(handler)
+    raw = await connect(served.port)
+    ws = (await handler.next("open")).ws
+    sent = await fill(ws, until=0)
+    assert (await handler.next("dropped")).args[0] == numbered(sent[-1][0])
+    # A round trip through the socket's queue: a dropped("resync") would come first.
+    await raw.send(OP_TEXT, b"mark")
+    later: list[Event] = []
+    while not later or later[-1].hook != "message":
+        later.append(await handler.events.get())
+    assert [event.hook for event in later] == ["message"]
+    await raw.close()
