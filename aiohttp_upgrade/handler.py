@@ -133,7 +133,10 @@ class WebSocketHandler(Generic[DataT]):
         Seconds without a frame in or a send out before the connection is aborted
         (``close`` sees 1006); 0 disables; at most 960; fractions allowed.
     ``backpressure_limit`` (16 MiB)
-        Buffered bytes above which sends drop the message and return 0.
+        How far behind a client may fall before sends to it drop the message and
+        return 0: the bytes still waiting for it at the start of an event-loop
+        turn (what one turn sends is not counted within that turn; see the flow
+        control guide).
     ``close_on_backpressure_limit`` (False)
         Abort the connection instead of dropping (``close`` sees 1006).
     ``per_message_deflate`` (False)

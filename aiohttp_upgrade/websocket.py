@@ -142,9 +142,9 @@ class ServerWebSocket(Generic[DataT]):
     payload length when the frame was queued onto an idle connection, ``-1`` when
     bytes were already waiting in the socket's write buffer (the frame is queued
     and will be delivered; ``drain`` follows once the buffer is empty), ``0`` when
-    it was dropped (socket closed, or more than ``backpressure_limit`` bytes
-    buffered: the handler's ``dropped`` hook then gets the message) and for an
-    empty payload (which is still sent). Frames sent to one
+    it was dropped (socket closed, or the client behind by more than
+    ``backpressure_limit`` bytes: the handler's ``dropped`` hook then gets the
+    message) and for an empty payload (which is still sent). Frames sent to one
     socket keep their order and go out in one write per event-loop turn (or per
     read, for what hooks send in answer to it).
     """
@@ -286,7 +286,8 @@ class ServerWebSocket(Generic[DataT]):
     def get_buffered_amount(self) -> int:
         """Bytes sent but not yet handed to the kernel (0 once closed).
 
-        Above ``backpressure_limit`` sends return 0 (dropped).
+        When it is above ``backpressure_limit`` at the start of an event-loop turn,
+        sends return 0 (dropped); what this turn sent counts only from the next.
         """
         if self.ready_state is _CLOSED and self._conn.transport.is_closing():
             return 0
