@@ -12,6 +12,7 @@ Nothing else runs per socket: no task, no aiohttp object.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sized
 from typing import TYPE_CHECKING, Any, Final
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from .websocket import ServerWebSocket
 
 __all__ = ["Connection"]
+
+logger = logging.getLogger("aiohttp_upgrade")
 
 _PING: Final = Kind.PING
 _PONG: Final = Kind.PONG
@@ -134,15 +137,25 @@ class Connection(asyncio.Protocol):
 
     # -- from the dispatcher (DispatchOwner) -----------------------------------------
 
+    # Also called on the close path (a close hook queued behind a full inbox, the
+    # half-close that reads until the client's FIN), where a transport that is
+    # going away may refuse: that must not stop the close.
+
     def pause_reading(self) -> None:
         if not self._reading_paused:
             self._reading_paused = True
-            self.transport.pause_reading()
+            try:
+                self.transport.pause_reading()
+            except Exception as exc:
+                logger.debug("pause_reading failed: %r", exc)
 
     def resume_reading(self) -> None:
         if self._reading_paused:
             self._reading_paused = False
-            self.transport.resume_reading()
+            try:
+                self.transport.resume_reading()
+            except Exception as exc:
+                logger.debug("resume_reading failed: %r", exc)
 
     def hook_failed(self) -> None:
         self.ws._hook_failed()

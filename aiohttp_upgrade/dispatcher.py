@@ -115,6 +115,7 @@ class Dispatcher:
     """
 
     __slots__ = (
+        "_dropping",
         "_hooks",
         "_in_dropped",
         "_inbox",
@@ -148,6 +149,7 @@ class Dispatcher:
         self._message = message[0] if message is not None and not message[1] else None
         self._reading_paused = False
         self._in_dropped = False
+        self._dropping = False  # our task runs the dropped hook
 
     @property
     def busy(self) -> bool:
@@ -184,7 +186,9 @@ class Dispatcher:
 
     def dropped(self, message: Any) -> None:
         """Dispatch ``dropped``; a message dropped by the hook itself is not reported."""
-        if self._in_dropped:
+        if self._in_dropped or (
+            self._dropping and asyncio.current_task() is self._task
+        ):
             return
         self._in_dropped = True
         try:
@@ -288,8 +292,11 @@ class Dispatcher:
                 hook = hooks[kind]
                 assert hook is not None
                 function = hook[0]
-                if kind >= _ERROR:
-                    await self._finish(kind, function, arg)
+                if kind >= _DROPPED:
+                    if kind == _DROPPED:
+                        await self._run_dropped(function, arg)
+                    else:
+                        await self._finish(kind, function, arg)
                     continue
                 try:  # the hot path: one message
                     if kind in (_DRAIN, _OPEN):
@@ -316,6 +323,23 @@ class Dispatcher:
                 self._tasks.discard(me)
             if self._task is me:
                 self._task = None
+
+    async def _run_dropped(self, function: Hook, message: Any) -> None:
+        """Run a queued ``dropped`` hook; what it drops itself, before or after an
+        await, is not reported (it would call the hook again, and again)."""
+        self._dropping = True
+        try:
+            result = function(self._ws, message)
+            if result is not None:
+                await result
+        except asyncio.CancelledError as exc:
+            if _cancelling():
+                raise
+            self.hook_failed(exc)
+        except Exception as exc:
+            self.hook_failed(exc)
+        finally:
+            self._dropping = False
 
     async def _finish(self, kind: int, function: Hook, arg: Any) -> None:
         """Run an error or close hook; its failure is logged, not dispatched."""

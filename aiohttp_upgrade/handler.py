@@ -133,7 +133,10 @@ class WebSocketHandler(Generic[DataT]):
         Seconds without a frame in or a send out before the connection is aborted
         (``close`` sees 1006); 0 disables; at most 960; fractions allowed.
     ``backpressure_limit`` (16 MiB)
-        Buffered bytes above which sends drop the message and return 0.
+        How far behind a client may fall before sends to it drop the message and
+        return 0: the bytes still waiting for it at the start of an event-loop
+        turn (what one turn sends is not counted within that turn; see the flow
+        control guide).
     ``close_on_backpressure_limit`` (False)
         Abort the connection instead of dropping (``close`` sees 1006).
     ``per_message_deflate`` (False)
@@ -239,13 +242,16 @@ class WebSocketHandler(Generic[DataT]):
         """
 
     def dropped(
-        self, ws: ServerWebSocket[DataT], message: str | bytes | bytearray | memoryview
+        self, ws: ServerWebSocket[DataT], message: str | bytes
     ) -> Awaitable[None] | None:
         """Called when a send or publish to ``ws`` dropped ``message`` (it returned 0)
-        because more than ``backpressure_limit`` bytes were buffered: resynchronise
-        that client later. Not called with ``close_on_backpressure_limit`` (the
-        socket is closed instead), nor for a message dropped by this hook itself.
-        A plain ``dropped`` runs inside the ``send`` or ``publish`` call."""
+        because the client was behind by more than ``backpressure_limit`` bytes:
+        resynchronise that client later. ``message`` is what the ``message`` hook
+        would get: ``str`` for text, ``bytes`` for binary (a ``bytearray`` or
+        ``memoryview`` you sent arrives as a ``bytes`` copy). Not called with
+        ``close_on_backpressure_limit`` (the socket is closed instead), nor for a
+        message dropped by this hook itself, plain or async. A plain ``dropped``
+        runs inside the ``send`` or ``publish`` call."""
 
     def ping(self, ws: ServerWebSocket[DataT], data: bytes) -> Awaitable[None] | None:
         """Called for each ping from the client, after the pong has been sent."""

@@ -11,9 +11,21 @@ writes at once).
 Codes (Bun's): the payload length when the frame went onto an idle connection;
 ``-1`` when bytes were already waiting in the transport (the frame is queued and
 will be delivered; the ``drain`` callback follows once everything left); ``0``
-when it was dropped because more than ``limit`` bytes were buffered. The outbox
-needs only a transport (``write``, ``get_write_buffer_size``, ``is_closing``,
-``abort``) and a loop to schedule on, so it is tested without sockets.
+when it was dropped because the client is behind by more than ``limit`` bytes.
+
+The limit measures the client, not the sender: the bytes waiting in the
+transport's write buffer when this socket's first send of the current loop turn
+came, which the client had at least one turn to take (everything sent earlier
+was written by then). What this turn sends is not counted against it, so one
+burst of any size reaches a client that reads, and from the next turn on, a
+client that took too little of it misses messages (or is closed). Memory per
+client is bounded by ``limit`` plus what one turn sends it. The turns are
+counted by the :class:`Flusher`, whose callback ends each turn in which an
+outbox wrote or queued something.
+
+The outbox needs only a transport (``write``, ``get_write_buffer_size``,
+``is_closing``, ``abort``) and a loop to schedule on, so it is tested without
+sockets.
 """
 
 from __future__ import annotations
@@ -56,14 +68,19 @@ class Transport(Protocol):
 
 
 class Flusher:
-    """Calls ``flush()`` on each outbox that got frames, once per event-loop turn."""
+    """Calls ``flush()`` on each outbox that got frames, once per event-loop turn.
 
-    __slots__ = ("_dirty", "_scheduled", "_spare")
+    ``turn`` counts its runs: it advances at the end of every loop turn in which
+    an outbox queued frames or asked for :meth:`next_turn`.
+    """
+
+    __slots__ = ("_dirty", "_scheduled", "_spare", "turn")
 
     def __init__(self) -> None:
         self._dirty: list[Outbox] = []
         self._spare: list[Outbox] = []
         self._scheduled = False
+        self.turn = 0
 
     def add(self, outbox: Outbox) -> None:
         """Flush ``outbox`` at the end of this loop turn."""
@@ -72,8 +89,15 @@ class Flusher:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def next_turn(self) -> None:
+        """Make ``turn`` advance at the end of this loop turn."""
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
     def _flush(self) -> None:
         self._scheduled = False
+        self.turn += 1
         dirty = self._dirty
         self._dirty = self._spare
         for outbox in dirty:
@@ -88,14 +112,16 @@ class Outbox:
     Args:
         transport: where frames go.
         flusher: the shared per-turn flusher.
-        limit: ``backpressure_limit``: a message is dropped (code 0) while more
-            than this many bytes are buffered (pending here plus the transport's).
+        limit: ``backpressure_limit``: a message is dropped (code 0) when more
+            than this many bytes were waiting in the transport at this socket's
+            first send of the current loop turn (see the module docstring).
         compressor: the socket's permessage-deflate compressor, if negotiated.
         owner: told when output drained, a message was dropped or a write failed
             (None: nothing is told; a failed write aborts the transport).
     """
 
     __slots__ = (
+        "_backlog",
         "_drain_wanted",
         "_flusher",
         "_limit",
@@ -103,6 +129,7 @@ class Outbox:
         "_pending",
         "_size",
         "_transport",
+        "_turn",
         "compressor",
         "held",
         "sent",
@@ -124,6 +151,9 @@ class Outbox:
         self._pending: list[bytes] = []
         self._size = 0
         self._drain_wanted = False
+        # The transport's buffer at the first send of flusher turn ``_turn``.
+        self._turn = -1
+        self._backlog = 0
         self.write_now = False
         """Write each frame at once (set while an async hook runs)."""
         self.held = False
@@ -171,20 +201,37 @@ class Outbox:
         return self.enqueue(frame, len(payload), message)
 
     def over_limit(self) -> bool:
-        """True when more than ``limit`` bytes are buffered: a message would be dropped."""
-        return self._transport.get_write_buffer_size() + self._size > self._limit
+        """True when a message sent now would be dropped: the client is behind by
+        more than ``limit`` bytes (see the module docstring)."""
+        if self._turn != self._flusher.turn:
+            self._new_turn(self._transport.get_write_buffer_size())
+        return self._backlog > self._limit
+
+    def _new_turn(self, waiting: int) -> None:
+        """The first send of a flusher turn: ``waiting`` is the client's backlog."""
+        flusher = self._flusher
+        self._turn = flusher.turn
+        self._backlog = waiting
+        if waiting:  # look again next turn, when the client may have taken it
+            flusher.next_turn()
 
     def enqueue(self, frame: bytes, length: int, message: object = None) -> int:
         """Queue a built frame; return ``length``, -1 or 0 (dropped)."""
         transport = self._transport
         waiting = transport.get_write_buffer_size()
-        size = self._size
-        if waiting + size > self._limit:
+        flusher = self._flusher
+        if self._turn != flusher.turn:  # _new_turn(), inlined: once per turn
+            self._turn = flusher.turn
+            self._backlog = waiting
+            if waiting:
+                flusher.next_turn()
+        if self._backlog > self._limit:
             return self._drop(message)
+        size = self._size
         pending = self._pending
         write_now = self.write_now
         if not pending and not write_now and not self.held:
-            self._flusher.add(self)
+            flusher.add(self)
         pending.append(frame)
         size += len(frame)
         self._size = size
@@ -242,16 +289,27 @@ class Outbox:
         except Exception as exc:
             self._write_failed(exc)
             return
-        if self._drain_wanted and not transport.get_write_buffer_size():
+        if transport.get_write_buffer_size():
+            # The kernel did not take it all: the limit must look at the
+            # transport's buffer afresh next turn, even if nothing else runs.
+            self._flusher.next_turn()
+        elif self._drain_wanted:
             # All of it went to the kernel: no resume_writing() will come.
             asyncio.get_running_loop().call_soon(self.writable)
 
     def _write_failed(self, exc: Exception) -> None:
         if self._owner is not None:
             self._owner.write_failed(exc)
+            return
+        # No owner: a closed socket's last write (its Close frame), or a bare outbox.
+        if isinstance(exc, OSError):  # the peer is gone: nothing left to deliver
+            logger.debug("writing failed (%s); aborting the connection", exc)
         else:
             logger.error("writing failed; aborting the connection", exc_info=exc)
+        try:
             self._transport.abort()
+        except Exception as abort_exc:
+            logger.warning("aborting a connection failed", exc_info=abort_exc)
 
     def writable(self) -> None:
         """Call when the transport's write buffer has emptied (``resume_writing``).
@@ -275,7 +333,8 @@ class Outbox:
         return self._transport.get_write_buffer_size() + self._size
 
     def close(self) -> None:
-        """Stop taking data messages: every later one is dropped (0), silently.
+        """Stop taking data messages: every later one is dropped (0), silently
+        (no backlog is below a limit of -1).
 
         Control frames (the Close) can still be queued and flushed.
         """

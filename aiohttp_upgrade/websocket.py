@@ -106,6 +106,19 @@ def _payload(message: object) -> tuple[int, bytes]:
     )
 
 
+def _nothing() -> None:
+    pass
+
+
+def _abort_transport(transport: asyncio.Transport) -> None:
+    """``transport.abort()``, which must not stop a close path: what it raises is
+    logged."""
+    try:
+        transport.abort()
+    except Exception as exc:
+        logger.warning("aborting a connection failed", exc_info=exc)
+
+
 def _control_payload(data: bytes | bytearray | memoryview | str) -> bytes:
     payload = data.encode() if isinstance(data, str) else bytes(data)
     if len(payload) > 125:  # RFC 6455 5.5
@@ -129,9 +142,9 @@ class ServerWebSocket(Generic[DataT]):
     payload length when the frame was queued onto an idle connection, ``-1`` when
     bytes were already waiting in the socket's write buffer (the frame is queued
     and will be delivered; ``drain`` follows once the buffer is empty), ``0`` when
-    it was dropped (socket closed, or more than ``backpressure_limit`` bytes
-    buffered: the handler's ``dropped`` hook then gets the message) and for an
-    empty payload (which is still sent). Frames sent to one
+    it was dropped (socket closed, or the client behind by more than
+    ``backpressure_limit`` bytes: the handler's ``dropped`` hook then gets the
+    message) and for an empty payload (which is still sent). Frames sent to one
     socket keep their order and go out in one write per event-loop turn (or per
     read, for what hooks send in answer to it).
     """
@@ -273,7 +286,8 @@ class ServerWebSocket(Generic[DataT]):
     def get_buffered_amount(self) -> int:
         """Bytes sent but not yet handed to the kernel (0 once closed).
 
-        Above ``backpressure_limit`` sends return 0 (dropped).
+        When it is above ``backpressure_limit`` at the start of an event-loop turn,
+        sends return 0 (dropped); what this turn sent counts only from the next.
         """
         if self.ready_state is _CLOSED and self._conn.transport.is_closing():
             return 0
@@ -386,7 +400,9 @@ class ServerWebSocket(Generic[DataT]):
 
         The Close frame goes out after everything already sent; the ``close`` hook
         runs at once with ``code`` and ``reason``, without waiting for the client's
-        Close, and events not yet dispatched to async hooks are dropped.
+        Close, and events not yet dispatched to async hooks are dropped. A client
+        that is already gone is not an error: the connection is aborted and the
+        ``close`` hook still runs (once, whatever the transport raised).
 
         Args:
             code: 1000 (default) or another code an endpoint may send: 1001-1003,
@@ -394,7 +410,7 @@ class ServerWebSocket(Generic[DataT]):
             reason: cut to 123 bytes of UTF-8 on a character boundary.
 
         Raises:
-            ValueError: ``code`` is not one of those.
+            ValueError: ``code`` is not one of those (never ``OSError``).
         """
         check_close_code(code)
         if self.ready_state is not _OPEN:
@@ -414,21 +430,30 @@ class ServerWebSocket(Generic[DataT]):
     def _is_open(self) -> bool:
         return self.ready_state is _OPEN
 
-    def _set_closed(self, code: int, reason: str) -> None:
-        """OPEN -> CLOSED: no more input, no more data sent, out of the registry."""
+    def _close(self, code: int, reason: str, end: Callable[[], None]) -> None:
+        """OPEN -> CLOSED: no more input, no more data sent, out of the registry;
+        ``end()`` then deals with the transport, and the ``close`` hook is
+        dispatched whatever either raised (the close path is total)."""
         self.ready_state = _CLOSED
         self._close_code = code
         self._close_reason = reason
-        self._conn.parser.stop()
-        self._outbox.close()
-        self._ctx.forget(self)
+        try:
+            self._conn.parser.stop()
+            self._outbox.close()
+            try:
+                self._ctx.forget(self)
+            finally:
+                end()
+        finally:
+            self._conn.dispatcher.closed(code, reason)
 
     def _abort(self, code: int, reason: str) -> None:
         self._conn.dispatcher.drop_queued()
-        self._set_closed(code, reason)
+        self._close(code, reason, self._end_abort)
+
+    def _end_abort(self) -> None:
         self._outbox.discard()
-        self._conn.transport.abort()
-        self._conn.dispatcher.closed(code, reason)
+        _abort_transport(self._conn.transport)
 
     def _abort_if_open(self) -> None:
         if self.ready_state is _OPEN:
@@ -447,14 +472,18 @@ class ServerWebSocket(Generic[DataT]):
         so a client that was still sending would see a reset instead of the close
         code. Transports that cannot half-close (TLS) are closed at once.
         """
-        self._set_closed(code, reason)
+        self._close(code, reason, lambda: self._end_with(frame, linger))
+
+    def _end_with(self, frame: bytes | None, linger: bool) -> None:
         conn = self._conn
         transport = conn.transport
         outbox = self._outbox
         if frame is not None:
             outbox.enqueue_control(frame)
-        outbox.flush()
-        if not transport.is_closing():
+        outbox.flush()  # never raises
+        try:
+            if transport.is_closing():
+                return
             if linger and transport.can_write_eof():
                 transport.write_eof()
                 conn.resume_reading()
@@ -463,11 +492,20 @@ class ServerWebSocket(Generic[DataT]):
                 transport.close()
                 if transport.get_write_buffer_size():
                     self._abort_later()
-        conn.dispatcher.closed(code, reason)
+        except Exception as exc:
+            # A peer that already left makes write_eof() fail with ENOTCONN (its
+            # reset to our Close frame came first): nothing is left to deliver.
+            if isinstance(exc, OSError):
+                logger.debug("ending %r: %s; aborting it", self, exc)
+            else:
+                logger.warning("ending %r failed; aborting it", self, exc_info=exc)
+            _abort_transport(transport)
 
     def _abort_later(self) -> None:
         # A client that stops reading, or never closes, must not pin the connection.
-        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._conn.transport.abort)
+        asyncio.get_running_loop().call_later(
+            CLOSE_TIMEOUT, _abort_transport, self._conn.transport
+        )
 
     def _shutdown(self, code: int, reason: str, frame: bytes) -> None:
         """Close for a server shutdown: no lingering for the client's Close, so
@@ -514,15 +552,14 @@ class ServerWebSocket(Generic[DataT]):
 
     def _connection_lost(self) -> None:
         if self.ready_state is _OPEN:
-            self._set_closed(_ABNORMAL, "")
-            self._conn.dispatcher.closed(_ABNORMAL, "")
+            self._close(_ABNORMAL, "", _nothing)
 
     def _write_failed(self, exc: Exception) -> None:
         logger.error("writing to %r failed; aborting it", self, exc_info=exc)
         if self.ready_state is _OPEN:
             self._abort(_ABNORMAL, "")
         else:
-            self._conn.transport.abort()
+            _abort_transport(self._conn.transport)
 
     def _dropped(self, message: object) -> None:
         """The outbox dropped a message at the backpressure limit."""
@@ -530,6 +567,8 @@ class ServerWebSocket(Generic[DataT]):
             if self.ready_state is _OPEN:
                 self._abort(_ABNORMAL, "backpressure limit exceeded")
         elif message is not None:
+            if isinstance(message, bytearray | memoryview):  # as ``message`` gets it
+                message = bytes(message)
             self._conn.dispatcher.dropped(message)
 
     def _idle_tick(self, ticks_to_ping: int, ticks_to_close: int) -> None:

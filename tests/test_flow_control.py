@@ -56,18 +56,6 @@ class DrainRecorder(Recorder):
         self.events.put_nowait(Event("drain", ws, (ws.get_buffered_amount(),)))
 
 
-def overfill(ws: ServerWebSocket[Any], start: int) -> list[tuple[int, int]]:
-    """Send in one loop turn (so nothing can drain) until ``send`` returns 0."""
-    sent = []
-    seq = start
-    while True:
-        code = ws.send(numbered(seq))
-        sent.append((seq, code))
-        seq += 1
-        if code == 0:
-            return sent
-
-
 def collapse(codes: list[int]) -> list[int]:
     """Drop consecutive repeats: [5, 5, -1, -1, 0] -> [5, -1, 0]."""
     return [c for i, c in enumerate(codes) if i == 0 or codes[i - 1] != c]
@@ -83,7 +71,7 @@ async def test_send_goes_from_length_to_minus_one_to_zero(serve: ServeFactory) -
     raw = await connect(served.port)
     ws = (await handler.next("open")).ws
     sent = await fill(ws, until=-1)
-    sent += overfill(ws, start=len(sent))
+    sent += await fill(ws, until=0, start=len(sent))
     assert collapse([code for _, code in sent]) == [CHUNK, -1, 0]
     await raw.close()
 
@@ -113,8 +101,7 @@ async def test_dropped_message_leaves_socket_open(serve: ServeFactory) -> None:
     served = await serve(handler)
     raw = await connect(served.port)
     ws = (await handler.next("open")).ws
-    await fill(ws, until=-1)
-    overfill(ws, start=0)
+    await fill(ws, until=0)
     assert ws.ready_state is ReadyState.OPEN
     assert ws.send(b"more") == 0
     assert handler.events.empty()
@@ -129,8 +116,7 @@ async def test_close_on_backpressure_limit_aborts_and_runs_close_hook(
     served = await serve(handler)
     raw = await connect(served.port)
     ws = (await handler.next("open")).ws
-    await fill(ws, until=-1)
-    overfill(ws, start=0)
+    await fill(ws, until=0)
     assert ws.ready_state is ReadyState.CLOSED
     assert ws.get_buffered_amount() == 0
     event = await handler.next("close")
@@ -188,7 +174,7 @@ async def test_drain_fires_once_when_reader_resumes_and_all_arrive_in_order(
     async with open_client(kind, served.url, served.port) as client:
         ws = (await handler.next("open")).ws
         sent = await fill(ws, until=-1)
-        sent += overfill(ws, start=len(sent))
+        sent += await fill(ws, until=0, start=len(sent))
         accepted = [seq for seq, code in sent if code != 0]
         assert handler.events.empty()  # no drain while the client is not reading
         received = [sequence_number(await client.receive()) for _ in accepted]
@@ -351,18 +337,14 @@ async def test_protocol_violation_closes_1002(
 class DroppedRecorder(Recorder):
     """Records ``dropped`` with the message and whether the socket was still open."""
 
-    def dropped(
-        self, ws: ServerWebSocket[Any], message: str | bytes | bytearray | memoryview
-    ) -> None:
+    def dropped(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
         self.events.put_nowait(Event("dropped", ws, (message, ws.ready_state)))
 
 
 class AsyncDroppedRecorder(Recorder):
     """An async ``dropped`` hook that sends a resync marker (dropped in turn, unreported)."""
 
-    async def dropped(
-        self, ws: ServerWebSocket[Any], message: str | bytes | bytearray | memoryview
-    ) -> None:
+    async def dropped(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
         await asyncio.sleep(0)
         ws.send("resync")
         self.events.put_nowait(Event("dropped", ws, (message, ws.ready_state)))
@@ -379,8 +361,7 @@ async def test_dropped_hook_gets_each_message_a_send_dropped(
     served = await serve(handler)
     raw = await connect(served.port)
     ws = (await handler.next("open")).ws
-    await fill(ws, until=-1)
-    sent = overfill(ws, start=0)
+    sent = await fill(ws, until=0)
     extra = [f"late {i}" for i in range(3)]
     assert [ws.send(message) for message in extra] == [0, 0, 0]
     dropped = [(await handler.next("dropped")).args for _ in range(4)]
@@ -402,8 +383,7 @@ async def test_dropped_hook_gets_a_publish_dropped_for_that_socket(
     reader = (await handler.next("open")).ws
     for ws in (stuck, reader):
         ws.subscribe("room")
-    await fill(stuck, until=-1)
-    overfill(stuck, start=0)
+    await fill(stuck, until=0)
     await handler.next("dropped")
     assert served.server.publish("room", "news") == 0
     event = await handler.next("dropped")
@@ -423,8 +403,7 @@ async def test_no_dropped_hook_with_close_on_backpressure_limit(
     served = await serve(handler)
     raw = await connect(served.port)
     ws = (await handler.next("open")).ws
-    await fill(ws, until=-1)
-    overfill(ws, start=0)
+    await fill(ws, until=0)
     assert [event.hook for event in drain_events(handler)] == ["close"]
     await raw.close()
 
@@ -435,3 +414,44 @@ def drain_events(handler: Recorder) -> list[Event]:
     while not handler.events.empty():
         events.append(handler.events.get_nowait())
     return events
+
+
+@pytest.mark.parametrize(
+    "message",
+    [bytearray(b"late"), memoryview(b"late"), b"late", "late"],
+    ids=["bytearray", "memoryview", "bytes", "str"],
+)
+async def test_dropped_hook_gets_str_or_bytes(
+    serve: ServeFactory, message: str | bytes | bytearray | memoryview
+) -> None:
+    """dropped gets the message as message would: str for text, bytes for any bytes-like sent."""
+    handler = DroppedRecorder(backpressure_limit=LIMIT)
+    served = await serve(handler)
+    raw = await connect(served.port)
+    ws = (await handler.next("open")).ws
+    await fill(ws, until=0)
+    await handler.next("dropped")
+    assert ws.send(message) == 0
+    got = (await handler.next("dropped")).args[0]
+    expected = "late" if isinstance(message, str) else b"late"
+    assert (type(got), got) == (type(expected), expected)
+    await raw.close()
+
+
+async def test_async_dropped_hook_is_not_called_for_what_it_drops_itself(
+    serve: ServeFactory,
+) -> None:
+    """An async dropped hook whose own send is dropped is not called again for it."""
+    handler = AsyncDroppedRecorder(backpressure_limit=LIMIT)
+    served = await serve(handler)
+    raw = await connect(served.port)
+    ws = (await handler.next("open")).ws
+    sent = await fill(ws, until=0)
+    assert (await handler.next("dropped")).args[0] == numbered(sent[-1][0])
+    # A round trip through the socket's queue: a dropped("resync") would come first.
+    await raw.send(OP_TEXT, b"mark")
+    later: list[Event] = []
+    while not later or later[-1].hook != "message":
+        later.append(await handler.events.get())
+    assert [event.hook for event in later] == ["message"]
+    await raw.close()

@@ -110,16 +110,57 @@ async def test_sends_of_one_turn_go_out_in_one_write() -> None:
 
 
 async def test_codes_go_from_length_to_minus_one_to_zero() -> None:
-    """Once the kernel is full a send returns -1 (queued), past the limit 0 (dropped)."""
+    """Once the kernel is full a send returns -1 (queued); once more than the limit
+    waited at the start of a turn, 0 (dropped)."""
     outbox, _transport, owner = make(FakeTransport(kernel_room=0))
     outbox.write_now = True  # write at once, as inside an async hook
     payload = b"x" * 400
-    assert outbox.send(OP_BINARY, payload, False, payload) == -1
-    assert outbox.send(OP_BINARY, payload, False, payload) == -1
-    assert outbox.send(OP_BINARY, payload, False, payload) == -1  # 810 buffered: under
+    codes = []
+    for _ in range(3):
+        codes.append(outbox.send(OP_BINARY, payload, False, payload))
+        await end_of_turn()
+    assert codes == [-1, -1, -1]  # 405, 810, 1215 buffered: under the limit each time
     assert outbox.buffered > LIMIT
     assert outbox.send(OP_BINARY, payload, False, payload) == 0
     assert owner.dropped_messages == [payload]
+
+
+async def test_a_burst_in_one_turn_is_not_dropped() -> None:
+    """Sends of one loop turn are never dropped for what that turn queued, however
+    much; the next turn's are, if the client took too little of it."""
+    outbox, transport, owner = make(FakeTransport(kernel_room=100))
+    payload = b"x" * 400
+    codes = [outbox.send(OP_BINARY, payload, False, payload) for _ in range(100)]
+    assert 0 not in codes
+    await end_of_turn()
+    assert len(transport.buffer) > LIMIT
+    assert outbox.send(OP_BINARY, payload, False, b"late") == 0
+    assert owner.dropped_messages == [b"late"]
+
+
+async def test_the_limit_counts_what_the_client_has_not_taken() -> None:
+    """After a burst, a send in a later turn is accepted once the client took the
+    backlog down to the limit."""
+    outbox, transport, _ = make(FakeTransport(kernel_room=0))
+    payload = b"x" * 400
+    for _ in range(10):
+        outbox.send(OP_BINARY, payload, False)
+    await end_of_turn()
+    del transport.buffer[: len(transport.buffer) - LIMIT]  # the client read some
+    assert outbox.send(OP_BINARY, payload, False) == -1
+
+
+async def test_the_limit_looks_again_each_turn_without_the_flusher() -> None:
+    """A backlog left by a flush the flusher did not make (the end of a read) is
+    still seen by the next turn's send."""
+    outbox, _transport, _ = make(FakeTransport(kernel_room=0))
+    payload = b"x" * 2 * LIMIT
+    outbox.held = True  # as during Connection.data_received
+    assert outbox.send(OP_BINARY, payload, False) == len(payload)
+    outbox.held = False
+    outbox.flush()  # the end of the read: the kernel took nothing
+    await end_of_turn()
+    assert outbox.send(OP_BINARY, b"x", False) == 0
 
 
 async def test_a_dropped_message_is_not_written() -> None:
@@ -127,6 +168,7 @@ async def test_a_dropped_message_is_not_written() -> None:
     outbox, transport, _ = make(FakeTransport(kernel_room=0), limit=10)
     outbox.write_now = True
     outbox.send(OP_BINARY, b"a" * 20, False)
+    await end_of_turn()
     written = b"".join(transport.writes)
     assert outbox.send(OP_BINARY, b"dropped", False) == 0
     assert b"".join(transport.writes) == written
@@ -238,6 +280,7 @@ async def test_a_message_about_to_be_dropped_is_not_compressed() -> None:
     outbox, _, owner = make(FakeTransport(kernel_room=0), compressor=counting, limit=5)
     outbox.write_now = True
     outbox.send(OP_BINARY, b"0123456789", False)
+    await end_of_turn()
     assert outbox.send(OP_BINARY, b"payload", True, b"payload") == 0
     assert calls == []
     assert owner.dropped_messages == [b"payload"]
