@@ -336,10 +336,10 @@ class RedisBroker(Broker):
         return self._pending_bytes
 
     async def start(self, host: BrokerHost) -> None:
-        """Connect both connections and register this process's counts (waiting
-        at most ``STARTUP_TIMEOUT`` s in all), then run the broker's tasks. If
-        Redis is unreachable, log it and keep retrying in the background: local
-        delivery works meanwhile."""
+        """Connect both connections, then register this process's counts
+        (waiting at most ``STARTUP_TIMEOUT`` s for each), then run the broker's
+        tasks. If Redis is unreachable, log it and keep retrying in the
+        background: local delivery works meanwhile."""
         if self._host is not None:
             raise InvalidStateError("this RedisBroker is already started")
         self._host = host
@@ -388,9 +388,12 @@ class RedisBroker(Broker):
             async with asyncio.timeout(STARTUP_TIMEOUT):
                 await self._connect_pub()
                 await self._connect_sub()
-                await self._registered.wait()
         except _EXPECTED as exc:
             self._failed(exc)
+        else:
+            # Connected: a slow answer is the watchdog's to judge, not an outage.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._registered.wait(), STARTUP_TIMEOUT)
         self._tasks = {
             "writer": self._spawn("writer", self._write_loop, self._reset_writer),
             "reader": self._spawn("reader", self._read_loop, self._reset_reader),
@@ -573,16 +576,16 @@ class RedisBroker(Broker):
         self._wake()
 
     def _recovered(self) -> None:
-        """The outage ends once the reader has connected and the writer has had a
-        round trip, both since the outage started (one of them may not have
-        noticed it yet)."""
+        """The outage ends once the reader has connected or received something,
+        and the writer has had a round trip, both since the outage started (one
+        of them may not have noticed it yet)."""
         since = self._outage_since
         if (
             since is not None
             and self._pub_up
             and self._sub_up
             and self._pub_ok >= since
-            and self._sub_ok >= since
+            and max(self._sub_ok, self._sub_seen) >= since
         ):
             down = asyncio.get_running_loop().time() - since
             self._outage_since = None

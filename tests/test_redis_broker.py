@@ -564,7 +564,8 @@ async def test_a_stopped_redis_is_detected_while_the_writer_is_blocked(
 async def test_delivery_resumes_after_a_stopped_redis_continues(
     node: StartNode, stoppable: RedisProcess, connect_ws: ConnectWs
 ) -> None:
-    """After a stall was detected, SIGCONT brings delivery back."""
+    """After a stall was detected, SIGCONT brings delivery back, and the outage
+    is counted as recovered from."""
     server, broker, _ = await node(client=stoppable.url, stall_timeout=1.0)
     _, _, far_url = await node(client=stoppable.url, stall_timeout=1.0)
     far = await connect_ws(far_url)
@@ -584,6 +585,7 @@ async def test_delivery_resumes_after_a_stopped_redis_continues(
             return False
 
     await wait_until(delivered, within=30, what="delivery after SIGCONT")
+    await wait_until(lambda: broker.reconnects == 1, what="the outage to end")
     assert broker.connected
 
 
