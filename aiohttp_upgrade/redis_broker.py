@@ -479,8 +479,13 @@ class RedisBroker(Broker):
     async def cluster_count(self, topic: str) -> int:
         """This process's count now plus the others' as last reported.
 
+        Waits (within ``COUNT_TIMEOUT``) for this process's registration after
+        a reconnect, and retries once a pooled connection that Redis closed.
+
         Raises:
-            BrokerUnavailableError: Redis could not be asked.
+            BrokerUnavailableError: Redis could not be asked (the message says
+                why, with the underlying error), or it lost the counts and a
+                process seen before has not registered again yet.
         """
         host = self._host
         client = self._client
