@@ -23,7 +23,10 @@ The contract between the server and its broker::
 
 ``subscription`` and ``publish`` are called on the server's hot paths: they must
 be synchronous and cheap (queue, and do the I/O later in the broker's own task),
-and must never raise. The socket layer (``websocket.py``) knows nothing of
+and must never raise. Every topic the server passes has been through
+:func:`~aiohttp_upgrade.topics.check_topic`: a non-empty ``str`` that encodes as
+UTF-8. A broker's own tasks should survive their own bugs (log, count, restart):
+nothing else watches them. The socket layer (``websocket.py``) knows nothing of
 brokers; only the server calls them.
 """
 

@@ -18,13 +18,28 @@ Transition = Callable[[S, str, int, int], None]
 
 
 def check_topic(topic: object) -> str:
-    """Return ``topic`` if it is a valid topic name; raise TypeError/ValueError if not."""
+    """Return ``topic`` if it is a valid topic name: a non-empty str that can be
+    encoded as UTF-8 (a broker sends it as bytes).
+
+    Raises:
+        TypeError: ``topic`` is not a str.
+        ValueError: ``topic`` is empty, or not valid UTF-8 (a lone surrogate).
+    """
     if type(topic) is not str:
         if isinstance(topic, str):
-            return str(topic)
+            return check_topic(str(topic))
         raise TypeError(f"topic must be a str, got {type(topic).__name__}")
     if not topic:
         raise ValueError("topic must not be empty")
+    # isascii() is O(1) in CPython: only other topics pay for the encode.
+    if not topic.isascii():
+        try:
+            topic.encode()
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"topic is not valid UTF-8: lone surrogate {topic[exc.start]!r} "
+                f"at index {exc.start}"
+            ) from None
     return topic
 
 

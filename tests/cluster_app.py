@@ -9,7 +9,8 @@ Configured by the environment: ``CLUSTER_REDIS_URL`` (no broker when unset),
 A text message starting with ``!`` is a command, answered on the same socket::
 
     !sub T / !unsub T     -> "sub T True" / "unsub T True"
-    !count T              -> "count T <local> <cluster>"
+    !count T              -> "count T <local> <cluster>", or "count T unavailable: <why>"
+                             when cluster_subscriber_count raised BrokerUnavailableError
     !stats                -> "stats {...broker counters...}"
     !pub T <text>         -> publishes <text> to T with ws.publish, answers nothing
 
@@ -26,7 +27,13 @@ from typing import Any
 
 from aiohttp import web
 
-from aiohttp_upgrade import Broker, Server, ServerWebSocket, WebSocketHandler
+from aiohttp_upgrade import (
+    Broker,
+    BrokerUnavailableError,
+    Server,
+    ServerWebSocket,
+    WebSocketHandler,
+)
 
 Topics = list[str]
 
@@ -57,7 +64,11 @@ class ClusterHandler(WebSocketHandler[Topics]):
             elif command == "unsub":
                 ws.send(f"unsub {rest} {ws.unsubscribe(rest)}")
             elif command == "count":
-                cluster = await self.server.cluster_subscriber_count(rest)
+                try:
+                    cluster = await self.server.cluster_subscriber_count(rest)
+                except BrokerUnavailableError as exc:
+                    ws.send(f"count {rest} unavailable: {exc}")
+                    return
                 ws.send(f"count {rest} {self.server.subscriber_count(rest)} {cluster}")
             elif command == "stats":
                 ws.send("stats " + json.dumps(stats(self.server.broker)))
@@ -69,7 +80,16 @@ class ClusterHandler(WebSocketHandler[Topics]):
 
 
 def stats(broker: Broker) -> dict[str, Any]:
-    names = ("published", "received", "dropped", "reconnects", "malformed")
+    names = (
+        "published",
+        "received",
+        "dropped",
+        "reconnects",
+        "malformed",
+        "task_failures",
+        "queued_bytes",
+        "connected",
+    )
     values = {name: getattr(broker, name, None) for name in names}
     values["process_id"] = getattr(broker, "process_id", None)
     return values

@@ -322,6 +322,56 @@ def test_base_install_imports_without_redis() -> None:
     assert result.stdout.strip() == "ImportError"
 
 
+# Run before the script by run_without_redis: redis is not installed, as far as
+# imports go (ModuleNotFoundError with name="redis", as for a missing package).
+BLOCK_REDIS = """
+import importlib.abc, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "redis" or name.startswith("redis."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Block())
+"""
+
+
+def run_without_redis(script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a new Python where the redis package is not installed."""
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_REDIS + script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "access",
+    [
+        "import aiohttp_upgrade; aiohttp_upgrade.RedisBroker",
+        "from aiohttp_upgrade import RedisBroker",
+        "from aiohttp_upgrade.redis_broker import RedisBroker",
+    ],
+    ids=["attribute", "from-package", "from-module"],
+)
+def test_redis_broker_without_the_extra_names_it(access: str) -> None:
+    """Without redis installed, reaching RedisBroker raises an ImportError whose
+    message says which extra to install."""
+    result = run_without_redis(f"""
+try:
+    {access}
+except ImportError as exc:
+    print(type(exc).__name__, "|", exc)
+""")
+    assert result.returncode == 0, result.stderr
+    kind, _, message = result.stdout.strip().partition(" | ")
+    assert kind == "ModuleNotFoundError"
+    assert "pip install 'aiohttp-upgrade[redis]'" in message
+
+
 def test_redis_broker_is_importable_lazily() -> None:
     """aiohttp_upgrade.RedisBroker is the class from aiohttp_upgrade.redis_broker."""
     import aiohttp_upgrade
@@ -342,6 +392,10 @@ def test_redis_broker_is_importable_lazily() -> None:
         ("backoff_base", -1),
         ("backoff_cap", True),
         ("max_batch_bytes", 0),
+        ("max_queue_bytes", 0),
+        ("max_queue_bytes", 2.5),
+        ("stall_timeout", 0),
+        ("stall_timeout", float("inf")),
     ],
     ids=[
         "queue-0",
@@ -351,6 +405,10 @@ def test_redis_broker_is_importable_lazily() -> None:
         "backoff",
         "cap-bool",
         "batch-0",
+        "queue-bytes-0",
+        "queue-bytes-float",
+        "stall-0",
+        "stall-inf",
     ],
 )
 def test_redis_broker_validates_options(option: str, value: object) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -374,3 +376,54 @@ async def test_redis_down_at_startup(connect_ws: ConnectWs) -> None:
         redis.kill()
     for output in outputs:
         assert output.count("Redis unreachable") == 1, output
+
+
+async def _connected(ws: Socket) -> bool:
+    stats = json.loads((await command(ws, "!stats")).removeprefix("stats "))
+    return bool(stats["connected"])
+
+
+def _registered(redis: RedisProcess) -> int:
+    """How many processes are in the cluster-count set of the (restarted) Redis."""
+    return len(redis.command("SMEMBERS", CHANNEL_PREFIX + "procs").split())
+
+
+async def test_counts_after_a_redis_restart_are_right_or_unavailable(
+    connect_ws: ConnectWs,
+) -> None:
+    """Redis restarted empty while B is frozen (SIGSTOP): A, connected again,
+    answers its cluster count with BrokerUnavailableError until B has
+    re-registered, never with a low count; then the count is right."""
+    redis = RedisProcess()
+    redis.start()
+    # Heartbeats of 2 s: B, frozen for a moment, is not yet counted as dead.
+    cluster = start_cluster(redis, heartbeat=2.0)
+    frozen = cluster.b.process.pid
+    try:
+        topic = "restart-census"
+        probe = await connect(connect_ws, cluster.a, topic)
+        others = [await connect(connect_ws, app, topic) for app in cluster.apps[1:]]
+        assert len(others) == 2
+        await wait_until(lambda: _count_is(probe, topic, "1 3"), what="a count of 3")
+        os.kill(frozen, signal.SIGSTOP)
+        redis.kill()
+        redis.start()  # same port, empty
+        await wait_until(lambda: _registered(redis) == 2, what="A and C registered")
+        await wait_until(lambda: _connected(probe), what="A connected again")
+        reply = await command(probe, f"!count {topic}")
+        assert reply.startswith(f"count {topic} unavailable: "), reply
+        os.kill(frozen, signal.SIGCONT)
+        replies: list[str] = []
+
+        async def settled() -> bool:
+            replies.append(await command(probe, f"!count {topic}"))
+            return replies[-1] == f"count {topic} 1 3"
+
+        await wait_until(settled, within=30, what="the count of 3 again")
+        low = [
+            r for r in replies if r != f"count {topic} 1 3" and "unavailable" not in r
+        ]
+        assert low == []
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+        stop_cluster(cluster)

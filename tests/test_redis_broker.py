@@ -7,6 +7,10 @@ processes would; they are served on loopback ports and reached by real clients.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -62,8 +66,9 @@ async def node(
 
     async def start(**options: Any) -> Node:
         url_or_client = options.pop("client", redis.url)
+        handler = options.pop("handler", None) or Subscribe()
         broker = RedisBroker(url_or_client, **options)
-        server: Server[str] = Server(Subscribe(), broker=broker)
+        server: Server[str] = Server(handler, broker=broker)
         app = web.Application()
         server.setup(app)
         app.router.add_get("/ws", server.handler(upgrade_with_data()))
@@ -243,3 +248,385 @@ async def test_cluster_count_without_redis_raises_broker_unavailable(
     with pytest.raises(BrokerUnavailableError):
         await server.cluster_subscriber_count(TOPIC)
     assert server.subscriber_count(TOPIC) == 0
+
+
+# -- topics that are not valid UTF-8 ---------------------------------------------------
+
+# A lone surrogate: a str Python accepts, which cannot be encoded as UTF-8.
+BAD_TOPIC = "room\ud800"
+
+
+class Misuse(Subscribe):
+    """A text message names a socket method to call with BAD_TOPIC; the error it
+    raises comes back as text."""
+
+    def message(self, ws: ServerWebSocket[str], message: str | bytes) -> None:
+        name = str(message)
+        args = (BAD_TOPIC, "x") if name == "publish" else (BAD_TOPIC,)
+        try:
+            getattr(ws, name)(*args)
+        except Exception as exc:
+            ws.send(f"{type(exc).__name__}: {exc}")
+        else:
+            ws.send("no error")
+
+
+async def relays(server: Server[str], far: aiohttp.ClientWebSocketResponse) -> bool:
+    """True once a publish on ``server`` reaches ``far`` through Redis."""
+    server.publish(TOPIC, "relayed")
+    return bool(await receive(far) == "relayed")
+
+
+@pytest.mark.parametrize(
+    "method", ["subscribe", "unsubscribe", "is_subscribed", "publish"]
+)
+async def test_socket_calls_refuse_a_topic_that_is_not_utf8(
+    node: StartNode, redis: RedisProcess, connect_ws: ConnectWs, method: str
+) -> None:
+    """ws.subscribe/unsubscribe/is_subscribed/publish with a lone surrogate in the
+    topic raise ValueError saying so, and the broker goes on relaying."""
+    _, _, far_url = await node(channel_prefix=f"utf8-{method}:")
+    server, broker, url = await node(channel_prefix=f"utf8-{method}:", handler=Misuse())
+    far = await connect_ws(far_url)
+    near = await connect_ws(url)
+    await wait_subscribed(redis, f"utf8-{method}:room", 2)
+    await near.send_str(method)
+    reply = await receive(near)
+    assert reply.startswith("ValueError: "), reply
+    assert "not valid UTF-8" in reply
+    assert await relays(server, far)
+    assert broker.task_failures == 0
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda server: server.publish(BAD_TOPIC, "x"),
+        lambda server: server.subscriber_count(BAD_TOPIC),
+        lambda server: server.cluster_subscriber_count(BAD_TOPIC),
+    ],
+    ids=["publish", "subscriber_count", "cluster_subscriber_count"],
+)
+async def test_server_calls_refuse_a_topic_that_is_not_utf8(
+    node: StartNode,
+    redis: RedisProcess,
+    connect_ws: ConnectWs,
+    call: Callable[[Server[str]], Any],
+) -> None:
+    """server.publish/subscriber_count/cluster_subscriber_count with a lone
+    surrogate in the topic raise ValueError, and the broker goes on relaying."""
+    _, _, far_url = await node(channel_prefix="utf8-server:")
+    server, broker, _ = await node(channel_prefix="utf8-server:")
+    far = await connect_ws(far_url)
+    await wait_subscribed(redis, "utf8-server:room", 1)
+    with pytest.raises(ValueError, match="not valid UTF-8") as caught:
+        result = call(server)
+        if asyncio.iscoroutine(result):
+            await result
+    assert type(caught.value) is ValueError
+    assert await relays(server, far)
+    assert broker.task_failures == 0
+
+
+# -- background tasks that fail -------------------------------------------------------
+
+
+def task_failure_logs(caplog: pytest.LogCaptureFixture, task: str) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno == logging.ERROR
+        and record.exc_info is not None
+        and f"RedisBroker {task} task failed" in record.getMessage()
+    ]
+
+
+async def test_the_writer_survives_an_unexpected_exception(
+    node: StartNode,
+    redis: RedisProcess,
+    connect_ws: ConnectWs,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A message the writer cannot encode (a lone surrogate in a topic handed to
+    Broker.publish directly) fails the writer: it is logged with its traceback
+    once, counted in task_failures, and the writer restarts and relays again."""
+    _, _, far_url = await node(channel_prefix="crash-writer:")
+    server, broker, _ = await node(channel_prefix="crash-writer:")
+    far = await connect_ws(far_url)
+    await wait_subscribed(redis, "crash-writer:room", 1)
+    broker.publish(BAD_TOPIC, 1, b"x", False)
+    await wait_until(lambda: broker.task_failures == 1, what="a writer failure")
+    await wait_until(lambda: broker.connected, what="the writer to reconnect")
+    assert await relays(server, far)
+    assert len(task_failure_logs(caplog, "writer")) == 1
+    assert broker.task_failures == 1
+
+
+async def test_the_reader_survives_an_unexpected_exception(
+    node: StartNode,
+    redis: RedisProcess,
+    connect_ws: ConnectWs,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An exception the reader does not expect is logged once, counted, and the
+    reader reconnects and delivers again. (Injected: the reader's own code raises
+    nothing on any input Redis can send, so its reply handler is made to raise
+    once.)"""
+    server, _, _ = await node(channel_prefix="crash-reader:")
+    _, far_broker, far_url = await node(channel_prefix="crash-reader:")
+    far = await connect_ws(far_url)
+    await wait_subscribed(redis, "crash-reader:room", 1)
+    real = far_broker._on_reply
+    calls: list[Any] = []
+
+    def fail_once(reply: Any) -> None:
+        calls.append(reply)
+        if len(calls) == 1:
+            raise RuntimeError("injected reader fault")
+        real(reply)
+
+    monkeypatch.setattr(far_broker, "_on_reply", fail_once)
+    server.publish(TOPIC, "lost")  # at most once: the failing reply is not retried
+    await wait_until(lambda: far_broker.task_failures == 1, what="a reader failure")
+    await wait_until(lambda: far_broker.connected, what="the reader to reconnect")
+    await wait_subscribed(redis, "crash-reader:room", 1)
+    assert await relays(server, far)
+    assert len(task_failure_logs(caplog, "reader")) == 1
+
+
+@pytest.mark.parametrize(
+    ("task", "method"),
+    [("heartbeat", "_ping_reader"), ("watchdog", "_check_stalls")],
+    ids=["heartbeat", "watchdog"],
+)
+async def test_a_timer_task_restarts_after_an_unexpected_exception(
+    node: StartNode,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    task: str,
+    method: str,
+) -> None:
+    """The heartbeat and the watchdog, failing once, are logged once, counted and
+    run again. (Injected: what they call raises nothing on its own, so one method
+    is made to raise once.)"""
+    _, broker, _ = await node(
+        channel_prefix=f"crash-{task}:", heartbeat_interval=0.05, stall_timeout=0.2
+    )
+    real = getattr(broker, method)
+    calls: list[int] = []
+
+    def fail_once() -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError(f"injected {task} fault")
+        return real()
+
+    monkeypatch.setattr(broker, method, fail_once)
+    await wait_until(lambda: len(calls) >= 3, what=f"the {task} to run again")
+    assert broker.task_failures == 1
+    assert len(task_failure_logs(caplog, task)) == 1
+
+
+async def test_a_persistent_fault_restarts_with_backoff(
+    node: StartNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task that fails every time is restarted after growing delays, not in a
+    tight loop. (Injected: the watchdog's check is made to raise every time.)"""
+    _, broker, _ = await node(
+        channel_prefix="persistent:",
+        stall_timeout=0.04,
+        backoff_base=0.02,
+        backoff_cap=0.08,
+    )
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+
+    def always_fail() -> None:
+        times.append(loop.time())
+        raise RuntimeError("injected persistent fault")
+
+    monkeypatch.setattr(broker, "_check_stalls", always_fail)
+    await wait_until(lambda: len(times) >= 5, what="five failures")
+    assert broker.task_failures >= 5
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    # Each restart waits the watchdog's tick plus a backoff of at least half
+    # backoff_base, doubling up to backoff_cap.
+    assert all(gap >= 0.01 + 0.01 for gap in gaps), gaps
+    assert gaps[-1] >= 0.01 + 0.04, gaps
+
+
+# -- queue bounds and a stalled Redis -------------------------------------------------
+
+
+async def test_byte_bound_drops_and_counts_the_excess(
+    node: StartNode, redis: RedisProcess, connect_ws: ConnectWs
+) -> None:
+    """Past max_queue_bytes of payload waiting for Redis, publishes are dropped
+    and counted; the queued ones arrive in order."""
+    _, _, far_url = await node(channel_prefix="bytes:")
+    server, broker, _ = await node(channel_prefix="bytes:", max_queue_bytes=10_000)
+    far = await connect_ws(far_url)
+    await wait_subscribed(redis, "bytes:room", 1)
+    await wait_until(lambda: broker.queued_bytes == 0, what="nothing in flight")
+    messages = [f"{i:04d}" + "x" * 996 for i in range(15)]
+    for message in messages:
+        server.publish(TOPIC, message)
+    assert broker.dropped == 5
+    assert broker.queued_bytes == 10_000
+    assert [await receive(far) for _ in range(10)] == messages[:10]
+    await wait_until(lambda: broker.queued_bytes == 0, what="the queue to empty")
+
+
+async def test_a_message_larger_than_the_byte_bound_goes_alone(
+    node: StartNode, redis: RedisProcess, connect_ws: ConnectWs
+) -> None:
+    """One message larger than max_queue_bytes is still sent when nothing else
+    waits for Redis; the next one in the same turn is dropped."""
+    _, _, far_url = await node(channel_prefix="big:")
+    server, broker, _ = await node(channel_prefix="big:", max_queue_bytes=1000)
+    far = await connect_ws(far_url)
+    await wait_subscribed(redis, "big:room", 1)
+    await wait_until(lambda: broker.queued_bytes == 0, what="nothing in flight")
+    server.publish(TOPIC, b"b" * 5000)
+    server.publish(TOPIC, b"small")
+    assert broker.dropped == 1
+    assert await receive(far) == b"b" * 5000
+    server.publish(TOPIC, b"next")
+    assert await receive(far) == b"next"
+
+
+@pytest.fixture
+def stoppable() -> Iterator[RedisProcess]:
+    """A redis-server of its own, for a test that stops it with SIGSTOP; continued
+    and killed at the end whatever happened."""
+    process = RedisProcess()
+    process.start()
+    yield process
+    if process.process is not None:
+        os.kill(process.pid, signal.SIGCONT)
+    process.kill()
+
+
+PAYLOAD_64K = b"p" * 65536
+
+
+async def publish_until(server: Server[str], done: Callable[[], bool]) -> None:
+    """Publish 64 KiB messages, letting the broker run between them, until
+    ``done()`` (at most 30 s: generous, so that a slow machine does not fail)."""
+    async with asyncio.timeout(30):
+        while not done():
+            server.publish(TOPIC, PAYLOAD_64K)
+            await asyncio.sleep(0)
+
+
+async def test_queued_bytes_stay_bounded_while_redis_is_stopped(
+    node: StartNode, stoppable: RedisProcess
+) -> None:
+    """With Redis stopped (SIGSTOP) and 64 KiB publishes, what waits for Redis
+    never passes max_queue_bytes; the excess is dropped and counted."""
+    bound = 1024 * 1024
+    server, broker, _ = await node(
+        client=stoppable.url, max_queue_bytes=bound, stall_timeout=60
+    )
+    os.kill(stoppable.pid, signal.SIGSTOP)
+    highest = 0
+
+    def enough() -> bool:
+        nonlocal highest
+        highest = max(highest, broker.queued_bytes)
+        assert broker.queued_bytes <= bound
+        return broker.dropped >= 100
+
+    await publish_until(server, enough)
+    assert bound - len(PAYLOAD_64K) < highest <= bound
+    assert broker.connected  # not yet detected: stall_timeout is 60 s
+
+
+async def test_a_stopped_redis_is_detected_while_the_writer_is_blocked(
+    node: StartNode, stoppable: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With Redis stopped (SIGSTOP) while the writer is blocked sending (more
+    queued than the socket buffers take), the broker reports itself disconnected
+    within stall_timeout, logs the outage once and lets go of what was queued."""
+    server, broker, _ = await node(
+        client=stoppable.url, stall_timeout=1.0, max_queue_bytes=32 * 1024 * 1024
+    )
+    assert broker.connected  # start() returns once connected and registered
+    os.kill(stoppable.pid, signal.SIGSTOP)
+    await publish_until(server, lambda: not broker.connected)
+    assert broker.queued_bytes == 0
+    outages = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+    assert len(outages) == 1, outages
+    assert "no reply" in outages[0].getMessage()
+
+
+async def test_delivery_resumes_after_a_stopped_redis_continues(
+    node: StartNode, stoppable: RedisProcess, connect_ws: ConnectWs
+) -> None:
+    """After a stall was detected, SIGCONT brings delivery back, and the outage
+    is counted as recovered from."""
+    server, broker, _ = await node(client=stoppable.url, stall_timeout=1.0)
+    _, _, far_url = await node(client=stoppable.url, stall_timeout=1.0)
+    far = await connect_ws(far_url)
+    await wait_subscribed(stoppable, "aiohttp_upgrade:room", 1)
+    os.kill(stoppable.pid, signal.SIGSTOP)
+    await publish_until(server, lambda: not broker.connected)
+    os.kill(stoppable.pid, signal.SIGCONT)
+
+    async def delivered() -> bool:
+        server.publish(TOPIC, "after")
+        try:
+            async with asyncio.timeout(0.2):
+                while True:
+                    if await receive(far) == "after":
+                        return True
+        except TimeoutError:
+            return False
+
+    await wait_until(delivered, within=30, what="delivery after SIGCONT")
+    await wait_until(lambda: broker.reconnects == 1, what="the outage to end")
+    assert broker.connected
+
+
+# -- cluster counts across a Redis restart --------------------------------------------
+
+
+async def test_cluster_count_error_names_the_failure(node: StartNode) -> None:
+    """BrokerUnavailableError says what failed, with the underlying message."""
+    dead = RedisProcess()  # never started: nothing listens on its port
+    server, _, _ = await node(client=dead.url, channel_prefix="why:")
+    with pytest.raises(BrokerUnavailableError, match=r"connecting to 127\.0\.0\.1"):
+        await server.cluster_subscriber_count(TOPIC)
+
+
+async def test_first_cluster_count_after_a_redis_restart_is_right(
+    node: StartNode, connect_ws: ConnectWs
+) -> None:
+    """Redis killed and restarted on the same port: once both brokers report
+    themselves connected, the first cluster count is right (no stale pooled
+    connection, no missing registration)."""
+    redis = RedisProcess()
+    redis.start()
+    try:
+        server, broker, url = await node(client=redis.url, channel_prefix="again:")
+        _, far_broker, far_url = await node(client=redis.url, channel_prefix="again:")
+        await connect_ws(url)
+        await connect_ws(far_url)
+        assert await wait_until(
+            lambda: counted(server, 2), what="a count of 2"
+        )  # the pool now holds a connection
+        redis.kill()
+        await wait_until(lambda: not broker.connected, what="the outage")
+        await wait_until(lambda: not far_broker.connected, what="the outage")
+        redis.start()
+        await wait_until(
+            lambda: broker.connected and far_broker.connected, what="reconnection"
+        )
+        assert await server.cluster_subscriber_count(TOPIC) == 2
+    finally:
+        redis.kill()
+
+
+async def counted(server: Server[str], expected: int) -> bool:
+    return await server.cluster_subscriber_count(TOPIC) == expected

@@ -205,3 +205,26 @@ def test_on_change_reports_each_transition_with_counts() -> None:
         ("a", "t", 0, 1),
         ("a", "u", 0, 1),
     ]
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["room\ud800", "\udc80", "a\udfffb", "\udc00\ud800"],
+    ids=["trailing-high", "alone-low", "inside", "reversed-pair"],
+)
+def test_check_topic_rejects_lone_surrogates(topic: str) -> None:
+    """A topic that cannot be encoded as UTF-8 (a lone surrogate) raises a plain
+    ValueError that says so, not the UnicodeEncodeError a broker would hit later."""
+    with pytest.raises(ValueError, match="not valid UTF-8") as caught:
+        check_topic(topic)
+    assert type(caught.value) is ValueError
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["café", "\u623f\u95f4", "\U0001f600 party", "x" * 1000 + "\u00e9"],
+    ids=["latin-1", "cjk", "astral", "long"],
+)
+def test_check_topic_accepts_non_ascii_utf8(topic: str) -> None:
+    """Any non-empty str without lone surrogates is a valid topic."""
+    assert check_topic(topic) == topic
