@@ -490,7 +490,7 @@ class Server(Generic[DataT]):
 
         Raises:
             TypeError: ``topic`` is not a str, or ``message`` not str or bytes-like.
-            ValueError: ``topic`` is empty.
+            ValueError: ``topic`` is empty or not valid UTF-8 (a lone surrogate).
         """
         topic = check_topic(topic)
         opcode, payload = _payload(message)
@@ -556,7 +556,7 @@ class Server(Generic[DataT]):
 
         Raises:
             TypeError: ``topic`` is not a str.
-            ValueError: ``topic`` is empty.
+            ValueError: ``topic`` is empty or not valid UTF-8 (a lone surrogate).
         """
         return self._topics.count(check_topic(topic))
 

@@ -317,7 +317,7 @@ class ServerWebSocket(Generic[DataT]):
 
         Raises:
             TypeError: ``topic`` is not a str.
-            ValueError: ``topic`` is empty.
+            ValueError: ``topic`` is empty or not valid UTF-8 (a lone surrogate).
         """
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
@@ -365,7 +365,7 @@ class ServerWebSocket(Generic[DataT]):
 
         Raises:
             TypeError: ``topic`` is not a str, or ``message`` not str or bytes-like.
-            ValueError: ``topic`` is empty.
+            ValueError: ``topic`` is empty or not valid UTF-8 (a lone surrogate).
         """
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
