@@ -23,6 +23,7 @@ from .deflate import DeflateParams
 from .dispatcher import Dispatcher, HookTable
 from .errors import ProtocolError
 from .frames import (
+    MAX_CONTROL_PAYLOAD,
     OP_BINARY,
     OP_PING,
     OP_PONG,
@@ -121,8 +122,10 @@ def _abort_transport(transport: asyncio.Transport) -> None:
 
 def _control_payload(data: bytes | bytearray | memoryview | str) -> bytes:
     payload = data.encode() if isinstance(data, str) else bytes(data)
-    if len(payload) > 125:  # RFC 6455 5.5
-        raise ValueError("ping/pong payload must be at most 125 bytes")
+    if len(payload) > MAX_CONTROL_PAYLOAD:
+        raise ValueError(
+            f"ping/pong payload must be at most {MAX_CONTROL_PAYLOAD} bytes"
+        )
     return payload
 
 

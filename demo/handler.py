@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from aiohttp_upgrade import ReadyState, ServerWebSocket, WebSocketHandler
+from aiohttp_upgrade import CloseCode, ReadyState, ServerWebSocket, WebSocketHandler
 
 from .limits import (
     DEFAULT_BACKPRESSURE_LIMIT,
@@ -78,8 +78,8 @@ log = logging.getLogger(__name__)
 MAX_ROOMS_PER_SOCKET = 20
 # Private-use close code (RFC 6455 7.4.2): the session was signed out or expired.
 SESSION_ENDED = 4001
-# RFC 6455 7.4.1: a flooding socket, or one beyond the caps.
-POLICY_VIOLATION = 1008
+# A flooding socket, or one beyond the caps.
+POLICY_VIOLATION = CloseCode.POLICY_VIOLATION
 
 Socket = ServerWebSocket["SocketData"]
 KeyT = TypeVar("KeyT")
