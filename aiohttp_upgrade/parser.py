@@ -188,18 +188,33 @@ class FrameParser:
                     break  # the masking key is not in yet
                 self._start_partial(data, first, start, length)
                 return
-            payload: bytes | bytearray = b""
+            payload: bytes | bytearray
             if length:
-                # One copy, unmasked in place. Through a memoryview above a few
-                # KiB (slicing the bytes first would copy twice); below, slicing
-                # is cheaper than making the view.
-                if length < 4096:
+                # Copied once and unmasked in place. From 16 KiB up through a
+                # memoryview, as slicing first copies twice (2x slower at 64 KiB);
+                # below that the slice is cheaper than making the view.
+                if length < 16384:
                     payload = bytearray(data[start + 4 : end])
                 else:
                     payload = bytearray(memoryview(data)[start + 4 : end])
                 self._mask(data[start : start + 4], payload)
+            else:
+                payload = b""
             pos = end
-            self._handle(first, opcode, payload)
+            # As in _handle, inline: this loop is the hottest code of a socket.
+            if opcode in (OP_TEXT, OP_BINARY):
+                if first & 0x80:
+                    self._deliver(opcode, payload, bool(first & 0x40))
+                else:
+                    self._begin_fragments(opcode, payload, bool(first & 0x40))
+            elif opcode == OP_CONTINUATION:
+                self._continue_fragments(payload, bool(first & 0x80))
+            elif opcode == OP_PING:
+                self._on_ping(bytes(payload))
+            elif opcode == OP_PONG:
+                self._on_pong(bytes(payload))
+            else:
+                self._close(payload)
         if pos < size and not self.stopped:
             self._buffer = data[pos:]
 
@@ -290,7 +305,7 @@ class FrameParser:
             raise ProtocolError(MESSAGE_TOO_BIG, "message too big")
 
     def _handle(self, first: int, opcode: int, payload: bytes | bytearray) -> None:
-        """Act on one complete frame whose ``payload`` is unmasked."""
+        """Act on one complete frame whose ``payload`` is unmasked (as _parse does)."""
         if opcode in (OP_TEXT, OP_BINARY):
             if first & 0x80:
                 self._deliver(opcode, payload, bool(first & 0x40))
