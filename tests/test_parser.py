@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aiohttp_upgrade._compat import compiled_mask
 from aiohttp_upgrade.deflate import Inflater
 from aiohttp_upgrade.errors import ProtocolError
 from aiohttp_upgrade.parser import FrameParser, is_valid_close_code, unmask
@@ -226,8 +227,6 @@ def test_binary_message_from_many_reads_is_held_once_when_delivered(
     fragments: int, bound: float
 ) -> None:
     """When a 1 MiB binary message that came in 64 KiB reads is delivered, the parser holds no copy of it besides the message."""
-    from aiohttp_upgrade._compat import compiled_mask
-
     assert compiled_mask is not None
     size = 1024 * 1024
     part = size // fragments
@@ -592,7 +591,6 @@ def test_length_with_top_bit_set_is_error_1002() -> None:
 @pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 125, 4096, 65537], ids=str)
 def test_pure_python_mask_matches_the_compiled_one(size: int) -> None:
     """The pure-Python XOR used without aiohttp's compiled helper unmasks identically."""
-    from aiohttp_upgrade._compat import compiled_mask
     from aiohttp_upgrade.parser import xor_mask
 
     assert compiled_mask is not None
