@@ -212,10 +212,12 @@ class Inflater:
     """Decompresses incoming messages without inflating past ``max_size`` bytes.
 
     A message may end its DEFLATE data with a final block (RFC 7692 7.2.3.4), which
-    ends zlib's stream. With context takeover the next message is then inflated by a
-    new stream primed with the window's content (RFC 7692 7.2.2): every byte inflated
-    since the first final block, else the last message's, at most 32 KiB. A reference
-    further back than that cannot be resolved and is 1007, never wrong or empty data.
+    ends zlib's stream; anything after that block but the start of an empty stored
+    block is 1007. With context takeover the next message is then inflated by a new
+    stream primed with the LZ77 window's content (RFC 7692 7.2.2): the last 32 KiB
+    inflated from the first message that ended with a final block on. A reference to
+    data inflated before that message cannot be resolved and is 1007, never wrong
+    or empty data.
     """
 
     __slots__ = ("_max_size", "_no_context_takeover", "_window", "_zlib")
@@ -246,7 +248,7 @@ class Inflater:
         if z.eof:
             self._stream_ended(z.unused_data, data)
         elif self._window is not None:
-            self._window = (self._window + data)[-_WINDOW:]
+            self._window = _slide(self._window, data)
         return data
 
     def _stream_ended(self, rest: bytes, data: bytes) -> None:
@@ -257,8 +259,14 @@ class Inflater:
             )
         if self._no_context_takeover:
             return  # the next message starts a new stream anyway
-        window = (self._window or b"") + data
-        self._window = window = window[-_WINDOW:]
+        self._window = window = _slide(self._window or b"", data)
         self._zlib = (
             zlib.decompressobj(-15, zdict=window) if window else zlib.decompressobj(-15)
         )
+
+
+def _slide(window: bytes, data: bytes) -> bytes:
+    """The window after ``data`` was inflated: its last 32 KiB."""
+    if len(data) >= _WINDOW:
+        return data[-_WINDOW:]
+    return (window + data)[-_WINDOW:]

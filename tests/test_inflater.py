@@ -8,6 +8,7 @@ context takeover the next message is inflated against the same LZ77 window.
 
 from __future__ import annotations
 
+import random
 import zlib
 
 import pytest
@@ -145,3 +146,15 @@ def test_message_without_a_final_block_keeps_the_stream() -> None:
     for _ in range(3):
         body = z.compress(HISTORY) + z.flush(zlib.Z_SYNC_FLUSH)
         assert inflater.inflate(body[:-4]) == HISTORY
+
+
+def test_window_after_a_large_message_is_its_last_32_kib() -> None:
+    """After a final block ending a 40 KiB message, references almost 32 KiB back resolve."""
+    inflater = Inflater(MAX, no_context_takeover=False)
+    large = random.Random(15).randbytes(40 * 1024)  # no repeats: references are far
+    assert inflater.inflate(finished(large)) == large
+    window = large[-32768:]
+    # zlib reaches back at most 32 KiB less 262 bytes.
+    second = flushed(window[300:1300], zdict=window)
+    assert len(second) < 100
+    assert inflater.inflate(second) == window[300:1300]
