@@ -200,17 +200,36 @@ class Compressor:
         return data or b"\x00"
 
 
-class Inflater:
-    """Decompresses incoming messages without inflating past ``max_size`` bytes."""
+_WINDOW: Final = 1 << 15  # the LZ77 window of a client's 15-bit DEFLATE stream
+# What may follow a final block (BFINAL set) once the tail is appended: the empty
+# stored block that RFC 7692 7.2.1 step 2 adds, whose 3 header bits either fit in
+# the final block's last octet (then only LEN/NLEN are left) or take one more
+# octet (7.2.3.4's example); or nothing, when the final block is that stored block.
+_AFTER_FINAL_BLOCK: Final = frozenset((b"", _TAIL, b"\x00" + _TAIL))
 
-    __slots__ = ("_max_size", "_no_context_takeover", "_zlib")
+
+class Inflater:
+    """Decompresses incoming messages without inflating past ``max_size`` bytes.
+
+    A message may end its DEFLATE data with a final block (RFC 7692 7.2.3.4), which
+    ends zlib's stream; anything after that block but the start of an empty stored
+    block is 1007. With context takeover the next message is then inflated by a new
+    stream primed with the LZ77 window's content (RFC 7692 7.2.2): the last 32 KiB
+    inflated from the first message that ended with a final block on. A reference to
+    data inflated before that message cannot be resolved and is 1007, never wrong
+    or empty data.
+    """
+
+    __slots__ = ("_max_size", "_no_context_takeover", "_window", "_zlib")
 
     def __init__(self, max_size: int, no_context_takeover: bool) -> None:
         self._max_size = max_size
         self._no_context_takeover = no_context_takeover
         self._zlib = zlib.decompressobj(-15)
+        # The window's content, kept only once a client has ended a stream.
+        self._window: bytes | None = None
 
-    def inflate(self, payload: bytes) -> bytes:
+    def inflate(self, payload: bytes | bytearray) -> bytes:
         """Return the message, or raise ProtocolError (1009 too big, 1007 corrupt)."""
         if self._no_context_takeover:
             self._zlib = zlib.decompressobj(-15)
@@ -226,4 +245,28 @@ class Inflater:
             raise ProtocolError(
                 CloseCode.MESSAGE_TOO_BIG, "message too big after inflating"
             )
+        if z.eof:
+            self._stream_ended(z.unused_data, data)
+        elif self._window is not None:
+            self._window = _slide(self._window, data)
         return data
+
+    def _stream_ended(self, rest: bytes, data: bytes) -> None:
+        """Check what follows a final block; start the next message's stream."""
+        if rest not in _AFTER_FINAL_BLOCK:
+            raise ProtocolError(
+                CloseCode.INVALID_PAYLOAD, "data after the final compressed block"
+            )
+        if self._no_context_takeover:
+            return  # the next message starts a new stream anyway
+        self._window = window = _slide(self._window or b"", data)
+        self._zlib = (
+            zlib.decompressobj(-15, zdict=window) if window else zlib.decompressobj(-15)
+        )
+
+
+def _slide(window: bytes, data: bytes) -> bytes:
+    """The window after ``data`` was inflated: its last 32 KiB."""
+    if len(data) >= _WINDOW:
+        return data[-_WINDOW:]
+    return (window + data)[-_WINDOW:]

@@ -8,6 +8,7 @@ prove the flag is ignored there.
 
 from __future__ import annotations
 
+import asyncio
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -344,4 +345,81 @@ async def test_zip_bomb_is_refused_without_inflating_it(serve: ServeFactory) -> 
     assert parse_close(frame.payload)[0] == 1009
     assert (await handler.next("close")).args[0] == 1009
     assert peak < 4 * 1024 * 1024
+    await raw.close()
+
+
+# -- malformed DEFLATE streams (RFC 7692 7.2.2, 7.2.3.4) -----------------------------
+
+RFC_HELLO_BFINAL = bytes.fromhex("f348cdc9c9070000")
+"""RFC 7692 7.2.3.4: "Hello" in a final block (BFINAL set), then the stored-block header."""
+
+
+def finished_message(data: bytes) -> bytes:
+    """``data`` as one DEFLATE stream ended with a final block and nothing after it."""
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return z.compress(data) + z.flush()
+
+
+@pytest.mark.parametrize(
+    "offer",
+    ["permessage-deflate", "permessage-deflate; client_no_context_takeover"],
+    ids=["context-takeover", "no-context-takeover"],
+)
+async def test_junk_after_the_final_deflate_block_closes_with_1007(
+    serve: ServeFactory, offer: str
+) -> None:
+    """A message with bytes after its final DEFLATE block closes with 1007, seen by the close hook."""
+    handler = Recorder(per_message_deflate=True)
+    served = await serve(handler)
+    raw = await connect(served.port, headers={"Sec-WebSocket-Extensions": offer})
+    await handler.next("open")
+    await raw.send(OP_TEXT, finished_message(b"Hello") + b"junk", rsv=4)
+    async with asyncio.timeout(10):
+        event = await handler.events.get()
+    assert (event.hook, event.args[0]) == ("close", 1007)  # and no message before
+    frame = await read_raw_frame(raw.reader)
+    assert frame.opcode == OP_CLOSE
+    assert parse_close(frame.payload) == (1007, event.args[1].encode())
+    await raw.close()
+
+
+async def test_message_after_a_final_deflate_block_is_delivered(
+    serve: ServeFactory,
+) -> None:
+    """With context takeover, messages after one that ended with a final block arrive intact, not empty."""
+    handler = Recorder(per_message_deflate=True)
+    served = await serve(handler)
+    raw = await connect(served.port, headers=OFFER)
+    assert (
+        "client_no_context_takeover"
+        not in raw.response.headers["Sec-WebSocket-Extensions"]
+    )
+    await raw.send(OP_TEXT, RFC_HELLO_BFINAL, rsv=4)
+    await raw.send(OP_TEXT, deflate_message(b"world"), rsv=4)
+    await raw.send(OP_TEXT, finished_message(TEXT.encode()), rsv=4)
+    await raw.send(OP_TEXT, deflate_message(TEXT.encode()), rsv=4)
+    received = [(await handler.next("message")).args[0] for _ in range(4)]
+    assert received == ["Hello", "world", TEXT, TEXT]
+    await raw.close()
+
+
+async def test_reference_to_a_lost_window_closes_with_1007(serve: ServeFactory) -> None:
+    """A message after a final block that refers to history the server no longer holds closes with 1007."""
+    handler = Recorder(per_message_deflate=True)
+    served = await serve(handler)
+    raw = await connect(served.port, headers=OFFER)
+    client = zlib.compressobj(6, zlib.DEFLATED, -15)
+    first = client.compress(TEXT.encode()) + client.flush(zlib.Z_SYNC_FLUSH)
+    await raw.send(OP_TEXT, first[:-4], rsv=4)
+    await raw.send(OP_TEXT, finished_message(b"x"), rsv=4)
+    z = zlib.compressobj(6, zlib.DEFLATED, -15, zdict=TEXT.encode() + b"x")
+    await raw.send(
+        OP_TEXT, (z.compress(TEXT.encode()) + z.flush(zlib.Z_SYNC_FLUSH))[:-4], rsv=4
+    )
+    assert [(await handler.next("message")).args[0] for _ in range(2)] == [TEXT, "x"]
+    async with asyncio.timeout(10):
+        event = await handler.events.get()
+    assert (event.hook, event.args[0]) == ("close", 1007)  # and no third message
+    frame = await read_raw_frame(raw.reader)
+    assert parse_close(frame.payload) == (1007, event.args[1].encode())
     await raw.close()

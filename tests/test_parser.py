@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+import tracemalloc
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from aiohttp_upgrade._compat import compiled_mask
+from aiohttp_upgrade.deflate import Inflater
 from aiohttp_upgrade.errors import ProtocolError
 from aiohttp_upgrade.parser import FrameParser, is_valid_close_code, unmask
 
@@ -56,10 +63,16 @@ def parse(*frames: bytes, max_size: int = MAX) -> list[Event]:
     return sink.events
 
 
-def parse_chunks(chunks: Iterable[bytes], max_size: int = MAX) -> list[Event]:
-    """Feed each chunk as a separate read; return what the sink saw."""
+def parse_chunks(
+    chunks: Iterable[bytes], max_size: int = MAX, deflate: bool = False
+) -> list[Event]:
+    """Feed each chunk as a separate read; return what the sink saw.
+
+    With ``deflate`` the parser inflates RSV1 messages, with context takeover.
+    """
     sink = Sink()
-    parser = FrameParser(sink, max_size)
+    inflater = Inflater(max_size, no_context_takeover=False) if deflate else None
+    parser = FrameParser(sink, max_size, inflater)
     for chunk in chunks:
         parser.feed(chunk)
     return sink.events
@@ -158,6 +171,87 @@ def test_big_frame_tail_and_next_frame_in_one_read() -> None:
         [data[:50_000], data[50_000:] + frame(OP_PING, b"p")], max_size=len(payload)
     )
     assert events == [("message", payload), ("ping", b"p")]
+
+
+@pytest.mark.parametrize(
+    ("opcode", "read_size"),
+    [(OP_BINARY, 1), (OP_BINARY, 2), (OP_BINARY, 7), (OP_TEXT, 3)],
+    ids=[
+        "binary-1-byte-reads",
+        "binary-2-byte-reads",
+        "binary-7-byte-reads",
+        "text-3-byte-reads",
+    ],
+)
+def test_incomplete_frame_costs_about_its_size_in_memory(
+    opcode: int, read_size: int
+) -> None:
+    """A 256 KiB frame arriving in tiny reads holds under 1.5 times its size until its last byte."""
+    size = 256 * 1024
+    payload = b"w" * size
+    data = frame(opcode, payload)
+    sink = Sink()
+    parser = FrameParser(sink, size)
+    last = len(data) - 1
+    tracemalloc.start()
+    try:
+        for i in range(0, last, read_size):
+            parser.feed(data[i : min(i + read_size, last)])
+        retained, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sink.events == []
+    parser.feed(data[last:])
+    assert sink.events == [("message", payload if opcode == OP_BINARY else "w" * size)]
+    assert retained < 1.5 * size, f"{retained / size:.1f} bytes per payload byte"
+
+
+class MemorySink(Sink):
+    """A sink that notes the traced memory in use when each message arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_use: list[int] = []
+
+    def on_message(self, message: str | bytes) -> None:
+        self.in_use.append(tracemalloc.get_traced_memory()[0])
+        super().on_message(message)
+
+
+@pytest.mark.parametrize(
+    ("fragments", "bound"),
+    [(1, 1.25), (4, 1.5)],
+    ids=["one-frame", "four-fragments-last-one-still-held"],
+)
+def test_binary_message_from_many_reads_is_held_once_when_delivered(
+    fragments: int, bound: float
+) -> None:
+    """When a 1 MiB binary message that came in 64 KiB reads is delivered, the parser holds no copy of it besides the message."""
+    assert compiled_mask is not None
+    size = 1024 * 1024
+    part = size // fragments
+    data = b"".join(
+        frame(
+            OP_BINARY if i == 0 else OP_CONTINUATION,
+            bytes([i]) * part,
+            fin=i == fragments - 1,
+        )
+        for i in range(fragments)
+    )
+    sink = MemorySink()
+    parser = FrameParser(sink, size, mask=compiled_mask)
+    tracemalloc.start()
+    try:
+        for i in range(0, len(data), 65536):
+            parser.feed(data[i : i + 65536])
+    finally:
+        tracemalloc.stop()
+    assert sink.events == [
+        ("message", b"".join(bytes([i]) * part for i in range(fragments)))
+    ]
+    assert sink.in_use[0] < bound * size, (
+        f"{sink.in_use[0] / size:.2f} times the message"
+    )
 
 
 # -- fragmentation ---------------------------------------------------------------------
@@ -497,7 +591,6 @@ def test_length_with_top_bit_set_is_error_1002() -> None:
 @pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 125, 4096, 65537], ids=str)
 def test_pure_python_mask_matches_the_compiled_one(size: int) -> None:
     """The pure-Python XOR used without aiohttp's compiled helper unmasks identically."""
-    from aiohttp_upgrade._compat import compiled_mask
     from aiohttp_upgrade.parser import xor_mask
 
     assert compiled_mask is not None
@@ -551,3 +644,101 @@ def test_valid_text_trickling_in_is_delivered_whole(read_size: int) -> None:
         OP_CONTINUATION, text[50:].encode()
     )
     assert parse_chunks(split(data, read_size)) == [("message", text)]
+
+
+# -- any split of the input ------------------------------------------------------------
+
+
+def deflated(data: bytes, compressor: Any) -> bytes:
+    """One permessage-deflate message body from a context-takeover ``compressor``."""
+    body: bytes = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return body[:-4]
+
+
+@st.composite
+def valid_streams(draw: st.DrawFn) -> tuple[bytes, list[Event]]:
+    """Valid client frames (plain, fragmented, compressed, control) and the events due."""
+    compressor = zlib.compressobj(wbits=-15)
+    stream: list[bytes] = []
+    expected: list[Event] = []
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["text", "binary", "ping", "pong"]))
+        if kind in ("ping", "pong"):
+            data = draw(st.binary(max_size=125))
+            stream.append(frame(OP_PING if kind == "ping" else OP_PONG, data))
+            expected.append((kind, data))
+            continue
+        message: str | bytes = (
+            draw(st.text(max_size=300))
+            if kind == "text"
+            else draw(st.binary(max_size=300))
+        )
+        raw = message.encode() if isinstance(message, str) else message
+        compress = draw(st.booleans())
+        body = deflated(raw, compressor) if compress else raw
+        cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=3)))
+        parts = [body[a:b] for a, b in itertools.pairwise([0, *cuts, len(body)])]
+        for i, part in enumerate(parts):
+            stream.append(
+                frame(
+                    (OP_TEXT if kind == "text" else OP_BINARY)
+                    if i == 0
+                    else OP_CONTINUATION,
+                    part,
+                    fin=i == len(parts) - 1,
+                    rsv=4 if compress and i == 0 else 0,
+                )
+            )
+        expected.append(("message", message))
+    if draw(st.booleans()):
+        stream.append(frame(OP_CLOSE, close_payload(1000, "bye")))
+        expected.append(("close", (1000, "bye")))
+    return b"".join(stream), expected
+
+
+def cut(data: bytes, cuts: list[int]) -> list[bytes]:
+    """``data`` cut at the given offsets (modulo its length)."""
+    points = sorted({0, len(data), *(c % (len(data) or 1) for c in cuts)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=valid_streams(), cuts=st.lists(st.integers(0, 10_000), max_size=40))
+def test_any_split_of_a_valid_stream_gives_the_same_events(
+    stream: tuple[bytes, list[Event]], cuts: list[int]
+) -> None:
+    """Valid frames cut into reads anywhere give the events of one whole read."""
+    data, expected = stream
+    assert parse_chunks([data], deflate=True) == expected
+    assert parse_chunks(cut(data, cuts), deflate=True) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.one_of(
+            st.builds(
+                frame,
+                st.sampled_from(
+                    [OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING]
+                ),
+                st.one_of(
+                    st.binary(max_size=200), st.text(max_size=40).map(str.encode)
+                ),
+                fin=st.booleans(),
+                rsv=st.sampled_from([0, 0, 4]),
+            ),
+            st.binary(max_size=20),
+        ),
+        max_size=8,
+    ),
+    cuts=st.lists(st.integers(0, 10_000), max_size=40),
+)
+def test_any_split_of_any_input_gives_the_same_events(
+    pieces: list[bytes], cuts: list[int]
+) -> None:
+    """Any bytes, valid or not, cut into reads anywhere give the events of one whole read."""
+    data = b"".join(pieces)
+    assert parse_chunks(cut(data, cuts), deflate=True) == parse_chunks(
+        [data], deflate=True
+    )
