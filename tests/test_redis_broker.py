@@ -377,7 +377,7 @@ async def test_the_reader_survives_an_unexpected_exception(
     _, far_broker, far_url = await node(channel_prefix="crash-reader:")
     far = await connect_ws(far_url)
     await wait_subscribed(redis, "crash-reader:room", 1)
-    real = far_broker._on_reply
+    real = far_broker._reader.on_reply
     calls: list[Any] = []
 
     def fail_once(reply: Any) -> None:
@@ -386,7 +386,7 @@ async def test_the_reader_survives_an_unexpected_exception(
             raise RuntimeError("injected reader fault")
         real(reply)
 
-    monkeypatch.setattr(far_broker, "_on_reply", fail_once)
+    monkeypatch.setattr(far_broker._reader, "on_reply", fail_once)
     server.publish(TOPIC, "lost")  # at most once: the failing reply is not retried
     await wait_until(lambda: far_broker.task_failures == 1, what="a reader failure")
     await wait_until(lambda: far_broker.connected, what="the reader to reconnect")
@@ -396,8 +396,11 @@ async def test_the_reader_survives_an_unexpected_exception(
 
 
 @pytest.mark.parametrize(
-    ("task", "method"),
-    [("heartbeat", "_ping_reader"), ("watchdog", "_check_stalls")],
+    ("task", "part", "method"),
+    [
+        ("heartbeat", lambda broker: broker._reader, "ping"),
+        ("watchdog", lambda broker: broker._watchdog, "check_stalls"),
+    ],
     ids=["heartbeat", "watchdog"],
 )
 async def test_a_timer_task_restarts_after_an_unexpected_exception(
@@ -405,6 +408,7 @@ async def test_a_timer_task_restarts_after_an_unexpected_exception(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
     task: str,
+    part: Callable[[RedisBroker], object],
     method: str,
 ) -> None:
     """The heartbeat and the watchdog, failing once, are logged once, counted and
@@ -413,7 +417,8 @@ async def test_a_timer_task_restarts_after_an_unexpected_exception(
     _, broker, _ = await node(
         channel_prefix=f"crash-{task}:", heartbeat_interval=0.05, stall_timeout=0.2
     )
-    real = getattr(broker, method)
+    target = part(broker)
+    real = getattr(target, method)
     calls: list[int] = []
 
     def fail_once() -> Any:
@@ -422,7 +427,7 @@ async def test_a_timer_task_restarts_after_an_unexpected_exception(
             raise RuntimeError(f"injected {task} fault")
         return real()
 
-    monkeypatch.setattr(broker, method, fail_once)
+    monkeypatch.setattr(target, method, fail_once)
     await wait_until(lambda: len(calls) >= 3, what=f"the {task} to run again")
     assert broker.task_failures == 1
     assert len(task_failure_logs(caplog, task)) == 1
@@ -446,7 +451,7 @@ async def test_a_persistent_fault_restarts_with_backoff(
         times.append(loop.time())
         raise RuntimeError("injected persistent fault")
 
-    monkeypatch.setattr(broker, "_check_stalls", always_fail)
+    monkeypatch.setattr(broker._watchdog, "check_stalls", always_fail)
     await wait_until(lambda: len(times) >= 5, what="five failures")
     assert broker.task_failures >= 5
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
