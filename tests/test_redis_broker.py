@@ -19,6 +19,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aiohttp_upgrade import (
     BrokerUnavailableError,
@@ -26,6 +28,7 @@ from aiohttp_upgrade import (
     ServerWebSocket,
     WebSocketHandler,
 )
+from aiohttp_upgrade._redis import _compat
 from aiohttp_upgrade.redis_broker import RedisBroker
 
 from .conftest import ConnectWs, upgrade_with_data
@@ -635,3 +638,60 @@ async def test_first_cluster_count_after_a_redis_restart_is_right(
 
 async def counted(server: Server[str], expected: int) -> bool:
     return await server.cluster_subscriber_count(TOPIC) == expected
+
+
+# -- the redis-py internals the broker relies on (aiohttp_upgrade._redis._compat) --
+
+
+@pytest.fixture
+async def dedicated(
+    redis: RedisProcess, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Redis, AbstractConnection]]:
+    """A client of the test Redis (RESP ``request.param``, default 2) and one
+    connected connection from its pool."""
+    client = Redis.from_url(redis.url, protocol=getattr(request, "param", 2))
+    pool = client.connection_pool
+    connection: AbstractConnection = pool.get_available_connection()  # type: ignore[no-untyped-call]
+    await connection.connect()  # type: ignore[no-untyped-call]
+    yield client, connection
+    await connection.disconnect(nowait=True)
+    await pool.release(connection)
+    await client.aclose()
+
+
+async def test_compat_abort_ends_a_redis_py_connection_at_once(
+    dedicated: tuple[Redis, AbstractConnection],
+) -> None:
+    """_compat.abort still finds the socket of this redis-py's connection and
+    closes it: a task reading from it sees the end."""
+    _, connection = dedicated
+    assert _compat.abort(connection)
+    with pytest.raises(RedisConnectionError):
+        async with asyncio.timeout(TIMEOUT):
+            await connection.read_response()
+    assert not _compat.abort(None)
+
+
+@pytest.mark.parametrize("dedicated", [2, 3], ids=["resp2", "resp3"], indirect=True)
+async def test_compat_push_messages_reach_read_response(
+    dedicated: tuple[Redis, AbstractConnection],
+) -> None:
+    """After _compat.return_push_messages, a message published to a channel the
+    connection subscribed is returned by read_response (RESP2 and RESP3)."""
+    client, connection = dedicated
+    _compat.return_push_messages(connection)
+    await connection.send_command("SUBSCRIBE", "compat")
+    async with asyncio.timeout(TIMEOUT):
+        confirmation = await connection.read_response(push_request=True)
+        assert confirmation[0] == b"subscribe"
+        await client.publish("compat", b"hi")
+        message = await connection.read_response(push_request=True)
+    assert list(message) == [b"message", b"compat", b"hi"]
+
+
+def test_compat_finds_the_push_handler_of_this_redis_py() -> None:
+    """The parser of this redis-py's asyncio connection still has the push
+    handler that _compat.return_push_messages sets (the private attribute it
+    reads is still there)."""
+    connection = Redis().connection_pool.make_connection()  # type: ignore[no-untyped-call]
+    assert _compat.return_push_messages(connection)

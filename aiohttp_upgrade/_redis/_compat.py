@@ -47,7 +47,8 @@ def return_push_messages(connection: AbstractConnection) -> bool:
     redis-py's own ``PubSub`` does.
 
     Sets the push handler of ``connection._parser`` (redis-py 8.1.0, the same
-    call its ``PubSub`` makes). Falls back to nothing (returns False) when the
+    call its ``PubSub`` makes; 8.1.0 also returns them without it, which the
+    broker does not rely on). Falls back to nothing (returns False) when the
     parser has no push handler: RESP2 parsers return messages as replies.
     """
     try:

@@ -13,9 +13,11 @@ import logging
 from typing import Any, Final
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ..errors import BrokerUnavailableError
-from ._config import EXPIRY_HEARTBEATS, Config, Session
+from ._config import COUNT_TIMEOUT, EXPIRY_HEARTBEATS, Config, Session, describe
+from ._link import EXPECTED
 
 __all__ = ["PROBE_MEMBERS", "PROBE_REGISTERED", "Command", "Counts"]
 
@@ -163,6 +165,33 @@ class Counts:
             len(self.expected),
             window,
         )
+
+    async def query(self, client: Redis, field: bytes) -> int:
+        """The other processes' counts of ``field``, once this process is
+        registered (within ``COUNT_TIMEOUT``); retries once a pooled connection
+        that Redis closed.
+
+        Raises:
+            BrokerUnavailableError: Redis could not be asked, or it lost the
+                counts and a process seen before has not registered again yet.
+        """
+        try:
+            async with asyncio.timeout(COUNT_TIMEOUT):
+                await self.registered.wait()
+                try:
+                    return await self.remote_count(client, field)
+                except RedisConnectionError:
+                    # Most likely a pooled connection that Redis closed when it
+                    # restarted: redis-py drops it, and the retry connects anew.
+                    return await self.remote_count(client, field)
+        except BrokerUnavailableError:
+            raise
+        except TimeoutError as exc:
+            raise BrokerUnavailableError(
+                f"Redis did not answer within {COUNT_TIMEOUT:g} s"
+            ) from exc
+        except EXPECTED as exc:
+            raise BrokerUnavailableError(f"Redis unreachable: {describe(exc)}") from exc
 
     async def remote_count(self, client: Redis, field: bytes) -> int:
         """The other processes' counts of ``field``; forgets processes that died.

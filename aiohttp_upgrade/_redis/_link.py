@@ -8,19 +8,39 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from . import _compat
-from ._config import Counters, Session, Wakeup, describe
+from ._config import STARTUP_TIMEOUT, Counters, Session, Wakeup, describe
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from ._counts import Counts
 
-__all__ = ["Link", "Outage"]
+__all__ = ["EXPECTED", "Link", "Outage", "new_client"]
 
 logger = logging.getLogger("aiohttp_upgrade")
+
+# Connection failures are expected (logged once per outage); anything else that
+# a task raises is a bug, for its supervisor.
+EXPECTED = (RedisError, OSError)
+
+
+def new_client(url: str) -> Redis:
+    """A client for ``url`` as the broker needs it (the broker closes it)."""
+    # No hidden retries: a retried pipeline could deliver twice, and the
+    # broker has its own backoff. No socket timeout either: it costs a
+    # timer per read and a task per write, and the heartbeats detect a
+    # Redis that stopped answering.
+    return Redis.from_url(
+        url,
+        retry=Retry(NoBackoff(), 0),
+        socket_connect_timeout=STARTUP_TIMEOUT,
+        socket_timeout=None,
+    )
 
 
 class Link:

@@ -8,20 +8,15 @@ import math
 from typing import Any, Final
 
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError
 
 from ..envelope import MalformedEnvelope, decode_envelope
 from . import _compat
 from ._config import SUBSCRIBE_CHUNK, Config, Counters, Session, Wakeup
-from ._link import Link, Outage
+from ._link import EXPECTED, Link, Outage
 
-__all__ = ["EXPECTED", "Reader"]
+__all__ = ["Reader"]
 
 logger = logging.getLogger("aiohttp_upgrade")
-
-# Connection failures are expected (logged once per outage); anything else that
-# a task raises is a bug, for its supervisor.
-EXPECTED = (RedisError, OSError)
 
 _MESSAGE: Final = b"message"
 

@@ -19,8 +19,8 @@ from redis.exceptions import ResponseError
 from ..envelope import Message, pack_envelopes
 from ._config import Config, Counters, Session, Wakeup
 from ._counts import Command, Counts
-from ._link import Link, Outage
-from ._reader import EXPECTED, Reader
+from ._link import EXPECTED, Link, Outage
+from ._reader import Reader
 
 __all__ = ["Writer"]
 
