@@ -31,6 +31,9 @@ killed without cleanup stops counting at most ``3 * heartbeat_interval`` (15 s
 by default) after its last heartbeat. When Redis loses the counts (restarted
 empty), the processes seen before must register again: until they have (or
 until they count as dead), ``cluster_count`` raises rather than undercount.
+
+``RedisBroker`` composes the parts in the private package
+``aiohttp_upgrade._redis``, one concern per module (see its docstring).
 """
 
 from __future__ import annotations
