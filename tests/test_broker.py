@@ -7,10 +7,12 @@ sockets and no transport.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,6 +34,11 @@ from aiohttp_upgrade.broker import BrokerHost
 from .conftest import ConnectWs, upgrade_with_data
 
 TIMEOUT = 10
+PACKAGE = Path(__file__).resolve().parent.parent / "aiohttp_upgrade"
+REDIS_MODULES = [
+    PACKAGE / "redis_broker.py",
+    *sorted((PACKAGE / "_redis").glob("*.py")),
+]
 
 
 class RecordingBroker(Broker):
@@ -441,3 +448,31 @@ def test_redis_broker_drops_and_counts_while_not_connected() -> None:
         broker.publish("room", 1, b"x", False)
     assert broker.dropped == 3
     assert broker.published == 0
+
+
+def test_redis_broker_modules_touch_no_private_member_outside_compat() -> None:
+    """RedisBroker's modules read no private member of another object (ruff's
+    SLF001), except the _compat module that isolates redis-py's internals."""
+    ruff = Path(sys.executable).parent / "ruff"
+    checked = [path for path in REDIS_MODULES if path.name != "_compat.py"]
+    result = subprocess.run(
+        [ruff, "check", "--no-cache", "--select", "SLF001", *checked],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("path", REDIS_MODULES, ids=lambda path: path.name)
+def test_redis_broker_modules_stay_small(path: Path) -> None:
+    """Each of RedisBroker's modules is at most 400 lines, each function at most
+    60, and none picks an attribute by name with getattr/setattr outside _compat."""
+    source = path.read_text()
+    assert len(source.splitlines()) <= 400
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            assert node.end_lineno is not None
+            assert node.end_lineno - node.lineno < 60, node.name
+        if path.name != "_compat.py" and isinstance(node, ast.Name):
+            assert node.id not in {"getattr", "setattr"}, node.lineno

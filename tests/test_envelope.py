@@ -11,37 +11,76 @@ from hypothesis import strategies as st
 
 from aiohttp_upgrade.envelope import (
     HEADER_SIZE,
+    RECORD_HEADER_SIZE,
     MalformedEnvelope,
+    Message,
+    Record,
     decode_envelope,
+    encode_envelope,
     envelope_header,
     new_origin,
-    record_header,
+    pack_envelopes,
 )
+from aiohttp_upgrade.frames import OP_BINARY, OP_TEXT
 
 ORIGIN = b"\x01\x02\x03\x04\x05\x06\x07\x08"
 
-
-def encode(origin: bytes, records: list[tuple[int, bytes, bool]]) -> bytes:
-    parts = [envelope_header(origin)]
-    for opcode, payload, compress in records:
-        parts += [record_header(opcode, len(payload), compress), payload]
-    return b"".join(parts)
-
-
-records_strategy = st.lists(
-    st.one_of(
-        st.tuples(st.just(1), st.text().map(str.encode), st.booleans()),
-        st.tuples(st.just(2), st.binary(), st.booleans()),
+record_strategy = st.one_of(
+    st.tuples(st.just(OP_TEXT), st.text().map(str.encode), st.booleans()),
+    st.tuples(st.just(OP_BINARY), st.binary(), st.booleans()),
+)
+records_strategy = st.lists(record_strategy, min_size=1, max_size=8)
+messages_strategy = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "\u00e9"]), record_strategy).map(
+        lambda pair: (pair[0], *pair[1])
     ),
-    min_size=1,
-    max_size=8,
+    max_size=20,
 )
 
 
 @given(records_strategy)
-def test_records_round_trip(records: list[tuple[int, bytes, bool]]) -> None:
+def test_records_round_trip(records: list[Record]) -> None:
     """Any sequence of text and binary records decodes to exactly what was encoded."""
-    assert decode_envelope(encode(ORIGIN, records)) == (ORIGIN, records)
+    assert decode_envelope(encode_envelope(ORIGIN, records)) == (ORIGIN, records)
+
+
+@given(messages_strategy, st.integers(1, 64))
+def test_packed_envelopes_round_trip(messages: list[Message], max_bytes: int) -> None:
+    """Packed envelopes decode, in order, to every message with its topic, from
+    the sender's origin, and report the payload bytes packed."""
+    envelopes, total = pack_envelopes(envelope_header(ORIGIN), messages, max_bytes)
+    unpacked: list[Message] = []
+    for topic, envelope in envelopes:
+        origin, records = decode_envelope(envelope)
+        assert origin == ORIGIN
+        unpacked += [(topic, *record) for record in records]
+    assert unpacked == messages
+    assert total == sum(len(message[2]) for message in messages)
+
+
+@given(messages_strategy, st.integers(1, 64))
+def test_packed_envelopes_keep_to_the_size_limit(
+    messages: list[Message], max_bytes: int
+) -> None:
+    """An envelope of several messages is cut before a payload that would take
+    it past ``max_bytes`` (its last record header aside); one message may be larger."""
+    envelopes, _ = pack_envelopes(envelope_header(ORIGIN), messages, max_bytes)
+    for _, envelope in envelopes:
+        if len(decode_envelope(envelope)[1]) > 1:
+            assert len(envelope) - RECORD_HEADER_SIZE <= max_bytes
+
+
+@given(messages_strategy)
+def test_one_envelope_per_run_of_a_topic(messages: list[Message]) -> None:
+    """Without a size limit in the way, each run of consecutive messages to one
+    topic travels in exactly one envelope."""
+    envelopes, _ = pack_envelopes(envelope_header(ORIGIN), messages, 1 << 30)
+    runs = [
+        topic
+        for index, (topic, *_) in enumerate(messages)
+        if index == 0 or messages[index - 1][0] != topic
+    ]
+    assert [topic for topic, _ in envelopes] == runs
 
 
 @given(st.binary(max_size=64))
@@ -52,15 +91,13 @@ def test_arbitrary_bytes_never_raise_anything_but_malformed(data: bytes) -> None
 
 
 @given(records_strategy, st.data())
-def test_any_truncation_is_rejected(
-    records: list[tuple[int, bytes, bool]], data: st.DataObject
-) -> None:
+def test_any_truncation_is_rejected(records: list[Record], data: st.DataObject) -> None:
     """An envelope cut anywhere inside a record is rejected as a whole."""
-    whole = encode(ORIGIN, records)
+    whole = encode_envelope(ORIGIN, records)
     boundaries = set()
     position = HEADER_SIZE
     for _, payload, _ in records:
-        position += 5 + len(payload)
+        position += RECORD_HEADER_SIZE + len(payload)
         boundaries.add(position)
     cut = data.draw(st.integers(0, len(whole) - 1))
     if cut in boundaries:
@@ -106,8 +143,8 @@ def test_malformed_envelopes_are_rejected(data: bytes) -> None:
 
 def test_compress_flag_and_opcode_survive() -> None:
     """The compress request and the opcode of each record are kept apart."""
-    records = [(1, b"t", True), (2, b"b", False), (2, b"", True)]
-    assert decode_envelope(encode(ORIGIN, records))[1] == records
+    records = [(OP_TEXT, b"t", True), (OP_BINARY, b"b", False), (OP_BINARY, b"", True)]
+    assert decode_envelope(encode_envelope(ORIGIN, records))[1] == records
 
 
 def test_origins_are_random_and_sized() -> None:

@@ -19,6 +19,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aiohttp_upgrade import (
     BrokerUnavailableError,
@@ -26,6 +28,7 @@ from aiohttp_upgrade import (
     ServerWebSocket,
     WebSocketHandler,
 )
+from aiohttp_upgrade._redis import _compat
 from aiohttp_upgrade.redis_broker import RedisBroker
 
 from .conftest import ConnectWs, upgrade_with_data
@@ -377,7 +380,7 @@ async def test_the_reader_survives_an_unexpected_exception(
     _, far_broker, far_url = await node(channel_prefix="crash-reader:")
     far = await connect_ws(far_url)
     await wait_subscribed(redis, "crash-reader:room", 1)
-    real = far_broker._on_reply
+    real = far_broker._reader.on_reply
     calls: list[Any] = []
 
     def fail_once(reply: Any) -> None:
@@ -386,7 +389,7 @@ async def test_the_reader_survives_an_unexpected_exception(
             raise RuntimeError("injected reader fault")
         real(reply)
 
-    monkeypatch.setattr(far_broker, "_on_reply", fail_once)
+    monkeypatch.setattr(far_broker._reader, "on_reply", fail_once)
     server.publish(TOPIC, "lost")  # at most once: the failing reply is not retried
     await wait_until(lambda: far_broker.task_failures == 1, what="a reader failure")
     await wait_until(lambda: far_broker.connected, what="the reader to reconnect")
@@ -396,8 +399,11 @@ async def test_the_reader_survives_an_unexpected_exception(
 
 
 @pytest.mark.parametrize(
-    ("task", "method"),
-    [("heartbeat", "_ping_reader"), ("watchdog", "_check_stalls")],
+    ("task", "part", "method"),
+    [
+        ("heartbeat", lambda broker: broker._reader, "ping"),
+        ("watchdog", lambda broker: broker._watchdog, "check_stalls"),
+    ],
     ids=["heartbeat", "watchdog"],
 )
 async def test_a_timer_task_restarts_after_an_unexpected_exception(
@@ -405,6 +411,7 @@ async def test_a_timer_task_restarts_after_an_unexpected_exception(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
     task: str,
+    part: Callable[[RedisBroker], object],
     method: str,
 ) -> None:
     """The heartbeat and the watchdog, failing once, are logged once, counted and
@@ -413,7 +420,8 @@ async def test_a_timer_task_restarts_after_an_unexpected_exception(
     _, broker, _ = await node(
         channel_prefix=f"crash-{task}:", heartbeat_interval=0.05, stall_timeout=0.2
     )
-    real = getattr(broker, method)
+    target = part(broker)
+    real = getattr(target, method)
     calls: list[int] = []
 
     def fail_once() -> Any:
@@ -422,7 +430,7 @@ async def test_a_timer_task_restarts_after_an_unexpected_exception(
             raise RuntimeError(f"injected {task} fault")
         return real()
 
-    monkeypatch.setattr(broker, method, fail_once)
+    monkeypatch.setattr(target, method, fail_once)
     await wait_until(lambda: len(calls) >= 3, what=f"the {task} to run again")
     assert broker.task_failures == 1
     assert len(task_failure_logs(caplog, task)) == 1
@@ -446,7 +454,7 @@ async def test_a_persistent_fault_restarts_with_backoff(
         times.append(loop.time())
         raise RuntimeError("injected persistent fault")
 
-    monkeypatch.setattr(broker, "_check_stalls", always_fail)
+    monkeypatch.setattr(broker._watchdog, "check_stalls", always_fail)
     await wait_until(lambda: len(times) >= 5, what="five failures")
     assert broker.task_failures >= 5
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
@@ -630,3 +638,60 @@ async def test_first_cluster_count_after_a_redis_restart_is_right(
 
 async def counted(server: Server[str], expected: int) -> bool:
     return await server.cluster_subscriber_count(TOPIC) == expected
+
+
+# -- the redis-py internals the broker relies on (aiohttp_upgrade._redis._compat) --
+
+
+@pytest.fixture
+async def dedicated(
+    redis: RedisProcess, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Redis, AbstractConnection]]:
+    """A client of the test Redis (RESP ``request.param``, default 2) and one
+    connected connection from its pool."""
+    client = Redis.from_url(redis.url, protocol=getattr(request, "param", 2))
+    pool = client.connection_pool
+    connection: AbstractConnection = pool.get_available_connection()  # type: ignore[no-untyped-call]
+    await connection.connect()  # type: ignore[no-untyped-call]
+    yield client, connection
+    await connection.disconnect(nowait=True)
+    await pool.release(connection)
+    await client.aclose()
+
+
+async def test_compat_abort_ends_a_redis_py_connection_at_once(
+    dedicated: tuple[Redis, AbstractConnection],
+) -> None:
+    """_compat.abort still finds the socket of this redis-py's connection and
+    closes it: a task reading from it sees the end."""
+    _, connection = dedicated
+    assert _compat.abort(connection)
+    with pytest.raises(RedisConnectionError):
+        async with asyncio.timeout(TIMEOUT):
+            await connection.read_response()
+    assert not _compat.abort(None)
+
+
+@pytest.mark.parametrize("dedicated", [2, 3], ids=["resp2", "resp3"], indirect=True)
+async def test_compat_push_messages_reach_read_response(
+    dedicated: tuple[Redis, AbstractConnection],
+) -> None:
+    """After _compat.return_push_messages, a message published to a channel the
+    connection subscribed is returned by read_response (RESP2 and RESP3)."""
+    client, connection = dedicated
+    _compat.return_push_messages(connection)
+    await connection.send_command("SUBSCRIBE", "compat")
+    async with asyncio.timeout(TIMEOUT):
+        confirmation = await connection.read_response(push_request=True)
+        assert confirmation[0] == b"subscribe"
+        await client.publish("compat", b"hi")
+        message = await connection.read_response(push_request=True)
+    assert list(message) == [b"message", b"compat", b"hi"]
+
+
+def test_compat_finds_the_push_handler_of_this_redis_py() -> None:
+    """The parser of this redis-py's asyncio connection still has the push
+    handler that _compat.return_push_messages sets (the private attribute it
+    reads is still there)."""
+    connection = Redis().connection_pool.make_connection()  # type: ignore[no-untyped-call]
+    assert _compat.return_push_messages(connection)
