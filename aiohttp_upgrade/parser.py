@@ -47,6 +47,10 @@ class FrameSink(Protocol):
     def on_protocol_error(self, error: ProtocolError) -> None: ...
 
 
+def _skip(data: str | bytes, /) -> None:
+    pass
+
+
 def xor_mask(key: bytes, data: bytearray) -> None:
     """XOR ``data`` in place with ``key`` repeated (RFC 6455 5.3), in pure Python.
 
@@ -99,11 +103,11 @@ class FrameParser:
         inflater: Inflater | None = None,
         mask: Mask = xor_mask,
     ) -> None:
-        self._on_message = sink.on_message
-        self._on_ping = sink.on_ping
-        self._on_pong = sink.on_pong
-        self._on_close = sink.on_close
-        self._on_error = sink.on_protocol_error
+        self._on_message: Callable[[str | bytes], None] = sink.on_message
+        self._on_ping: Callable[[bytes], None] = sink.on_ping
+        self._on_pong: Callable[[bytes], None] = sink.on_pong
+        self._on_close: Callable[[int, str], None] = sink.on_close
+        self._on_error: Callable[[ProtocolError], None] = sink.on_protocol_error
         self._max_size = max_size
         self._mask = mask
         self._inflater = inflater
@@ -136,6 +140,25 @@ class FrameParser:
         self._partial = bytearray()
         self._probe = None
         self._frag_buffer = bytearray()
+
+    def await_close(self, closed: Callable[[], None]) -> None:
+        """From now on skip every frame but the peer's Close, and call ``closed()``
+        on it or on a protocol error instead of telling the sink.
+
+        For a connection we closed on a transport that cannot half-close (TLS):
+        it must stay open until the peer answers our Close (RFC 6455 7.1.1).
+        """
+
+        def close_frame(code: int, reason: str) -> None:
+            closed()
+
+        def error(error: ProtocolError) -> None:
+            closed()
+
+        self._on_message = _skip
+        self._on_ping = self._on_pong = _skip
+        self._on_close = close_frame
+        self._on_error = error
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; report complete frames to the sink."""

@@ -120,6 +120,13 @@ def _abort_transport(transport: asyncio.Transport) -> None:
         logger.warning("aborting a connection failed", exc_info=exc)
 
 
+def _can_half_close(transport: asyncio.Transport) -> bool:
+    try:
+        return transport.can_write_eof()
+    except Exception:  # a transport already torn down: nothing to wait for
+        return True
+
+
 def _control_payload(data: bytes | bytearray | memoryview | str) -> bytes:
     payload = data.encode() if isinstance(data, str) else bytes(data)
     if len(payload) > MAX_CONTROL_PAYLOAD:
@@ -433,15 +440,27 @@ class ServerWebSocket(Generic[DataT]):
     def _is_open(self) -> bool:
         return self.ready_state is _OPEN
 
-    def _close(self, code: int, reason: str, end: Callable[[], None]) -> None:
+    def _close(
+        self,
+        code: int,
+        reason: str,
+        end: Callable[[], None],
+        *,
+        await_peer_close: bool = False,
+    ) -> None:
         """OPEN -> CLOSED: no more input, no more data sent, out of the registry;
         ``end()`` then deals with the transport, and the ``close`` hook is
-        dispatched whatever either raised (the close path is total)."""
+        dispatched whatever either raised (the close path is total). With
+        ``await_peer_close`` input is still parsed, for the client's Close only."""
         self.ready_state = _CLOSED
         self._close_code = code
         self._close_reason = reason
         try:
-            self._conn.parser.stop()
+            parser = self._conn.parser
+            if await_peer_close:
+                parser.await_close(self._peer_answered_close)
+            else:
+                parser.stop()
             self._outbox.close()
             try:
                 self._ctx.forget(self)
@@ -473,9 +492,28 @@ class ServerWebSocket(Generic[DataT]):
         websockets does: a socket closed with input still arriving answers with a
         TCP reset, which can destroy the Close frame unread in the client's buffer,
         so a client that was still sending would see a reset instead of the close
-        code. Transports that cannot half-close (TLS) are closed at once.
+        code. Transports that cannot half-close (TLS) stay open, skipping what
+        comes in, until the client's Close arrives: closing them at once would
+        make the client's own Close fail, and it would report 1006.
         """
-        self._close(code, reason, lambda: self._end_with(frame, linger))
+        await_peer_close = linger and not _can_half_close(self._conn.transport)
+        self._close(
+            code,
+            reason,
+            lambda: self._end_with(frame, linger),
+            await_peer_close=await_peer_close,
+        )
+
+    def _peer_answered_close(self) -> None:
+        """The client's Close (or garbage) after ours, on a transport that cannot
+        half-close: the closing handshake is over, the server closes TCP."""
+        conn = self._conn
+        conn.parser.stop()
+        try:
+            conn.transport.close()
+        except Exception as exc:
+            logger.debug("closing %r: %s; aborting it", self, exc)
+            _abort_transport(conn.transport)
 
     def _end_with(self, frame: bytes | None, linger: bool) -> None:
         conn = self._conn
@@ -487,8 +525,9 @@ class ServerWebSocket(Generic[DataT]):
         try:
             if transport.is_closing():
                 return
-            if linger and transport.can_write_eof():
-                transport.write_eof()
+            if linger:
+                if transport.can_write_eof():
+                    transport.write_eof()
                 conn.resume_reading()
                 self._abort_later()
             else:

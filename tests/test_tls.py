@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from aiohttp_upgrade import ReadyState, Server, ServerWebSocket
+from aiohttp_upgrade import websocket as websocket_module
 
 from .conftest import Event, Recorder, Served, upgrade_with_data
 from .flow_support import CHUNK, numbered, sequence_number
@@ -39,10 +40,13 @@ from .tls_support import (
 )
 from .wire import (
     OP_BINARY,
+    OP_CLOSE,
     OP_PING,
     OP_PONG,
     OP_TEXT,
     client_frame,
+    close_payload,
+    parse_close,
     read_frame,
     request_bytes,
 )
@@ -234,15 +238,6 @@ async def test_server_close_over_tls(
         assert await client.receive_close() == 4000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "over TLS, which cannot half-close, ws.close() closes the connection right "
-        "after its Close frame instead of waiting for the client's: aiohttp's Close "
-        "reply fails ('Cannot write to closing transport') and its close_code is "
-        "1006 (ServerWebSocket._begin_close, websocket.py)"
-    ),
-)
 async def test_aiohttp_client_close_code_is_the_servers_over_tls(
     tls_serve: TLSServe, client_context: ssl.SSLContext
 ) -> None:
@@ -308,3 +303,35 @@ async def test_peer_vanishing_mid_frame_over_tls(
         await other.send("still here")
         assert await other.receive() == "still here"
     assert handler.close_calls[ws] == 1
+
+
+async def test_server_close_over_tls_waits_for_the_clients_close(
+    tls_serve: TLSServe,
+    client_context: ssl.SSLContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After ws.close() over TLS (no half-close) the server skips the client's frames
+    and closes TCP once the client's Close arrives; no hook sees those frames."""
+    # Far beyond the test's own timeout: only the client's Close can end it.
+    monkeypatch.setattr(websocket_module, "CLOSE_TIMEOUT", 600.0)
+    handler = Ledger()
+    served = await tls_serve(handler)
+    raw = await connect_tls(served.port, client_context)
+    ws = (await handler.next("open")).ws
+    ws.close(4000, "bye")
+    async with asyncio.timeout(10):
+        _, opcode, payload = await raw.recv()
+    assert (opcode, parse_close(payload)) == (OP_CLOSE, (4000, b"bye"))
+    # Still open: these reach a parser that only waits for the Close.
+    raw.writer.write(
+        client_frame(OP_TEXT, b"late")
+        + client_frame(OP_PING, b"late")
+        + client_frame(OP_CLOSE, close_payload(4000))
+    )
+    async with asyncio.timeout(10):
+        assert await raw.reader.read() == b""  # the server closed the connection
+    raw.writer.close()
+    after_open = [handler.events.get_nowait() for _ in range(handler.events.qsize())]
+    assert [(event.hook, event.args) for event in after_open] == [
+        ("close", (4000, "bye"))
+    ]
