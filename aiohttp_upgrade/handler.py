@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._hooks import HOOK_NAMES, HOOKS, Hook, HookTable
 from .deflate import PerMessageDeflate
 from .errors import InvalidStateError
 from .options import (
@@ -21,24 +22,11 @@ if TYPE_CHECKING:
     from .server import Server
     from .websocket import ServerWebSocket
 
-__all__ = ["WebSocketHandler"]
+__all__ = ["HOOK_NAMES", "WebSocketHandler", "hook_table"]
 
 DataT = TypeVar("DataT")
 
-Hook = Callable[..., Awaitable[None] | None]
-
 _OPTION_NAMES = tuple(Options.__dataclass_fields__)
-HOOK_NAMES = (
-    "open",
-    "message",
-    "close",
-    "drain",
-    "dropped",
-    "ping",
-    "pong",
-    "error",
-    "subscription",
-)
 
 
 def _normalise(name: str) -> str:
@@ -52,8 +40,6 @@ def _normalise(name: str) -> str:
 
 
 _BY_NORMAL_FORM = {_normalise(name): name for name in (*_OPTION_NAMES, *HOOK_NAMES)}
-# Positional parameters (self included) of each hook; filled below the class.
-_HOOK_ARITY: dict[str, int | None] = {}
 _KNOWN = frozenset((*_OPTION_NAMES, *HOOK_NAMES, "options", "hooks", "server"))
 
 
@@ -79,9 +65,9 @@ def _meant(name: str, value: object) -> str | None:
         return None
     arity = _positional_count(value)
     hooks = [
-        hook
-        for hook in HOOK_NAMES
-        if not name.startswith(hook) and _HOOK_ARITY[hook] == arity
+        spec.name
+        for spec in HOOKS
+        if not name.startswith(spec.name) and arity == spec.arity + 1  # self
     ]
     close = difflib.get_close_matches(name, hooks, n=1, cutoff=0.75)
     return close[0] if close else None
@@ -195,14 +181,6 @@ class WebSocketHandler(Generic[DataT]):
         for name in _OPTION_NAMES:
             if name in options:
                 setattr(self, name, options[name])
-        # Only overridden hooks are called; None means "skip".
-        self._hooks: dict[str, tuple[Hook, bool] | None] = {}
-        for name in HOOK_NAMES:
-            method = getattr(self, name)
-            if getattr(type(self), name) is getattr(WebSocketHandler, name):
-                self._hooks[name] = None
-            else:
-                self._hooks[name] = (method, inspect.iscoroutinefunction(method))
 
     def open(self, ws: ServerWebSocket[DataT]) -> Awaitable[None] | None:
         """Called once the socket is open, before any message is dispatched.
@@ -274,11 +252,22 @@ class WebSocketHandler(Generic[DataT]):
         """Called when ``ws`` subscribed to ``topic`` (``new_count > old_count``) or
         unsubscribed, also for each topic it leaves when it closes (before
         ``close``); the counts are this process's subscribers of ``topic`` after
-        and before. Called synchronously from ``subscribe``/``unsubscribe``; an
-        async hook runs as a task. If it raises, an open socket is closed with
-        1011 as for any hook (a closing one's failure is logged)."""
+        and before. It runs like the other hooks of ``ws``, one at a time and in
+        order: a plain hook is called from ``subscribe``/``unsubscribe`` when none
+        of them is running or queued, otherwise (and when it is async) it runs
+        after them; shutdown waits for it. If it raises, ``error`` gets the
+        exception and an open socket is closed with 1011, as for any hook."""
 
 
-_HOOK_ARITY.update(
-    (hook, _positional_count(getattr(WebSocketHandler, hook))) for hook in HOOK_NAMES
-)
+def hook_table(handler: WebSocketHandler[Any]) -> HookTable:
+    """``handler``'s hooks by :class:`~aiohttp_upgrade._hooks.Kind`, each as
+    ``(function, is_coroutine_function)``; None for a hook it does not override
+    (in its class or on the instance), which is then never called."""
+    table: list[tuple[Hook, bool] | None] = []
+    for name in HOOK_NAMES:
+        function = getattr(handler, name)
+        if getattr(function, "__func__", None) is getattr(WebSocketHandler, name):
+            table.append(None)
+        else:
+            table.append((function, inspect.iscoroutinefunction(function)))
+    return tuple(table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ from aiohttp_upgrade import (
     ServerWebSocket,
     WebSocketHandler,
 )
+from aiohttp_upgrade._hooks import HOOK_NAMES, HOOKS, HookSpec, Kind
+from aiohttp_upgrade.handler import hook_table
 from aiohttp_upgrade.options import Options
 
 MiB = 1024 * 1024
@@ -238,17 +241,10 @@ def test_only_overridden_hooks_are_registered() -> None:
         def message(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
             pass
 
-    hooks = OnlyMessage()._hooks
-    assert hooks["message"] is not None
-    assert [name for name, hook in hooks.items() if hook is None] == [
-        "open",
-        "close",
-        "drain",
-        "dropped",
-        "ping",
-        "pong",
-        "error",
-        "subscription",
+    hooks = hook_table(OnlyMessage())
+    assert hooks[Kind.MESSAGE] is not None
+    assert [spec.name for spec, hook in zip(HOOKS, hooks, strict=True) if hook] == [
+        "message"
     ]
 
 
@@ -264,6 +260,32 @@ def test_hook_kind_is_detected(is_async: bool) -> None:
         async def open(self, ws: ServerWebSocket[Any]) -> None:
             pass
 
-    hook = (Async if is_async else Sync)()._hooks["open"]
+    hook = hook_table((Async if is_async else Sync)())[Kind.OPEN]
     assert hook is not None
     assert hook[1] is is_async
+
+
+def test_a_hook_set_on_the_instance_is_registered() -> None:
+    """A hook assigned to a handler instance counts as overridden."""
+    handler = WebSocketHandler[Any]()
+    handler.close = lambda ws, code, reason: None  # type: ignore[method-assign]
+    assert hook_table(handler)[Kind.CLOSE] == (handler.close, False)
+
+
+@pytest.mark.parametrize("spec", HOOKS, ids=HOOK_NAMES)
+def test_hook_table_matches_the_handler(spec: HookSpec) -> None:
+    """Each hook in the table is a WebSocketHandler method taking the table's arity
+    (after self), and Kind numbers it by its place in the table."""
+    parameters = inspect.signature(getattr(WebSocketHandler, spec.name)).parameters
+    assert len(parameters) - 1 == spec.arity
+    assert getattr(Kind, spec.name.upper()) == HOOKS.index(spec)
+
+
+def test_hook_table_lists_every_hook_method() -> None:
+    """Every public method of WebSocketHandler but ``server`` is in the hook table."""
+    methods = {
+        name
+        for name, value in vars(WebSocketHandler).items()
+        if inspect.isfunction(value) and not name.startswith("_")
+    }
+    assert methods == set(HOOK_NAMES)
