@@ -15,7 +15,10 @@ from .options import (
     DEFAULT_BACKPRESSURE_LIMIT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PAYLOAD_LENGTH,
+    OPTION_NAMES,
+    OPTIONS,
     Options,
+    options_doc,
 )
 
 if TYPE_CHECKING:
@@ -26,7 +29,7 @@ __all__ = ["HOOK_NAMES", "WebSocketHandler", "hook_table"]
 
 DataT = TypeVar("DataT")
 
-_OPTION_NAMES = tuple(Options.__dataclass_fields__)
+_OPTION_NAMES = OPTION_NAMES
 
 
 def _normalise(name: str) -> str:
@@ -113,29 +116,7 @@ class WebSocketHandler(Generic[DataT]):
     override them; they are validated when the handler is created. Defaults are
     Bun's:
 
-    ``max_payload_length`` (16 MiB)
-        A larger message, also after inflating, closes the socket with 1009.
-    ``idle_timeout`` (120)
-        Seconds without a frame in or a send out before the connection is aborted
-        (``close`` sees 1006); 0 disables; at most 960; fractions allowed.
-    ``backpressure_limit`` (16 MiB)
-        How far behind a client may fall before sends to it drop the message and
-        return 0: the bytes still waiting for it at the start of an event-loop
-        turn (what one turn sends is not counted within that turn; see the flow
-        control guide).
-    ``close_on_backpressure_limit`` (False)
-        Abort the connection instead of dropping (``close`` sees 1006).
-    ``per_message_deflate`` (False)
-        True, or a :class:`~aiohttp_upgrade.PerMessageDeflate`, to negotiate
-        permessage-deflate (RFC 7692).
-    ``send_pings`` (True)
-        Ping a socket at 3/4 of ``idle_timeout`` before closing it as idle.
-    ``publish_to_self`` (False)
-        ``ws.publish`` also reaches ``ws`` when it is subscribed.
-    ``reset_idle_timeout_on_send`` (True)
-        Sends restart the idle timer too, as in Bun. With False only the client's
-        frames keep a socket alive, so a dead client in a busy room is pinged and
-        closed.
+    {options}
 
     A subclass attribute or method whose name nearly matches an option or hook
     (``idle_timout``, ``on_message``, ``onOpen``, ``maxPayloadLength``) is ignored
@@ -146,6 +127,7 @@ class WebSocketHandler(Generic[DataT]):
         TypeError: an unknown keyword argument.
     """
 
+    # The options (OPTIONS), declared for type checkers; checked below the class.
     max_payload_length: int = DEFAULT_MAX_PAYLOAD_LENGTH
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     backpressure_limit: int = DEFAULT_BACKPRESSURE_LIMIT
@@ -257,6 +239,33 @@ class WebSocketHandler(Generic[DataT]):
         of them is running or queued, otherwise (and when it is async) it runs
         after them; shutdown waits for it. If it raises, ``error`` gets the
         exception and an open socket is closed with 1011, as for any hook."""
+
+
+def _document_options(doc: str | None) -> str | None:
+    """``doc`` with its ``{options}`` line replaced by the option table."""
+    if doc is None:  # python -OO
+        return None
+    for line in doc.splitlines():
+        if line.strip() == "{options}":
+            indent = line[: len(line) - len(line.lstrip())]
+            return doc.replace(line, options_doc(indent))
+    raise RuntimeError("WebSocketHandler's docstring has no {options} line")
+
+
+def _check_class_options() -> None:
+    """The class attributes must be the option table's names and defaults."""
+    declared = {
+        name: getattr(WebSocketHandler, name)
+        for name in WebSocketHandler.__annotations__
+        if not name.startswith("_")
+    }
+    table = {spec.name: spec.default for spec in OPTIONS}
+    if declared != table:
+        raise RuntimeError(f"WebSocketHandler options {declared} != OPTIONS {table}")
+
+
+WebSocketHandler.__doc__ = _document_options(WebSocketHandler.__doc__)
+_check_class_options()
 
 
 def hook_table(handler: WebSocketHandler[Any]) -> HookTable:

@@ -15,7 +15,7 @@ from aiohttp_upgrade import (
 )
 from aiohttp_upgrade._hooks import HOOK_NAMES, HOOKS, HookSpec, Kind
 from aiohttp_upgrade.handler import hook_table
-from aiohttp_upgrade.options import Options
+from aiohttp_upgrade.options import OPTION_NAMES, OPTIONS, Options, OptionSpec
 
 MiB = 1024 * 1024
 
@@ -47,8 +47,8 @@ def test_default_matches_bun(name: str, default: object) -> None:
 
 
 def test_options_cover_exactly_bun_names() -> None:
-    """The option set is Bun's websocket options in snake_case, plus uWebSockets.js's resetIdleTimeoutOnSend."""
-    assert set(Options.__dataclass_fields__) == {
+    """The option table is Bun's websocket options in snake_case, plus uWebSockets.js's resetIdleTimeoutOnSend."""
+    assert set(OPTION_NAMES) == {
         "max_payload_length",
         "idle_timeout",
         "backpressure_limit",
@@ -58,6 +58,28 @@ def test_options_cover_exactly_bun_names() -> None:
         "publish_to_self",
         "reset_idle_timeout_on_send",
     }
+
+
+@pytest.mark.parametrize("spec", OPTIONS, ids=OPTION_NAMES)
+def test_option_table_is_what_options_and_the_handler_read(spec: OptionSpec) -> None:
+    """Each option of the table is a field of Options and a class attribute of
+    WebSocketHandler with the table's default, and the docstring documents it."""
+    assert getattr(WebSocketHandler, spec.name) == spec.default
+    assert getattr(Options(), spec.name) == spec.check(spec.name, spec.default)
+    assert f"``{spec.name}`` ({spec.shown_default})" in (WebSocketHandler.__doc__ or "")
+    assert tuple(Options.__dataclass_fields__) == OPTION_NAMES
+
+
+@pytest.mark.parametrize("spec", OPTIONS, ids=OPTION_NAMES)
+def test_bun_spelling_of_each_option_warns(spec: OptionSpec) -> None:
+    """Bun's camelCase spelling of any option in the table warns, naming the option."""
+    camel = "".join(
+        part.title() if index else part
+        for index, part in enumerate(spec.name.split("_"))
+    )
+    cls = type("BunStyle", (WebSocketHandler,), {camel: spec.default})
+    with pytest.warns(UserWarning, match=rf"'{spec.name}'"):
+        cls()
 
 
 # -- class attributes and constructor kwargs ----------------------------------------------
