@@ -7,8 +7,10 @@ while an earlier one is still being handled, goes into the socket's inbox, and a
 task is created to work through it; the task ends when the inbox is empty. So the
 hooks of one socket run one at a time, in the order of their events: an
 ``async def message`` is awaited before the next message of that socket is
-dispatched. When the inbox holds :data:`INBOX_HIGH_WATER` events, reading from
-the client pauses until it is down to half (inbound backpressure).
+dispatched. ``subscription`` is an event like the others (the server dispatches
+it when the socket subscribes or unsubscribes, and for each topic a closing socket
+leaves, before ``close``). When the inbox holds :data:`INBOX_HIGH_WATER` events,
+reading from the client pauses until it is down to half (inbound backpressure).
 
 A hook that raises (its own CancelledError included) is logged with its
 traceback; the socket's queued events are dropped, the ``error`` hook gets the
@@ -34,9 +36,7 @@ INBOX_HIGH_WATER: Final = 64
 """Queued events at which reading from the client pauses."""
 
 
-_OPEN: Final = Kind.OPEN
 _MESSAGE: Final = Kind.MESSAGE
-_DRAIN: Final = Kind.DRAIN
 _SUBSCRIPTION: Final = Kind.SUBSCRIPTION
 _DROPPED: Final = Kind.DROPPED
 _ERROR: Final = Kind.ERROR
@@ -129,7 +129,8 @@ class Dispatcher:
         return self._task is not None
 
     def dispatch(self, kind: int, arg: Any = None) -> None:
-        """Run the hook of ``kind`` now (plain, nothing queued) or queue it."""
+        """Run the hook of ``kind`` now (plain, nothing queued) or queue it; for
+        ``subscription`` see :meth:`subscription`."""
         hook = self._hooks[kind]
         if hook is None:
             return
