@@ -43,6 +43,9 @@ class LeavesSlowly(WebSocketHandler[Any]):
         await self.release.wait()
         self.events.append("subscription finished")
 
+    def close(self, ws: ServerWebSocket[Any], code: int, reason: str) -> None:
+        self.events.append("close")
+
 
 StartRunner = Callable[[LeavesSlowly], Awaitable[tuple[web.AppRunner, str]]]
 
@@ -88,7 +91,11 @@ async def test_shutdown_awaits_an_async_subscription_hook(
     await asyncio.wait_for(handler.leaving.wait(), TIMEOUT)
     handler.release.set()
     await asyncio.wait_for(cleanup, TIMEOUT)
-    assert handler.events == ["subscription finished", "server shutdown returned"]
+    assert handler.events == [
+        "subscription finished",
+        "close",
+        "server shutdown returned",
+    ]
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
@@ -200,3 +207,47 @@ async def test_cancelled_subscription_hook_still_gets_close(
     msg = await client.receive(timeout=TIMEOUT)
     assert msg.type.name in ("CLOSE", "CLOSED", "CLOSING")
     assert closed == [1006]
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_subscription_hook_raising_as_the_socket_closes(
+    serve: ServeFactory, connect_ws: ConnectWs, is_async: bool
+) -> None:
+    """A subscription hook raising for a topic its closing socket leaves is a hook
+    failure like any other: logged, ``error`` gets it, then ``close`` runs once."""
+    events: list[str] = []
+    closed = asyncio.Event()
+
+    class RaisesOnLeave(WebSocketHandler[Any]):
+        def open(self, ws: ServerWebSocket[Any]) -> None:
+            ws.subscribe("room")
+
+        def leave(self, new: int, old: int) -> None:
+            if new < old:
+                events.append("subscription")
+                raise RuntimeError("boom")
+
+        def error(self, ws: ServerWebSocket[Any], exc: BaseException) -> None:
+            events.append(f"error {exc}")
+
+        def close(self, ws: ServerWebSocket[Any], code: int, reason: str) -> None:
+            events.append(f"close {code}")
+            closed.set()
+
+    class Sync(RaisesOnLeave):
+        def subscription(
+            self, ws: ServerWebSocket[Any], topic: str, new: int, old: int
+        ) -> None:
+            self.leave(new, old)
+
+    class Async(RaisesOnLeave):
+        async def subscription(
+            self, ws: ServerWebSocket[Any], topic: str, new: int, old: int
+        ) -> None:
+            self.leave(new, old)
+
+    served = await serve(Async() if is_async else Sync())
+    client = await connect_ws(served.url)
+    await client.close()
+    await asyncio.wait_for(closed.wait(), TIMEOUT)
+    assert events == ["subscription", "error boom", "close 1000"]
