@@ -7,8 +7,10 @@ while an earlier one is still being handled, goes into the socket's inbox, and a
 task is created to work through it; the task ends when the inbox is empty. So the
 hooks of one socket run one at a time, in the order of their events: an
 ``async def message`` is awaited before the next message of that socket is
-dispatched. When the inbox holds :data:`INBOX_HIGH_WATER` events, reading from
-the client pauses until it is down to half (inbound backpressure).
+dispatched. ``subscription`` is an event like the others (the server dispatches
+it when the socket subscribes or unsubscribes, and for each topic a closing socket
+leaves, before ``close``). When the inbox holds :data:`INBOX_HIGH_WATER` events,
+reading from the client pauses until it is down to half (inbound backpressure).
 
 A hook that raises (its own CancelledError included) is logged with its
 traceback; the socket's queued events are dropped, the ``error`` hook gets the
@@ -22,13 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
-if TYPE_CHECKING:
-    from .handler import Hook
+from ._hooks import HOOK_NAMES, HOOKS, Hook, HookTable, Kind
 
-__all__ = ["INBOX_HIGH_WATER", "DispatchOwner", "Dispatcher", "Kind", "hook_table"]
+__all__ = ["INBOX_HIGH_WATER", "DispatchOwner", "Dispatcher", "HookTable", "Kind"]
 
 logger = logging.getLogger("aiohttp_upgrade")
 
@@ -36,43 +36,14 @@ INBOX_HIGH_WATER: Final = 64
 """Queued events at which reading from the client pauses."""
 
 
-class Kind:
-    """Event kinds: indexes into a dispatcher's hook table."""
-
-    OPEN: Final = 0
-    MESSAGE: Final = 1
-    PING: Final = 2
-    PONG: Final = 3
-    DRAIN: Final = 4
-    DROPPED: Final = 5
-    ERROR: Final = 6
-    CLOSE: Final = 7
-    HOOKS: Final = (
-        "open",
-        "message",
-        "ping",
-        "pong",
-        "drain",
-        "dropped",
-        "error",
-        "close",
-    )
-
-
-_OPEN: Final = Kind.OPEN
 _MESSAGE: Final = Kind.MESSAGE
-_DRAIN: Final = Kind.DRAIN
+_SUBSCRIPTION: Final = Kind.SUBSCRIPTION
 _DROPPED: Final = Kind.DROPPED
 _ERROR: Final = Kind.ERROR
 _CLOSE: Final = Kind.CLOSE
+# The kinds whose hook takes ``ws`` alone.
+_WS_ONLY: Final = tuple(kind for kind, spec in enumerate(HOOKS) if spec.arity == 1)
 _READY_OPEN: Final = 1  # ReadyState.OPEN
-
-HookTable = tuple["tuple[Hook, bool] | None", ...]
-
-
-def hook_table(hooks: Mapping[str, tuple[Hook, bool] | None]) -> HookTable:
-    """The hooks by :class:`Kind`, from a handler's hooks by name."""
-    return tuple(hooks.get(name) for name in Kind.HOOKS)
 
 
 def _cancelling() -> bool:
@@ -106,7 +77,8 @@ class Dispatcher:
 
     Args:
         ws: the first argument of every hook.
-        hooks: the hook table (:func:`hook_table`).
+        hooks: the handler's hooks by kind
+            (:func:`~aiohttp_upgrade.handler.hook_table`).
         tasks: where running tasks are registered until they end (the server's,
             so that shutdown can wait for them).
         owner: told to pause and resume reading, and when a hook failed.
@@ -157,14 +129,15 @@ class Dispatcher:
         return self._task is not None
 
     def dispatch(self, kind: int, arg: Any = None) -> None:
-        """Run the hook of ``kind`` now (plain, nothing queued) or queue it."""
+        """Run the hook of ``kind`` now (plain, nothing queued) or queue it; for
+        ``subscription`` see :meth:`subscription`."""
         hook = self._hooks[kind]
         if hook is None:
             return
         function, is_async = hook
         if self._task is None and not is_async:
             try:
-                if kind in (_DRAIN, _OPEN):
+                if kind in _WS_ONLY:
                     function(self._ws)
                 else:
                     function(self._ws, arg)
@@ -183,6 +156,21 @@ class Dispatcher:
                 self.hook_failed(exc)
             return
         self.dispatch(_MESSAGE, message)
+
+    def subscription(self, topic: str, new_count: int, old_count: int) -> None:
+        """Dispatch ``subscription``: called at once when it is a plain function and
+        nothing is queued, else queued behind this socket's earlier events (and,
+        for a closing socket, before ``close``)."""
+        hook = self._hooks[_SUBSCRIPTION]
+        if hook is None:
+            return
+        if self._task is None and not hook[1]:
+            try:
+                hook[0](self._ws, topic, new_count, old_count)
+            except (Exception, asyncio.CancelledError) as exc:  # no task to cancel
+                self.hook_failed(exc)
+            return
+        self._queue(_SUBSCRIPTION, (topic, new_count, old_count))
 
     def dropped(self, message: Any) -> None:
         """Dispatch ``dropped``; a message dropped by the hook itself is not reported."""
@@ -292,17 +280,16 @@ class Dispatcher:
                 hook = hooks[kind]
                 assert hook is not None
                 function = hook[0]
-                if kind >= _DROPPED:
-                    if kind == _DROPPED:
+                if kind >= _SUBSCRIPTION:
+                    if kind == _SUBSCRIPTION:
+                        await self._run_subscription(function, arg)
+                    elif kind == _DROPPED:
                         await self._run_dropped(function, arg)
                     else:
                         await self._finish(kind, function, arg)
                     continue
                 try:  # the hot path: one message
-                    if kind in (_DRAIN, _OPEN):
-                        result = function(ws)
-                    else:
-                        result = function(ws, arg)
+                    result = function(ws) if kind in _WS_ONLY else function(ws, arg)
                     if result is not None:
                         await result
                 except asyncio.CancelledError as exc:
@@ -323,6 +310,21 @@ class Dispatcher:
                 self._tasks.discard(me)
             if self._task is me:
                 self._task = None
+
+    async def _run_subscription(
+        self, function: Hook, change: tuple[str, int, int]
+    ) -> None:
+        """Run a queued ``subscription`` hook: ``change`` is (topic, new, old)."""
+        try:
+            result = function(self._ws, *change)
+            if result is not None:
+                await result
+        except asyncio.CancelledError as exc:
+            if _cancelling():
+                raise
+            self.hook_failed(exc)
+        except Exception as exc:
+            self.hook_failed(exc)
 
     async def _run_dropped(self, function: Hook, message: Any) -> None:
         """Run a queued ``dropped`` hook; what it drops itself, before or after an
@@ -381,4 +383,4 @@ class Dispatcher:
 
 
 def _name(kind: int) -> str:
-    return Kind.HOOKS[kind]
+    return HOOK_NAMES[kind]

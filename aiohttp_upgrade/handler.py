@@ -8,37 +8,28 @@ import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._hooks import HOOK_NAMES, HOOKS, Hook, HookTable
 from .deflate import PerMessageDeflate
 from .errors import InvalidStateError
 from .options import (
     DEFAULT_BACKPRESSURE_LIMIT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PAYLOAD_LENGTH,
+    OPTION_NAMES,
+    OPTIONS,
     Options,
+    options_doc,
 )
 
 if TYPE_CHECKING:
     from .server import Server
     from .websocket import ServerWebSocket
 
-__all__ = ["WebSocketHandler"]
+__all__ = ["HOOK_NAMES", "WebSocketHandler", "hook_table"]
 
 DataT = TypeVar("DataT")
 
-Hook = Callable[..., Awaitable[None] | None]
-
-_OPTION_NAMES = tuple(Options.__dataclass_fields__)
-HOOK_NAMES = (
-    "open",
-    "message",
-    "close",
-    "drain",
-    "dropped",
-    "ping",
-    "pong",
-    "error",
-    "subscription",
-)
+_OPTION_NAMES = OPTION_NAMES
 
 
 def _normalise(name: str) -> str:
@@ -52,8 +43,6 @@ def _normalise(name: str) -> str:
 
 
 _BY_NORMAL_FORM = {_normalise(name): name for name in (*_OPTION_NAMES, *HOOK_NAMES)}
-# Positional parameters (self included) of each hook; filled below the class.
-_HOOK_ARITY: dict[str, int | None] = {}
 _KNOWN = frozenset((*_OPTION_NAMES, *HOOK_NAMES, "options", "hooks", "server"))
 
 
@@ -79,9 +68,9 @@ def _meant(name: str, value: object) -> str | None:
         return None
     arity = _positional_count(value)
     hooks = [
-        hook
-        for hook in HOOK_NAMES
-        if not name.startswith(hook) and _HOOK_ARITY[hook] == arity
+        spec.name
+        for spec in HOOKS
+        if not name.startswith(spec.name) and arity == spec.arity + 1  # self
     ]
     close = difflib.get_close_matches(name, hooks, n=1, cutoff=0.75)
     return close[0] if close else None
@@ -127,29 +116,7 @@ class WebSocketHandler(Generic[DataT]):
     override them; they are validated when the handler is created. Defaults are
     Bun's:
 
-    ``max_payload_length`` (16 MiB)
-        A larger message, also after inflating, closes the socket with 1009.
-    ``idle_timeout`` (120)
-        Seconds without a frame in or a send out before the connection is aborted
-        (``close`` sees 1006); 0 disables; at most 960; fractions allowed.
-    ``backpressure_limit`` (16 MiB)
-        How far behind a client may fall before sends to it drop the message and
-        return 0: the bytes still waiting for it at the start of an event-loop
-        turn (what one turn sends is not counted within that turn; see the flow
-        control guide).
-    ``close_on_backpressure_limit`` (False)
-        Abort the connection instead of dropping (``close`` sees 1006).
-    ``per_message_deflate`` (False)
-        True, or a :class:`~aiohttp_upgrade.PerMessageDeflate`, to negotiate
-        permessage-deflate (RFC 7692).
-    ``send_pings`` (True)
-        Ping a socket at 3/4 of ``idle_timeout`` before closing it as idle.
-    ``publish_to_self`` (False)
-        ``ws.publish`` also reaches ``ws`` when it is subscribed.
-    ``reset_idle_timeout_on_send`` (True)
-        Sends restart the idle timer too, as in Bun. With False only the client's
-        frames keep a socket alive, so a dead client in a busy room is pinged and
-        closed.
+    {options}
 
     A subclass attribute or method whose name nearly matches an option or hook
     (``idle_timout``, ``on_message``, ``onOpen``, ``maxPayloadLength``) is ignored
@@ -160,6 +127,7 @@ class WebSocketHandler(Generic[DataT]):
         TypeError: an unknown keyword argument.
     """
 
+    # The options (OPTIONS), declared for type checkers; checked below the class.
     max_payload_length: int = DEFAULT_MAX_PAYLOAD_LENGTH
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     backpressure_limit: int = DEFAULT_BACKPRESSURE_LIMIT
@@ -195,14 +163,6 @@ class WebSocketHandler(Generic[DataT]):
         for name in _OPTION_NAMES:
             if name in options:
                 setattr(self, name, options[name])
-        # Only overridden hooks are called; None means "skip".
-        self._hooks: dict[str, tuple[Hook, bool] | None] = {}
-        for name in HOOK_NAMES:
-            method = getattr(self, name)
-            if getattr(type(self), name) is getattr(WebSocketHandler, name):
-                self._hooks[name] = None
-            else:
-                self._hooks[name] = (method, inspect.iscoroutinefunction(method))
 
     def open(self, ws: ServerWebSocket[DataT]) -> Awaitable[None] | None:
         """Called once the socket is open, before any message is dispatched.
@@ -274,11 +234,49 @@ class WebSocketHandler(Generic[DataT]):
         """Called when ``ws`` subscribed to ``topic`` (``new_count > old_count``) or
         unsubscribed, also for each topic it leaves when it closes (before
         ``close``); the counts are this process's subscribers of ``topic`` after
-        and before. Called synchronously from ``subscribe``/``unsubscribe``; an
-        async hook runs as a task. If it raises, an open socket is closed with
-        1011 as for any hook (a closing one's failure is logged)."""
+        and before. It runs like the other hooks of ``ws``, one at a time and in
+        order: a plain hook is called from ``subscribe``/``unsubscribe`` when none
+        of them is running or queued, otherwise (and when it is async) it runs
+        after them; shutdown waits for it. If it raises, ``error`` gets the
+        exception and an open socket is closed with 1011, as for any hook."""
 
 
-_HOOK_ARITY.update(
-    (hook, _positional_count(getattr(WebSocketHandler, hook))) for hook in HOOK_NAMES
-)
+def _document_options(doc: str | None) -> str | None:
+    """``doc`` with its ``{options}`` line replaced by the option table."""
+    if doc is None:  # python -OO
+        return None
+    for line in doc.splitlines():
+        if line.strip() == "{options}":
+            indent = line[: len(line) - len(line.lstrip())]
+            return doc.replace(line, options_doc(indent))
+    raise RuntimeError("WebSocketHandler's docstring has no {options} line")
+
+
+def _check_class_options() -> None:
+    """The class attributes must be the option table's names and defaults."""
+    declared = {
+        name: getattr(WebSocketHandler, name)
+        for name in WebSocketHandler.__annotations__
+        if not name.startswith("_")
+    }
+    table = {spec.name: spec.default for spec in OPTIONS}
+    if declared != table:
+        raise RuntimeError(f"WebSocketHandler options {declared} != OPTIONS {table}")
+
+
+WebSocketHandler.__doc__ = _document_options(WebSocketHandler.__doc__)
+_check_class_options()
+
+
+def hook_table(handler: WebSocketHandler[Any]) -> HookTable:
+    """``handler``'s hooks by :class:`~aiohttp_upgrade._hooks.Kind`, each as
+    ``(function, is_coroutine_function)``; None for a hook it does not override
+    (in its class or on the instance), which is then never called."""
+    table: list[tuple[Hook, bool] | None] = []
+    for name in HOOK_NAMES:
+        function = getattr(handler, name)
+        if getattr(function, "__func__", None) is getattr(WebSocketHandler, name):
+            table.append(None)
+        else:
+            table.append((function, inspect.iscoroutinefunction(function)))
+    return tuple(table)

@@ -1,9 +1,16 @@
-"""Handler options with Bun's defaults and validation. Pure."""
+"""Handler options with Bun's defaults and validation. Pure.
+
+:data:`OPTIONS` is the one list of options: name, default, validator and
+documentation. :class:`Options` (checked against it when this module is
+imported), ``WebSocketHandler``'s class attributes, its docstring, the misspelling
+warnings and the tests all read it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import textwrap
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from typing import Any, Final
 
 from .deflate import PerMessageDeflate
@@ -14,7 +21,11 @@ __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_PAYLOAD_LENGTH",
     "MAX_IDLE_TIMEOUT",
+    "OPTIONS",
+    "OPTION_NAMES",
+    "OptionSpec",
     "Options",
+    "options_doc",
 ]
 
 DEFAULT_MAX_PAYLOAD_LENGTH: Final = 16 * 1024 * 1024
@@ -23,9 +34,157 @@ DEFAULT_BACKPRESSURE_LIMIT: Final = 16 * 1024 * 1024
 MAX_IDLE_TIMEOUT: Final = 960  # Bun rejects larger values
 
 
+def _size(name: str, value: Any) -> int:
+    if type(value) is not int or value < 0:
+        raise InvalidOptionError(name, f"must be an int >= 0, got {value!r}")
+    return value
+
+
+def _positive_size(name: str, value: Any) -> int:
+    size = _size(name, value)
+    if size == 0:
+        raise InvalidOptionError(name, "must be > 0")
+    return size
+
+
+def _seconds(name: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= MAX_IDLE_TIMEOUT
+    ):
+        raise InvalidOptionError(
+            name, f"must be a number of seconds in 0..{MAX_IDLE_TIMEOUT}, got {value!r}"
+        )
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidOptionError(name, f"must be a bool, got {value!r}")
+    return value
+
+
+def _deflate(name: str, value: Any) -> PerMessageDeflate | None:
+    if value is True:
+        return PerMessageDeflate()
+    if value is False or value is None:
+        return None
+    if not isinstance(value, PerMessageDeflate):
+        raise InvalidOptionError(
+            name, f"must be a bool or PerMessageDeflate, got {value!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSpec:
+    """One handler option.
+
+    Attributes:
+        name: the class attribute and keyword argument of ``WebSocketHandler``.
+        default: its value there (Bun's default).
+        check: ``check(name, value)`` returns the value :class:`Options` keeps,
+            or raises InvalidOptionError naming the option.
+        shown_default: the default as the docstring shows it.
+        doc: what it does, for the handler's docstring.
+    """
+
+    name: str
+    default: object
+    check: Callable[[str, Any], Any]
+    shown_default: str
+    doc: str
+
+
+OPTIONS: Final = (
+    OptionSpec(
+        "max_payload_length",
+        DEFAULT_MAX_PAYLOAD_LENGTH,
+        _positive_size,
+        "16 MiB",
+        "A larger message, also after inflating, closes the socket with 1009.",
+    ),
+    OptionSpec(
+        "idle_timeout",
+        DEFAULT_IDLE_TIMEOUT,
+        _seconds,
+        str(DEFAULT_IDLE_TIMEOUT),
+        "Seconds without a frame in or a send out before the connection is aborted "
+        "(``close`` sees 1006); 0 disables; at most 960; fractions allowed.",
+    ),
+    OptionSpec(
+        "backpressure_limit",
+        DEFAULT_BACKPRESSURE_LIMIT,
+        _size,
+        "16 MiB",
+        "How far behind a client may fall before sends to it drop the message and "
+        "return 0: the bytes still waiting for it at the start of an event-loop "
+        "turn (what one turn sends is not counted within that turn; see the flow "
+        "control guide).",
+    ),
+    OptionSpec(
+        "close_on_backpressure_limit",
+        False,
+        _flag,
+        "False",
+        "Abort the connection instead of dropping (``close`` sees 1006).",
+    ),
+    OptionSpec(
+        "per_message_deflate",
+        False,
+        _deflate,
+        "False",
+        "True, or a :class:`~aiohttp_upgrade.PerMessageDeflate`, to negotiate "
+        "permessage-deflate (RFC 7692).",
+    ),
+    OptionSpec(
+        "send_pings",
+        True,
+        _flag,
+        "True",
+        "Ping a socket at 3/4 of ``idle_timeout`` before closing it as idle.",
+    ),
+    OptionSpec(
+        "publish_to_self",
+        False,
+        _flag,
+        "False",
+        "``ws.publish`` also reaches ``ws`` when it is subscribed.",
+    ),
+    # True is Bun's behaviour (it always resets on a send); uWebSockets, the C++
+    # library under Bun, has this as resetIdleTimeoutOnSend with false as default.
+    OptionSpec(
+        "reset_idle_timeout_on_send",
+        True,
+        _flag,
+        "True",
+        "Sends restart the idle timer too, as in Bun. With False only the client's "
+        "frames keep a socket alive, so a dead client in a busy room is pinged and "
+        "closed.",
+    ),
+)
+"""Every handler option, in the order the docs list them."""
+
+OPTION_NAMES: Final = tuple(spec.name for spec in OPTIONS)
+
+
+def options_doc(indent: str = "") -> str:
+    """The options as a reST definition list (name and default, then the doc
+    indented four more spaces), each line starting with ``indent``."""
+    lines = []
+    for spec in OPTIONS:
+        lines.append(f"{indent}``{spec.name}`` ({spec.shown_default})")
+        inner = indent + "    "
+        lines += textwrap.wrap(
+            spec.doc, 84, initial_indent=inner, subsequent_indent=inner
+        )
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
-    """The validated options of one handler."""
+    """The validated options of one handler (see :data:`OPTIONS`)."""
 
     max_payload_length: int = DEFAULT_MAX_PAYLOAD_LENGTH
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
@@ -34,54 +193,30 @@ class Options:
     per_message_deflate: PerMessageDeflate | None = None
     send_pings: bool = True
     publish_to_self: bool = False
-    # True is Bun's behaviour (it always resets on a send); uWebSockets, the C++
-    # library under Bun, has this as resetIdleTimeoutOnSend with false as default.
     reset_idle_timeout_on_send: bool = True
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Options:
-        """Validate raw option values; raise InvalidOptionError naming the option."""
-        unknown = set(values) - set(cls.__dataclass_fields__)
+        """Validate raw option values; raise InvalidOptionError naming the option,
+        or TypeError for a name that is not an option."""
+        unknown = set(values) - set(OPTION_NAMES)
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-        v = dict(values)
-        for name in ("max_payload_length", "backpressure_limit"):
-            if name in v:
-                value = v[name]
-                if type(value) is not int or value < 0:
-                    raise InvalidOptionError(
-                        name, f"must be an int >= 0, got {value!r}"
-                    )
-        if v.get("max_payload_length") == 0:
-            raise InvalidOptionError("max_payload_length", "must be > 0")
-        if "idle_timeout" in v:
-            value = v["idle_timeout"]
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not 0 <= value <= MAX_IDLE_TIMEOUT
-            ):
-                raise InvalidOptionError(
-                    "idle_timeout",
-                    f"must be a number of seconds in 0..{MAX_IDLE_TIMEOUT}, got {value!r}",
-                )
-        for name in (
-            "close_on_backpressure_limit",
-            "send_pings",
-            "publish_to_self",
-            "reset_idle_timeout_on_send",
-        ):
-            if name in v and not isinstance(v[name], bool):
-                raise InvalidOptionError(name, f"must be a bool, got {v[name]!r}")
-        if "per_message_deflate" in v:
-            deflate = v["per_message_deflate"]
-            if deflate is True:
-                v["per_message_deflate"] = PerMessageDeflate()
-            elif deflate is False or deflate is None:
-                v["per_message_deflate"] = None
-            elif not isinstance(deflate, PerMessageDeflate):
-                raise InvalidOptionError(
-                    "per_message_deflate",
-                    f"must be a bool or PerMessageDeflate, got {deflate!r}",
-                )
-        return cls(**v)
+        return cls(
+            **{
+                spec.name: spec.check(spec.name, values[spec.name])
+                for spec in OPTIONS
+                if spec.name in values
+            }
+        )
+
+
+def _check_options() -> None:
+    """Options must have the table's names, in order, and its defaults, checked."""
+    table = {spec.name: spec.check(spec.name, spec.default) for spec in OPTIONS}
+    declared = {field.name: field.default for field in fields(Options)}
+    if declared != table or tuple(declared) != OPTION_NAMES:
+        raise RuntimeError(f"Options {declared} does not match OPTIONS {table}")
+
+
+_check_options()

@@ -22,10 +22,10 @@ from ._compat import (
 from .broker import Broker, LocalBroker
 from .closecode import CloseCode, check_close_code
 from .connection import Connection
-from .dispatcher import Kind, hook_table
+from .dispatcher import Dispatcher, Kind
 from .errors import InvalidOptionError, InvalidStateError
 from .frames import OP_TEXT, build_close_frame, build_frame
-from .handler import WebSocketHandler
+from .handler import WebSocketHandler, hook_table
 from .handshake import Accept, check_handshake, response_headers, wants_websocket
 from .origin import origin_allowed
 from .outbox import Flusher
@@ -176,18 +176,20 @@ class Server(Generic[DataT]):
         # None unless there is something to tell: the hot paths test only these.
         self._relay = self.broker.publish if remote else None
         self._interest = self.broker.subscription if remote else None
-        self._subscription_hook = websocket_handler._hooks["subscription"]
-        self._hook_tasks: set[asyncio.Task[None]] = set()
-        watch = self._interest is not None or self._subscription_hook is not None
+        hooks = hook_table(websocket_handler)
+        self._subscription_hook = hooks[Kind.SUBSCRIPTION] is not None
+        watch = self._interest is not None or self._subscription_hook
         self._topics: TopicRegistry[ServerWebSocket[DataT]] = TopicRegistry(
             self._subscription_changed if watch else None
         )
-        self._sockets: dict[ServerWebSocket[DataT], None] = {}  # an ordered set
+        # The open sockets, in order, each with the dispatcher that runs its hooks.
+        self._sockets: dict[ServerWebSocket[DataT], Dispatcher] = {}
+        self._leaving: dict[ServerWebSocket[DataT], Dispatcher] = {}  # in _forget
         # Tasks running async hooks, closed sockets' included until close ends.
         self._tasks: set[asyncio.Task[None]] = set()
         self._context = SocketContext(
             options=self.options,
-            hooks=(),  # filled in when the first socket opens
+            hooks=hooks,
             flusher=Flusher(),
             topics=self._topics,
             publish=self._publish_frame,
@@ -436,12 +438,9 @@ class Server(Generic[DataT]):
                 request.remote,
             )
             return response
-        context = self._context
-        if not context.hooks:
-            context.hooks = hook_table(self.websocket_handler._hooks)
         connection = Connection(transport)
         ws = ServerWebSocket(
-            context,
+            self._context,
             connection,
             cast(DataT, upgrade.data),
             subprotocol,
@@ -453,9 +452,9 @@ class Server(Generic[DataT]):
         # Pause the protocol whenever a byte is buffered, so that "resumed" means
         # "empty": the drain hook relies on it.
         transport.set_write_buffer_limits(high=0)
-        self._sockets[ws] = None
+        dispatcher = self._sockets[ws] = connection.dispatcher
         self._start_idle_timer()
-        connection.dispatcher.dispatch(Kind.OPEN)
+        dispatcher.dispatch(Kind.OPEN)
         if tail:
             connection.data_received(tail)
         return response
@@ -589,37 +588,15 @@ class Server(Generic[DataT]):
     def _subscription_changed(
         self, ws: ServerWebSocket[DataT], topic: str, new: int, old: int
     ) -> None:
-        """Tell the broker, then the handler's ``subscription`` hook."""
+        """Tell the broker, then dispatch the handler's ``subscription`` hook to
+        the socket, in order with its other hooks."""
         interest = self._interest
         if interest is not None:
             interest(topic, new, old)
-        hook = self._subscription_hook
-        if hook is None:
-            return
-        try:
-            result = hook[0](ws, topic, new, old)
-        except Exception as exc:
-            self._subscription_hook_failed(ws, exc)
-            return
-        if result is not None:
-            task = asyncio.ensure_future(self._finish_subscription_hook(ws, result))
-            self._hook_tasks.add(task)
-            task.add_done_callback(self._hook_tasks.discard)
-
-    async def _finish_subscription_hook(
-        self, ws: ServerWebSocket[DataT], awaitable: Awaitable[None]
-    ) -> None:
-        try:
-            await awaitable
-        except Exception as exc:
-            self._subscription_hook_failed(ws, exc)
-
-    @staticmethod
-    def _subscription_hook_failed(ws: ServerWebSocket[DataT], exc: Exception) -> None:
-        if ws.ready_state is _OPEN:
-            ws._fail(exc)  # logs it, calls error, closes with 1011
-        else:
-            logger.error("WebSocket subscription hook raised for %r", ws, exc_info=exc)
+        if self._subscription_hook:
+            dispatcher = self._sockets.get(ws) or self._leaving.get(ws)
+            if dispatcher is not None:
+                dispatcher.subscription(topic, new, old)
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -635,8 +612,16 @@ class Server(Generic[DataT]):
     def _forget(self, ws: ServerWebSocket[DataT]) -> None:
         """Drop a closing socket from the registry and every topic (the registry's
         transition callback runs the ``subscription`` hook for each topic left)."""
-        self._sockets.pop(ws, None)
-        self._topics.unsubscribe_all(ws)
+        dispatcher = self._sockets.pop(ws, None)
+        if dispatcher is None:
+            self._topics.unsubscribe_all(ws)
+            return
+        # Where _subscription_changed finds the socket's dispatcher meanwhile.
+        self._leaving[ws] = dispatcher
+        try:
+            self._topics.unsubscribe_all(ws)
+        finally:
+            del self._leaving[ws]
 
     def setup(
         self,

@@ -580,11 +580,6 @@ class ServerWebSocket(Generic[DataT]):
             linger=True,
         )
 
-    def _fail(self, exc: BaseException) -> None:
-        """A hook run outside the dispatcher (``subscription``) raised: as if a
-        dispatched hook had (logged, ``error``, 1011)."""
-        self._conn.dispatcher.hook_failed(exc)
-
     def _hook_failed(self) -> None:
         if self.ready_state is not _OPEN:
             return

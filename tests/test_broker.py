@@ -29,7 +29,9 @@ from aiohttp_upgrade import (
     ServerWebSocket,
     WebSocketHandler,
 )
+from aiohttp_upgrade._hooks import Kind
 from aiohttp_upgrade.broker import BrokerHost
+from aiohttp_upgrade.handler import hook_table
 
 from .conftest import ConnectWs, upgrade_with_data
 
@@ -174,8 +176,8 @@ async def test_subscription_hook_runs_before_close_when_a_socket_leaves(
 
 def test_subscription_hook_not_overridden_costs_nothing() -> None:
     """A handler without a subscription hook registers none."""
-    assert WebSocketHandler[Any]()._hooks["subscription"] is None
-    assert Events()._hooks["subscription"] is not None
+    assert hook_table(WebSocketHandler[Any]())[Kind.SUBSCRIPTION] is None
+    assert hook_table(Events())[Kind.SUBSCRIPTION] is not None
 
 
 async def test_subscription_hook_raising_closes_only_that_socket(

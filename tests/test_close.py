@@ -231,14 +231,14 @@ async def test_socket_is_no_longer_pending_in_the_close_hook(
     """By the time the close hook runs, the socket no longer counts as pending."""
     seen: list[int] = []
     handler = Recorder()
-    served = await serve(handler)
     original = handler.close
 
     def close(ws: ServerWebSocket[Any], code: int, reason: str) -> None:
         seen.append(served.server.pending_websockets)
         original(ws, code, reason)
 
-    handler._hooks["close"] = (close, False)
+    handler.close = close  # type: ignore[method-assign]
+    served = await serve(handler)
     raw = await connect_raw(served.port)
     await raw.send(OP_CLOSE, close_payload(1000))
     await handler.next("close")
@@ -256,7 +256,7 @@ class Faulty(Recorder):
         self.error_raised = RuntimeError("boom")
         self.fail_open = fail_open
         if is_async:
-            self._hooks["message"] = (self.message_async, True)
+            self.message = self.message_async  # type: ignore[method-assign,assignment]
 
     def open(self, ws: ServerWebSocket[Any]) -> None:
         super().open(ws)
@@ -273,7 +273,7 @@ class Faulty(Recorder):
         self, ws: ServerWebSocket[Any], message: str | bytes
     ) -> None:
         await asyncio.sleep(0)  # fail after a suspension, as real async code does
-        self.message(ws, message)
+        Faulty.message(self, ws, message)
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
@@ -429,7 +429,7 @@ async def test_raising_close_hook_is_logged(
         raise KeyError("in close")
 
     handler = Recorder()
-    handler._hooks["close"] = (close, False)
+    handler.close = close  # type: ignore[method-assign]
     served = await serve(handler)
     raw = await connect_raw(served.port)
     with caplog.at_level(logging.ERROR, logger="aiohttp_upgrade"):

@@ -29,7 +29,7 @@ from aiohttp_upgrade import (
     WebSocketError,
     WebSocketHandler,
 )
-from aiohttp_upgrade.handler import HOOK_NAMES
+from aiohttp_upgrade._hooks import HOOK_NAMES
 
 API_RST = Path(__file__).resolve().parent.parent / "docs" / "api.rst"
 

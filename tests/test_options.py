@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
@@ -12,7 +13,9 @@ from aiohttp_upgrade import (
     ServerWebSocket,
     WebSocketHandler,
 )
-from aiohttp_upgrade.options import Options
+from aiohttp_upgrade._hooks import HOOK_NAMES, HOOKS, HookSpec, Kind
+from aiohttp_upgrade.handler import hook_table
+from aiohttp_upgrade.options import OPTION_NAMES, OPTIONS, Options, OptionSpec
 
 MiB = 1024 * 1024
 
@@ -44,8 +47,8 @@ def test_default_matches_bun(name: str, default: object) -> None:
 
 
 def test_options_cover_exactly_bun_names() -> None:
-    """The option set is Bun's websocket options in snake_case, plus uWebSockets.js's resetIdleTimeoutOnSend."""
-    assert set(Options.__dataclass_fields__) == {
+    """The option table is Bun's websocket options in snake_case, plus uWebSockets.js's resetIdleTimeoutOnSend."""
+    assert set(OPTION_NAMES) == {
         "max_payload_length",
         "idle_timeout",
         "backpressure_limit",
@@ -55,6 +58,28 @@ def test_options_cover_exactly_bun_names() -> None:
         "publish_to_self",
         "reset_idle_timeout_on_send",
     }
+
+
+@pytest.mark.parametrize("spec", OPTIONS, ids=OPTION_NAMES)
+def test_option_table_is_what_options_and_the_handler_read(spec: OptionSpec) -> None:
+    """Each option of the table is a field of Options and a class attribute of
+    WebSocketHandler with the table's default, and the docstring documents it."""
+    assert getattr(WebSocketHandler, spec.name) == spec.default
+    assert getattr(Options(), spec.name) == spec.check(spec.name, spec.default)
+    assert f"``{spec.name}`` ({spec.shown_default})" in (WebSocketHandler.__doc__ or "")
+    assert tuple(Options.__dataclass_fields__) == OPTION_NAMES
+
+
+@pytest.mark.parametrize("spec", OPTIONS, ids=OPTION_NAMES)
+def test_bun_spelling_of_each_option_warns(spec: OptionSpec) -> None:
+    """Bun's camelCase spelling of any option in the table warns, naming the option."""
+    camel = "".join(
+        part.title() if index else part
+        for index, part in enumerate(spec.name.split("_"))
+    )
+    cls = type("BunStyle", (WebSocketHandler,), {camel: spec.default})
+    with pytest.warns(UserWarning, match=rf"'{spec.name}'"):
+        cls()
 
 
 # -- class attributes and constructor kwargs ----------------------------------------------
@@ -238,17 +263,10 @@ def test_only_overridden_hooks_are_registered() -> None:
         def message(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
             pass
 
-    hooks = OnlyMessage()._hooks
-    assert hooks["message"] is not None
-    assert [name for name, hook in hooks.items() if hook is None] == [
-        "open",
-        "close",
-        "drain",
-        "dropped",
-        "ping",
-        "pong",
-        "error",
-        "subscription",
+    hooks = hook_table(OnlyMessage())
+    assert hooks[Kind.MESSAGE] is not None
+    assert [spec.name for spec, hook in zip(HOOKS, hooks, strict=True) if hook] == [
+        "message"
     ]
 
 
@@ -264,6 +282,32 @@ def test_hook_kind_is_detected(is_async: bool) -> None:
         async def open(self, ws: ServerWebSocket[Any]) -> None:
             pass
 
-    hook = (Async if is_async else Sync)()._hooks["open"]
+    hook = hook_table((Async if is_async else Sync)())[Kind.OPEN]
     assert hook is not None
     assert hook[1] is is_async
+
+
+def test_a_hook_set_on_the_instance_is_registered() -> None:
+    """A hook assigned to a handler instance counts as overridden."""
+    handler = WebSocketHandler[Any]()
+    handler.close = lambda ws, code, reason: None  # type: ignore[method-assign]
+    assert hook_table(handler)[Kind.CLOSE] == (handler.close, False)
+
+
+@pytest.mark.parametrize("spec", HOOKS, ids=HOOK_NAMES)
+def test_hook_table_matches_the_handler(spec: HookSpec) -> None:
+    """Each hook in the table is a WebSocketHandler method taking the table's arity
+    (after self), and Kind numbers it by its place in the table."""
+    parameters = inspect.signature(getattr(WebSocketHandler, spec.name)).parameters
+    assert len(parameters) - 1 == spec.arity
+    assert getattr(Kind, spec.name.upper()) == HOOKS.index(spec)
+
+
+def test_hook_table_lists_every_hook_method() -> None:
+    """Every public method of WebSocketHandler but ``server`` is in the hook table."""
+    methods = {
+        name
+        for name, value in vars(WebSocketHandler).items()
+        if inspect.isfunction(value) and not name.startswith("_")
+    }
+    assert methods == set(HOOK_NAMES)
