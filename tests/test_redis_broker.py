@@ -11,6 +11,7 @@ import itertools
 import logging
 import os
 import signal
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -549,6 +550,38 @@ async def test_queued_bytes_stay_bounded_while_redis_is_stopped(
     await publish_until(server, enough)
     assert bound - len(PAYLOAD_64K) < highest <= bound
     assert broker.connected  # not yet detected: stall_timeout is 60 s
+
+
+async def test_memory_while_sending_stays_within_twice_the_byte_bound(
+    node: StartNode, stoppable: RedisProcess
+) -> None:
+    """With Redis stopped (SIGSTOP) and max_queue_bytes of distinct payloads handed
+    to the broker in one turn, the process's peak memory while the writer sends
+    them stays within about twice the bound, and once it is blocked sending, near
+    one bound (what the socket has not taken)."""
+    bound = 8 * 1024 * 1024
+    server, broker, _ = await node(
+        client=stoppable.url, max_queue_bytes=bound, stall_timeout=60
+    )
+    writer = broker._writer
+    await wait_until(lambda: not writer.in_flight, what="nothing in flight")
+    os.kill(stoppable.pid, signal.SIGSTOP)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(bound // len(PAYLOAD_64K)):
+            # Distinct objects that only the broker holds, as an app's would be.
+            server.publish(TOPIC, i.to_bytes(4, "big") * (len(PAYLOAD_64K) // 4))
+        assert broker.dropped == 0
+        # Taking the batch, packing and writing it is synchronous up to drain().
+        await wait_until(lambda: writer.in_flight, what="the batch to be sent")
+        await asyncio.sleep(0)
+        blocked, peak = (n - before for n in tracemalloc.get_traced_memory())
+    finally:
+        tracemalloc.stop()
+    assert broker.queued_bytes == bound  # sent, not answered: Redis is stopped
+    assert peak < 2.4 * bound, peak / bound
+    assert blocked < 1.25 * bound, blocked / bound
 
 
 async def test_a_stopped_redis_is_detected_while_the_writer_is_blocked(
