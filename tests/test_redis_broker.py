@@ -669,6 +669,65 @@ async def test_first_cluster_count_after_a_redis_restart_is_right(
         redis.kill()
 
 
+async def test_first_cluster_count_after_a_restart_with_several_pooled_connections(
+    node: StartNode, connect_ws: ConnectWs
+) -> None:
+    """Redis killed and restarted on the same port while the pool held several
+    idle connections (from concurrent counts): once the broker reports itself
+    connected, the first cluster count is right, not BrokerUnavailableError."""
+    redis = RedisProcess()
+    redis.start()
+    try:
+        server, broker, url = await node(client=redis.url, channel_prefix="pool:")
+        _, far_broker, far_url = await node(client=redis.url, channel_prefix="pool:")
+        await connect_ws(url)
+        await connect_ws(far_url)
+        await wait_until(lambda: counted(server, 2), what="a count of 2")
+        counts = [server.cluster_subscriber_count(TOPIC) for _ in range(6)]
+        assert await asyncio.gather(*counts) == [2] * 6
+        # Each broker has its writer and reader; the rest are pooled, idle.
+        assert redis_connections(redis) >= 4 + 4
+        redis.kill()
+        await wait_until(lambda: not broker.connected, what="the outage")
+        await wait_until(lambda: not far_broker.connected, what="the outage")
+        redis.start()
+        await wait_until(
+            lambda: broker.connected and far_broker.connected, what="reconnection"
+        )
+        assert await server.cluster_subscriber_count(TOPIC) == 2
+    finally:
+        redis.kill()
+
+
+async def test_a_broker_closed_after_a_redis_restart_leaves_the_count_at_once(
+    node: StartNode, connect_ws: ConnectWs
+) -> None:
+    """After Redis was restarted while the pool held idle connections, a broker
+    that closes still removes itself from the cluster counts at once (its
+    unregister does not meet a stale pooled connection)."""
+    redis = RedisProcess()
+    redis.start()
+    try:
+        server, broker, url = await node(client=redis.url, channel_prefix="gone:")
+        far, far_broker, _ = await node(client=redis.url, channel_prefix="gone:")
+        await connect_ws(url)
+        await wait_until(lambda: counted(far, 1), what="a count of 1")
+        counts = [server.cluster_subscriber_count(TOPIC) for _ in range(4)]
+        assert await asyncio.gather(*counts) == [1] * 4  # the pool holds several
+        redis.kill()
+        await wait_until(lambda: not broker.connected, what="the outage")
+        redis.start()
+        await wait_until(
+            lambda: broker.connected and far_broker.connected, what="reconnection"
+        )
+        await wait_until(lambda: broker.reconnects == 1, what="the outage to end")
+        await wait_until(lambda: counted(far, 1), what="registered again")
+        await broker.close()
+        assert await far.cluster_subscriber_count(TOPIC) == 0
+    finally:
+        redis.kill()
+
+
 async def counted(server: Server[str], expected: int) -> bool:
     return await server.cluster_subscriber_count(TOPIC) == expected
 

@@ -287,7 +287,7 @@ class Writer:
             self.counts.probed(probes, answers)
         if self.outage.since is not None:
             self.link.ok = loop.time()
-            self.outage.recovered()
+            await self.outage.recovered()
 
 
 def _handed_over(parts: list[bytes]) -> Iterator[bytes]:
