@@ -27,35 +27,25 @@ from aiohttp_upgrade import (
     BrokerUnavailableError,
     Server,
     ServerWebSocket,
-    WebSocketHandler,
 )
 from aiohttp_upgrade._redis import _compat
 from aiohttp_upgrade.redis_broker import RedisBroker
 
 from .conftest import ConnectWs, upgrade_with_data
-from .redis_support import RedisProcess, requires_redis, wait_subscribed, wait_until
+from .redis_support import (
+    ROOM,
+    RedisProcess,
+    Subscribe,
+    module_redis,  # noqa: F401 - the redis fixture
+    requires_redis,
+    wait_subscribed,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.redis, requires_redis]
 
 TIMEOUT = 10
-TOPIC = "room"
-
-
-class Subscribe(WebSocketHandler[str]):
-    """Subscribes every socket to ``room``."""
-
-    idle_timeout = 0
-
-    def open(self, ws: ServerWebSocket[str]) -> None:
-        ws.subscribe(TOPIC)
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisProcess]:
-    process = RedisProcess()
-    process.start()
-    yield process
-    process.kill()
+TOPIC = ROOM
 
 
 Node = tuple[Server[str], RedisBroker, str]
