@@ -213,11 +213,10 @@ class Inflater:
 
     A message may end its DEFLATE data with a final block (RFC 7692 7.2.3.4), which
     ends zlib's stream; anything after that block but the start of an empty stored
-    block is 1007. With context takeover the next message is then inflated by a new
-    stream primed with the LZ77 window's content (RFC 7692 7.2.2): the last 32 KiB
-    inflated from the first message that ended with a final block on. A reference to
-    data inflated before that message cannot be resolved and is 1007, never wrong
-    or empty data.
+    block is 1007. With context takeover the LZ77 window holds every earlier message
+    (RFC 7692 7.2.2), so the next message is then inflated by a new stream primed
+    with the last 32 KiB inflated on this socket. A reference further back than any
+    data the client sent is 1007, never wrong or empty data.
     """
 
     __slots__ = ("_max_size", "_no_context_takeover", "_window", "_zlib")
@@ -226,8 +225,9 @@ class Inflater:
         self._max_size = max_size
         self._no_context_takeover = no_context_takeover
         self._zlib = zlib.decompressobj(-15)
-        # The window's content, kept only once a client has ended a stream.
-        self._window: bytes | None = None
+        # With context takeover: at least the last 32 KiB inflated (at most twice
+        # that, so appending a small message copies only that message).
+        self._window = bytearray()
 
     def inflate(self, payload: bytes | bytearray) -> bytes:
         """Return the message, or raise ProtocolError (1009 too big, 1007 corrupt)."""
@@ -245,13 +245,19 @@ class Inflater:
             raise ProtocolError(
                 CloseCode.MESSAGE_TOO_BIG, "message too big after inflating"
             )
+        if not self._no_context_takeover:
+            window = self._window
+            if len(data) >= _WINDOW:
+                window[:] = data[-_WINDOW:]
+            else:
+                window += data
+                if len(window) >= 2 * _WINDOW:
+                    del window[:-_WINDOW]
         if z.eof:
-            self._stream_ended(z.unused_data, data)
-        elif self._window is not None:
-            self._window = _slide(self._window, data)
+            self._stream_ended(z.unused_data)
         return data
 
-    def _stream_ended(self, rest: bytes, data: bytes) -> None:
+    def _stream_ended(self, rest: bytes) -> None:
         """Check what follows a final block; start the next message's stream."""
         if rest not in _AFTER_FINAL_BLOCK:
             raise ProtocolError(
@@ -259,14 +265,7 @@ class Inflater:
             )
         if self._no_context_takeover:
             return  # the next message starts a new stream anyway
-        self._window = window = _slide(self._window or b"", data)
+        window = bytes(self._window[-_WINDOW:])
         self._zlib = (
             zlib.decompressobj(-15, zdict=window) if window else zlib.decompressobj(-15)
         )
-
-
-def _slide(window: bytes, data: bytes) -> bytes:
-    """The window after ``data`` was inflated: its last 32 KiB."""
-    if len(data) >= _WINDOW:
-        return data[-_WINDOW:]
-    return (window + data)[-_WINDOW:]

@@ -110,10 +110,15 @@ class RedisBroker(Broker):
             several apps can share one Redis.
         max_queue: messages queued for Redis at most; past it, publishes are
             dropped for other processes and counted in ``dropped``.
-        max_queue_bytes: payload bytes waiting for Redis (queued, or sent and
-            not answered yet) at most; past it, publishes are dropped and
-            counted like past ``max_queue``. A single larger message is still
-            sent when nothing else waits. ``queued_bytes`` is the figure now.
+        max_queue_bytes: payload bytes waiting for Redis (queued, being sent,
+            or sent and not answered yet) at most; past it, publishes are
+            dropped and counted like past ``max_queue``. A single larger
+            message is still sent when nothing else waits. ``queued_bytes`` is
+            the figure now. It counts payloads only: while a batch is packed
+            for Redis its payloads and their packed copy coexist, so the
+            broker's peak memory is up to about twice ``max_queue_bytes``
+            (plus a few dozen bytes per message); once handed to the socket,
+            one copy of what the socket has not taken.
         heartbeat_interval: seconds between heartbeats; a process that stops
             beating drops out of cluster counts after 3 intervals.
         stall_timeout: seconds Redis has to answer a pipeline, a heartbeat PING

@@ -1,5 +1,6 @@
 """Real processes for the cluster tests: a ``redis-server`` on a free loopback port
-and app servers (``tests/cluster_app.py`` under ``python -m aiohttp.web``).
+and app servers (``tests/cluster_app.py`` under ``python -m aiohttp.web``); and
+what the in-process RedisBroker tests share (the ``redis`` fixture, ``Subscribe``).
 
 Both are started with ``subprocess`` and are ready when they say so on their
 output (redis: "Ready to accept connections"; aiohttp: "Running on"), never after
@@ -27,13 +28,19 @@ from typing import Any, Final, TypeVar
 
 import pytest
 
+from aiohttp_upgrade import ServerWebSocket, WebSocketHandler
+
 __all__ = [
     "REDIS_SERVER",
+    "ROOM",
     "AppProcess",
     "RedisProcess",
+    "Subscribe",
     "free_port",
+    "module_redis",
     "poll_until",
     "requires_redis",
+    "running_redis",
     "wait_subscribed",
     "wait_until",
 ]
@@ -286,3 +293,22 @@ def running_redis() -> Iterator[RedisProcess]:
         yield redis
     finally:
         redis.kill()
+
+
+@pytest.fixture(scope="module", name="redis")
+def module_redis() -> Iterator[RedisProcess]:
+    """The ``redis`` fixture: a redis-server shared by one test module's tests.
+    Import it into a module (``noqa: F401``) to use it there."""
+    yield from running_redis()
+
+
+ROOM: Final = "room"
+
+
+class Subscribe(WebSocketHandler[Any]):
+    """Subscribes every socket to :data:`ROOM`."""
+
+    idle_timeout = 0
+
+    def open(self, ws: ServerWebSocket[Any]) -> None:
+        ws.subscribe(ROOM)

@@ -8,7 +8,7 @@ RedisBroker (their own origin and connections), as two worker processes would.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -16,14 +16,21 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler
+from aiohttp_upgrade import Server
 from aiohttp_upgrade.redis_broker import RedisBroker
 
 from .conftest import ConnectWs, upgrade_with_data
-from .redis_support import RedisProcess, requires_redis, wait_subscribed
+from .redis_support import (
+    ROOM,
+    RedisProcess,
+    Subscribe,
+    module_redis,  # noqa: F401 - the redis fixture
+    requires_redis,
+    wait_subscribed,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-TOPIC = "room"
+TOPIC = ROOM
 PREFIX = "ordering:"
 
 
@@ -45,23 +52,6 @@ def test_readme_says_order_is_per_publishing_process() -> None:
     text = _flat(ROOT / "README.rst")
     assert "in order per publisher and topic" not in text
     assert "in order per publishing process and topic" in text
-
-
-class Subscribe(WebSocketHandler[None]):
-    """Subscribes every socket to ``room``."""
-
-    idle_timeout = 0
-
-    def open(self, ws: ServerWebSocket[None]) -> None:
-        ws.subscribe(TOPIC)
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisProcess]:
-    process = RedisProcess()
-    process.start()
-    yield process
-    process.kill()
 
 
 @pytest.fixture

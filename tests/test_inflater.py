@@ -128,14 +128,39 @@ def test_window_spans_several_messages_after_final_blocks() -> None:
     assert inflater.inflate(flushed(b"tail")) == b"tail"
 
 
-def test_reference_to_history_before_the_first_final_block_is_error_1007() -> None:
-    """A back-reference the inflater cannot resolve after a final block is 1007, never wrong or empty data."""
+def test_message_after_a_final_block_may_refer_to_messages_before_it() -> None:
+    """A sync-flushed message, then one ending with a final block: the next may refer to the first (RFC 7692 7.2.2)."""
     inflater = Inflater(MAX, no_context_takeover=False)
     z = zlib.compressobj(wbits=-15)
     body = z.compress(HISTORY) + z.flush(zlib.Z_SYNC_FLUSH)
     assert inflater.inflate(body[:-4]) == HISTORY
+    assert inflater.inflate(z.compress(b"x") + z.flush()) == b"x"
+    third = flushed(HISTORY, zdict=HISTORY + b"x")
+    assert len(third) < 20  # it is all back-references into the first message
+    assert inflater.inflate(third) == HISTORY
+
+
+def test_window_spans_large_and_small_messages_before_a_final_block() -> None:
+    """The window primed after a final block is the last 32 KiB over a large message and the small ones after it."""
+    inflater = Inflater(MAX, no_context_takeover=False)
+    large = random.Random(7).randbytes(40 * 1024)
+    small = random.Random(8).randbytes(1000)
+    z = zlib.compressobj(wbits=-15)
+    for data in (large, small):
+        body = z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+        assert inflater.inflate(body[:-4]) == data
+    assert inflater.inflate(z.compress(b"x") + z.flush()) == b"x"
+    window = (large + small + b"x")[-32768:]
+    wanted = window[300:1300] + small
+    fourth = flushed(wanted, zdict=window)
+    assert len(fourth) < 100
+    assert inflater.inflate(fourth) == wanted
+
+
+def test_reference_to_data_never_sent_is_error_1007() -> None:
+    """After a final block, a back-reference to data the client never sent is 1007, never wrong or empty data."""
+    inflater = Inflater(MAX, no_context_takeover=False)
     assert inflater.inflate(finished(b"x")) == b"x"
-    # Refers to HISTORY, which only the discarded stream's window held.
     assert error_code(inflater, flushed(HISTORY, zdict=HISTORY + b"x")) == 1007
 
 

@@ -1,15 +1,49 @@
-"""Large frames over a real socket, arriving at the server in many small reads."""
+"""Large frames over a real socket, arriving at the server in many small reads.
+
+The reads are counted by a protocol put between the server's transport and the
+library's protocol after the take-over (``transport.set_protocol``, asyncio's
+public API), so the test proves the frame did reach the server in pieces.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from aiohttp import web
+
+from aiohttp_upgrade import Server
 
 from .conftest import Echo, ServeFactory
 from .wire import OP_BINARY, OP_TEXT, client_frame, connect
 
 MEGABYTE = 1024 * 1024
+
+
+class ReadCounter(asyncio.Protocol):
+    """Passes everything on to the server's protocol, counting the reads."""
+
+    def __init__(self, inner: asyncio.BaseProtocol) -> None:
+        assert isinstance(inner, asyncio.Protocol)  # not a BufferedProtocol
+        self.inner = inner
+        self.reads = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.reads += 1
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
 
 
 @pytest.mark.parametrize(
@@ -24,9 +58,21 @@ MEGABYTE = 1024 * 1024
 async def test_megabyte_frame_in_small_segments_arrives_intact(
     serve: ServeFactory, opcode: int, segment: int
 ) -> None:
-    """A 1 MiB frame written in small TCP segments is delivered whole and unchanged."""
-    served = await serve(Echo(max_payload_length=MEGABYTE))
+    """A 1 MiB frame written in small TCP segments reaches the server in many reads and is delivered whole and unchanged."""
+    transports: list[asyncio.Transport] = []
+
+    def fetch(request: web.Request, server: Server[Any]) -> None:
+        assert request.transport is not None  # and None once taken over
+        transports.append(request.transport)
+        assert server.upgrade(request)
+
+    served = await serve(Echo(max_payload_length=MEGABYTE), fetch)
     raw = await connect(served.port)
+    await raw.send(OP_BINARY, b"taken over")
+    assert await raw.recv() == (True, OP_BINARY, b"taken over")
+    (transport,) = transports
+    counter = ReadCounter(transport.get_protocol())
+    transport.set_protocol(counter)
     if opcode == OP_TEXT:
         unit = "κόσμε €𝄞 ascii "  # 1- to 4-byte characters, cut across segments
         payload = (unit * (MEGABYTE // len(unit.encode()))).encode()
@@ -43,4 +89,7 @@ async def test_megabyte_frame_in_small_segments_arrives_intact(
     assert (fin, echoed_opcode, len(echoed)) == (True, opcode, len(payload))
     assert len(payload) > MEGABYTE - 32
     assert echoed == payload
+    # asyncio's loop reads about two segments at a time, uvloop's one.
+    segments = len(data) // segment
+    assert counter.reads > segments // 4, (counter.reads, segments)
     await raw.close()

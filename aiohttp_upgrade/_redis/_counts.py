@@ -182,7 +182,8 @@ class Counts:
                     return await self.remote_count(client, field)
                 except RedisConnectionError:
                     # Most likely a pooled connection that Redis closed when it
-                    # restarted: redis-py drops it, and the retry connects anew.
+                    # restarted, used before the outage's end dropped the idle
+                    # ones (Outage.recovered): the retry connects anew.
                     return await self.remote_count(client, field)
         except BrokerUnavailableError:
             raise

@@ -145,10 +145,16 @@ class Outage:
         self._counts.heartbeat_due = True
         self._wakeup.wake()
 
-    def recovered(self) -> None:
+    async def recovered(self) -> None:
         """The outage ends once the reader has connected or received something,
         and the writer has had a round trip, both since the outage started (one
-        of them may not have noticed it yet)."""
+        of them may not have noticed it yet).
+
+        Idle pooled connections (of cluster counts, unregistering) predate the
+        outage: after a Redis restart they are dead, and a command on one would
+        fail. They are dropped here, before the outage counts as over; the pool
+        opens new ones.
+        """
         since = self.since
         pub, sub = self.pub, self.sub
         if (
@@ -158,11 +164,23 @@ class Outage:
             and pub.ok >= since
             and max(sub.ok, sub.seen) >= since
         ):
-            down = asyncio.get_running_loop().time() - since
-            self.since = None
-            self._counters.reconnects += 1
-            logger.warning(
-                "Redis reachable again after %.1f s; %d messages dropped so far",
-                down,
-                self._counters.dropped,
-            )
+            self.since = None  # only once, though both links may call this
+            try:
+                await self._drop_idle_connections()
+            finally:
+                down = asyncio.get_running_loop().time() - since
+                self._counters.reconnects += 1
+                logger.warning(
+                    "Redis reachable again after %.1f s; %d messages dropped so far",
+                    down,
+                    self._counters.dropped,
+                )
+
+    async def _drop_idle_connections(self) -> None:
+        client = self._session.client
+        if client is None:
+            return
+        try:
+            await client.connection_pool.disconnect(inuse_connections=False)
+        except EXPECTED as exc:
+            logger.debug("Dropping idle Redis connections failed: %s", describe(exc))

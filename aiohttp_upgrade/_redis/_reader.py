@@ -121,7 +121,7 @@ class Reader:
         link.seen = link.ok = asyncio.get_running_loop().time()
         self.ping_since = None
         link.up = True
-        self.outage.recovered()
+        await self.outage.recovered()
         if self.interest_changed:
             self.wakeup.wake()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 from redis.asyncio.connection import AbstractConnection
@@ -124,10 +124,11 @@ class Writer:
                 await self.wakeup.wait()
                 continue
             await self.reader.sync()
-            batch = self.sending = self.queue
+            # No local name for the batch: _send lets go of it once packed.
+            self.sending = self.queue
             self.queue = []
             try:
-                await self._send(*self.counts.bookkeeping(), batch)
+                await self._send(*self.counts.bookkeeping(), self.sending)
             except EXPECTED as exc:
                 self.failed(exc)
                 await self.drop()
@@ -207,20 +208,29 @@ class Writer:
     async def _send(
         self, commands: list[Command], probes: tuple[str, ...], batch: Sequence[Message]
     ) -> None:
-        """Send one pipeline: ``commands``, then ``batch`` as PUBLISHes."""
+        """Send one pipeline: ``commands``, then ``batch`` as PUBLISHes.
+
+        The payloads are let go of once packed into envelopes, and those once
+        packed into RESP, so that while the socket drains this process holds one
+        copy of the batch (the transport's), about twice ``max_queue_bytes`` at
+        the peak (see RedisBroker's ``max_queue_bytes``).
+        """
         nbytes = 0
+        messages = len(batch)
         if batch:
             envelopes, nbytes = pack_envelopes(
                 self.session.header, batch, self.config.max_batch_bytes
             )
+            del batch
             prefix = self.config.prefix
             for topic, envelope in envelopes:
                 commands.append(("PUBLISH", prefix + topic.encode(), envelope))
+            del envelopes
         if not commands:
             return
         # Registered first: if anything below fails, the batch counts as dropped.
         loop = asyncio.get_running_loop()
-        self.in_flight.append((len(commands), len(batch), nbytes, loop.time(), probes))
+        self.in_flight.append((len(commands), messages, nbytes, loop.time(), probes))
         self.sending = _NOTHING
         self.replies_done.clear()
         self.replies_due.set()
@@ -228,7 +238,8 @@ class Writer:
         if connection is None or not self.link.up:
             raise ConnectionError("no connection")
         packed = connection.pack_commands(commands)
-        await connection.send_packed_command(packed, check_health=False)
+        commands.clear()
+        await connection.send_packed_command(_handed_over(packed), check_health=False)
 
     async def _read_replies(self, connection: AbstractConnection) -> None:
         """Read the answers of the pipelines in order, while the writer goes on."""
@@ -276,4 +287,12 @@ class Writer:
             self.counts.probed(probes, answers)
         if self.outage.since is not None:
             self.link.ok = loop.time()
-            self.outage.recovered()
+            await self.outage.recovered()
+
+
+def _handed_over(parts: list[bytes]) -> Iterator[bytes]:
+    """Yield ``parts`` and let go of each: once the transport has taken them,
+    nothing here keeps the packed pipeline alive while the socket drains."""
+    parts.reverse()
+    while parts:
+        yield parts.pop()
