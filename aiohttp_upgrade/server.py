@@ -182,7 +182,8 @@ class Server(Generic[DataT]):
         self._topics: TopicRegistry[ServerWebSocket[DataT]] = TopicRegistry(
             self._subscription_changed if watch else None
         )
-        self._sockets: dict[ServerWebSocket[DataT], None] = {}  # an ordered set
+        # The open sockets, in order, with their connections.
+        self._sockets: dict[ServerWebSocket[DataT], Connection] = {}
         # Tasks running async hooks, closed sockets' included until close ends.
         self._tasks: set[asyncio.Task[None]] = set()
         self._context = SocketContext(
@@ -439,21 +440,21 @@ class Server(Generic[DataT]):
         context = self._context
         if not context.hooks:
             context.hooks = hook_table(self.websocket_handler._hooks)
-        connection = Connection(transport)
-        ws = ServerWebSocket(
+        connection = Connection(
+            transport,
             context,
-            connection,
             cast(DataT, upgrade.data),
             subprotocol,
             request.remote or "",
             upgrade.accept.deflate,
         )
+        ws: ServerWebSocket[DataT] = connection.ws
         # From here on the socket owns the transport; the request ends now.
         tail = take_over(request, connection)
         # Pause the protocol whenever a byte is buffered, so that "resumed" means
         # "empty": the drain hook relies on it.
         transport.set_write_buffer_limits(high=0)
-        self._sockets[ws] = None
+        self._sockets[ws] = connection
         self._start_idle_timer()
         connection.dispatcher.dispatch(Kind.OPEN)
         if tail:
@@ -614,10 +615,13 @@ class Server(Generic[DataT]):
         except Exception as exc:
             self._subscription_hook_failed(ws, exc)
 
-    @staticmethod
-    def _subscription_hook_failed(ws: ServerWebSocket[DataT], exc: Exception) -> None:
-        if ws.ready_state is _OPEN:
-            ws._fail(exc)  # logs it, calls error, closes with 1011
+    def _subscription_hook_failed(
+        self, ws: ServerWebSocket[DataT], exc: Exception
+    ) -> None:
+        connection = self._sockets.get(ws)
+        if connection is not None and ws.ready_state is _OPEN:
+            # Logs it, calls error, closes with 1011.
+            connection.dispatcher.hook_failed(exc)
         else:
             logger.error("WebSocket subscription hook raised for %r", ws, exc_info=exc)
 
@@ -756,8 +760,8 @@ class Server(Generic[DataT]):
         check_close_code(code)
         self._shutting_down = True
         frame = build_close_frame(code, reason)
-        for ws in list(self._sockets):
-            ws._shutdown(code, reason, frame)
+        for connection in list(self._sockets.values()):
+            connection.shutdown(code, reason, frame)
         current = asyncio.current_task()
         tasks = [task for task in self._tasks if task is not current]
         if tasks:
@@ -778,7 +782,7 @@ class Server(Generic[DataT]):
     def _idle_sweep(self) -> None:
         self._idle_timer = None
         ping_tick = PING_TICK if self.options.send_pings else 0
-        for ws in list(self._sockets):
-            ws._idle_tick(ping_tick, IDLE_TICKS)
+        for connection in list(self._sockets.values()):
+            connection.idle_tick(ping_tick, IDLE_TICKS)
         if self._sockets:
             self._start_idle_timer()
