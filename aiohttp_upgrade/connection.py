@@ -16,7 +16,6 @@ task, no aiohttp object.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Callable, Sized
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -57,9 +56,6 @@ _PONG: Final = Kind.PONG
 _DRAIN: Final = Kind.DRAIN
 _OPEN: Final = ReadyState.OPEN
 _CLOSED: Final = ReadyState.CLOSED
-
-_ids = itertools.count(1)
-"""Connection ids: told apart in logs, even from one address."""
 
 T = TypeVar("T")
 
@@ -126,7 +122,6 @@ class Connection(asyncio.Protocol):
             options.max_payload_length,
             deflate.new_inflater(options.max_payload_length) if deflate else None,
             context.mask,
-            next(_ids),
             remote_address,
         )
         self.parser = protocol.parser  # the protocol's input, fed without a hop

@@ -22,6 +22,7 @@ records exactly one :class:`Closed`, whatever happens next.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -52,6 +53,8 @@ logger = logging.getLogger("aiohttp_upgrade")
 _ABNORMAL: Final = CloseCode.ABNORMAL_CLOSURE
 _NO_STATUS: Final = CloseCode.NO_STATUS_RECEIVED
 _INTERNAL_ERROR: Final = CloseCode.INTERNAL_ERROR
+
+_ids = itertools.count(1)
 
 
 class ReadyState(enum.IntEnum):
@@ -154,14 +157,13 @@ class ServerProtocol:
         max_size: ``max_payload_length``.
         inflater: permessage-deflate's, if negotiated.
         mask: the XOR used to unmask.
-        conn_id: the connection's id, for log lines.
         peer: the client's address, for log lines.
 
     Every method is idempotent once the state it handles is left; the actions it
     produced are in :attr:`actions` until :meth:`take_actions`.
     """
 
-    __slots__ = ("_owner", "_peer", "actions", "id", "parser", "state")
+    __slots__ = ("_id", "_owner", "_peer", "actions", "parser", "state")
 
     def __init__(
         self,
@@ -169,11 +171,10 @@ class ServerProtocol:
         max_size: int,
         inflater: Inflater | None = None,
         mask: Mask = xor_mask,
-        conn_id: int = 0,
         peer: str = "",
     ) -> None:
         self._owner = owner
-        self.id = conn_id
+        self._id = 0
         self._peer = peer
         self.state = _OPEN
         self.actions: list[Action] | None = None
@@ -182,6 +183,15 @@ class ServerProtocol:
 
     def __repr__(self) -> str:
         return f"<ServerProtocol conn {self.id} {self.state.name}>"
+
+    @property
+    def id(self) -> int:
+        """The connection's number in ``repr(ws)`` and log lines (``conn <id>``),
+        unique in this process; given on first use, so that a socket nobody
+        logs carries no number object."""
+        if not self._id:
+            self._id = next(_ids)
+        return self._id
 
     def take_actions(self) -> list[Action]:
         """Return the recorded actions, oldest first, and forget them."""

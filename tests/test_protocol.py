@@ -56,7 +56,7 @@ class Owner:
 
 def new(half_close: bool = True) -> tuple[ServerProtocol, Owner]:
     owner = Owner(half_close)
-    return ServerProtocol(owner, 1 << 20, conn_id=7, peer="192.0.2.1"), owner
+    return ServerProtocol(owner, 1 << 20, peer="192.0.2.1"), owner
 
 
 def lingering(code: int, reason: str, half_close: bool = True) -> list[Action]:
@@ -65,6 +65,14 @@ def lingering(code: int, reason: str, half_close: bool = True) -> list[Action]:
     eof: list[Action] = [HalfClose()] if half_close else []
     rest: list[Action] = [ReadOn(), ArmCloseTimeout(), Closed(code, reason)]
     return sent + eof + rest
+
+
+def test_each_protocol_has_its_own_id() -> None:
+    """Two protocols have different ids, each stable once read."""
+    first, _ = new()
+    second, _ = new()
+    assert first.id != second.id
+    assert first.id == first.id
 
 
 def test_a_new_protocol_is_open_with_nothing_to_do() -> None:
@@ -221,7 +229,7 @@ def test_protocol_error_is_logged_once_with_the_connection_id(
         protocol.fail(1011, "")
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1
-    assert lines[0].startswith("conn 7: closing WebSocket from 192.0.2.1:")
+    assert lines[0].startswith(f"conn {protocol.id}: closing WebSocket from 192.0.2.1:")
 
 
 def test_hook_failure_closes_with_1011_keeping_queued_events() -> None:
