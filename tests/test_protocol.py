@@ -110,6 +110,17 @@ def test_our_close_skips_what_the_peer_still_sends() -> None:
     assert protocol.state is CLOSING
 
 
+def test_garbage_while_closing_is_no_second_error() -> None:
+    """A protocol error in what the peer sends after our close (half-closed TCP) is
+    neither logged nor reported: input is discarded."""
+    protocol, _ = new()
+    protocol.close(1000, "")
+    protocol.take_actions()
+    protocol.parser.feed(bytes((0x81, 0x02)) + b"hi")  # unmasked
+    assert protocol.take_actions() == []
+    assert protocol.state is CLOSING
+
+
 def test_close_is_idempotent() -> None:
     """A second close() (or fail, abort, shutdown) while CLOSING records nothing."""
     protocol, _ = new()
