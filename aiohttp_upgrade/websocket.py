@@ -153,8 +153,7 @@ class ServerWebSocket(Generic[DataT]):
         self.data = data
         self.subprotocol = subprotocol
         self.remote_address = remote_address
-        self.ready_state = _OPEN
-        """Set by the connection (to CLOSED) when the socket leaves OPEN."""
+        self.ready_state = _OPEN  # the connection sets CLOSED as the socket closes
         self._conn = connection
         self._outbox = outbox
         self._ctx = context
