@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["CloseCode", "check_close_code", "is_valid_close_code"]
+from .errors import ProtocolError
+
+__all__ = [
+    "CloseCode",
+    "check_close_code",
+    "is_valid_close_code",
+    "parse_close_payload",
+]
 
 
 class CloseCode(enum.IntEnum):
@@ -46,3 +53,28 @@ def check_close_code(code: int) -> None:
             f"close code {code} may not be sent: use 1000-1003, 1007-1014 or "
             "3000-4999 (RFC 6455 7.4; 1005, 1006 and 1015 are reserved)"
         )
+
+
+def parse_close_payload(payload: bytes | bytearray) -> tuple[int, str]:
+    """Return the code and reason of a Close frame's unmasked body (RFC 6455 5.5.1).
+
+    An empty body is 1005 with no reason.
+
+    Raises:
+        ProtocolError: a 1-byte body or a code no endpoint may send (1002), a
+            reason that is not UTF-8 (1007).
+    """
+    if not payload:
+        return CloseCode.NO_STATUS_RECEIVED, ""
+    if len(payload) == 1:
+        raise ProtocolError(CloseCode.PROTOCOL_ERROR, "Close frame with a 1-byte body")
+    code = int.from_bytes(payload[:2], "big")
+    if not is_valid_close_code(code):
+        raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"invalid close code {code}")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(
+            CloseCode.INVALID_PAYLOAD, "invalid UTF-8 in reason"
+        ) from None
+    return code, reason

@@ -1,68 +1,139 @@
-"""The seam between one socket and asyncio: a small ``asyncio.Protocol``.
+"""One upgraded connection: the ``asyncio.Protocol`` that owns everything of a socket.
 
 After the 101, :func:`aiohttp_upgrade._compat.take_over` hands the transport to a
-:class:`Connection`. Reads go straight into the frame parser, whose events the
-connection turns into hook dispatches (through the socket's
-:class:`~aiohttp_upgrade.dispatcher.Dispatcher`) and into the close state machine
-of the :class:`~aiohttp_upgrade.websocket.ServerWebSocket`; the transport's
-write flow control goes to the socket's :class:`~aiohttp_upgrade.outbox.Outbox`.
-Nothing else runs per socket: no task, no aiohttp object.
+:class:`Connection`. It builds, in dependency order, the socket's
+:class:`~aiohttp_upgrade.outbox.Outbox` (pending output, flow control), its
+sans-I/O :class:`~aiohttp_upgrade.protocol.ServerProtocol` (the frame parser and
+the close state machine), the :class:`~aiohttp_upgrade.websocket.ServerWebSocket`
+that hooks see (a facade over this object) and its
+:class:`~aiohttp_upgrade.dispatcher.Dispatcher` (hooks). Reads go straight into
+the parser, whose data events become hook dispatches; what the protocol decides
+on closing (write a Close, half-close, abort, arm the close timeout, report the
+close) is carried out here and nowhere else. Nothing else runs per socket: no
+task, no aiohttp object.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sized
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Sized
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ._compat import ready_callbacks
+from .deflate import DeflateParams
 from .dispatcher import Dispatcher, Kind
-from .errors import ProtocolError
-from .frames import OP_PONG, build_frame
+from .frames import OP_PING, OP_PONG, build_frame
 from .outbox import Outbox
-from .parser import FrameParser
+from .protocol import (
+    Abort,
+    Action,
+    ArmCloseTimeout,
+    Closed,
+    CloseTransport,
+    Closing,
+    HalfClose,
+    ReadOn,
+    ReadyState,
+    SendFrame,
+    ServerProtocol,
+)
+from .websocket import ServerWebSocket
 
 if TYPE_CHECKING:
-    from .websocket import ServerWebSocket
+    from .websocket import SocketContext
 
-__all__ = ["Connection"]
+__all__ = ["CLOSE_TIMEOUT", "Connection"]
 
 logger = logging.getLogger("aiohttp_upgrade")
+
+CLOSE_TIMEOUT: Final = 5.0
+"""How long a closing connection may take to flush its last bytes, and the client
+to close its side, before it is aborted."""
 
 _PING: Final = Kind.PING
 _PONG: Final = Kind.PONG
 _DRAIN: Final = Kind.DRAIN
+_OPEN: Final = ReadyState.OPEN
+_CLOSED: Final = ReadyState.CLOSED
+
+T = TypeVar("T")
+
+
+def _abort_transport(transport: asyncio.Transport) -> None:
+    """``transport.abort()``, which must not stop a close path: what it raises is
+    logged."""
+    try:
+        transport.abort()
+    except Exception as exc:
+        logger.warning("aborting a connection failed", exc_info=exc)
 
 
 class Connection(asyncio.Protocol):
     """The protocol of one upgraded connection (see the module docstring).
 
-    It is the frame parser's sink, the outbox's owner and the dispatcher's owner.
-    ``idle_ticks`` counts idle-timer ticks since the client last sent a frame.
+    Args:
+        transport: the upgraded connection's transport.
+        context: what the server shares with its sockets.
+        data, subprotocol, remote_address: the socket's (see ``ServerWebSocket``).
+        deflate: the negotiated permessage-deflate parameters, if any.
+
+    ``ws`` is the socket's facade, ``id`` its number in log lines, ``idle_ticks``
+    counts idle-timer ticks since the client last sent a frame.
     """
 
     __slots__ = (
+        "_ctx",
         "_reading_paused",
         "_turn",
         "dispatcher",
         "idle_ticks",
         "outbox",
         "parser",
+        "protocol",
         "transport",
         "ws",
     )
 
-    def __init__(self, transport: asyncio.Transport) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        context: SocketContext,
+        data: Any,
+        subprotocol: str | None,
+        remote_address: str,
+        deflate: DeflateParams | None,
+    ) -> None:
+        options = context.options
         self.transport = transport
+        self._ctx = context
         self.idle_ticks = 0
         self._reading_paused = False
         self._turn: Sized | None = ready_callbacks(asyncio.get_running_loop())
-        # Set by ServerWebSocket's constructor, which builds the collaborators.
-        self.ws: ServerWebSocket[Any]
-        self.outbox: Outbox
-        self.dispatcher: Dispatcher
-        self.parser: FrameParser
+        self.outbox = outbox = Outbox(
+            transport,
+            context.flusher,
+            options.backpressure_limit,
+            deflate.new_compressor() if deflate else None,
+            self,
+        )
+        self.protocol = protocol = ServerProtocol(
+            self,
+            options.max_payload_length,
+            deflate.new_inflater(options.max_payload_length) if deflate else None,
+            context.mask,
+            remote_address,
+        )
+        self.parser = protocol.parser  # the protocol's input, fed without a hop
+        self.ws: ServerWebSocket[Any] = ServerWebSocket(
+            self, outbox, context, data, subprotocol, remote_address
+        )
+        self.dispatcher = Dispatcher(self.ws, context.hooks, context.tasks, self)
+
+    @property
+    def id(self) -> int:
+        """This connection's number, in ``repr(ws)`` and log lines (``conn <id>``)."""
+        return self.protocol.id
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -74,25 +145,30 @@ class Connection(asyncio.Protocol):
         # each client once per message: ~10 % more server CPU per round trip with
         # 50 echo clients (benchmarks/echo.py).
         outbox = self.outbox
-        if outbox.held:  # a hook fed data itself (a test, a proxy): nested read
-            self.parser.feed(data)
-            return
-        outbox.held = True
         try:
-            self.parser.feed(data)
+            if outbox.held:  # a hook fed data itself (a test, a proxy): nested read
+                self.parser.feed(data)
+                return
+            outbox.held = True
+            try:
+                self.parser.feed(data)
+            finally:
+                outbox.held = False
+                turn = self._turn
+                if turn and outbox.pending:
+                    outbox.flush_later()
+                else:
+                    outbox.flush()
         finally:
-            outbox.held = False
-            turn = self._turn
-            if turn and outbox.pending:
-                outbox.flush_later()
-            else:
-                outbox.flush()
+            if self.protocol.actions:  # the peer's Close, or a protocol error
+                self._act()
 
     def eof_received(self) -> bool | None:
         return None  # the transport closes; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.ws._connection_lost()
+        self.protocol.connection_lost()
+        self._act()
 
     def pause_writing(self) -> None:
         pass  # the outbox asks the transport for its buffer size instead
@@ -101,7 +177,7 @@ class Connection(asyncio.Protocol):
         # With the write-buffer limits at zero, resumed means the buffer is empty.
         self.outbox.writable()
 
-    # -- events from the parser (FrameSink) ---------------------------------------
+    # -- events from the parser (ProtocolOwner) -----------------------------------
 
     def on_message(self, message: str | bytes) -> None:
         self.idle_ticks = 0
@@ -117,23 +193,86 @@ class Connection(asyncio.Protocol):
         self.idle_ticks = 0
         self.dispatcher.dispatch(_PONG, data)
 
-    def on_close(self, code: int, reason: str) -> None:
-        self.ws._peer_closed(code, reason)
+    def can_half_close(self) -> bool:
+        try:
+            return self.transport.can_write_eof()
+        except Exception:  # a transport already torn down: nothing to wait for
+            return True
 
-    def on_protocol_error(self, error: ProtocolError) -> None:
-        self.ws._protocol_failed(error)
+    # -- what the facade and the server ask for ---------------------------------------
+
+    def close(self, code: int, reason: str) -> None:
+        """``ws.close()``: the closing handshake (see ``ServerProtocol.close``)."""
+        self.protocol.close(code, reason)
+        self._act()
+
+    def terminate(self, reason: str = "") -> None:
+        """Abort without a Close frame; the ``close`` hook sees 1006 and ``reason``."""
+        self.protocol.abort(reason)
+        self._act()
+
+    def shutdown(self, code: int, reason: str, frame: bytes) -> None:
+        """Close for a server shutdown, not waiting for the client's Close."""
+        self.protocol.shutdown(code, reason, frame)
+        self._act()
+
+    def cork(self, callback: Callable[[ServerWebSocket[Any]], T]) -> T:
+        """Run ``callback(ws)``, writing what it sends in one write when it ends."""
+        outbox = self.outbox
+        write_now = outbox.write_now
+        outbox.write_now = False
+        try:
+            return callback(self.ws)
+        finally:
+            outbox.write_now = write_now
+            outbox.flush()
+
+    def buffered_amount(self) -> int:
+        """Bytes queued and not yet handed to the kernel (0 once gone)."""
+        if self.ws.ready_state is _CLOSED and self.transport.is_closing():
+            return 0
+        return self.outbox.buffered
+
+    def idle_tick(self, ticks_to_ping: int, ticks_to_close: int) -> None:
+        """Advance the idle timer by one tick (called by the server's sweep)."""
+        outbox = self.outbox
+        if outbox.sent:  # a send since the last tick
+            outbox.sent = False
+            if self._ctx.options.reset_idle_timeout_on_send:
+                self.idle_ticks = 0
+        ticks = self.idle_ticks = self.idle_ticks + 1
+        if ticks >= ticks_to_close:
+            logger.info(
+                "conn %d: closing idle WebSocket from %s",
+                self.id,
+                self.ws.remote_address,
+            )
+            self.terminate("idle timeout")
+        elif ticks == ticks_to_ping:
+            outbox.enqueue(build_frame(OP_PING, b""), 0)
+            outbox.sent = False  # our own ping is not activity
 
     # -- from the outbox (OutboxOwner) ----------------------------------------------
 
     def drained(self) -> None:
-        if self.ws._is_open():
+        if self.ws.ready_state is _OPEN:
             self.dispatcher.dispatch(_DRAIN)
 
     def dropped(self, message: object) -> None:
-        self.ws._dropped(message)
+        """The outbox dropped a message at the backpressure limit."""
+        if self._ctx.options.close_on_backpressure_limit:
+            self.terminate("backpressure limit exceeded")
+        elif message is not None:
+            if isinstance(message, bytearray | memoryview):  # as ``message`` gets it
+                message = bytes(message)
+            self.dispatcher.dropped(message)
 
     def write_failed(self, exc: Exception) -> None:
-        self.ws._write_failed(exc)
+        logger.error(
+            "conn %d: writing to %r failed; aborting it", self.id, self.ws, exc_info=exc
+        )
+        self.protocol.write_failed()
+        self._act()
 
     # -- from the dispatcher (DispatchOwner) -----------------------------------------
 
@@ -147,7 +286,7 @@ class Connection(asyncio.Protocol):
             try:
                 self.transport.pause_reading()
             except Exception as exc:
-                logger.debug("pause_reading failed: %r", exc)
+                logger.debug("conn %d: pause_reading failed: %r", self.id, exc)
 
     def resume_reading(self) -> None:
         if self._reading_paused:
@@ -155,10 +294,99 @@ class Connection(asyncio.Protocol):
             try:
                 self.transport.resume_reading()
             except Exception as exc:
-                logger.debug("resume_reading failed: %r", exc)
+                logger.debug("conn %d: resume_reading failed: %r", self.id, exc)
+
+    def hooks_running(self, running: bool) -> None:
+        # While a task runs hooks its sends are written at once: its turn ends at
+        # an await nobody sees.
+        self.outbox.write_now = running
 
     def hook_failed(self) -> None:
-        self.ws._hook_failed()
+        self.protocol.hook_failed()
+        self._act()
 
     def task_cancelled(self) -> None:
-        self.ws._abort_if_open()
+        self.terminate()
+
+    # -- carrying out the protocol's actions ----------------------------------------
+
+    def _act(self) -> None:
+        """Carry out every action the protocol recorded, in order.
+
+        Total: each runs whatever the ones before raised (a transport that fails
+        is aborted instead), so the ``close`` hook is always reported; the first
+        exception that is not the transport's is raised at the end.
+        """
+        error: Exception | None = None
+        for action in self.protocol.take_actions():
+            try:
+                self._carry_out(action)
+            except Exception as exc:
+                if error is None:
+                    error = exc
+        if error is not None:
+            raise error
+
+    def _carry_out(self, action: Action) -> None:
+        if type(action) is Closed:
+            self.dispatcher.closed(action.code, action.reason)
+        elif type(action) is Closing:
+            self._leave_open(action.drop_events)
+        elif type(action) is SendFrame:
+            self.outbox.enqueue_control(action.frame)
+            self.outbox.flush()  # never raises
+        elif type(action) is Abort:
+            self.outbox.discard()
+            _abort_transport(self.transport)
+        else:
+            self._end(action)
+
+    def _leave_open(self, drop_events: bool) -> None:
+        if drop_events:
+            self.dispatcher.drop_queued()
+        ws = self.ws
+        ws.ready_state = _CLOSED
+        self.outbox.close()
+        self._ctx.forget(ws)
+
+    def _end(self, action: Action) -> None:
+        """Half-close, read on, close or arm the close timeout: nothing once the
+        transport is closing; a failure aborts it."""
+        transport = self.transport
+        try:
+            if transport.is_closing():
+                return
+            if type(action) is HalfClose:
+                transport.write_eof()
+            elif type(action) is ReadOn:
+                self.resume_reading()
+            elif type(action) is ArmCloseTimeout:
+                self._arm_close_timeout()
+            elif type(action) is CloseTransport:
+                transport.close()
+                if transport.get_write_buffer_size():
+                    self._arm_close_timeout()
+        except Exception as exc:
+            # A peer that already left makes write_eof() fail with ENOTCONN (its
+            # reset to our Close frame came first): nothing is left to deliver.
+            if isinstance(exc, OSError):
+                logger.debug("conn %d: ending %r: %s; aborting it", self.id, self, exc)
+            else:
+                logger.warning(
+                    "conn %d: ending %r failed; aborting it",
+                    self.id,
+                    self,
+                    exc_info=exc,
+                )
+            _abort_transport(transport)
+
+    def _arm_close_timeout(self) -> None:
+        # A client that stops reading, or never closes, must not pin the connection.
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        self.protocol.close_timed_out()
+        self._act()
+
+    def __repr__(self) -> str:
+        return f"<Connection conn {self.id} {self.ws.remote_address}>"

@@ -71,6 +71,10 @@ class DispatchOwner(Protocol):
     def task_cancelled(self) -> None:
         """The dispatcher's task was cancelled from outside: abort the socket."""
 
+    def hooks_running(self, running: bool) -> None:
+        """A task starts (True) or stops (False) running hooks: what they send is
+        written at once meanwhile."""
+
 
 class Dispatcher:
     """Calls one socket's hooks (see the module docstring).
@@ -81,9 +85,8 @@ class Dispatcher:
             (:func:`~aiohttp_upgrade.handler.hook_table`).
         tasks: where running tasks are registered until they end (the server's,
             so that shutdown can wait for them).
-        owner: told to pause and resume reading, and when a hook failed.
-        outbox: the socket's outbox, whose ``write_now`` is set while a task
-            runs hooks.
+        owner: told to pause and resume reading, when a hook failed and while a
+            task runs hooks.
     """
 
     __slots__ = (
@@ -92,7 +95,6 @@ class Dispatcher:
         "_in_dropped",
         "_inbox",
         "_message",
-        "_outbox",
         "_owner",
         "_reading_paused",
         "_task",
@@ -106,13 +108,11 @@ class Dispatcher:
         hooks: HookTable,
         tasks: set[asyncio.Task[None]],
         owner: DispatchOwner,
-        outbox: Any,
     ) -> None:
         self._ws = ws
         self._hooks = hooks
         self._tasks = tasks
         self._owner = owner
-        self._outbox = outbox
         # Created on first use: sockets whose hooks are plain functions rarely queue.
         self._inbox: deque[tuple[int, Any]] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -270,8 +270,8 @@ class Dispatcher:
         me = self._task
         hooks = self._hooks
         ws = self._ws
-        outbox = self._outbox
-        outbox.write_now = True
+        owner = self._owner
+        owner.hooks_running(True)
         try:
             while inbox:
                 kind, arg = inbox.popleft()
@@ -305,7 +305,7 @@ class Dispatcher:
             self._cancelled()
             raise
         finally:
-            outbox.write_now = False
+            owner.hooks_running(False)
             if me is not None:
                 self._tasks.discard(me)
             if self._task is me:

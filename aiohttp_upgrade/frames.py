@@ -7,6 +7,7 @@ followed by the payload; a frame built once can be written to any number of sock
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Final
 
 __all__ = [
@@ -16,9 +17,12 @@ __all__ = [
     "OP_PING",
     "OP_PONG",
     "OP_TEXT",
+    "Mask",
     "build_close_frame",
     "build_frame",
     "truncate_reason",
+    "unmask",
+    "xor_mask",
 ]
 
 OP_CONTINUATION: Final = 0x0
@@ -71,3 +75,28 @@ def build_close_frame(code: int | None, reason: str = "") -> bytes:
     if code is None:
         return bytes((FIN | OP_CLOSE, 0))
     return build_frame(OP_CLOSE, _pack_code(code) + truncate_reason(reason))
+
+
+# -- unmasking client frames --------------------------------------------------------
+
+Mask = Callable[[bytes, bytearray], None]
+"""``mask(key, data)`` XORs ``data`` in place with the 4-byte ``key`` repeated."""
+
+
+def xor_mask(key: bytes, data: bytearray) -> None:
+    """XOR ``data`` in place with ``key`` repeated (RFC 6455 5.3), in pure Python.
+
+    The fallback :data:`Mask`; the socket layer passes aiohttp's compiled one.
+    """
+    n = len(data)
+    repeated = (key * ((n >> 2) + 1))[:n]
+    data[:] = (
+        int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")
+    ).to_bytes(n, "little")
+
+
+def unmask(payload: bytes, key: bytes, mask: Mask = xor_mask) -> bytes:
+    """Return ``payload`` XORed with the 4-byte ``key`` repeated (RFC 6455 5.3)."""
+    data = bytearray(payload)
+    mask(key, data)
+    return bytes(data)

@@ -9,14 +9,30 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
-from .closecode import CloseCode, check_close_code, is_valid_close_code
+from .closecode import (
+    CloseCode,
+    check_close_code,
+    is_valid_close_code,
+    parse_close_payload,
+)
 from .deflate import Inflater
 from .errors import ProtocolError
-from .frames import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
+from .frames import (
+    OP_BINARY,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    Mask,
+    unmask,
+    xor_mask,
+)
 
 __all__ = [
+    "CloseSink",
+    "DataSink",
     "FrameParser",
     "FrameSink",
     "Mask",
@@ -29,49 +45,39 @@ __all__ = [
 PROTOCOL_ERROR: Final = CloseCode.PROTOCOL_ERROR
 INVALID_PAYLOAD: Final = CloseCode.INVALID_PAYLOAD
 MESSAGE_TOO_BIG: Final = CloseCode.MESSAGE_TOO_BIG
-NO_STATUS: Final = CloseCode.NO_STATUS_RECEIVED
-
-Mask = Callable[[bytes, bytearray], None]
-"""``mask(key, data)`` XORs ``data`` in place with the 4-byte ``key`` repeated."""
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
-class FrameSink(Protocol):
-    """What the parser reports to."""
+class DataSink(Protocol):
+    """What the parser reports data and ping/pong frames to."""
 
     def on_message(self, message: str | bytes) -> None: ...
     def on_ping(self, data: bytes) -> None: ...
     def on_pong(self, data: bytes) -> None: ...
+
+
+@runtime_checkable
+class CloseSink(Protocol):
+    """What the parser reports the peer's Close and protocol errors to."""
+
     def on_close(self, code: int, reason: str) -> None: ...
     def on_protocol_error(self, error: ProtocolError) -> None: ...
+
+
+class FrameSink(DataSink, CloseSink, Protocol):
+    """Both: a sink for everything the parser reports."""
 
 
 def _skip(data: str | bytes, /) -> None:
     pass
 
 
-def xor_mask(key: bytes, data: bytearray) -> None:
-    """XOR ``data`` in place with ``key`` repeated (RFC 6455 5.3), in pure Python.
-
-    The fallback :data:`Mask`; the socket layer passes aiohttp's compiled one.
-    """
-    n = len(data)
-    repeated = (key * ((n >> 2) + 1))[:n]
-    data[:] = (
-        int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")
-    ).to_bytes(n, "little")
-
-
-def unmask(payload: bytes, key: bytes, mask: Mask = xor_mask) -> bytes:
-    """Return ``payload`` XORed with the 4-byte ``key`` repeated (RFC 6455 5.3)."""
-    data = bytearray(payload)
-    mask(key, data)
-    return bytes(data)
-
-
 class FrameParser:
-    """Turns the bytes a client sends into calls on a :class:`FrameSink`."""
+    """Turns the bytes a client sends into calls on a :class:`FrameSink`, or on a
+    :class:`DataSink` and a ``closer`` (:class:`CloseSink`) that gets the Close and
+    errors; ``max_size`` bounds a message (1009). TypeError for a sink that is no
+    :class:`CloseSink` without a ``closer``."""
 
     __slots__ = (
         "_buffer",
@@ -98,16 +104,21 @@ class FrameParser:
 
     def __init__(
         self,
-        sink: FrameSink,
+        sink: DataSink,
         max_size: int,
         inflater: Inflater | None = None,
         mask: Mask = xor_mask,
+        closer: CloseSink | None = None,
     ) -> None:
+        if closer is None:
+            if not isinstance(sink, CloseSink):
+                raise TypeError("a sink without on_close needs a closer")
+            closer = sink
         self._on_message: Callable[[str | bytes], None] = sink.on_message
         self._on_ping: Callable[[bytes], None] = sink.on_ping
         self._on_pong: Callable[[bytes], None] = sink.on_pong
-        self._on_close: Callable[[int, str], None] = sink.on_close
-        self._on_error: Callable[[ProtocolError], None] = sink.on_protocol_error
+        self._on_close: Callable[[int, str], None] = closer.on_close
+        self._on_error: Callable[[ProtocolError], None] = closer.on_protocol_error
         self._max_size = max_size
         self._mask = mask
         self._inflater = inflater
@@ -141,24 +152,10 @@ class FrameParser:
         self._probe = None
         self._frag_buffer = bytearray()
 
-    def await_close(self, closed: Callable[[], None]) -> None:
-        """From now on skip every frame but the peer's Close, and call ``closed()``
-        on it or on a protocol error instead of telling the sink.
-
-        For a connection we closed on a transport that cannot half-close (TLS):
-        it must stay open until the peer answers our Close (RFC 6455 7.1.1).
-        """
-
-        def close_frame(code: int, reason: str) -> None:
-            closed()
-
-        def error(error: ProtocolError) -> None:
-            closed()
-
-        self._on_message = _skip
-        self._on_ping = self._on_pong = _skip
-        self._on_close = close_frame
-        self._on_error = error
+    def skip_data(self) -> None:
+        """From now on drop messages, pings and pongs; the peer's Close and protocol
+        errors are still reported (a closing handshake waiting for the peer)."""
+        self._on_message = self._on_ping = self._on_pong = _skip
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; report complete frames to the sink."""
@@ -396,20 +393,6 @@ class FrameParser:
             raise ProtocolError(INVALID_PAYLOAD, "invalid UTF-8 in text") from None
 
     def _close(self, payload: bytes | bytearray) -> None:
-        if len(payload) == 1:
-            raise ProtocolError(PROTOCOL_ERROR, "Close frame with a 1-byte body")
-        code: int
-        if not payload:
-            code, reason = NO_STATUS, ""
-        else:
-            code = int.from_bytes(payload[:2], "big")
-            if not is_valid_close_code(code):
-                raise ProtocolError(PROTOCOL_ERROR, f"invalid close code {code}")
-            try:
-                reason = payload[2:].decode("utf-8")
-            except UnicodeDecodeError:
-                raise ProtocolError(
-                    INVALID_PAYLOAD, "invalid UTF-8 in reason"
-                ) from None
+        code, reason = parse_close_payload(payload)
         self.stop()
         self._on_close(code, reason)

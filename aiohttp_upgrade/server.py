@@ -22,7 +22,7 @@ from ._compat import (
 from .broker import Broker, LocalBroker
 from .closecode import CloseCode, check_close_code
 from .connection import Connection
-from .dispatcher import Dispatcher, Kind
+from .dispatcher import Kind
 from .errors import InvalidOptionError, InvalidStateError
 from .frames import OP_TEXT, build_close_frame, build_frame
 from .handler import WebSocketHandler, hook_table
@@ -182,9 +182,9 @@ class Server(Generic[DataT]):
         self._topics: TopicRegistry[ServerWebSocket[DataT]] = TopicRegistry(
             self._subscription_changed if watch else None
         )
-        # The open sockets, in order, each with the dispatcher that runs its hooks.
-        self._sockets: dict[ServerWebSocket[DataT], Dispatcher] = {}
-        self._leaving: dict[ServerWebSocket[DataT], Dispatcher] = {}  # in _forget
+        # The open sockets, in order, each with its connection (which runs its hooks).
+        self._sockets: dict[ServerWebSocket[DataT], Connection] = {}
+        self._leaving: dict[ServerWebSocket[DataT], Connection] = {}  # in _forget
         # Tasks running async hooks, closed sockets' included until close ends.
         self._tasks: set[asyncio.Task[None]] = set()
         self._context = SocketContext(
@@ -438,23 +438,23 @@ class Server(Generic[DataT]):
                 request.remote,
             )
             return response
-        connection = Connection(transport)
-        ws = ServerWebSocket(
+        connection = Connection(
+            transport,
             self._context,
-            connection,
             cast(DataT, upgrade.data),
             subprotocol,
             request.remote or "",
             upgrade.accept.deflate,
         )
+        ws: ServerWebSocket[DataT] = connection.ws
         # From here on the socket owns the transport; the request ends now.
         tail = take_over(request, connection)
         # Pause the protocol whenever a byte is buffered, so that "resumed" means
         # "empty": the drain hook relies on it.
         transport.set_write_buffer_limits(high=0)
-        dispatcher = self._sockets[ws] = connection.dispatcher
+        self._sockets[ws] = connection
         self._start_idle_timer()
-        dispatcher.dispatch(Kind.OPEN)
+        connection.dispatcher.dispatch(Kind.OPEN)
         if tail:
             connection.data_received(tail)
         return response
@@ -594,9 +594,9 @@ class Server(Generic[DataT]):
         if interest is not None:
             interest(topic, new, old)
         if self._subscription_hook:
-            dispatcher = self._sockets.get(ws) or self._leaving.get(ws)
-            if dispatcher is not None:
-                dispatcher.subscription(topic, new, old)
+            connection = self._sockets.get(ws) or self._leaving.get(ws)
+            if connection is not None:
+                connection.dispatcher.subscription(topic, new, old)
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -612,12 +612,12 @@ class Server(Generic[DataT]):
     def _forget(self, ws: ServerWebSocket[DataT]) -> None:
         """Drop a closing socket from the registry and every topic (the registry's
         transition callback runs the ``subscription`` hook for each topic left)."""
-        dispatcher = self._sockets.pop(ws, None)
-        if dispatcher is None:
+        connection = self._sockets.pop(ws, None)
+        if connection is None:
             self._topics.unsubscribe_all(ws)
             return
-        # Where _subscription_changed finds the socket's dispatcher meanwhile.
-        self._leaving[ws] = dispatcher
+        # Where _subscription_changed finds the socket's hooks meanwhile.
+        self._leaving[ws] = connection
         try:
             self._topics.unsubscribe_all(ws)
         finally:
@@ -741,8 +741,8 @@ class Server(Generic[DataT]):
         check_close_code(code)
         self._shutting_down = True
         frame = build_close_frame(code, reason)
-        for ws in list(self._sockets):
-            ws._shutdown(code, reason, frame)
+        for connection in list(self._sockets.values()):
+            connection.shutdown(code, reason, frame)
         current = asyncio.current_task()
         tasks = [task for task in self._tasks if task is not current]
         if tasks:
@@ -763,7 +763,7 @@ class Server(Generic[DataT]):
     def _idle_sweep(self) -> None:
         self._idle_timer = None
         ping_tick = PING_TICK if self.options.send_pings else 0
-        for ws in list(self._sockets):
-            ws._idle_tick(ping_tick, IDLE_TICKS)
+        for connection in list(self._sockets.values()):
+            connection.idle_tick(ping_tick, IDLE_TICKS)
         if self._sockets:
             self._start_idle_timer()

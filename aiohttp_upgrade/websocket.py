@@ -1,75 +1,46 @@
-"""``ServerWebSocket``: one upgraded connection, Bun's ``ServerWebSocket``.
+"""``ServerWebSocket``: the socket hooks see, Bun's ``ServerWebSocket``.
 
-The socket is Bun's API plus the close state machine (OPEN -> CLOSED), built from
-narrow collaborators: its :class:`~aiohttp_upgrade.outbox.Outbox` (pending frames,
-flow control, send codes), its :class:`~aiohttp_upgrade.dispatcher.Dispatcher`
-(hooks), its :class:`~aiohttp_upgrade.connection.Connection` (the transport and
-the frame parser) and the :class:`SocketContext` its server shares with every
-socket (topics, publish, the registry of open sockets).
+A facade with Bun's public API only: every call goes to the socket's
+:class:`~aiohttp_upgrade.connection.Connection` (closing, corking, buffered
+amount), its :class:`~aiohttp_upgrade.outbox.Outbox` (sending, the hot path,
+without a hop through the connection) or the :class:`SocketContext` its server
+shares with every socket (topics, publish). The connection creates it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 from .closecode import CloseCode, check_close_code
-from .connection import Connection
-from .deflate import DeflateParams
-from .dispatcher import Dispatcher, HookTable
-from .errors import ProtocolError
+from .dispatcher import HookTable
 from .frames import (
     MAX_CONTROL_PAYLOAD,
     OP_BINARY,
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    build_close_frame,
+    Mask,
     build_frame,
+    xor_mask,
 )
 from .outbox import Flusher, Outbox
-from .parser import FrameParser, Mask, xor_mask
+from .protocol import ReadyState
 from .topics import TopicRegistry, check_topic
 
 if TYPE_CHECKING:
     from .options import Options
 
-__all__ = ["ReadyState", "ServerWebSocket", "SocketContext"]
-
-logger = logging.getLogger("aiohttp_upgrade")
+__all__ = ["ReadyState", "ServerWebSocket", "SocketContext", "SocketOwner"]
 
 DataT = TypeVar("DataT")
 T = TypeVar("T")
 
-CLOSE_TIMEOUT: Final = 5.0
-"""How long a closing connection may take to flush its last bytes, and the client
-to close its side, before it is aborted."""
-
 _NORMAL: Final = CloseCode.NORMAL_CLOSURE
-_ABNORMAL: Final = CloseCode.ABNORMAL_CLOSURE
-_INTERNAL_ERROR: Final = CloseCode.INTERNAL_ERROR
-_NO_STATUS: Final = CloseCode.NO_STATUS_RECEIVED
-
-
-class ReadyState(enum.IntEnum):
-    """Connection state, with the numbers Bun's ``readyState`` reports.
-
-    A socket your hooks see is ``OPEN`` and then ``CLOSED``: the server never
-    reports ``CONNECTING`` (the socket exists only after the 101) nor ``CLOSING``.
-    """
-
-    CONNECTING = 0
-    OPEN = 1
-    CLOSING = 2
-    CLOSED = 3
-
 
 _OPEN: Final = ReadyState.OPEN
-_CLOSED: Final = ReadyState.CLOSED
 
 Publish = Callable[[str, int, bytes, bool, Any, Any], int]
 """``publish(topic, opcode, payload, compress, message, sender) -> code``."""
@@ -107,26 +78,6 @@ def _payload(message: object) -> tuple[int, bytes]:
     )
 
 
-def _nothing() -> None:
-    pass
-
-
-def _abort_transport(transport: asyncio.Transport) -> None:
-    """``transport.abort()``, which must not stop a close path: what it raises is
-    logged."""
-    try:
-        transport.abort()
-    except Exception as exc:
-        logger.warning("aborting a connection failed", exc_info=exc)
-
-
-def _can_half_close(transport: asyncio.Transport) -> bool:
-    try:
-        return transport.can_write_eof()
-    except Exception:  # a transport already torn down: nothing to wait for
-        return True
-
-
 def _control_payload(data: bytes | bytearray | memoryview | str) -> bytes:
     payload = data.encode() if isinstance(data, str) else bytes(data)
     if len(payload) > MAX_CONTROL_PAYLOAD:
@@ -134,6 +85,26 @@ def _control_payload(data: bytes | bytearray | memoryview | str) -> bytes:
             f"ping/pong payload must be at most {MAX_CONTROL_PAYLOAD} bytes"
         )
     return payload
+
+
+class SocketOwner(Protocol):
+    """What a socket delegates to (its connection)."""
+
+    @property
+    def id(self) -> int:
+        """The connection's number in log lines."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake."""
+
+    def terminate(self, reason: str = "") -> None:
+        """Abort the connection."""
+
+    def cork(self, callback: Callable[[Any], T]) -> T:
+        """Run ``callback(ws)``, writing what it sends in one write."""
+
+    def buffered_amount(self) -> int:
+        """Bytes queued, not yet handed to the kernel."""
 
 
 class ServerWebSocket(Generic[DataT]):
@@ -161,8 +132,6 @@ class ServerWebSocket(Generic[DataT]):
 
     __slots__ = (
         "__weakref__",
-        "_close_code",
-        "_close_reason",
         "_conn",
         "_ctx",
         "_outbox",
@@ -174,44 +143,27 @@ class ServerWebSocket(Generic[DataT]):
 
     def __init__(
         self,
+        connection: SocketOwner,
+        outbox: Outbox,
         context: SocketContext,
-        connection: Connection,
         data: DataT,
         subprotocol: str | None,
         remote_address: str,
-        deflate: DeflateParams | None,
     ) -> None:
-        options = context.options
         self.data = data
         self.subprotocol = subprotocol
         self.remote_address = remote_address
-        self.ready_state = ReadyState.OPEN
-        self._ctx = context
+        self.ready_state = _OPEN  # the connection sets CLOSED as the socket closes
         self._conn = connection
-        self._close_code: int = _ABNORMAL
-        self._close_reason = ""
-        outbox = self._outbox = Outbox(
-            connection.transport,
-            context.flusher,
-            options.backpressure_limit,
-            deflate.new_compressor() if deflate else None,
-            connection,
-        )
-        connection.ws = self
-        connection.outbox = outbox
-        connection.dispatcher = Dispatcher(
-            self, context.hooks, context.tasks, connection, outbox
-        )
-        connection.parser = FrameParser(
-            connection,
-            options.max_payload_length,
-            deflate.new_inflater(options.max_payload_length) if deflate else None,
-            context.mask,
-        )
+        self._outbox = outbox
+        self._ctx = context
 
     def __repr__(self) -> str:
         # Not ``data``: it often holds session secrets, and hook failures log this.
-        return f"<ServerWebSocket {self.ready_state.name} {self.remote_address}>"
+        return (
+            f"<ServerWebSocket conn {self._conn.id} {self.ready_state.name} "
+            f"{self.remote_address}>"
+        )
 
     # -- sending ---------------------------------------------------------------
 
@@ -299,9 +251,7 @@ class ServerWebSocket(Generic[DataT]):
         When it is above ``backpressure_limit`` at the start of an event-loop turn,
         sends return 0 (dropped); what this turn sent counts only from the next.
         """
-        if self.ready_state is _CLOSED and self._conn.transport.is_closing():
-            return 0
-        return self._outbox.buffered
+        return self._conn.buffered_amount()
 
     def cork(self, callback: Callable[[ServerWebSocket[DataT]], T]) -> T:
         """Run ``callback(ws)``; whatever it sends goes out in one write. Returns its result.
@@ -310,14 +260,7 @@ class ServerWebSocket(Generic[DataT]):
         written one by one) or from outside any hook, such as a timer. The write
         happens when ``callback`` returns or raises; its exception propagates.
         """
-        outbox = self._outbox
-        write_now = outbox.write_now
-        outbox.write_now = False
-        try:
-            return callback(self)
-        finally:
-            outbox.write_now = write_now
-            outbox.flush()
+        return self._conn.cork(callback)
 
     # -- pub/sub ---------------------------------------------------------------
 
@@ -423,203 +366,11 @@ class ServerWebSocket(Generic[DataT]):
             ValueError: ``code`` is not one of those (never ``OSError``).
         """
         check_close_code(code)
-        if self.ready_state is not _OPEN:
-            return
-        self._conn.dispatcher.drop_queued()
-        self._begin_close(code, reason, build_close_frame(code, reason), linger=True)
+        if self.ready_state is _OPEN:
+            self._conn.close(code, reason)
 
     def terminate(self) -> None:
         """Abort the connection at once, without a Close frame and dropping what is
         still buffered; the ``close`` hook sees 1006. Idempotent."""
-        if self.ready_state is not _OPEN:
-            return
-        self._abort(_ABNORMAL, "")
-
-    # -- the close state machine (called by the connection and the server) --------
-
-    def _is_open(self) -> bool:
-        return self.ready_state is _OPEN
-
-    def _close(
-        self,
-        code: int,
-        reason: str,
-        end: Callable[[], None],
-        *,
-        await_peer_close: bool = False,
-    ) -> None:
-        """OPEN -> CLOSED: no more input, no more data sent, out of the registry;
-        ``end()`` then deals with the transport, and the ``close`` hook is
-        dispatched whatever either raised (the close path is total). With
-        ``await_peer_close`` input is still parsed, for the client's Close only."""
-        self.ready_state = _CLOSED
-        self._close_code = code
-        self._close_reason = reason
-        try:
-            parser = self._conn.parser
-            if await_peer_close:
-                parser.await_close(self._peer_answered_close)
-            else:
-                parser.stop()
-            self._outbox.close()
-            try:
-                self._ctx.forget(self)
-            finally:
-                end()
-        finally:
-            self._conn.dispatcher.closed(code, reason)
-
-    def _abort(self, code: int, reason: str) -> None:
-        self._conn.dispatcher.drop_queued()
-        self._close(code, reason, self._end_abort)
-
-    def _end_abort(self) -> None:
-        self._outbox.discard()
-        _abort_transport(self._conn.transport)
-
-    def _abort_if_open(self) -> None:
         if self.ready_state is _OPEN:
-            self._abort(_ABNORMAL, "")
-
-    def _begin_close(
-        self, code: int, reason: str, frame: bytes | None, *, linger: bool
-    ) -> None:
-        """Send ``frame`` (a Close) after everything pending, then end the connection.
-
-        Answering the client's Close, close TCP at once: the server closes first
-        (RFC 6455 7.1.1). Closing on our own (``linger``), half-close instead and
-        discard what still comes in until the client closes its side, as
-        websockets does: a socket closed with input still arriving answers with a
-        TCP reset, which can destroy the Close frame unread in the client's buffer,
-        so a client that was still sending would see a reset instead of the close
-        code. Transports that cannot half-close (TLS) stay open, skipping what
-        comes in, until the client's Close arrives: closing them at once would
-        make the client's own Close fail, and it would report 1006.
-        """
-        await_peer_close = linger and not _can_half_close(self._conn.transport)
-        self._close(
-            code,
-            reason,
-            lambda: self._end_with(frame, linger),
-            await_peer_close=await_peer_close,
-        )
-
-    def _peer_answered_close(self) -> None:
-        """The client's Close (or garbage) after ours, on a transport that cannot
-        half-close: the closing handshake is over, the server closes TCP."""
-        conn = self._conn
-        conn.parser.stop()
-        try:
-            conn.transport.close()
-        except Exception as exc:
-            logger.debug("closing %r: %s; aborting it", self, exc)
-            _abort_transport(conn.transport)
-
-    def _end_with(self, frame: bytes | None, linger: bool) -> None:
-        conn = self._conn
-        transport = conn.transport
-        outbox = self._outbox
-        if frame is not None:
-            outbox.enqueue_control(frame)
-        outbox.flush()  # never raises
-        try:
-            if transport.is_closing():
-                return
-            if linger:
-                if transport.can_write_eof():
-                    transport.write_eof()
-                conn.resume_reading()
-                self._abort_later()
-            else:
-                transport.close()
-                if transport.get_write_buffer_size():
-                    self._abort_later()
-        except Exception as exc:
-            # A peer that already left makes write_eof() fail with ENOTCONN (its
-            # reset to our Close frame came first): nothing is left to deliver.
-            if isinstance(exc, OSError):
-                logger.debug("ending %r: %s; aborting it", self, exc)
-            else:
-                logger.warning("ending %r failed; aborting it", self, exc_info=exc)
-            _abort_transport(transport)
-
-    def _abort_later(self) -> None:
-        # A client that stops reading, or never closes, must not pin the connection.
-        asyncio.get_running_loop().call_later(
-            CLOSE_TIMEOUT, _abort_transport, self._conn.transport
-        )
-
-    def _shutdown(self, code: int, reason: str, frame: bytes) -> None:
-        """Close for a server shutdown: no lingering for the client's Close, so
-        that a client that never answers cannot hold the shutdown."""
-        if self.ready_state is not _OPEN:
-            return
-        self._conn.dispatcher.drop_queued()
-        self._begin_close(code, reason, frame, linger=False)
-
-    def _peer_closed(self, code: int, reason: str) -> None:
-        if self.ready_state is not _OPEN:
-            return
-        # Echo the client's code (RFC 6455 5.5.1); an empty Close gets an empty one.
-        reply = build_close_frame(None if code == _NO_STATUS else code, reason)
-        self._begin_close(code, reason, reply, linger=False)
-
-    def _protocol_failed(self, error: ProtocolError) -> None:
-        if self.ready_state is not _OPEN:
-            return
-        logger.info(
-            "closing WebSocket from %s: %s (%d)",
-            self.remote_address,
-            error.reason,
-            error.code,
-        )
-        self._begin_close(
-            error.code,
-            error.reason,
-            build_close_frame(error.code, error.reason),
-            linger=True,
-        )
-
-    def _hook_failed(self) -> None:
-        if self.ready_state is not _OPEN:
-            return
-        self._begin_close(
-            _INTERNAL_ERROR, "", build_close_frame(_INTERNAL_ERROR, ""), linger=True
-        )
-
-    def _connection_lost(self) -> None:
-        if self.ready_state is _OPEN:
-            self._close(_ABNORMAL, "", _nothing)
-
-    def _write_failed(self, exc: Exception) -> None:
-        logger.error("writing to %r failed; aborting it", self, exc_info=exc)
-        if self.ready_state is _OPEN:
-            self._abort(_ABNORMAL, "")
-        else:
-            _abort_transport(self._conn.transport)
-
-    def _dropped(self, message: object) -> None:
-        """The outbox dropped a message at the backpressure limit."""
-        if self._ctx.options.close_on_backpressure_limit:
-            if self.ready_state is _OPEN:
-                self._abort(_ABNORMAL, "backpressure limit exceeded")
-        elif message is not None:
-            if isinstance(message, bytearray | memoryview):  # as ``message`` gets it
-                message = bytes(message)
-            self._conn.dispatcher.dropped(message)
-
-    def _idle_tick(self, ticks_to_ping: int, ticks_to_close: int) -> None:
-        """Advance the idle timer by one tick (called by the server's sweep)."""
-        conn = self._conn
-        outbox = self._outbox
-        if outbox.sent:  # a send since the last tick
-            outbox.sent = False
-            if self._ctx.options.reset_idle_timeout_on_send:
-                conn.idle_ticks = 0
-        ticks = conn.idle_ticks = conn.idle_ticks + 1
-        if ticks >= ticks_to_close:
-            logger.info("closing idle WebSocket from %s", self.remote_address)
-            self._abort(_ABNORMAL, "idle timeout")
-        elif ticks == ticks_to_ping:
-            outbox.enqueue(build_frame(OP_PING, b""), 0)
-            outbox.sent = False  # our own ping is not activity
+            self._conn.terminate()

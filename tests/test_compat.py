@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestServer
 from aiohttp.web_protocol import RequestHandler
 
 from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler, _compat
+from aiohttp_upgrade.connection import Connection
 from aiohttp_upgrade.dispatcher import INBOX_HIGH_WATER
 
 from .conftest import Echo, Recorder, ServeFactory, upgrade_with_data
@@ -185,7 +186,9 @@ async def test_reading_pauses_when_the_inbox_is_full_and_resumes(
     await open_with_tail(served.port, frames)
     await handler.started.wait()
     assert handler.ws is not None
-    transport = handler.ws._conn.transport
+    connection = handler.ws._conn
+    assert isinstance(connection, Connection)
+    transport = connection.transport
     assert not transport.is_reading()
     handler.release.set()
     await handler.all_in.wait()
@@ -204,7 +207,9 @@ async def test_the_compiled_mask_is_used(
     await open_with_tail(served.port, client_frame(OP_TEXT, b"masked " * 100))
     event = await handler.next("message")
     assert event.args == ("masked " * 100,)
-    assert event.ws._conn.parser._mask is _compat.compiled_mask
+    connection = event.ws._conn
+    assert isinstance(connection, Connection)
+    assert connection.parser._mask is _compat.compiled_mask
 
 
 async def test_import_check_names_what_an_aiohttp_lacks(

@@ -53,4 +53,4 @@ async def test_async_hooks_get_a_task_only_while_they_have_work(
     # that step (and so the task) had ended.
     assert served.server.pending_websockets == SOCKETS
     assert served.server._tasks == set()
-    assert all(not ws._conn.dispatcher.busy for ws in served.server._sockets)
+    assert all(not conn.dispatcher.busy for conn in served.server._sockets.values())

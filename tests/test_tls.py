@@ -25,7 +25,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from aiohttp_upgrade import ReadyState, Server, ServerWebSocket
-from aiohttp_upgrade import websocket as websocket_module
+from aiohttp_upgrade import connection as connection_module
 
 from .conftest import Event, Recorder, Served, upgrade_with_data
 from .flow_support import CHUNK, numbered, sequence_number
@@ -313,7 +313,7 @@ async def test_server_close_over_tls_waits_for_the_clients_close(
     """After ws.close() over TLS (no half-close) the server skips the client's frames
     and closes TCP once the client's Close arrives; no hook sees those frames."""
     # Far beyond the test's own timeout: only the client's Close can end it.
-    monkeypatch.setattr(websocket_module, "CLOSE_TIMEOUT", 600.0)
+    monkeypatch.setattr(connection_module, "CLOSE_TIMEOUT", 600.0)
     handler = Ledger()
     served = await tls_serve(handler)
     raw = await connect_tls(served.port, client_context)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +104,40 @@ async def test_remote_address_is_the_client_ip(raw_pair: RawPair) -> None:
     """ws.remote_address is the client's IP address."""
     _raw, ws, _ = raw_pair
     assert ws.remote_address == "127.0.0.1"
+
+
+def conn_id(ws: ServerWebSocket[Any]) -> str:
+    """The ``conn <id>`` that repr(ws) shows."""
+    found = re.search(r"\bconn (\w+)", repr(ws))
+    assert found is not None, repr(ws)
+    return found.group(1)
+
+
+async def test_two_sockets_from_one_address_have_different_ids(
+    serve: ServeFactory, connect_raw: ConnectRaw
+) -> None:
+    """repr(ws) names a per-connection id: two sockets from 127.0.0.1 differ."""
+    handler = Recorder()
+    served = await serve(handler)
+    await connect_raw(served.port)
+    first = (await handler.next("open")).ws
+    await connect_raw(served.port)
+    second = (await handler.next("open")).ws
+    assert first.remote_address == second.remote_address
+    assert conn_id(first) != conn_id(second)
+
+
+async def test_protocol_error_log_line_names_the_connection_id(
+    raw_pair: RawPair, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The line logged for a protocol error carries the socket's ``conn <id>``."""
+    raw, ws, handler = raw_pair
+    with caplog.at_level(logging.INFO, logger="aiohttp_upgrade"):
+        raw.writer.write(bytes((0x81, 0x02)) + b"hi")  # unmasked: 1002
+        await handler.next("close")
+    lines = [r.getMessage() for r in caplog.records if "1002" in r.getMessage()]
+    assert len(lines) == 1
+    assert f"conn {conn_id(ws)}" in lines[0]
 
 
 async def test_ready_state_is_open_then_closed(raw_pair: RawPair) -> None:
