@@ -20,6 +20,7 @@ from ._compat import ready_callbacks
 from .dispatcher import Dispatcher, Kind
 from .errors import ProtocolError
 from .frames import OP_PONG, build_frame
+from .hub import Relayed
 from .outbox import Outbox
 from .parser import FrameParser
 
@@ -130,6 +131,8 @@ class Connection(asyncio.Protocol):
             self.dispatcher.dispatch(_DRAIN)
 
     def dropped(self, message: object) -> None:
+        if type(message) is Relayed:  # a relayed text message, decoded only now
+            message = message.decode()
         self.ws._dropped(message)
 
     def write_failed(self, exc: Exception) -> None:
@@ -162,3 +165,14 @@ class Connection(asyncio.Protocol):
 
     def task_cancelled(self) -> None:
         self.ws._abort_if_open()
+
+    # -- the server side's port (hub.SocketPort; ``outbox`` is the fan-out's sink) --
+
+    def subscription(self, topic: str, new_count: int, old_count: int) -> None:
+        self.dispatcher.subscription(topic, new_count, old_count)
+
+    def shutdown(self, code: int, reason: str, frame: bytes) -> None:
+        self.ws._shutdown(code, reason, frame)
+
+    def idle_tick(self, ticks_to_ping: int, ticks_to_close: int) -> None:
+        self.ws._idle_tick(ticks_to_ping, ticks_to_close)

@@ -15,7 +15,7 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 from .closecode import CloseCode, check_close_code
 from .connection import Connection
@@ -33,9 +33,10 @@ from .frames import (
 )
 from .outbox import Flusher, Outbox
 from .parser import FrameParser, Mask, xor_mask
-from .topics import TopicRegistry, check_topic
+from .topics import check_topic
 
 if TYPE_CHECKING:
+    from .hub import Hub
     from .options import Options
 
 __all__ = ["ReadyState", "ServerWebSocket", "SocketContext"]
@@ -44,10 +45,6 @@ logger = logging.getLogger("aiohttp_upgrade")
 
 DataT = TypeVar("DataT")
 T = TypeVar("T")
-
-CLOSE_TIMEOUT: Final = 5.0
-"""How long a closing connection may take to flush its last bytes, and the client
-to close its side, before it is aborted."""
 
 _NORMAL: Final = CloseCode.NORMAL_CLOSURE
 _ABNORMAL: Final = CloseCode.ABNORMAL_CLOSURE
@@ -71,24 +68,20 @@ class ReadyState(enum.IntEnum):
 _OPEN: Final = ReadyState.OPEN
 _CLOSED: Final = ReadyState.CLOSED
 
-Publish = Callable[[str, int, bytes, bool, Any, Any], int]
-"""``publish(topic, opcode, payload, compress, message, sender) -> code``."""
-
 
 @dataclass(slots=True, eq=False)
 class SocketContext:
     """What a server shares with each of its sockets: the narrow collaborators.
 
-    ``forget(ws)`` drops a closing socket from the registry of open sockets and
-    from every topic; ``publish`` fans a message out (see :data:`Publish`).
+    ``forget(connection)`` drops a closing socket from the registry of open
+    sockets and from every topic; ``hub`` is the pub/sub hub (topics, publish).
     """
 
     options: Options
     hooks: HookTable
     flusher: Flusher
-    topics: TopicRegistry[Any]
-    publish: Publish
-    forget: Callable[[Any], None]
+    hub: Hub
+    forget: Callable[[Connection], None]
     tasks: set[asyncio.Task[None]]
     mask: Mask = xor_mask
 
@@ -332,7 +325,7 @@ class ServerWebSocket(Generic[DataT]):
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return False
-        return self._ctx.topics.subscribe(self, topic)
+        return self._ctx.hub.subscribe(self._conn, topic)
 
     def unsubscribe(self, topic: str) -> bool:
         """Unsubscribe from ``topic``; True if it was subscribed. Raises like
@@ -340,7 +333,7 @@ class ServerWebSocket(Generic[DataT]):
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return False
-        return self._ctx.topics.unsubscribe(self, topic)
+        return self._ctx.hub.unsubscribe(self._conn, topic)
 
     def is_subscribed(self, topic: str) -> bool:
         """True if this open socket is subscribed to ``topic``. Raises like
@@ -348,14 +341,14 @@ class ServerWebSocket(Generic[DataT]):
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return False
-        return self._ctx.topics.is_subscribed(self, topic)
+        return self._ctx.hub.is_subscribed(self._conn, topic)
 
     @property
     def subscriptions(self) -> list[str]:
         """A snapshot of this socket's topics (``[]`` once closed)."""
         if self.ready_state is not _OPEN:
             return []
-        return self._ctx.topics.topics_of(self)
+        return self._ctx.hub.topics_of(self._conn)
 
     def publish(
         self,
@@ -381,7 +374,9 @@ class ServerWebSocket(Generic[DataT]):
         if self.ready_state is not _OPEN:
             return 0
         opcode, payload = _payload(message)
-        return self._ctx.publish(topic, opcode, payload, compress, message, self)
+        return self._ctx.hub.publish(
+            topic, opcode, payload, compress, message, self._conn
+        )
 
     def publish_text(self, topic: str, message: str, compress: bool = False) -> int:
         """:meth:`publish` a text frame; TypeError if ``message`` is not a str."""
@@ -463,7 +458,7 @@ class ServerWebSocket(Generic[DataT]):
                 parser.stop()
             self._outbox.close()
             try:
-                self._ctx.forget(self)
+                self._ctx.forget(self._conn)
             finally:
                 end()
         finally:
@@ -546,7 +541,7 @@ class ServerWebSocket(Generic[DataT]):
     def _abort_later(self) -> None:
         # A client that stops reading, or never closes, must not pin the connection.
         asyncio.get_running_loop().call_later(
-            CLOSE_TIMEOUT, _abort_transport, self._conn.transport
+            self._ctx.options.close_timeout, _abort_transport, self._conn.transport
         )
 
     def _shutdown(self, code: int, reason: str, frame: bytes) -> None:

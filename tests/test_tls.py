@@ -25,7 +25,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from aiohttp_upgrade import ReadyState, Server, ServerWebSocket
-from aiohttp_upgrade import websocket as websocket_module
 
 from .conftest import Event, Recorder, Served, upgrade_with_data
 from .flow_support import CHUNK, numbered, sequence_number
@@ -308,13 +307,11 @@ async def test_peer_vanishing_mid_frame_over_tls(
 async def test_server_close_over_tls_waits_for_the_clients_close(
     tls_serve: TLSServe,
     client_context: ssl.SSLContext,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """After ws.close() over TLS (no half-close) the server skips the client's frames
     and closes TCP once the client's Close arrives; no hook sees those frames."""
     # Far beyond the test's own timeout: only the client's Close can end it.
-    monkeypatch.setattr(websocket_module, "CLOSE_TIMEOUT", 600.0)
-    handler = Ledger()
+    handler = Ledger(close_timeout=600.0)
     served = await tls_serve(handler)
     raw = await connect_tls(served.port, client_context)
     ws = (await handler.next("open")).ws
