@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -15,18 +16,22 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from aiohttp import web
 
-from ._compat import reads_as_upgrade, take_over
-from ._hooks import Kind
+from ._compat import compiled_mask, reads_as_upgrade, take_over
+from ._hooks import HookTable, Kind
 from .connection import Connection
+from .errors import InvalidOptionError, InvalidStateError
 from .handshake import Accept, check_handshake, response_headers, wants_websocket
+from .hub import Hub
 from .lifecycle import Lifecycle
 from .origin import origin_allowed
+from .outbox import Flusher
+from .parser import xor_mask
 from .websocket import ServerWebSocket, SocketContext
 
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["Headers", "HttpAdapter"]
+__all__ = ["Headers", "HttpAdapter", "check_handshake_timeout"]
 
 logger = logging.getLogger("aiohttp_upgrade")
 
@@ -83,6 +88,20 @@ def _checked_headers(headers: Headers | None) -> tuple[tuple[str, str], ...]:
     return tuple(checked)
 
 
+def check_handshake_timeout(value: object) -> float | None:
+    """``Server(handshake_timeout=)`` checked: None or a finite number > 0."""
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and value > 0)
+    ):
+        raise InvalidOptionError(
+            "handshake_timeout",
+            f"must be a number of seconds > 0 or None, got {value!r}",
+        )
+    return value
+
+
 def _refused_origin(request: web.Request, allowed: tuple[str, ...] | None) -> bool:
     # The Origin check takes every request that lists websocket on any Upgrade
     # line, a superset of what check_handshake() accepts, and upgrade() only
@@ -135,7 +154,8 @@ class HttpAdapter:
     Args:
         server: the public server, passed to ``fetch`` and marking its requests.
         allowed_origins: as ``Server(allowed_origins=)``, as a tuple.
-        context: what every socket of the server shares.
+        hooks: the handler's hook table.
+        hub: the server's pub/sub hub.
         lifecycle: where a new socket is registered.
     """
 
@@ -152,12 +172,22 @@ class HttpAdapter:
         self,
         server: Server[Any],
         allowed_origins: tuple[str, ...] | None,
-        context: SocketContext,
+        hooks: HookTable,
+        hub: Hub,
         lifecycle: Lifecycle,
     ) -> None:
         self.server = server
         self.allowed_origins = allowed_origins
-        self.context = context
+        self.context = SocketContext(
+            options=server.options,
+            hooks=hooks,
+            flusher=Flusher(),
+            hub=hub,
+            forget=lifecycle.forget,
+            tasks=lifecycle.tasks,
+            mask=compiled_mask or xor_mask,
+        )
+        """What every socket of the server shares."""
         self.lifecycle = lifecycle
         self.set_up = False
         """Set by ``Server.setup``: without it an upgrade logs a warning once."""
@@ -220,8 +250,6 @@ class HttpAdapter:
         self, request: web.BaseRequest, data: Any, headers: Headers | None
     ) -> bool:
         """``Server.upgrade``: see there."""
-        from .errors import InvalidStateError
-
         if request.get(_ADAPTER_KEY) is not self.server:
             raise InvalidStateError(
                 "upgrade() needs a request routed through this server's handler()"

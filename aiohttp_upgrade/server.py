@@ -9,25 +9,21 @@ sockets, the idle sweep, shutdown, the app hooks).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Generic, TypeVar, overload
 
 from aiohttp import web
 
-from ._compat import compiled_mask
 from ._hooks import Kind
-from .adapter import Headers, HttpAdapter
+from .adapter import Headers, HttpAdapter, check_handshake_timeout
 from .broker import Broker, LocalBroker
 from .closecode import CloseCode, check_close_code
-from .errors import InvalidOptionError, InvalidStateError
+from .errors import InvalidStateError
 from .handler import WebSocketHandler, hook_table
 from .hub import Hub
 from .lifecycle import Lifecycle, bind, install
-from .outbox import Flusher
-from .parser import xor_mask
 from .topics import check_topic
-from .websocket import SocketContext, _payload
+from .websocket import _payload
 
 __all__ = ["Fetch", "Server"]
 
@@ -43,19 +39,6 @@ Fetch = Callable[
     [web.Request, "Server[DataT]"],
     Awaitable[web.StreamResponse | None] | web.StreamResponse | None,
 ]
-
-
-def _check_handshake_timeout(value: object) -> float | None:
-    if value is not None and (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (math.isfinite(value) and value > 0)
-    ):
-        raise InvalidOptionError(
-            "handshake_timeout",
-            f"must be a number of seconds > 0 or None, got {value!r}",
-        )
-    return value
 
 
 class Server(Generic[DataT]):
@@ -99,7 +82,7 @@ class Server(Generic[DataT]):
             raise TypeError("Server() needs a WebSocketHandler instance")
         if broker is not None and not isinstance(broker, Broker):
             raise TypeError(f"broker must be a Broker, got {type(broker).__name__}")
-        self.handshake_timeout = _check_handshake_timeout(handshake_timeout)
+        self.handshake_timeout = check_handshake_timeout(handshake_timeout)
         bind(websocket_handler, self)
         self.websocket_handler = websocket_handler
         self.options = options = websocket_handler.options
@@ -117,16 +100,9 @@ class Server(Generic[DataT]):
             publish_to_self=options.publish_to_self,
         )
         self._lifecycle = lifecycle = Lifecycle(options, self._hub)
-        context = SocketContext(
-            options=options,
-            hooks=hooks,
-            flusher=Flusher(),
-            hub=self._hub,
-            forget=lifecycle.forget,
-            tasks=lifecycle.tasks,
-            mask=compiled_mask or xor_mask,
+        self._http = HttpAdapter(
+            self, self.allowed_origins, hooks, self._hub, lifecycle
         )
-        self._http = HttpAdapter(self, self.allowed_origins, context, lifecycle)
         self._app: web.Application | None = None
         self._started = False
 

@@ -12,6 +12,7 @@ down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -25,6 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from aiohttp_upgrade import ReadyState, Server, ServerWebSocket
+from aiohttp_upgrade.options import DEFAULT_CLOSE_TIMEOUT
 
 from .conftest import Event, Recorder, Served, upgrade_with_data
 from .flow_support import CHUNK, numbered, sequence_number
@@ -302,6 +304,24 @@ async def test_peer_vanishing_mid_frame_over_tls(
         await other.send("still here")
         assert await other.receive() == "still here"
     assert handler.close_calls[ws] == 1
+
+
+async def test_close_timeout_aborts_a_tls_client_that_never_closes(
+    tls_serve: TLSServe, client_context: ssl.SSLContext
+) -> None:
+    """A TLS client that never answers ws.close() is aborted after close_timeout,
+    well before the 5 s default would end it."""
+    handler = Ledger(close_timeout=0.05)
+    served = await tls_serve(handler)
+    raw = await connect_tls(served.port, client_context)
+    ws = (await handler.next("open")).ws
+    ws.close(4000, "bye")
+    async with asyncio.timeout(DEFAULT_CLOSE_TIMEOUT / 2):
+        _, opcode, _ = await raw.recv()
+        assert opcode == OP_CLOSE
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            assert await raw.reader.read() == b""  # aborted: EOF or a reset
+    raw.writer.close()
 
 
 async def test_server_close_over_tls_waits_for_the_clients_close(
