@@ -5,7 +5,7 @@ narrow collaborators: its :class:`~aiohttp_upgrade.outbox.Outbox` (pending frame
 flow control, send codes), its :class:`~aiohttp_upgrade.dispatcher.Dispatcher`
 (hooks), its :class:`~aiohttp_upgrade.connection.Connection` (the transport and
 the frame parser) and the :class:`SocketContext` its server shares with every
-socket (topics, publish, the registry of open sockets).
+socket (the pub/sub hub, the registry of open sockets).
 """
 
 from __future__ import annotations
