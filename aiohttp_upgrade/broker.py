@@ -8,18 +8,20 @@ process, today's behaviour, at no cost. ``RedisBroker`` (extra ``redis``) goes
 through Redis pub/sub; a NATS or Redis Streams broker would implement the same
 six methods.
 
-The contract between the server and its broker::
+The contract between the server and its broker (the server's pub/sub hub,
+:class:`~aiohttp_upgrade.hub.Hub`, makes the hot-path calls; the server, the
+broker's host, passes ``deliver`` on to it)::
 
-    Server                                  Broker
-    ------                                  ------
-    app startup              ---->  await start(host)
+    Server / its Hub                        Broker
+    ----------------                        ------
+    app startup (Server)     ---->  await start(host)          host: the Server
     a socket subscribes or
     unsubscribes, or leaves
-    its topics on close       ---->  subscription(topic, new_count, old_count)
-    publish (any kind)        ---->  publish(topic, opcode, payload, compress)
-    host.deliver(...)         <----  a message from another process
+    its topics on close (Hub) ---->  subscription(topic, new_count, old_count)
+    publish, any kind (Hub)   ---->  publish(topic, opcode, payload, compress)
+    host.deliver(...) -> Hub  <----  a message from another process
     cluster_subscriber_count  ---->  await cluster_count(topic)
-    app cleanup               ---->  await close()
+    app cleanup (Server)      ---->  await close()
 
 ``subscription`` and ``publish`` are called on the server's hot paths: they must
 be synchronous and cheap (queue, and do the I/O later in the broker's own task),
@@ -27,7 +29,7 @@ and must never raise. Every topic the server passes has been through
 :func:`~aiohttp_upgrade.topics.check_topic`: a non-empty ``str`` that encodes as
 UTF-8. A broker's own tasks should survive their own bugs (log, count, restart):
 nothing else watches them. The socket layer (``websocket.py``) knows nothing of
-brokers; only the server calls them.
+brokers; only the hub and the server call them.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ class BrokerHost(Protocol):
 
     def deliver(self, topic: str, opcode: int, payload: bytes, compress: bool) -> int:
         """Fan a message that came from another process out to the local
-        subscribers of ``topic`` (the frame built once); return the publish code."""
+        subscribers of ``topic`` (the frame built once, the payload decoded only
+        for a ``dropped`` hook); return the publish code. Synchronous; call it
+        from the event loop's thread."""
         ...
 
     def local_counts(self) -> dict[str, int]:

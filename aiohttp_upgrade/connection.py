@@ -24,6 +24,7 @@ from ._compat import ready_callbacks
 from .deflate import DeflateParams
 from .dispatcher import Dispatcher, Kind
 from .frames import OP_PING, OP_PONG, build_frame
+from .hub import Relayed
 from .outbox import Outbox
 from .protocol import (
     Abort,
@@ -43,13 +44,9 @@ from .websocket import ServerWebSocket
 if TYPE_CHECKING:
     from .websocket import SocketContext
 
-__all__ = ["CLOSE_TIMEOUT", "Connection"]
+__all__ = ["Connection"]
 
 logger = logging.getLogger("aiohttp_upgrade")
-
-CLOSE_TIMEOUT: Final = 5.0
-"""How long a closing connection may take to flush its last bytes, and the client
-to close its side, before it is aborted."""
 
 _PING: Final = Kind.PING
 _PONG: Final = Kind.PONG
@@ -233,6 +230,10 @@ class Connection(asyncio.Protocol):
             return 0
         return self.outbox.buffered
 
+    def subscription(self, topic: str, new_count: int, old_count: int) -> None:
+        """The ``subscription`` hook, in order with this socket's other hooks."""
+        self.dispatcher.subscription(topic, new_count, old_count)
+
     def idle_tick(self, ticks_to_ping: int, ticks_to_close: int) -> None:
         """Advance the idle timer by one tick (called by the server's sweep)."""
         outbox = self.outbox
@@ -263,7 +264,9 @@ class Connection(asyncio.Protocol):
         if self._ctx.options.close_on_backpressure_limit:
             self.terminate("backpressure limit exceeded")
         elif message is not None:
-            if isinstance(message, bytearray | memoryview):  # as ``message`` gets it
+            if type(message) is Relayed:  # a relayed text message, decoded only now
+                message = message.decode()
+            elif isinstance(message, bytearray | memoryview):  # as ``message`` gets it
                 message = bytes(message)
             self.dispatcher.dropped(message)
 
@@ -347,7 +350,7 @@ class Connection(asyncio.Protocol):
         ws = self.ws
         ws.ready_state = _CLOSED
         self.outbox.close()
-        self._ctx.forget(ws)
+        self._ctx.forget(self)
 
     def _end(self, action: Action) -> None:
         """Half-close, read on, close or arm the close timeout: nothing once the
@@ -382,7 +385,9 @@ class Connection(asyncio.Protocol):
 
     def _arm_close_timeout(self) -> None:
         # A client that stops reading, or never closes, must not pin the connection.
-        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._close_timed_out)
+        asyncio.get_running_loop().call_later(
+            self._ctx.options.close_timeout, self._close_timed_out
+        )
 
     def _close_timed_out(self) -> None:
         self.protocol.close_timed_out()

@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from ._hooks import HOOK_NAMES, HOOKS, Hook, HookTable
 from .deflate import PerMessageDeflate
 from .errors import InvalidStateError
+from .lifecycle import bound_server
 from .options import (
     DEFAULT_BACKPRESSURE_LIMIT,
+    DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PAYLOAD_LENGTH,
+    DEFAULT_SHUTDOWN_TIMEOUT,
     OPTION_NAMES,
     OPTIONS,
     Options,
@@ -136,17 +139,18 @@ class WebSocketHandler(Generic[DataT]):
     send_pings: bool = True
     publish_to_self: bool = False
     reset_idle_timeout_on_send: bool = True
-
-    _server: Server[DataT] | None = None
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
 
     @property
     def server(self) -> Server[DataT]:
         """The :class:`~aiohttp_upgrade.Server` this handler serves, for hooks that
         need ``server.publish`` (in ``close`` the socket has already left its topics,
         as in Bun). InvalidStateError before ``Server(handler)`` was created."""
-        if self._server is None:
+        server: Server[DataT] | None = bound_server(self)
+        if server is None:
             raise InvalidStateError("this handler is not attached to a Server yet")
-        return self._server
+        return server
 
     def __init__(self, **options: Any) -> None:
         for name, meant in _near_misses(type(self)):

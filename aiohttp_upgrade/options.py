@@ -8,6 +8,7 @@ warnings and the tests all read it.
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -18,8 +19,10 @@ from .errors import InvalidOptionError
 
 __all__ = [
     "DEFAULT_BACKPRESSURE_LIMIT",
+    "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_PAYLOAD_LENGTH",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
     "MAX_IDLE_TIMEOUT",
     "OPTIONS",
     "OPTION_NAMES",
@@ -32,6 +35,8 @@ DEFAULT_MAX_PAYLOAD_LENGTH: Final = 16 * 1024 * 1024
 DEFAULT_IDLE_TIMEOUT: Final = 120
 DEFAULT_BACKPRESSURE_LIMIT: Final = 16 * 1024 * 1024
 MAX_IDLE_TIMEOUT: Final = 960  # Bun rejects larger values
+DEFAULT_CLOSE_TIMEOUT: Final = 5.0
+DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
 
 
 def _size(name: str, value: Any) -> int:
@@ -55,6 +60,18 @@ def _seconds(name: str, value: Any) -> float:
     ):
         raise InvalidOptionError(
             name, f"must be a number of seconds in 0..{MAX_IDLE_TIMEOUT}, got {value!r}"
+        )
+    return value
+
+
+def _timeout(name: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and value > 0)
+    ):
+        raise InvalidOptionError(
+            name, f"must be a finite number of seconds > 0, got {value!r}"
         )
     return value
 
@@ -163,6 +180,22 @@ OPTIONS: Final = (
         "frames keep a socket alive, so a dead client in a busy room is pinged and "
         "closed.",
     ),
+    OptionSpec(
+        "close_timeout",
+        DEFAULT_CLOSE_TIMEOUT,
+        _timeout,
+        str(DEFAULT_CLOSE_TIMEOUT),
+        "Seconds a closing connection gets to flush its last bytes and for the "
+        "client to close its side before it is aborted.",
+    ),
+    OptionSpec(
+        "shutdown_timeout",
+        DEFAULT_SHUTDOWN_TIMEOUT,
+        _timeout,
+        str(DEFAULT_SHUTDOWN_TIMEOUT),
+        "Seconds ``server.shutdown()`` (and so app shutdown) waits for the sockets' "
+        "``close`` and other running hooks before it returns.",
+    ),
 )
 """Every handler option, in the order the docs list them."""
 
@@ -194,6 +227,8 @@ class Options:
     send_pings: bool = True
     publish_to_self: bool = False
     reset_idle_timeout_on_send: bool = True
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Options:

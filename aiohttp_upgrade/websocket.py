@@ -26,9 +26,10 @@ from .frames import (
     build_frame,
     xor_mask,
 )
+from .hub import Hub, SocketPort
 from .outbox import Flusher, Outbox
 from .protocol import ReadyState
-from .topics import TopicRegistry, check_topic
+from .topics import check_topic
 
 if TYPE_CHECKING:
     from .options import Options
@@ -42,23 +43,19 @@ _NORMAL: Final = CloseCode.NORMAL_CLOSURE
 
 _OPEN: Final = ReadyState.OPEN
 
-Publish = Callable[[str, int, bytes, bool, Any, Any], int]
-"""``publish(topic, opcode, payload, compress, message, sender) -> code``."""
-
 
 @dataclass(slots=True, eq=False)
 class SocketContext:
     """What a server shares with each of its sockets: the narrow collaborators.
 
-    ``forget(ws)`` drops a closing socket from the registry of open sockets and
-    from every topic; ``publish`` fans a message out (see :data:`Publish`).
+    ``forget(connection)`` drops a closing socket from the registry of open
+    sockets and from every topic; ``hub`` is the pub/sub hub (topics, publish).
     """
 
     options: Options
     hooks: HookTable
     flusher: Flusher
-    topics: TopicRegistry[Any]
-    publish: Publish
+    hub: Hub
     forget: Callable[[Any], None]
     tasks: set[asyncio.Task[None]]
     mask: Mask = xor_mask
@@ -87,8 +84,9 @@ def _control_payload(data: bytes | bytearray | memoryview | str) -> bytes:
     return payload
 
 
-class SocketOwner(Protocol):
-    """What a socket delegates to (its connection)."""
+class SocketOwner(SocketPort, Protocol):
+    """What a socket delegates to (its connection), which is also the hub's port
+    to this socket."""
 
     @property
     def id(self) -> int:
@@ -275,7 +273,7 @@ class ServerWebSocket(Generic[DataT]):
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return False
-        return self._ctx.topics.subscribe(self, topic)
+        return self._ctx.hub.subscribe(self._conn, topic)
 
     def unsubscribe(self, topic: str) -> bool:
         """Unsubscribe from ``topic``; True if it was subscribed. Raises like
@@ -283,7 +281,7 @@ class ServerWebSocket(Generic[DataT]):
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return False
-        return self._ctx.topics.unsubscribe(self, topic)
+        return self._ctx.hub.unsubscribe(self._conn, topic)
 
     def is_subscribed(self, topic: str) -> bool:
         """True if this open socket is subscribed to ``topic``. Raises like
@@ -291,14 +289,14 @@ class ServerWebSocket(Generic[DataT]):
         topic = check_topic(topic)
         if self.ready_state is not _OPEN:
             return False
-        return self._ctx.topics.is_subscribed(self, topic)
+        return self._ctx.hub.is_subscribed(self._conn, topic)
 
     @property
     def subscriptions(self) -> list[str]:
         """A snapshot of this socket's topics (``[]`` once closed)."""
         if self.ready_state is not _OPEN:
             return []
-        return self._ctx.topics.topics_of(self)
+        return self._ctx.hub.topics_of(self._conn)
 
     def publish(
         self,
@@ -324,7 +322,9 @@ class ServerWebSocket(Generic[DataT]):
         if self.ready_state is not _OPEN:
             return 0
         opcode, payload = _payload(message)
-        return self._ctx.publish(topic, opcode, payload, compress, message, self)
+        return self._ctx.hub.publish(
+            topic, opcode, payload, compress, message, self._conn
+        )
 
     def publish_text(self, topic: str, message: str, compress: bool = False) -> int:
         """:meth:`publish` a text frame; TypeError if ``message`` is not a str."""

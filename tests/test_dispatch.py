@@ -4,9 +4,10 @@ task only while they have work, against a real server and real clients."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from aiohttp_upgrade import ServerWebSocket, WebSocketHandler
+from aiohttp_upgrade.connection import Connection
 
 from .conftest import ConnectRaw, ServeFactory
 from .wire import OP_TEXT
@@ -52,5 +53,6 @@ async def test_async_hooks_get_a_task_only_while_they_have_work(
     # The echo left inside the hook's last step; by the time it was read here,
     # that step (and so the task) had ended.
     assert served.server.pending_websockets == SOCKETS
-    assert served.server._tasks == set()
-    assert all(not conn.dispatcher.busy for conn in served.server._sockets.values())
+    lifecycle = served.server._lifecycle
+    assert lifecycle.tasks == set()
+    assert all(not cast(Connection, port).dispatcher.busy for port in lifecycle.open)

@@ -29,6 +29,7 @@ from aiohttp_upgrade import (
     ServerWebSocket,
     WebSocketHandler,
 )
+from aiohttp_upgrade.options import DEFAULT_SHUTDOWN_TIMEOUT
 
 from .conftest import Echo, Recorder, ServeFactory, upgrade_with_data
 from .wire import OP_CLOSE, OP_TEXT, Raw, connect, parse_close, request_bytes
@@ -200,6 +201,38 @@ async def test_shutdown_waits_for_async_close_hooks(
         await ws.send_str("ready")  # the socket is open once its first frame is in
         await running.runner.cleanup()
         assert handler.closed == [1001]
+
+
+class StuckClose(WebSocketHandler[Any]):
+    """An async close hook that waits until the test releases it."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.finished = asyncio.Event()
+
+    async def close(self, ws: ServerWebSocket[Any], code: int, reason: str) -> None:
+        self.entered.set()
+        await self.release.wait()
+        self.finished.set()
+
+
+async def test_shutdown_waits_for_close_hooks_at_most_shutdown_timeout(
+    serve: ServeFactory, client_session: aiohttp.ClientSession
+) -> None:
+    """server.shutdown() returns after shutdown_timeout while a close hook still
+    runs, well before the 5 s default; the hook then finishes on its own."""
+    handler = StuckClose(shutdown_timeout=0.05)
+    served = await serve(handler)
+    async with client_session.ws_connect(served.url) as ws:
+        await ws.send_str("ready")  # the socket is open once its first frame is in
+        async with asyncio.timeout(DEFAULT_SHUTDOWN_TIMEOUT / 2):
+            await served.server.shutdown()
+        assert handler.entered.is_set() and not handler.finished.is_set()
+        handler.release.set()
+    async with asyncio.timeout(10):
+        await handler.finished.wait()
 
 
 async def test_upgrade_refused_after_shutdown(

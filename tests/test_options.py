@@ -38,6 +38,8 @@ class Plain(WebSocketHandler[Any]):
         ("send_pings", True),
         ("publish_to_self", False),
         ("reset_idle_timeout_on_send", True),
+        ("close_timeout", 5.0),
+        ("shutdown_timeout", 5.0),
     ],
     ids=lambda value: str(value),
 )
@@ -47,7 +49,8 @@ def test_default_matches_bun(name: str, default: object) -> None:
 
 
 def test_options_cover_exactly_bun_names() -> None:
-    """The option table is Bun's websocket options in snake_case, plus uWebSockets.js's resetIdleTimeoutOnSend."""
+    """The option table is Bun's websocket options in snake_case, plus uWebSockets.js's
+    resetIdleTimeoutOnSend and our close and shutdown timeouts."""
     assert set(OPTION_NAMES) == {
         "max_payload_length",
         "idle_timeout",
@@ -57,6 +60,8 @@ def test_options_cover_exactly_bun_names() -> None:
         "send_pings",
         "publish_to_self",
         "reset_idle_timeout_on_send",
+        "close_timeout",
+        "shutdown_timeout",
     }
 
 
@@ -177,6 +182,18 @@ def test_hook_names_are_not_options() -> None:
         ("publish_to_self", "no"),
         ("reset_idle_timeout_on_send", 0),
         ("reset_idle_timeout_on_send", None),
+        ("close_timeout", 0),
+        ("close_timeout", -1.0),
+        ("close_timeout", float("inf")),
+        ("close_timeout", float("nan")),
+        ("close_timeout", "5"),
+        ("close_timeout", True),
+        ("close_timeout", None),
+        ("shutdown_timeout", 0),
+        ("shutdown_timeout", float("inf")),
+        ("shutdown_timeout", "5"),
+        ("shutdown_timeout", False),
+        ("shutdown_timeout", None),
     ],
     ids=lambda value: repr(value),
 )
@@ -201,6 +218,10 @@ def test_invalid_value_is_value_error_naming_the_option(
         ("close_on_backpressure_limit", True),
         ("send_pings", False),
         ("publish_to_self", True),
+        ("close_timeout", 0.001),
+        ("close_timeout", 3600),
+        ("shutdown_timeout", 0.001),
+        ("shutdown_timeout", 3600),
     ],
     ids=lambda value: repr(value),
 )

@@ -1021,3 +1021,23 @@ async def test_cork_inside_an_async_hook_is_one_write(
     await client.send_str("cork")
     assert [await receive(client) for _ in range(3)] == ["x", "y", "z"]
     assert handler.writes_in_cork == 1
+
+
+async def test_a_dropped_relayed_text_message_reaches_the_hook_as_str(
+    serve: ServeFactory, raw_clients: list[RawClient]
+) -> None:
+    """A message from another process that a backpressured subscriber drops reaches
+    its dropped hook decoded, as the str the other process published."""
+    seen: list[object] = []
+
+    class Dropped(Watcher):
+        def dropped(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
+            seen.append(message)
+
+    handler = Dropped(backpressure_limit=LIMIT)
+    served = await serve(handler, tapped)
+    _, ws = await connect_raw(served, handler, raw_clients)
+    ws.subscribe("room")
+    await backlog(ws, LARGE_BACKLOG)
+    assert served.server.deliver("room", 1, "ünï".encode(), False) == 0
+    assert seen == ["ünï"]

@@ -69,6 +69,8 @@ DOCUMENTED = {
         "send_pings",
         "server",
         "subscription",
+        "close_timeout",
+        "shutdown_timeout",
     },
 }
 """The names README "The API" documents for each class."""

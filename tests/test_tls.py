@@ -12,6 +12,7 @@ down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -25,7 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from aiohttp_upgrade import ReadyState, Server, ServerWebSocket
-from aiohttp_upgrade import connection as connection_module
+from aiohttp_upgrade.options import DEFAULT_CLOSE_TIMEOUT
 
 from .conftest import Event, Recorder, Served, upgrade_with_data
 from .flow_support import CHUNK, numbered, sequence_number
@@ -305,16 +306,32 @@ async def test_peer_vanishing_mid_frame_over_tls(
     assert handler.close_calls[ws] == 1
 
 
+async def test_close_timeout_aborts_a_tls_client_that_never_closes(
+    tls_serve: TLSServe, client_context: ssl.SSLContext
+) -> None:
+    """A TLS client that never answers ws.close() is aborted after close_timeout,
+    well before the 5 s default would end it."""
+    handler = Ledger(close_timeout=0.05)
+    served = await tls_serve(handler)
+    raw = await connect_tls(served.port, client_context)
+    ws = (await handler.next("open")).ws
+    ws.close(4000, "bye")
+    async with asyncio.timeout(DEFAULT_CLOSE_TIMEOUT / 2):
+        _, opcode, _ = await raw.recv()
+        assert opcode == OP_CLOSE
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            assert await raw.reader.read() == b""  # aborted: EOF or a reset
+    raw.writer.close()
+
+
 async def test_server_close_over_tls_waits_for_the_clients_close(
     tls_serve: TLSServe,
     client_context: ssl.SSLContext,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """After ws.close() over TLS (no half-close) the server skips the client's frames
     and closes TCP once the client's Close arrives; no hook sees those frames."""
     # Far beyond the test's own timeout: only the client's Close can end it.
-    monkeypatch.setattr(connection_module, "CLOSE_TIMEOUT", 600.0)
-    handler = Ledger()
+    handler = Ledger(close_timeout=600.0)
     served = await tls_serve(handler)
     raw = await connect_tls(served.port, client_context)
     ws = (await handler.next("open")).ws
