@@ -452,29 +452,15 @@ def test_redis_broker_drops_and_counts_while_not_connected() -> None:
     assert broker.published == 0
 
 
-def test_redis_broker_modules_touch_no_private_member_outside_compat() -> None:
-    """RedisBroker's modules read no private member of another object (ruff's
-    SLF001), except the _compat module that isolates redis-py's internals."""
-    ruff = Path(sys.executable).parent / "ruff"
-    checked = [path for path in REDIS_MODULES if path.name != "_compat.py"]
-    result = subprocess.run(
-        [ruff, "check", "--no-cache", "--select", "SLF001", *checked],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout
-
-
-@pytest.mark.parametrize("path", REDIS_MODULES, ids=lambda path: path.name)
-def test_redis_broker_modules_stay_small(path: Path) -> None:
-    """Each of RedisBroker's modules is at most 400 lines, each function at most
-    60, and none picks an attribute by name with getattr/setattr outside _compat."""
-    source = path.read_text()
-    assert len(source.splitlines()) <= 400
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            assert node.end_lineno is not None
-            assert node.end_lineno - node.lineno < 60, node.name
-        if path.name != "_compat.py" and isinstance(node, ast.Name):
+@pytest.mark.parametrize(
+    "path",
+    [path for path in REDIS_MODULES if path.name != "_compat.py"],
+    ids=lambda path: path.name,
+)
+def test_redis_broker_picks_no_attribute_by_name(path: Path) -> None:
+    """None of RedisBroker's modules picks an attribute by name with
+    getattr/setattr outside _compat (its connections are objects, not strings).
+    Sizes and private access are checked package-wide in test_structure."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Name):
             assert node.id not in {"getattr", "setattr"}, node.lineno

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import pydoc
 import re
 import subprocess
@@ -176,3 +177,43 @@ def test_close_codes_are_defined_once() -> None:
     assert offenders == []
     assert aiohttp_upgrade.CloseCode is CloseCode
     assert int(CloseCode.GOING_AWAY) == 1001
+
+
+PACKAGE_MODULES = sorted((REPO_ROOT / "aiohttp_upgrade").rglob("*.py"))
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+@pytest.mark.parametrize(
+    "path",
+    PACKAGE_MODULES,
+    ids=lambda path: str(path.relative_to(REPO_ROOT / "aiohttp_upgrade")),
+)
+def test_modules_and_functions_stay_small(path: Path) -> None:
+    """Every module of the package is at most 400 lines and every function at most 60."""
+    source = path.read_text()
+    assert len(source.splitlines()) <= MAX_MODULE_LINES
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            assert node.end_lineno is not None
+            assert node.end_lineno - node.lineno < MAX_FUNCTION_LINES, node.name
+
+
+def test_no_private_member_of_another_object_outside_compat() -> None:
+    """The package reads no private member of another object (ruff's SLF001),
+    except in the two modules that isolate aiohttp's and redis-py's internals."""
+    ruff = Path(sys.executable).parent / "ruff"
+    result = subprocess.run(
+        [ruff, "check", "--no-cache", "--select", "SLF001", "aiohttp_upgrade"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout
+    ignores = (REPO_ROOT / "pyproject.toml").read_text()
+    exempt = re.findall(r'^"(aiohttp_upgrade/[^"]+)" = \["SLF001"\]', ignores, re.M)
+    assert sorted(exempt) == [
+        "aiohttp_upgrade/_compat.py",
+        "aiohttp_upgrade/_redis/_compat.py",
+    ]

@@ -28,7 +28,7 @@ def abort(connection: AbstractConnection | None) -> bool:
     if connection is None:
         return False
     try:
-        writer = connection._writer  # noqa: SLF001, RUF100 (no public API)
+        writer = connection._writer  # no public API
     except AttributeError:
         return False
     if writer is None:
@@ -52,7 +52,7 @@ def return_push_messages(connection: AbstractConnection) -> bool:
     parser has no push handler: RESP2 parsers return messages as replies.
     """
     try:
-        parser: Any = connection._parser  # noqa: SLF001, RUF100 (no public API)
+        parser: Any = connection._parser  # no public API
     except AttributeError:
         return False
     setter: Callable[[Callable[[Any], Awaitable[Any]]], None] | None = getattr(
