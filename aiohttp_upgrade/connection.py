@@ -54,6 +54,7 @@ to close its side, before it is aborted."""
 _PING: Final = Kind.PING
 _PONG: Final = Kind.PONG
 _DRAIN: Final = Kind.DRAIN
+_DROPPED: Final = Kind.DROPPED
 _OPEN: Final = ReadyState.OPEN
 _CLOSED: Final = ReadyState.CLOSED
 
@@ -260,9 +261,12 @@ class Connection(asyncio.Protocol):
 
     def dropped(self, message: object) -> None:
         """The outbox dropped a message at the backpressure limit."""
-        if self._ctx.options.close_on_backpressure_limit:
+        ctx = self._ctx
+        if ctx.options.close_on_backpressure_limit:
             self.terminate("backpressure limit exceeded")
-        elif message is not None:
+        elif message is not None and ctx.hooks[_DROPPED] is not None:
+            # Sends hand over their bytes payload; a bytes-like from elsewhere (a
+            # server publish) is copied only here, for a hook that gets it.
             if isinstance(message, bytearray | memoryview):  # as ``message`` gets it
                 message = bytes(message)
             self.dispatcher.dropped(message)
