@@ -84,6 +84,7 @@ class Connection(asyncio.Protocol):
     """
 
     __slots__ = (
+        "_close_timer",
         "_ctx",
         "_reading_paused",
         "_turn",
@@ -110,6 +111,7 @@ class Connection(asyncio.Protocol):
         self._ctx = context
         self.idle_ticks = 0
         self._reading_paused = False
+        self._close_timer: asyncio.TimerHandle | None = None
         self._turn: Sized | None = ready_callbacks(asyncio.get_running_loop())
         self.outbox = outbox = Outbox(
             transport,
@@ -168,6 +170,10 @@ class Connection(asyncio.Protocol):
         return None  # the transport closes; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        timer = self._close_timer
+        if timer is not None:  # it holds this connection until it fires
+            self._close_timer = None
+            timer.cancel()
         self.protocol.connection_lost()
         self._act()
 
@@ -386,9 +392,13 @@ class Connection(asyncio.Protocol):
 
     def _arm_close_timeout(self) -> None:
         # A client that stops reading, or never closes, must not pin the connection.
-        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._close_timed_out)
+        if self._close_timer is None:
+            self._close_timer = asyncio.get_running_loop().call_later(
+                CLOSE_TIMEOUT, self._close_timed_out
+            )
 
     def _close_timed_out(self) -> None:
+        self._close_timer = None
         self.protocol.close_timed_out()
         self._act()
 
