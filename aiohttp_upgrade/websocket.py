@@ -253,7 +253,8 @@ class ServerWebSocket(Generic[DataT]):
         """Bytes sent but not yet handed to the kernel (0 once closed).
 
         When it is above ``backpressure_limit`` at the start of an event-loop turn,
-        sends return 0 (dropped); what this turn sent counts only from the next.
+        sends return 0 (dropped); what this turn sent counts only from the next,
+        unless it passes ``max(4 x backpressure_limit, 64 MiB)``.
         """
         return self._conn.buffered_amount()
 
