@@ -260,7 +260,11 @@ class Outbox:
             if waiting:
                 flusher.next_turn()
         size = self._size
-        if self._backlog > self._limit or waiting + size > self._hard_limit:
+        if waiting:
+            if self._backlog > self._limit or waiting + size > self._hard_limit:
+                return self._drop(message)
+        # Nothing in the transport: what is pending is under FLUSH_THRESHOLD.
+        elif self._backlog > self._limit:
             return self._drop(message)
         pending = self._pending
         write_now = self.write_now
