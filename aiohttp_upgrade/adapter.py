@@ -20,12 +20,12 @@ from ._compat import compiled_mask, reads_as_upgrade, take_over
 from ._hooks import HookTable, Kind
 from .connection import Connection
 from .errors import InvalidOptionError, InvalidStateError
+from .frames import xor_mask
 from .handshake import Accept, check_handshake, response_headers, wants_websocket
 from .hub import Hub
 from .lifecycle import Lifecycle
 from .origin import origin_allowed
 from .outbox import Flusher
-from .parser import xor_mask
 from .websocket import SocketContext
 
 if TYPE_CHECKING:

@@ -51,8 +51,10 @@ logger = logging.getLogger("aiohttp_upgrade")
 _PING: Final = Kind.PING
 _PONG: Final = Kind.PONG
 _DRAIN: Final = Kind.DRAIN
+_DROPPED: Final = Kind.DROPPED
 _OPEN: Final = ReadyState.OPEN
 _CLOSED: Final = ReadyState.CLOSED
+_IDLE_PING: Final = build_frame(OP_PING, b"")
 
 T = TypeVar("T")
 
@@ -80,6 +82,7 @@ class Connection(asyncio.Protocol):
     """
 
     __slots__ = (
+        "_close_timer",
         "_ctx",
         "_reading_paused",
         "_turn",
@@ -106,6 +109,7 @@ class Connection(asyncio.Protocol):
         self._ctx = context
         self.idle_ticks = 0
         self._reading_paused = False
+        self._close_timer: asyncio.TimerHandle | None = None
         self._turn: Sized | None = ready_callbacks(asyncio.get_running_loop())
         self.outbox = outbox = Outbox(
             transport,
@@ -160,10 +164,11 @@ class Connection(asyncio.Protocol):
             if self.protocol.actions:  # the peer's Close, or a protocol error
                 self._act()
 
-    def eof_received(self) -> bool | None:
-        return None  # the transport closes; connection_lost follows
-
     def connection_lost(self, exc: Exception | None) -> None:
+        timer = self._close_timer
+        if timer is not None:  # it holds this connection until it fires
+            self._close_timer = None
+            timer.cancel()
         self.protocol.connection_lost()
         self._act()
 
@@ -215,14 +220,7 @@ class Connection(asyncio.Protocol):
 
     def cork(self, callback: Callable[[ServerWebSocket[Any]], T]) -> T:
         """Run ``callback(ws)``, writing what it sends in one write when it ends."""
-        outbox = self.outbox
-        write_now = outbox.write_now
-        outbox.write_now = False
-        try:
-            return callback(self.ws)
-        finally:
-            outbox.write_now = write_now
-            outbox.flush()
+        return self.outbox.cork(lambda: callback(self.ws))
 
     def buffered_amount(self) -> int:
         """Bytes queued and not yet handed to the kernel (0 once gone)."""
@@ -250,8 +248,7 @@ class Connection(asyncio.Protocol):
             )
             self.terminate("idle timeout")
         elif ticks == ticks_to_ping:
-            outbox.enqueue(build_frame(OP_PING, b""), 0)
-            outbox.sent = False  # our own ping is not activity
+            outbox.enqueue_control(_IDLE_PING)  # not a send: no activity
 
     # -- from the outbox (OutboxOwner) ----------------------------------------------
 
@@ -261,9 +258,12 @@ class Connection(asyncio.Protocol):
 
     def dropped(self, message: object) -> None:
         """The outbox dropped a message at the backpressure limit."""
-        if self._ctx.options.close_on_backpressure_limit:
+        ctx = self._ctx
+        if ctx.options.close_on_backpressure_limit:
             self.terminate("backpressure limit exceeded")
-        elif message is not None:
+        elif message is not None and ctx.hooks[_DROPPED] is not None:
+            # Sends hand over their bytes payload; a bytes-like from elsewhere (a
+            # server publish) is copied only here, for a hook that gets it.
             if type(message) is Relayed:  # a relayed text message, decoded only now
                 message = message.decode()
             elif isinstance(message, bytearray | memoryview):  # as ``message`` gets it
@@ -385,11 +385,13 @@ class Connection(asyncio.Protocol):
 
     def _arm_close_timeout(self) -> None:
         # A client that stops reading, or never closes, must not pin the connection.
-        asyncio.get_running_loop().call_later(
-            self._ctx.options.close_timeout, self._close_timed_out
-        )
+        if self._close_timer is None:
+            self._close_timer = asyncio.get_running_loop().call_later(
+                self._ctx.options.close_timeout, self._close_timed_out
+            )
 
     def _close_timed_out(self) -> None:
+        self._close_timer = None
         self.protocol.close_timed_out()
         self._act()
 

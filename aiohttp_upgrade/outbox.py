@@ -17,9 +17,11 @@ The limit measures the client, not the sender: the bytes waiting in the
 transport's write buffer when this socket's first send of the current loop turn
 came, which the client had at least one turn to take (everything sent earlier
 was written by then). What this turn sends is not counted against it, so one
-burst of any size reaches a client that reads, and from the next turn on, a
-client that took too little of it misses messages (or is closed). Memory per
-client is bounded by ``limit`` plus what one turn sends it. The turns are
+burst larger than the limit reaches a client that reads, and from the next turn
+on, a client that took too little of it misses messages (or is closed). Within a
+turn, :func:`hard_limit` bounds the burst: a send is dropped while the socket
+holds more than ``max(4 x limit, 64 MiB)`` bytes, so memory per client is bounded
+by that plus one frame however many sends one turn makes. The turns are
 counted by the :class:`Flusher`, whose callback ends each turn in which an
 outbox wrote or queued something.
 
@@ -32,14 +34,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final, Protocol
+from collections.abc import Callable
+from typing import Final, Protocol, TypeVar
 
 from .deflate import Compressor
 from .frames import build_frame
 
-__all__ = ["FLUSH_THRESHOLD", "Flusher", "Outbox", "OutboxOwner", "Transport"]
+__all__ = [
+    "FLUSH_THRESHOLD",
+    "HARD_LIMIT_FACTOR",
+    "HARD_LIMIT_FLOOR",
+    "Flusher",
+    "Outbox",
+    "OutboxOwner",
+    "Transport",
+    "hard_limit",
+]
 
 logger = logging.getLogger("aiohttp_upgrade")
+
+T = TypeVar("T")
 
 FLUSH_THRESHOLD: Final = 64 * 1024
 """Pending bytes at which a send writes at once instead of at the end of the turn."""
@@ -106,6 +120,23 @@ class Flusher:
         self._spare = dirty
 
 
+# The bound on one turn's burst. A turn can send without end (one read of ~10,000
+# tiny frames, each answered with a large send, to a client that never reads), so
+# what the transport holds must be capped within the turn too. 4 x the limit lets a
+# burst three times the limit onto a client already at it, and the 64 MiB floor
+# keeps a small limit (256 KiB, for slow clients) from cutting an ordinary burst
+# (a history replay, 32 MiB in tests/test_backpressure_burst.py) to a reader. With
+# the default 16 MiB limit both give 64 MiB.
+HARD_LIMIT_FACTOR: Final = 4
+HARD_LIMIT_FLOOR: Final = 64 * 1024 * 1024
+
+
+def hard_limit(limit: int) -> int:
+    """The most a socket may hold buffered before a send is dropped even within the
+    turn that queued it: ``max(HARD_LIMIT_FACTOR x limit, HARD_LIMIT_FLOOR)``."""
+    return max(HARD_LIMIT_FACTOR * limit, HARD_LIMIT_FLOOR)
+
+
 class Outbox:
     """The pending output of one socket.
 
@@ -114,7 +145,8 @@ class Outbox:
         flusher: the shared per-turn flusher.
         limit: ``backpressure_limit``: a message is dropped (code 0) when more
             than this many bytes were waiting in the transport at this socket's
-            first send of the current loop turn (see the module docstring).
+            first send of the current loop turn, or when more than
+            ``hard_limit(limit)`` are buffered (see the module docstring).
         compressor: the socket's permessage-deflate compressor, if negotiated.
         owner: told when output drained, a message was dropped or a write failed
             (None: nothing is told; a failed write aborts the transport).
@@ -124,6 +156,7 @@ class Outbox:
         "_backlog",
         "_drain_wanted",
         "_flusher",
+        "_hard_limit",
         "_limit",
         "_owner",
         "_pending",
@@ -147,6 +180,7 @@ class Outbox:
         self._transport = transport
         self._flusher = flusher
         self._limit = limit
+        self._hard_limit = hard_limit(limit)
         self.compressor = compressor
         self._pending: list[bytes] = []
         self._size = 0
@@ -205,7 +239,10 @@ class Outbox:
         more than ``limit`` bytes (see the module docstring)."""
         if self._turn != self._flusher.turn:
             self._new_turn(self._transport.get_write_buffer_size())
-        return self._backlog > self._limit
+        return (
+            self._backlog > self._limit
+            or self._transport.get_write_buffer_size() + self._size > self._hard_limit
+        )
 
     def _new_turn(self, waiting: int) -> None:
         """The first send of a flusher turn: ``waiting`` is the client's backlog."""
@@ -225,9 +262,13 @@ class Outbox:
             self._backlog = waiting
             if waiting:
                 flusher.next_turn()
-        if self._backlog > self._limit:
-            return self._drop(message)
         size = self._size
+        if waiting:
+            if self._backlog > self._limit or waiting + size > self._hard_limit:
+                return self._drop(message)
+        # Nothing in the transport: what is pending is under FLUSH_THRESHOLD.
+        elif self._backlog > self._limit:
+            return self._drop(message)
         pending = self._pending
         write_now = self.write_now
         if not pending and not write_now and not self.held:
@@ -262,6 +303,16 @@ class Outbox:
     def pending(self) -> bool:
         """True when frames wait for a flush."""
         return bool(self._pending)
+
+    def cork(self, run: Callable[[], T]) -> T:
+        """Return ``run()``; what it queues is written in one write when it ends."""
+        write_now = self.write_now
+        self.write_now = False
+        try:
+            return run()
+        finally:
+            self.write_now = write_now
+            self.flush()
 
     def flush_later(self) -> None:
         """Have the per-turn flusher write the pending frames (call while ``held``
@@ -338,7 +389,7 @@ class Outbox:
 
         Control frames (the Close) can still be queued and flushed.
         """
-        self._limit = -1
+        self._limit = self._hard_limit = -1
         self._drain_wanted = False
         self._owner = None
 

@@ -11,12 +11,7 @@ import codecs
 from collections.abc import Callable
 from typing import Final, Protocol, runtime_checkable
 
-from .closecode import (
-    CloseCode,
-    check_close_code,
-    is_valid_close_code,
-    parse_close_payload,
-)
+from .closecode import CloseCode, parse_close_payload
 from .deflate import Inflater
 from .errors import ProtocolError
 from .frames import (
@@ -26,21 +21,10 @@ from .frames import (
     OP_PONG,
     OP_TEXT,
     Mask,
-    unmask,
     xor_mask,
 )
 
-__all__ = [
-    "CloseSink",
-    "DataSink",
-    "FrameParser",
-    "FrameSink",
-    "Mask",
-    "check_close_code",
-    "is_valid_close_code",
-    "unmask",
-    "xor_mask",
-]
+__all__ = ["CloseSink", "DataSink", "FrameParser", "FrameSink"]
 
 PROTOCOL_ERROR: Final = CloseCode.PROTOCOL_ERROR
 INVALID_PAYLOAD: Final = CloseCode.INVALID_PAYLOAD
@@ -99,6 +83,7 @@ class FrameParser:
         "_partial_first",
         "_partial_key",
         "_probe",
+        "_skipping",
         "stopped",
     )
 
@@ -142,6 +127,7 @@ class FrameParser:
         # Checks the UTF-8 of a text frame while its reads arrive, so that invalid
         # text fails fast (RFC 6455 8.1) before the frame is complete.
         self._probe: codecs.IncrementalDecoder | None = None
+        self._skipping = False
         self.stopped = False
 
     def stop(self) -> None:
@@ -154,8 +140,15 @@ class FrameParser:
 
     def skip_data(self) -> None:
         """From now on drop messages, pings and pongs; the peer's Close and protocol
-        errors are still reported (a closing handshake waiting for the peer)."""
+        errors are still reported (a closing handshake waiting for the peer).
+
+        Skipped messages are not inflated, decoded nor kept: their frames are
+        only checked, so that the peer's Close is found after them."""
         self._on_message = self._on_ping = self._on_pong = _skip
+        self._skipping = True
+        self._probe = self._decoder = None
+        self._frag_buffer = bytearray()
+        self._frag_size = 0
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; report complete frames to the sink."""
@@ -247,8 +240,9 @@ class FrameParser:
         self._partial_key = data[start : start + 4]
         self._need = length - len(partial)
         opcode = first & 0x0F
-        if (opcode == OP_TEXT and not first & 0x40) or (
-            opcode == OP_CONTINUATION and self._decoder is not None
+        if not self._skipping and (
+            (opcode == OP_TEXT and not first & 0x40)
+            or (opcode == OP_CONTINUATION and self._decoder is not None)
         ):
             self._probe = probe = _utf8_decoder()
             if self._decoder is not None:
@@ -343,6 +337,8 @@ class FrameParser:
     def _deliver(
         self, opcode: int, payload: bytes | bytearray, compressed: bool
     ) -> None:
+        if self._skipping:
+            return
         if compressed:
             assert self._inflater is not None
             payload = self._inflater.inflate(payload)
@@ -359,6 +355,8 @@ class FrameParser:
         self, opcode: int, payload: bytes | bytearray, compressed: bool
     ) -> None:
         self._frag_opcode = opcode
+        if self._skipping:
+            return  # only the opcode is kept: continuations are still checked
         self._frag_compressed = compressed
         self._frag_size = len(payload)
         if opcode == OP_TEXT and not compressed:
@@ -368,6 +366,10 @@ class FrameParser:
         self._frag_buffer += payload
 
     def _continue_fragments(self, payload: bytes | bytearray, fin: bool) -> None:
+        if self._skipping:
+            if fin:
+                self._frag_opcode = 0
+            return
         self._frag_size += len(payload)
         if self._decoder is not None:
             self._check_text(payload, final=fin)

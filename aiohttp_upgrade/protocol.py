@@ -15,7 +15,9 @@ States (:class:`ReadyState`)::
 
 In CLOSING our Close is sent and the peer's is awaited: a transport that can
 half-close has sent its EOF and input is discarded until the peer's FIN; one that
-cannot (TLS) keeps parsing, for the peer's Close only. Every path out of OPEN
+cannot (TLS) keeps parsing, for the peer's Close only, except after a protocol
+error, where nothing more can be parsed: then TCP is closed once our Close is
+written (OPEN -> CLOSED). Every path out of OPEN
 records exactly one :class:`Closed`, whatever happens next.
 """
 
@@ -281,7 +283,9 @@ class ServerProtocol:
 
     def on_protocol_error(self, error: ProtocolError) -> None:
         """The peer broke the protocol: logged once, closed with its code
-        (1002, 1007 or 1009). While CLOSING it ends the handshake too."""
+        (1002, 1007 or 1009), lingering for the peer's FIN where the transport
+        can half-close, else closing TCP after our Close. While CLOSING it ends
+        the handshake too."""
         if self.state is not _OPEN:
             self._peer_answered()
             return
@@ -292,7 +296,20 @@ class ServerProtocol:
             error.reason,
             error.code,
         )
-        self._close_and_linger(error.code, error.reason, drop_events=False)
+        code, reason = error.code, error.reason
+        if self._owner.can_half_close():
+            self._close_and_linger(code, reason, drop_events=False)
+            return
+        # Over TLS the parser has stopped at the error (RFC 6455 7.1.7): the peer's
+        # Close would never be seen, and waiting for it would only wait for the
+        # close timeout. Close TCP once our Close is written.
+        self.state = _CLOSED
+        self._record(
+            Closing(drop_events=False),
+            SendFrame(build_close_frame(code, reason)),
+            CloseTransport(),
+            Closed(code, reason),
+        )
 
     def hook_failed(self) -> None:
         """A hook raised: :meth:`fail` with 1011."""

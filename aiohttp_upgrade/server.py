@@ -19,6 +19,7 @@ from .adapter import Headers, HttpAdapter, check_handshake_timeout
 from .broker import Broker, LocalBroker
 from .closecode import CloseCode, check_close_code
 from .errors import InvalidStateError
+from .frames import OP_TEXT
 from .handler import WebSocketHandler, hook_table
 from .hub import Hub
 from .lifecycle import Lifecycle, bind, install
@@ -238,7 +239,8 @@ class Server(Generic[DataT]):
         """
         topic = check_topic(topic)
         opcode, payload = _payload(message)
-        return self._hub.publish(topic, opcode, payload, compress, message)
+        dropped = message if opcode == OP_TEXT else payload  # as in ws.publish()
+        return self._hub.publish(topic, opcode, payload, compress, dropped)
 
     def deliver(self, topic: str, opcode: int, payload: bytes, compress: bool) -> int:
         """Fan out a message that another process published (called by the

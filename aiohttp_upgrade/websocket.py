@@ -186,14 +186,17 @@ class ServerWebSocket(Generic[DataT]):
         if self.ready_state is not _OPEN:
             return 0
         opcode, payload = _payload(message)
+        # What ``dropped`` gets: the str, or the payload already made bytes (a
+        # bytes-like is not copied again for the hook).
+        dropped = message if opcode == OP_TEXT else payload
         if compress:
-            return self._outbox.send(opcode, payload, compress, message)
+            return self._outbox.send(opcode, payload, compress, dropped)
         length = len(payload)
         if length < 126:  # build_frame() inlined for the commonest case
             frame = bytes((0x80 | opcode, length)) + payload
         else:
             frame = build_frame(opcode, payload)
-        return self._outbox.enqueue(frame, length, message)
+        return self._outbox.enqueue(frame, length, dropped)
 
     def send_text(self, message: str, compress: bool = False) -> int:
         """Send a text frame; returns like :meth:`send`. TypeError if ``message`` is
@@ -215,7 +218,8 @@ class ServerWebSocket(Generic[DataT]):
             )
         if self.ready_state is not _OPEN:
             return 0
-        return self._outbox.send(OP_BINARY, bytes(message), compress, message)
+        payload = bytes(message)
+        return self._outbox.send(OP_BINARY, payload, compress, payload)
 
     def ping(self, data: bytes | bytearray | memoryview | str = b"") -> int:
         """Send a ping; returns like :meth:`send` (0 once closed).
@@ -247,7 +251,8 @@ class ServerWebSocket(Generic[DataT]):
         """Bytes sent but not yet handed to the kernel (0 once closed).
 
         When it is above ``backpressure_limit`` at the start of an event-loop turn,
-        sends return 0 (dropped); what this turn sent counts only from the next.
+        sends return 0 (dropped); what this turn sent counts only from the next,
+        unless it passes ``max(4 x backpressure_limit, 64 MiB)``.
         """
         return self._conn.buffered_amount()
 
@@ -322,8 +327,9 @@ class ServerWebSocket(Generic[DataT]):
         if self.ready_state is not _OPEN:
             return 0
         opcode, payload = _payload(message)
+        dropped = message if opcode == OP_TEXT else payload  # as in send()
         return self._ctx.hub.publish(
-            topic, opcode, payload, compress, message, self._conn
+            topic, opcode, payload, compress, dropped, self._conn
         )
 
     def publish_text(self, topic: str, message: str, compress: bool = False) -> int:

@@ -130,3 +130,66 @@ async def test_client_that_does_not_read_misses_later_messages(
     assert (event.ws, event.args) == (ws, ("next turn",))
     assert ws.ready_state is ReadyState.OPEN
     await raw.close()
+
+
+class TwoBursts(Burst):
+    """On "go" publishes a burst, and a second one (numbered on) in the next loop
+    turn; records the second burst's codes with a "second" event."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.second_codes: list[int] = []
+
+    def burst(self) -> None:
+        super().burst()
+        asyncio.get_running_loop().call_soon(self.second_burst)
+
+    def second_burst(self) -> None:
+        publish = self.server.publish
+        seqs = range(BURST, 2 * BURST)
+        self.second_codes = [publish(TOPIC, numbered(seq, CHUNK)) for seq in seqs]
+        self.events.put_nowait(Event("second", None, ()))  # type: ignore[arg-type]
+
+    async def until_second(self) -> list[Event]:
+        """The events recorded before the second burst ended, in order."""
+        events: list[Event] = []
+        async with asyncio.timeout(10):
+            while not events or events[-1].hook != "second":
+                events.append(await self.events.get())
+        return events[:-1]
+
+
+async def test_a_second_burst_in_the_next_turn_is_dropped_for_a_reader(
+    serve: ServeFactory, client_session: aiohttp.ClientSession
+) -> None:
+    """A burst published in the turn right after another is dropped whole even for a client that reads (it cannot have taken 32 MiB in one turn); the client gets the first burst and stays open."""
+    handler = TwoBursts(backpressure_limit=LIMIT)
+    served = await serve(handler)
+    async with client_session.ws_connect(served.url, max_msg_size=0) as client:
+        ws = (await handler.next("open")).ws
+        await client.send_str("go")
+        events = await handler.until_second()
+        assert handler.second_codes == [0] * BURST
+        dropped = [event.args[0] for event in events if event.hook == "dropped"]
+        assert [sequence_number(m) for m in dropped] == list(range(BURST, 2 * BURST))
+        received = [sequence_number(await client.receive_bytes()) for _ in range(BURST)]
+        assert received == list(range(BURST))
+        assert ws.ready_state is ReadyState.OPEN
+        assert served.server.publish(TOPIC, "after") > 0
+        assert await client.receive_str() == "after"
+
+
+async def test_a_second_burst_in_the_next_turn_cuts_a_reader_with_close_on_limit(
+    serve: ServeFactory, client_session: aiohttp.ClientSession
+) -> None:
+    """With close_on_backpressure_limit, a burst published in the turn right after another aborts even a client that reads (1006)."""
+    handler = TwoBursts(backpressure_limit=LIMIT, close_on_backpressure_limit=True)
+    served = await serve(handler)
+    async with client_session.ws_connect(served.url, max_msg_size=0) as client:
+        ws = (await handler.next("open")).ws
+        await client.send_str("go")
+        events = await handler.until_second()
+        assert handler.second_codes[0] == 0
+        assert ws.ready_state is ReadyState.CLOSED
+        closes = [event.args[0] for event in events if event.hook == "close"]
+        assert closes == [1006]

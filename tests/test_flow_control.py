@@ -455,3 +455,74 @@ async def test_async_dropped_hook_is_not_called_for_what_it_drops_itself(
         later.append(await handler.events.get())
     assert [event.hook for event in later] == ["message"]
     await raw.close()
+
+
+class Counted(bytearray):
+    """A bytearray that counts the copies ``bytes()`` makes of it."""
+
+    copies = 0
+
+    def __bytes__(self) -> bytes:
+        self.copies += 1
+        return bytes(memoryview(self))
+
+
+STUCK = 3
+
+
+async def stuck_subscribers(
+    handler: Recorder, served: Any
+) -> tuple[list[ServerWebSocket[Any]], ServerWebSocket[Any], list[Raw]]:
+    """STUCK subscribers of "room" over their limit, and one more socket (the sender)."""
+    raws: list[Raw] = []
+    sockets: list[ServerWebSocket[Any]] = []
+    for _ in range(STUCK + 1):
+        raws.append(await connect(served.port))
+        sockets.append((await handler.next("open")).ws)
+    *stuck, sender = sockets
+    for ws in stuck:
+        ws.subscribe("room")
+        await fill(ws, until=0)
+    return stuck, sender, raws
+
+
+SENDS = {
+    "send": lambda stuck, sender, server, m: [ws.send(m) for ws in stuck],
+    "send_binary": lambda stuck, sender, server, m: [ws.send_binary(m) for ws in stuck],
+    "ws.publish": lambda stuck, sender, server, m: [sender.publish("room", m)],
+    "server.publish": lambda stuck, sender, server, m: [server.publish("room", m)],
+}
+
+
+@pytest.mark.parametrize("how", list(SENDS), ids=list(SENDS))
+async def test_a_dropped_bytes_like_is_copied_once_without_a_dropped_hook(
+    serve: ServeFactory, how: str
+) -> None:
+    """A bytearray dropped for several slow sockets, with no dropped hook, is copied to bytes once per send or publish call, not once more per socket."""
+    handler = Recorder(backpressure_limit=LIMIT)
+    served = await serve(handler)
+    stuck, sender, raws = await stuck_subscribers(handler, served)
+    message = Counted(b"late")
+    codes = SENDS[how](stuck, sender, served.server, message)
+    assert set(codes) == {0}
+    assert message.copies == len(codes)
+    for raw in raws:
+        await raw.close()
+
+
+@pytest.mark.parametrize("how", ["send", "send_binary", "ws.publish"])
+async def test_a_dropped_bytes_like_reaches_the_dropped_hook_copied_once(
+    serve: ServeFactory, how: str
+) -> None:
+    """With a dropped hook, each slow socket's hook gets bytes, and the bytearray was copied once per send or publish call."""
+    handler = DroppedRecorder(backpressure_limit=LIMIT)
+    served = await serve(handler)
+    stuck, sender, raws = await stuck_subscribers(handler, served)
+    drain_events(handler)  # the fills' own dropped messages
+    message = Counted(b"late")
+    codes = SENDS[how](stuck, sender, served.server, message)
+    assert message.copies == len(codes)
+    got = [(await handler.next("dropped")).args[0] for _ in stuck]
+    assert [(type(m), m) for m in got] == [(bytes, b"late")] * STUCK
+    for raw in raws:
+        await raw.close()

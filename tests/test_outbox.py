@@ -14,7 +14,7 @@ import pytest
 
 from aiohttp_upgrade.deflate import Compressor
 from aiohttp_upgrade.frames import OP_BINARY, OP_CLOSE, OP_TEXT, build_frame
-from aiohttp_upgrade.outbox import FLUSH_THRESHOLD, Flusher, Outbox
+from aiohttp_upgrade.outbox import FLUSH_THRESHOLD, Flusher, Outbox, hard_limit
 
 LIMIT = 1000
 
@@ -161,6 +161,27 @@ async def test_the_limit_looks_again_each_turn_without_the_flusher() -> None:
     outbox.flush()  # the end of the read: the kernel took nothing
     await end_of_turn()
     assert outbox.send(OP_BINARY, b"x", False) == 0
+
+
+async def test_one_turn_cannot_buffer_past_the_hard_limit() -> None:
+    """Within one held read, frames past hard_limit(limit) buffered bytes are dropped:
+    200 x 1 MiB against a 256 KiB limit buffer at most 64 MiB and one frame."""
+    limit = 256 * 1024
+    outbox, _transport, owner = make(FakeTransport(kernel_room=0), limit=limit)
+    outbox.held = True  # as during Connection.data_received
+    payload = bytes(1 << 20)
+    codes = [outbox.send(OP_BINARY, payload, False, seq) for seq in range(200)]
+    accepted = 200 - codes.count(0)
+    assert hard_limit(limit) == 64 * 1024 * 1024
+    assert outbox.buffered <= hard_limit(limit) + len(payload) + 10  # one frame
+    assert codes == [-1] * accepted + [0] * (200 - accepted)
+    assert owner.dropped_messages == list(range(accepted, 200))
+
+
+def test_the_hard_limit_is_four_times_the_limit_or_64_mib() -> None:
+    """hard_limit is max(4 x backpressure_limit, 64 MiB)."""
+    assert hard_limit(1024) == 64 * 1024 * 1024
+    assert hard_limit(100 * 1024 * 1024) == 400 * 1024 * 1024
 
 
 async def test_a_dropped_message_is_not_written() -> None:

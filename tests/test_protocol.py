@@ -11,6 +11,7 @@ import logging
 import pytest
 
 from aiohttp_upgrade.closecode import CloseCode
+from aiohttp_upgrade.deflate import Inflater
 from aiohttp_upgrade.frames import build_close_frame
 from aiohttp_upgrade.protocol import (
     Abort,
@@ -27,7 +28,15 @@ from aiohttp_upgrade.protocol import (
 )
 
 from .test_structure import run_without_aiohttp
-from .wire import OP_CLOSE, OP_PING, OP_TEXT, client_frame, close_payload
+from .wire import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_TEXT,
+    client_frame,
+    close_payload,
+)
 
 OPEN = ReadyState.OPEN
 CLOSING = ReadyState.CLOSING
@@ -329,17 +338,69 @@ def test_tls_protocol_error_while_closing_closes_tcp() -> None:
     assert protocol.state is CLOSED
 
 
-def test_tls_protocol_error_stops_parsing_for_good() -> None:
-    """Without half-close, after failing on a protocol error nothing more is parsed,
-    not even the peer's Close (RFC 6455 7.1.7): the close timeout ends it."""
+def test_tls_protocol_error_closes_tcp_after_our_close() -> None:
+    """Without half-close, a protocol error sends our Close and closes TCP at once:
+    the parser stopped at the error (RFC 6455 7.1.7), so no Close of the peer's
+    could end a wait, which only the close timeout would."""
     protocol, _ = new(half_close=False)
     protocol.parser.feed(client_frame(OP_TEXT, b"\xff"))
-    assert [type(a) for a in protocol.take_actions()].count(Closed) == 1
+    reason = "invalid UTF-8 in text"
+    assert protocol.take_actions() == [
+        Closing(drop_events=False),
+        SendFrame(build_close_frame(1007, reason)),
+        CloseTransport(),
+        Closed(1007, reason),
+    ]
+    assert protocol.state is CLOSED
     protocol.parser.feed(client_frame(OP_CLOSE, close_payload(1007)))
+    protocol.close_timed_out()  # the timeout bounds the flush alone: it aborts
+    assert protocol.take_actions() == [Abort()]
+
+
+def tls_closing(inflater: Inflater | None = None) -> ServerProtocol:
+    """A protocol over TLS (no half-close) awaiting the peer's Close after ours."""
+    protocol = ServerProtocol(Owner(half_close=False), 1 << 20, inflater)
+    protocol.close(1000, "")
+    protocol.take_actions()
+    return protocol
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [client_frame(OP_TEXT, b"\xff")],
+        [
+            client_frame(OP_TEXT, b"\xff", fin=False),
+            client_frame(OP_CONTINUATION, b"\xff"),
+        ],
+        [client_frame(OP_BINARY, b"not deflate data", rsv=4)],
+    ],
+    ids=["invalid-utf8", "invalid-utf8-fragments", "corrupt-deflate"],
+)
+def test_tls_closing_skips_messages_without_decoding_them(frames: list[bytes]) -> None:
+    """While awaiting the peer's Close over TLS, skipped messages are neither
+    UTF-8 decoded nor inflated (their bad data is no error); the Close ends it."""
+    protocol = tls_closing(Inflater(1 << 20, no_context_takeover=False))
+    for frame in frames:
+        protocol.parser.feed(frame)
     assert protocol.take_actions() == []
     assert protocol.state is CLOSING
-    protocol.close_timed_out()
-    assert protocol.take_actions() == [Abort()]
+    protocol.parser.feed(client_frame(OP_CLOSE, close_payload(1000)))
+    assert protocol.take_actions() == [CloseTransport()]
+
+
+def test_tls_closing_does_not_buffer_skipped_fragments() -> None:
+    """Fragments skipped while awaiting the peer's Close are not kept: a message
+    of fragments past max_payload_length is no 1009."""
+    protocol = ServerProtocol(Owner(half_close=False), 1000)
+    protocol.close(1000, "")
+    protocol.take_actions()
+    protocol.parser.feed(client_frame(OP_BINARY, bytes(800), fin=False))
+    protocol.parser.feed(client_frame(OP_CONTINUATION, bytes(800), fin=False))
+    protocol.parser.feed(client_frame(OP_CONTINUATION, bytes(800)))
+    assert protocol.take_actions() == []
+    protocol.parser.feed(client_frame(OP_CLOSE, close_payload(1000)))
+    assert protocol.take_actions() == [CloseTransport()]
 
 
 def test_the_protocol_module_needs_no_asyncio_nor_aiohttp() -> None:

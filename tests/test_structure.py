@@ -149,12 +149,13 @@ def test_the_parser_works_without_aiohttp() -> None:
     """With aiohttp blocked the parser unmasks with its pure-Python XOR."""
     result = run_without_aiohttp("""
 parser = importlib.import_module("aiohttp_upgrade.parser")
+frames = importlib.import_module("aiohttp_upgrade.frames")
 
 class Sink:
     def on_message(self, message): print(message)
     on_ping = on_pong = on_close = on_protocol_error = print
 
-frame = bytes([0x81, 0x80 | 5]) + b"\\x01\\x02\\x03\\x04" + parser.unmask(b"hello", b"\\x01\\x02\\x03\\x04")
+frame = bytes([0x81, 0x80 | 5]) + b"\\x01\\x02\\x03\\x04" + frames.unmask(b"hello", b"\\x01\\x02\\x03\\x04")
 parser.FrameParser(Sink(), 100).feed(frame)
 """)
     assert result.stdout.strip() == "hello", result.stderr

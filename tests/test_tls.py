@@ -352,3 +352,24 @@ async def test_server_close_over_tls_waits_for_the_clients_close(
     assert [(event.hook, event.args) for event in after_open] == [
         ("close", (4000, "bye"))
     ]
+
+
+async def test_protocol_error_over_tls_closes_without_waiting(
+    tls_serve: TLSServe, client_context: ssl.SSLContext
+) -> None:
+    """After a protocol error over TLS the server sends its Close (1002) and closes
+    the connection at once, not after the close timeout, though the client answers
+    with its own Close."""
+    # Far beyond the test's own timeout: only closing at once can pass.
+    handler = Ledger(close_timeout=600.0)
+    served = await tls_serve(handler)
+    raw = await connect_tls(served.port, client_context)
+    await handler.next("open")
+    raw.writer.write(client_frame(OP_TEXT, b"unmasked", mask=False))
+    async with asyncio.timeout(10):
+        _, opcode, payload = await raw.recv()
+        assert (opcode, parse_close(payload)[0]) == (OP_CLOSE, 1002)
+        raw.writer.write(client_frame(OP_CLOSE, close_payload(1002)))
+        assert await raw.reader.read() == b""  # the server closed the connection
+    assert (await handler.next("close")).args[0] == 1002
+    raw.writer.close()
