@@ -11,28 +11,28 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
-from .broker import Broker, LocalBroker
-from .closecode import CloseCode
-from .deflate import PerMessageDeflate
-from .errors import (
+from ._broker import Broker, LocalBroker
+from ._closecode import CloseCode
+from ._deflate import PerMessageDeflate
+from ._errors import (
     BrokerUnavailableError,
     InvalidOptionError,
     InvalidStateError,
     ProtocolError,
     WebSocketError,
 )
-from .handler import WebSocketHandler
-from .origin import origin_allowed
-from .server import Fetch, Server
-from .websocket import ReadyState, ServerWebSocket
+from ._handler import WebSocketHandler
+from ._origin import origin_allowed
+from ._server import Fetch, Server
+from ._websocket import ReadyState, ServerWebSocket
 
 if TYPE_CHECKING:
-    from .redis_broker import RedisBroker as RedisBroker
+    from ._redis_broker import RedisBroker as RedisBroker
 
 __version__ = "0.1.0"
 
 SERVER_KEY: Final[web.AppKey[Server[Any]]] = web.AppKey(
-    "aiohttp_upgrade.server", Server
+    "aiohttp_upgrade._server", Server
 )
 """Where :meth:`Server.setup` stores the server on the application."""
 
@@ -60,7 +60,7 @@ def __getattr__(name: str) -> Any:
     # RedisBroker is imported on first use: the base install has no redis.
     # (It is not in __all__, so that a star import never needs redis.)
     if name == "RedisBroker":
-        from .redis_broker import RedisBroker
+        from ._redis_broker import RedisBroker
 
         return RedisBroker
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """The hook table: every hook of ``WebSocketHandler``, once. Pure.
 
 :data:`HOOKS` is the one list of hooks. The handler reads it for its hook names,
-the misspelling warnings and :func:`~aiohttp_upgrade.handler.hook_table`; the
+the misspelling warnings and :func:`~aiohttp_upgrade._handler.hook_table`; the
 dispatcher indexes a socket's hooks by :class:`Kind`, whose numbers are the
 positions in :data:`HOOKS` (checked when this module is imported); the tests read
 it too. Every hook may be a plain function or a coroutine function: which one a

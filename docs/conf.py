@@ -28,7 +28,7 @@ nitpicky = True
 nitpick_ignore_regex = [
     ("py:.*", r"(aiohttp|yarl|multidict|redis|asyncio|collections|typing|enum)\..*"),
     # What a broker may call on its server: an internal Protocol.
-    ("py:class", r"aiohttp_upgrade\.broker\.BrokerHost"),
+    ("py:class", r"aiohttp_upgrade\._broker\.BrokerHost"),
     ("py:.*", r"web\.(Request|BaseRequest|Application|StreamResponse|AppKey)"),
     ("py:class", r"(Awaitable|Callable|Iterable|Mapping|Any|Headers)"),
     # Type variables: DataT is the type of ``ws.data``; T a callback's result.

@@ -29,16 +29,16 @@ from aiohttp_upgrade import (
     ServerWebSocket,
     WebSocketHandler,
 )
+from aiohttp_upgrade._broker import BrokerHost
+from aiohttp_upgrade._handler import hook_table
 from aiohttp_upgrade._hooks import Kind
-from aiohttp_upgrade.broker import BrokerHost
-from aiohttp_upgrade.handler import hook_table
 
 from .conftest import ConnectWs, upgrade_with_data
 
 TIMEOUT = 10
 PACKAGE = Path(__file__).resolve().parent.parent / "aiohttp_upgrade"
 REDIS_MODULES = [
-    PACKAGE / "redis_broker.py",
+    PACKAGE / "_redis_broker.py",
     *sorted((PACKAGE / "_redis").glob("*.py")),
 ]
 
@@ -362,7 +362,7 @@ def run_without_redis(script: str) -> subprocess.CompletedProcess[str]:
     [
         "import aiohttp_upgrade; aiohttp_upgrade.RedisBroker",
         "from aiohttp_upgrade import RedisBroker",
-        "from aiohttp_upgrade.redis_broker import RedisBroker",
+        "from aiohttp_upgrade._redis_broker import RedisBroker",
     ],
     ids=["attribute", "from-package", "from-module"],
 )
@@ -382,9 +382,9 @@ except ImportError as exc:
 
 
 def test_redis_broker_is_importable_lazily() -> None:
-    """aiohttp_upgrade.RedisBroker is the class from aiohttp_upgrade.redis_broker."""
+    """aiohttp_upgrade.RedisBroker is the class from aiohttp_upgrade._redis_broker."""
     import aiohttp_upgrade
-    from aiohttp_upgrade.redis_broker import RedisBroker
+    from aiohttp_upgrade._redis_broker import RedisBroker
 
     assert aiohttp_upgrade.RedisBroker is RedisBroker
     with pytest.raises(AttributeError):

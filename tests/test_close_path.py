@@ -23,7 +23,7 @@ from typing import Any, cast
 import pytest
 
 from aiohttp_upgrade import ReadyState, ServerWebSocket, WebSocketHandler
-from aiohttp_upgrade.connection import Connection
+from aiohttp_upgrade._connection import Connection
 
 from .conftest import Served, ServeFactory
 from .wire import OP_CLOSE, OP_TEXT, Raw, client_frame, close_payload, connect

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from aiohttp_upgrade import ServerWebSocket, WebSocketHandler
-from aiohttp_upgrade.connection import Connection
+from aiohttp_upgrade._connection import Connection
 
 from .conftest import ServeFactory
 from .wire import OP_CLOSE, close_payload, connect, parse_close

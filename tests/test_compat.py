@@ -24,8 +24,8 @@ from aiohttp.test_utils import TestServer
 from aiohttp.web_protocol import RequestHandler
 
 from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler, _compat
-from aiohttp_upgrade.connection import Connection
-from aiohttp_upgrade.dispatcher import INBOX_HIGH_WATER
+from aiohttp_upgrade._connection import Connection
+from aiohttp_upgrade._dispatcher import INBOX_HIGH_WATER
 
 from .conftest import Echo, Recorder, ServeFactory, upgrade_with_data
 from .wire import (

@@ -20,7 +20,7 @@ import pytest
 import websockets.asyncio.client
 
 from aiohttp_upgrade import PerMessageDeflate, ServerWebSocket
-from aiohttp_upgrade.deflate import Compressor
+from aiohttp_upgrade._deflate import Compressor
 
 from .conftest import Recorder, ServeFactory
 from .flow_support import deflate_message, fill, inflate_message, read_raw_frame

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any, cast
 
 from aiohttp_upgrade import ServerWebSocket, WebSocketHandler
-from aiohttp_upgrade.connection import Connection
+from aiohttp_upgrade._connection import Connection
 
 from .conftest import ConnectRaw, ServeFactory
 from .wire import OP_TEXT

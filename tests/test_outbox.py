@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from aiohttp_upgrade.deflate import Compressor
-from aiohttp_upgrade.frames import OP_BINARY, OP_CLOSE, OP_TEXT, build_frame
-from aiohttp_upgrade.outbox import FLUSH_THRESHOLD, Flusher, Outbox, hard_limit
+from aiohttp_upgrade._deflate import Compressor
+from aiohttp_upgrade._frames import OP_BINARY, OP_CLOSE, OP_TEXT, build_frame
+from aiohttp_upgrade._outbox import FLUSH_THRESHOLD, Flusher, Outbox, hard_limit
 
 LIMIT = 1000
 

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aiohttp_upgrade._closecode import is_valid_close_code
 from aiohttp_upgrade._compat import compiled_mask
-from aiohttp_upgrade.closecode import is_valid_close_code
-from aiohttp_upgrade.deflate import Inflater
-from aiohttp_upgrade.errors import ProtocolError
-from aiohttp_upgrade.frames import unmask
-from aiohttp_upgrade.parser import FrameParser
+from aiohttp_upgrade._deflate import Inflater
+from aiohttp_upgrade._errors import ProtocolError
+from aiohttp_upgrade._frames import unmask
+from aiohttp_upgrade._parser import FrameParser
 
 from .wire import (
     OP_BINARY,
@@ -593,7 +593,7 @@ def test_length_with_top_bit_set_is_error_1002() -> None:
 @pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 125, 4096, 65537], ids=str)
 def test_pure_python_mask_matches_the_compiled_one(size: int) -> None:
     """The pure-Python XOR used without aiohttp's compiled helper unmasks identically."""
-    from aiohttp_upgrade.frames import xor_mask
+    from aiohttp_upgrade._frames import xor_mask
 
     assert compiled_mask is not None
     payload = bytes(range(256)) * (size // 256 + 1)

@@ -10,10 +10,10 @@ import logging
 
 import pytest
 
-from aiohttp_upgrade.closecode import CloseCode
-from aiohttp_upgrade.deflate import Inflater
-from aiohttp_upgrade.frames import build_close_frame
-from aiohttp_upgrade.protocol import (
+from aiohttp_upgrade._closecode import CloseCode
+from aiohttp_upgrade._deflate import Inflater
+from aiohttp_upgrade._frames import build_close_frame
+from aiohttp_upgrade._protocol import (
     Abort,
     Action,
     ArmCloseTimeout,
@@ -406,7 +406,7 @@ def test_tls_closing_does_not_buffer_skipped_fragments() -> None:
 def test_the_protocol_module_needs_no_asyncio_nor_aiohttp() -> None:
     """protocol.py imports, and closes, where aiohttp cannot be imported."""
     result = run_without_aiohttp("""
-protocol = importlib.import_module("aiohttp_upgrade.protocol")
+protocol = importlib.import_module("aiohttp_upgrade._protocol")
 assert "asyncio" not in sys.modules
 class Owner:
     def on_message(self, m): pass

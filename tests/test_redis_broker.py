@@ -29,7 +29,7 @@ from aiohttp_upgrade import (
     ServerWebSocket,
 )
 from aiohttp_upgrade._redis import _compat
-from aiohttp_upgrade.redis_broker import RedisBroker
+from aiohttp_upgrade._redis_broker import RedisBroker
 
 from .conftest import ConnectWs, upgrade_with_data
 from .redis_support import (

@@ -26,7 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from aiohttp_upgrade import InvalidOptionError, Server
-from aiohttp_upgrade.server import DEFAULT_HANDSHAKE_TIMEOUT
+from aiohttp_upgrade._server import DEFAULT_HANDSHAKE_TIMEOUT
 
 from .conftest import Echo, Recorder, upgrade_with_data
 from .wire import OP_TEXT, client_frame, connect, request_bytes

@@ -130,8 +130,8 @@ def run_without_aiohttp(script: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-PURE_MODULES = ["frames", "parser", "topics", "handshake", "options", "deflate"]
-PURE_MODULES += ["closecode", "outbox", "dispatcher"]
+PURE_MODULES = ["_frames", "_parser", "_topics", "_handshake", "_options", "_deflate"]
+PURE_MODULES += ["_closecode", "_outbox", "_dispatcher", "_protocol"]
 
 
 @pytest.mark.parametrize("module", PURE_MODULES, ids=PURE_MODULES)
@@ -148,8 +148,8 @@ print("ok")
 def test_the_parser_works_without_aiohttp() -> None:
     """With aiohttp blocked the parser unmasks with its pure-Python XOR."""
     result = run_without_aiohttp("""
-parser = importlib.import_module("aiohttp_upgrade.parser")
-frames = importlib.import_module("aiohttp_upgrade.frames")
+parser = importlib.import_module("aiohttp_upgrade._parser")
+frames = importlib.import_module("aiohttp_upgrade._frames")
 
 class Sink:
     def on_message(self, message): print(message)
@@ -170,7 +170,7 @@ def test_close_codes_are_defined_once() -> None:
     )
     offenders = []
     for path in sorted((REPO_ROOT / "aiohttp_upgrade").glob("*.py")):
-        if path.name == "closecode.py":
+        if path.name == "_closecode.py":
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if constant.match(line):

@@ -26,7 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from aiohttp_upgrade import ReadyState, Server, ServerWebSocket
-from aiohttp_upgrade.options import DEFAULT_CLOSE_TIMEOUT
+from aiohttp_upgrade._options import DEFAULT_CLOSE_TIMEOUT
 
 from .conftest import Event, Recorder, Served, upgrade_with_data
 from .flow_support import CHUNK, numbered, sequence_number

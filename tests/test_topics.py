@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aiohttp_upgrade.topics import TopicRegistry, check_topic
+from aiohttp_upgrade._topics import TopicRegistry, check_topic
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ import math
 import random
 from typing import TYPE_CHECKING, Final
 
-from ..envelope import envelope_header, new_origin
-from ..errors import InvalidOptionError
+from .._envelope import envelope_header, new_origin
+from .._errors import InvalidOptionError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from ..broker import BrokerHost
+    from .._broker import BrokerHost
 
 __all__ = [
     "CLOSE_TIMEOUT",

@@ -15,7 +15,7 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from ..errors import BrokerUnavailableError
+from .._errors import BrokerUnavailableError
 from ._config import COUNT_TIMEOUT, EXPIRY_HEARTBEATS, Config, Session, describe
 from ._link import EXPECTED
 

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from redis.asyncio.connection import AbstractConnection
 
-from ..envelope import MalformedEnvelope, decode_envelope
+from .._envelope import MalformedEnvelope, decode_envelope
 from . import _compat
 from ._config import SUBSCRIBE_CHUNK, Config, Counters, Session, Wakeup
 from ._link import EXPECTED, Link, Outage

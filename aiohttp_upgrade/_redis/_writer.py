@@ -16,7 +16,7 @@ from typing import Any, Final
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
-from ..envelope import Message, pack_envelopes
+from .._envelope import Message, pack_envelopes
 from ._config import Config, Counters, Session, Wakeup
 from ._counts import Command, Counts
 from ._link import EXPECTED, Link, Outage

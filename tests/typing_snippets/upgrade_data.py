@@ -43,12 +43,12 @@ def fetch(request: web.Request) -> None:
     nothing.upgrade(request)
     nothing.upgrade(request, data="x")  # E: call-overload
     server = request.config_dict[CHAT]
-    reveal_type(server)  # R: aiohttp_upgrade.server.Server[upgrade_data.User]
+    reveal_type(server)  # R: aiohttp_upgrade._server.Server[upgrade_data.User]
 
 
 def make_app() -> web.Application:
     app = web.Application()
     chat.setup(app, key=CHAT)
     optional.setup(app, key=CHAT)  # E: arg-type
-    reveal_type(app[CHAT])  # R: aiohttp_upgrade.server.Server[upgrade_data.User]
+    reveal_type(app[CHAT])  # R: aiohttp_upgrade._server.Server[upgrade_data.User]
     return app

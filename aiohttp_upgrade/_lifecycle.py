@@ -1,7 +1,7 @@
 """The lifecycle of a server's sockets: the registry of open sockets, the idle
 sweep, shutdown, and the app hooks that :meth:`Server.setup` installs.
 
-It acts on a socket only through :class:`~aiohttp_upgrade.hub.SocketPort`
+It acts on a socket only through :class:`~aiohttp_upgrade._hub.SocketPort`
 (``shutdown`` and ``idle_tick``), and on its topics through the hub.
 """
 
@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any, Final
 from aiohttp import web
 
 from ._compat import set_keepalive_timeout
-from .errors import InvalidStateError
-from .frames import build_close_frame
-from .hub import Hub, SocketPort
+from ._errors import InvalidStateError
+from ._frames import build_close_frame
+from ._hub import Hub, SocketPort
 
 if TYPE_CHECKING:
-    from .options import Options
+    from ._options import Options
 
 __all__ = ["IDLE_TICKS", "PING_TICK", "Lifecycle", "bind", "bound_server", "install"]
 

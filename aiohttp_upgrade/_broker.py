@@ -9,7 +9,7 @@ through Redis pub/sub; a NATS or Redis Streams broker would implement the same
 six methods.
 
 The contract between the server and its broker (the server's pub/sub hub,
-:class:`~aiohttp_upgrade.hub.Hub`, makes the hot-path calls; the server, the
+:class:`~aiohttp_upgrade._hub.Hub`, makes the hot-path calls; the server, the
 broker's host, passes ``deliver`` on to it)::
 
     Server / its Hub                        Broker
@@ -26,7 +26,7 @@ broker's host, passes ``deliver`` on to it)::
 ``subscription`` and ``publish`` are called on the server's hot paths: they must
 be synchronous and cheap (queue, and do the I/O later in the broker's own task),
 and must never raise. Every topic the server passes has been through
-:func:`~aiohttp_upgrade.topics.check_topic`: a non-empty ``str`` that encodes as
+:func:`~aiohttp_upgrade._topics.check_topic`: a non-empty ``str`` that encodes as
 UTF-8. A broker's own tasks should survive their own bugs (log, count, restart):
 nothing else watches them. The socket layer (``websocket.py``) knows nothing of
 brokers; only the hub and the server call them.

@@ -2,11 +2,11 @@
 
 After the 101, :func:`aiohttp_upgrade._compat.take_over` hands the transport to a
 :class:`Connection`. It builds, in dependency order, the socket's
-:class:`~aiohttp_upgrade.outbox.Outbox` (pending output, flow control), its
-sans-I/O :class:`~aiohttp_upgrade.protocol.ServerProtocol` (the frame parser and
-the close state machine), the :class:`~aiohttp_upgrade.websocket.ServerWebSocket`
+:class:`~aiohttp_upgrade._outbox.Outbox` (pending output, flow control), its
+sans-I/O :class:`~aiohttp_upgrade._protocol.ServerProtocol` (the frame parser and
+the close state machine), the :class:`~aiohttp_upgrade._websocket.ServerWebSocket`
 that hooks see (a facade over this object) and its
-:class:`~aiohttp_upgrade.dispatcher.Dispatcher` (hooks). Reads go straight into
+:class:`~aiohttp_upgrade._dispatcher.Dispatcher` (hooks). Reads go straight into
 the parser, whose data events become hook dispatches; what the protocol decides
 on closing (write a Close, half-close, abort, arm the close timeout, report the
 close) is carried out here and nowhere else. Nothing else runs per socket: no
@@ -21,12 +21,12 @@ from collections.abc import Callable, Sized
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ._compat import ready_callbacks
-from .deflate import DeflateParams
-from .dispatcher import Dispatcher, Kind
-from .frames import OP_PING, OP_PONG, build_frame
-from .hub import Relayed
-from .outbox import Outbox
-from .protocol import (
+from ._deflate import DeflateParams
+from ._dispatcher import Dispatcher, Kind
+from ._frames import OP_PING, OP_PONG, build_frame
+from ._hub import Relayed
+from ._outbox import Outbox
+from ._protocol import (
     Abort,
     Action,
     ArmCloseTimeout,
@@ -39,10 +39,10 @@ from .protocol import (
     SendFrame,
     ServerProtocol,
 )
-from .websocket import ServerWebSocket
+from ._websocket import ServerWebSocket
 
 if TYPE_CHECKING:
-    from .websocket import SocketContext
+    from ._websocket import SocketContext
 
 __all__ = ["Connection"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from .errors import ProtocolError
+from ._errors import ProtocolError
 
 __all__ = [
     "CloseCode",

@@ -11,10 +11,10 @@ import codecs
 from collections.abc import Callable
 from typing import Final, Protocol, runtime_checkable
 
-from .closecode import CloseCode, parse_close_payload
-from .deflate import Inflater
-from .errors import ProtocolError
-from .frames import (
+from ._closecode import CloseCode, parse_close_payload
+from ._deflate import Inflater
+from ._errors import ProtocolError
+from ._frames import (
     OP_BINARY,
     OP_CONTINUATION,
     OP_PING,

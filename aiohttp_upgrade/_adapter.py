@@ -17,19 +17,19 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from aiohttp import web
 
 from ._compat import compiled_mask, reads_as_upgrade, take_over
+from ._connection import Connection
+from ._errors import InvalidOptionError, InvalidStateError
+from ._frames import xor_mask
+from ._handshake import Accept, check_handshake, response_headers, wants_websocket
 from ._hooks import HookTable, Kind
-from .connection import Connection
-from .errors import InvalidOptionError, InvalidStateError
-from .frames import xor_mask
-from .handshake import Accept, check_handshake, response_headers, wants_websocket
-from .hub import Hub
-from .lifecycle import Lifecycle
-from .origin import origin_allowed
-from .outbox import Flusher
-from .websocket import SocketContext
+from ._hub import Hub
+from ._lifecycle import Lifecycle
+from ._origin import origin_allowed
+from ._outbox import Flusher
+from ._websocket import SocketContext
 
 if TYPE_CHECKING:
-    from .server import Server
+    from ._server import Server
 
 __all__ = ["Headers", "HttpAdapter", "check_handshake_timeout"]
 
@@ -43,7 +43,7 @@ _WRONG_VERSION: Final = "wrong-version"
 _HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE: Final = re.compile(r"[\r\n\x00]")
 
-_ADAPTER_KEY: Final = web.RequestKey("aiohttp_upgrade.server", object)
+_ADAPTER_KEY: Final = web.RequestKey("aiohttp_upgrade._server", object)
 _UPGRADE_KEY: Final = web.RequestKey("aiohttp_upgrade.upgrade", object)
 
 

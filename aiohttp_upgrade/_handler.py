@@ -8,11 +8,11 @@ import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._deflate import PerMessageDeflate
+from ._errors import InvalidStateError
 from ._hooks import HOOK_NAMES, HOOKS, Hook, HookTable
-from .deflate import PerMessageDeflate
-from .errors import InvalidStateError
-from .lifecycle import bound_server
-from .options import (
+from ._lifecycle import bound_server
+from ._options import (
     DEFAULT_BACKPRESSURE_LIMIT,
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -25,8 +25,8 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from .server import Server
-    from .websocket import ServerWebSocket
+    from ._server import Server
+    from ._websocket import ServerWebSocket
 
 __all__ = ["HOOK_NAMES", "WebSocketHandler", "hook_table"]
 

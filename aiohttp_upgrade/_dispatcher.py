@@ -82,7 +82,7 @@ class Dispatcher:
     Args:
         ws: the first argument of every hook.
         hooks: the handler's hooks by kind
-            (:func:`~aiohttp_upgrade.handler.hook_table`).
+            (:func:`~aiohttp_upgrade._handler.hook_table`).
         tasks: where running tasks are registered until they end (the server's,
             so that shutdown can wait for them).
         owner: told to pause and resume reading, when a hook failed and while a

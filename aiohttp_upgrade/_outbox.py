@@ -37,8 +37,8 @@ import logging
 from collections.abc import Callable
 from typing import Final, Protocol, TypeVar
 
-from .deflate import Compressor
-from .frames import build_frame
+from ._deflate import Compressor
+from ._frames import build_frame
 
 __all__ = [
     "FLUSH_THRESHOLD",

@@ -26,7 +26,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from .frames import OP_BINARY, OP_TEXT
+from ._frames import OP_BINARY, OP_TEXT
 
 __all__ = [
     "COMPRESS_FLAG",

@@ -9,7 +9,7 @@ socket's outgoing queue for pub/sub.
 The hub sees a socket only through :class:`SocketPort`, the one seam to the socket
 layer: adapting to a new socket implementation is a change to that Protocol and to
 the methods that implement it (today on
-:class:`~aiohttp_upgrade.connection.Connection`).
+:class:`~aiohttp_upgrade._connection.Connection`).
 
 A message's way out::
 
@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol
 
-from .frames import OP_TEXT, build_frame
-from .topics import TopicRegistry
+from ._frames import OP_TEXT, build_frame
+from ._topics import TopicRegistry
 
 __all__ = ["FrameSink", "Hub", "Relayed", "SocketPort"]
 
@@ -71,7 +71,7 @@ class SocketPort(Protocol):
     """THE adapter between the hub (and the server's lifecycle) and one socket.
 
     Everything the server side does to a socket goes through these members; they
-    are implemented by :class:`~aiohttp_upgrade.connection.Connection`.
+    are implemented by :class:`~aiohttp_upgrade._connection.Connection`.
     """
 
     def __hash__(self) -> int:
@@ -124,7 +124,7 @@ class Hub:
         publish_to_self: ``ws.publish`` reaches ``ws`` too (the handler option).
 
     All methods are synchronous and never await. Topics must have been checked
-    with :func:`~aiohttp_upgrade.topics.check_topic` by the caller.
+    with :func:`~aiohttp_upgrade._topics.check_topic` by the caller.
     """
 
     __slots__ = ("_interest", "_publish_to_self", "_relay", "_subscription", "topics")

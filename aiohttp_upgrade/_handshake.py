@@ -12,7 +12,7 @@ from typing import Final
 
 from multidict import CIMultiDict
 
-from .deflate import DeflateParams, PerMessageDeflate, negotiate_deflate
+from ._deflate import DeflateParams, PerMessageDeflate, negotiate_deflate
 
 __all__ = [
     "Accept",

@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
-from .deflate import PerMessageDeflate
-from .errors import InvalidOptionError
+from ._deflate import PerMessageDeflate
+from ._errors import InvalidOptionError
 
 __all__ = [
     "DEFAULT_BACKPRESSURE_LIMIT",

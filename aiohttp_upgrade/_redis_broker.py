@@ -4,7 +4,7 @@ Needs the ``redis`` extra (``pip install aiohttp-upgrade[redis]``: redis-py's
 asyncio client and hiredis). Each topic is the Redis channel
 ``channel_prefix + topic``; a process subscribes to it only while it has a local
 subscriber of the topic. What crosses Redis is an envelope of raw bytes
-(:mod:`aiohttp_upgrade.envelope`), never pickle.
+(:mod:`aiohttp_upgrade._envelope`), never pickle.
 
 Two dedicated connections per process, taken from the client's pool: one that
 only writes (the publishes of one loop turn in one pipeline, in order, consecutive
@@ -53,6 +53,8 @@ except ModuleNotFoundError as exc:  # the extra is not installed
         name=exc.name,
     ) from exc
 
+from ._broker import Broker, BrokerHost
+from ._errors import BrokerUnavailableError, InvalidOptionError, InvalidStateError
 from ._redis._config import (
     CLOSE_TIMEOUT,
     DEFAULT_BACKOFF_BASE,
@@ -75,8 +77,6 @@ from ._redis._link import EXPECTED, Link, Outage, new_client
 from ._redis._reader import Reader
 from ._redis._supervisor import Heartbeat, Supervisor, Watchdog
 from ._redis._writer import Writer
-from .broker import Broker, BrokerHost
-from .errors import BrokerUnavailableError, InvalidOptionError, InvalidStateError
 
 __all__ = [
     "DEFAULT_BACKOFF_BASE",

@@ -1,9 +1,9 @@
 """``Server``: the public object that gives aiohttp request handlers Bun's
 ``server.upgrade()``.
 
-It is a facade over three parts: the HTTP adapter (:mod:`.adapter`: the request
-handler, ``upgrade()``, the 101 and the take-over), the pub/sub hub (:mod:`.hub`:
-topics, fan-out, the broker relay) and the lifecycle (:mod:`.lifecycle`: the open
+It is a facade over three parts: the HTTP adapter (:mod:`._adapter`: the request
+handler, ``upgrade()``, the 101 and the take-over), the pub/sub hub (:mod:`._hub`:
+topics, fan-out, the broker relay) and the lifecycle (:mod:`._lifecycle`: the open
 sockets, the idle sweep, shutdown, the app hooks).
 """
 
@@ -14,17 +14,17 @@ from typing import Any, Final, Generic, TypeVar, overload
 
 from aiohttp import web
 
+from ._adapter import Headers, HttpAdapter, check_handshake_timeout
+from ._broker import Broker, LocalBroker
+from ._closecode import CloseCode, check_close_code
+from ._errors import InvalidStateError
+from ._frames import OP_TEXT
+from ._handler import WebSocketHandler, hook_table
 from ._hooks import Kind
-from .adapter import Headers, HttpAdapter, check_handshake_timeout
-from .broker import Broker, LocalBroker
-from .closecode import CloseCode, check_close_code
-from .errors import InvalidStateError
-from .frames import OP_TEXT
-from .handler import WebSocketHandler, hook_table
-from .hub import Hub
-from .lifecycle import Lifecycle, bind, install
-from .topics import check_topic
-from .websocket import _payload
+from ._hub import Hub
+from ._lifecycle import Lifecycle, bind, install
+from ._topics import check_topic
+from ._websocket import _payload
 
 __all__ = ["Fetch", "Server"]
 
@@ -62,7 +62,7 @@ class Server(Generic[DataT]):
             ``run_app``, 3630 s under a bare ``AppRunner``). Upgraded sockets are
             governed by the handler's ``idle_timeout`` instead. Default 10, as Bun.
         broker: shares topics with other processes (``RedisBroker``, or any
-            :class:`~aiohttp_upgrade.broker.Broker`); None (default) keeps pub/sub
+            :class:`~aiohttp_upgrade._broker.Broker`); None (default) keeps pub/sub
             in this process, at no cost. :meth:`setup` starts it when the app
             starts and closes it at cleanup.
 

@@ -1,8 +1,8 @@
 """``ServerWebSocket``: the socket hooks see, Bun's ``ServerWebSocket``.
 
 A facade with Bun's public API only: every call goes to the socket's
-:class:`~aiohttp_upgrade.connection.Connection` (closing, corking, buffered
-amount), its :class:`~aiohttp_upgrade.outbox.Outbox` (sending, the hot path,
+:class:`~aiohttp_upgrade._connection.Connection` (closing, corking, buffered
+amount), its :class:`~aiohttp_upgrade._outbox.Outbox` (sending, the hot path,
 without a hop through the connection) or the :class:`SocketContext` its server
 shares with every socket (topics, publish). The connection creates it.
 """
@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
-from .closecode import CloseCode, check_close_code
-from .dispatcher import HookTable
-from .frames import (
+from ._closecode import CloseCode, check_close_code
+from ._dispatcher import HookTable
+from ._frames import (
     MAX_CONTROL_PAYLOAD,
     OP_BINARY,
     OP_PING,
@@ -26,13 +26,13 @@ from .frames import (
     build_frame,
     xor_mask,
 )
-from .hub import Hub, SocketPort
-from .outbox import Flusher, Outbox
-from .protocol import ReadyState
-from .topics import check_topic
+from ._hub import Hub, SocketPort
+from ._outbox import Flusher, Outbox
+from ._protocol import ReadyState
+from ._topics import check_topic
 
 if TYPE_CHECKING:
-    from .options import Options
+    from ._options import Options
 
 __all__ = ["ReadyState", "ServerWebSocket", "SocketContext", "SocketOwner"]
 

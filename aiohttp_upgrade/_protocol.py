@@ -29,11 +29,11 @@ import logging
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from .closecode import CloseCode
-from .deflate import Inflater
-from .errors import ProtocolError
-from .frames import Mask, build_close_frame, xor_mask
-from .parser import DataSink, FrameParser
+from ._closecode import CloseCode
+from ._deflate import Inflater
+from ._errors import ProtocolError
+from ._frames import Mask, build_close_frame, xor_mask
+from ._parser import DataSink, FrameParser
 
 __all__ = [
     "Abort",

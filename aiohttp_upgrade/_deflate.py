@@ -13,8 +13,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Final
 
-from .closecode import CloseCode
-from .errors import InvalidOptionError, ProtocolError
+from ._closecode import CloseCode
+from ._errors import InvalidOptionError, ProtocolError
 
 __all__ = ["DeflateParams", "PerMessageDeflate", "negotiate_deflate"]
 
