@@ -24,9 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._hooks import HOOK_NAMES, HOOKS, Hook, HookTable, Kind
+
+if TYPE_CHECKING:
+    from ._websocket import ServerWebSocket
 
 __all__ = ["INBOX_HIGH_WATER", "DispatchOwner", "Dispatcher", "HookTable", "Kind"]
 
@@ -104,7 +107,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        ws: Any,
+        ws: ServerWebSocket[Any],
         hooks: HookTable,
         tasks: set[asyncio.Task[None]],
         owner: DispatchOwner,

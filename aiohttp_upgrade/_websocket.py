@@ -56,7 +56,7 @@ class SocketContext:
     hooks: HookTable
     flusher: Flusher
     hub: Hub
-    forget: Callable[[Any], None]
+    forget: Callable[[SocketPort], None]
     tasks: set[asyncio.Task[None]]
     mask: Mask = xor_mask
 
