@@ -20,9 +20,9 @@ async def client(aiohttp_client: AiohttpClient) -> Client:
 
 async def test_existing_routes_still_answer(client: Client) -> None:
     """The old page and sub-application route still work, middleware included."""
-    page = await client.get("/")
+    async with client.get("/") as page:  # released: no connection left to the GC
+        assert page.status == 200
     api = await client.get("/api/id", headers={"X-Request-Id": "abc"})
-    assert page.status == 200
     assert await api.json() == {"request_id": "abc"}
     assert api.headers["X-Request-Id"] == "abc"
 

@@ -440,9 +440,12 @@ async def test_a_peer_leaving_during_the_handshake_logs_no_error(
         and record.name.startswith(("aiohttp", "aiohttp_upgrade"))
     ]
     assert errors == []
-    # On loopback the peer is gone before the 101 is written: the case was hit.
+    # Each client either was gone before its socket opened (a debug line) or got
+    # a socket, which then closed; which one depends on timing and on the Python
+    # version (3.11 mostly the first, 3.13 the second for a half-close).
     left = [r.levelno for r in caplog.records if "abandoned" in r.getMessage()]
-    assert left and set(left) == {logging.DEBUG}
+    assert set(left) <= {logging.DEBUG}
+    assert len(left) + len(handler.sockets) - 1 == clients  # - 1: "still serving"
 
 
 # -- two servers on one app ------------------------------------------------------------
