@@ -314,12 +314,11 @@ class Dispatcher:
             if self._task is me:
                 self._task = None
 
-    async def _run_subscription(
-        self, function: Hook, change: tuple[str, int, int]
-    ) -> None:
-        """Run a queued ``subscription`` hook: ``change`` is (topic, new, old)."""
+    async def _run_hook(self, function: Hook, *args: Any) -> None:
+        """Run one queued hook; its failure (its own CancelledError included) is
+        dispatched like a ``message`` hook's."""
         try:
-            result = function(self._ws, *change)
+            result = function(self._ws, *args)
             if result is not None:
                 await result
         except asyncio.CancelledError as exc:
@@ -329,20 +328,18 @@ class Dispatcher:
         except Exception as exc:
             self.hook_failed(exc)
 
+    async def _run_subscription(
+        self, function: Hook, change: tuple[str, int, int]
+    ) -> None:
+        """Run a queued ``subscription`` hook: ``change`` is (topic, new, old)."""
+        await self._run_hook(function, *change)
+
     async def _run_dropped(self, function: Hook, message: Any) -> None:
         """Run a queued ``dropped`` hook; what it drops itself, before or after an
         await, is not reported (it would call the hook again, and again)."""
         self._dropping = True
         try:
-            result = function(self._ws, message)
-            if result is not None:
-                await result
-        except asyncio.CancelledError as exc:
-            if _cancelling():
-                raise
-            self.hook_failed(exc)
-        except Exception as exc:
-            self.hook_failed(exc)
+            await self._run_hook(function, message)
         finally:
             self._dropping = False
 
