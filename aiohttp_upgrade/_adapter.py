@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from aiohttp import web
 
+from ._closecode import CloseCode
 from ._compat import compiled_mask, reads_as_upgrade, take_over
 from ._connection import Connection
 from ._errors import InvalidOptionError, InvalidStateError
-from ._frames import xor_mask
+from ._frames import build_close_frame, xor_mask
 from ._handshake import Accept, check_handshake, response_headers, wants_websocket
 from ._hooks import HookTable, Kind
 from ._hub import Hub
@@ -39,6 +40,7 @@ Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _WRONG_VERSION: Final = "wrong-version"
+_GOING_AWAY: Final = build_close_frame(CloseCode.GOING_AWAY, "")
 # RFC 9110 5.1 (a token) and 5.5 (no CR, LF or NUL in a field value).
 _HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE: Final = re.compile(r"[\r\n\x00]")
@@ -184,6 +186,7 @@ class HttpAdapter:
             flusher=Flusher(),
             hub=hub,
             forget=lifecycle.forget,
+            gone=lifecycle.gone,
             tasks=lifecycle.tasks,
             mask=compiled_mask or xor_mask,
         )
@@ -303,6 +306,12 @@ class HttpAdapter:
                 "was written",
                 request.remote,
             )
+            return response
+        if self.lifecycle.shutting_down:
+            # shutdown() ran while this handshake was answered: nothing would
+            # close a socket opened now, so the connection ends at once.
+            transport.write(_GOING_AWAY)
+            transport.close()
             return response
         connection = Connection(
             transport,

@@ -60,8 +60,7 @@ T = TypeVar("T")
 
 
 def _abort_transport(transport: asyncio.Transport) -> None:
-    """``transport.abort()``, which must not stop a close path: what it raises is
-    logged."""
+    """``transport.abort()``; what it raises is logged: it must not stop a close."""
     try:
         transport.abort()
     except Exception as exc:
@@ -169,11 +168,11 @@ class Connection(asyncio.Protocol):
         if timer is not None:  # it holds this connection until it fires
             self._close_timer = None
             timer.cancel()
-        self.protocol.connection_lost()
-        self._act()
-
-    def pause_writing(self) -> None:
-        pass  # the outbox asks the transport for its buffer size instead
+        try:
+            self.protocol.connection_lost()
+            self._act()
+        finally:
+            self._ctx.gone(self)
 
     def resume_writing(self) -> None:
         # With the write-buffer limits at zero, resumed means the buffer is empty.
@@ -234,6 +233,8 @@ class Connection(asyncio.Protocol):
 
     def idle_tick(self, ticks_to_ping: int, ticks_to_close: int) -> None:
         """Advance the idle timer by one tick (called by the server's sweep)."""
+        if self.ws.ready_state is not _OPEN:
+            return
         outbox = self.outbox
         if outbox.sent:  # a send since the last tick
             outbox.sent = False

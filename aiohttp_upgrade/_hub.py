@@ -25,11 +25,14 @@ are the one place where a topic gains or loses a subscriber.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol
 
 from ._frames import OP_TEXT, build_frame
 from ._topics import TopicRegistry
+
+logger = logging.getLogger("aiohttp_upgrade")
 
 __all__ = ["FrameSink", "Hub", "Relayed", "SocketPort"]
 
@@ -183,7 +186,10 @@ class Hub:
         ``subscription`` hook to the socket, in order with its other hooks."""
         interest = self._interest
         if interest is not None:
-            interest(topic, new, old)
+            try:
+                interest(topic, new, old)
+            except Exception:  # a broker's fault must not stop a close or a fan-out
+                logger.exception("broker subscription(%r) failed", topic)
         if self._subscription:
             port.subscription(topic, new, old)
 

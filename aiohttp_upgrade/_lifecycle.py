@@ -8,6 +8,7 @@ It acts on a socket only through :class:`~aiohttp_upgrade._hub.SocketPort`
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from typing import TYPE_CHECKING, Any, Final
 
@@ -20,6 +21,8 @@ from ._hub import Hub, SocketPort
 
 if TYPE_CHECKING:
     from ._options import Options
+
+logger = logging.getLogger("aiohttp_upgrade")
 
 __all__ = ["IDLE_TICKS", "PING_TICK", "Lifecycle", "bind", "bound_server", "install"]
 
@@ -68,6 +71,7 @@ class Lifecycle:
         "_idle_loop",
         "_idle_timer",
         "_options",
+        "closing",
         "open",
         "shutting_down",
         "tasks",
@@ -80,6 +84,8 @@ class Lifecycle:
         """The open sockets, in order of their 101."""
         self.tasks: set[asyncio.Task[None]] = set()
         """Tasks running async hooks, closed sockets' included until close ends."""
+        self.closing: set[SocketPort] = set()
+        """Sockets closed on our side whose connection is not gone yet."""
         self.shutting_down = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_loop: asyncio.AbstractEventLoop | None = None
@@ -93,15 +99,26 @@ class Lifecycle:
         """Drop a closing socket from the registry and from every topic (the
         ``subscription`` hook runs for each topic left, before ``close``)."""
         self.open.pop(port, None)
+        self.closing.add(port)
         self._hub.leave_all(port)
+
+    def gone(self, port: SocketPort) -> None:
+        """A socket's connection is lost: nothing is left to end."""
+        self.closing.discard(port)
 
     async def shutdown(self, code: int, reason: str) -> None:
         """Close every socket with ``code`` without lingering, then wait for the
         running hooks for at most ``shutdown_timeout`` seconds."""
         self.shutting_down = True
         frame = build_close_frame(code, reason)
-        for port in list(self.open):
-            port.shutdown(code, reason, frame)
+        # Open sockets get the Close; closing ones (waiting for a client's Close
+        # or FIN) are aborted: no client holds the shutdown. One socket failing
+        # must not keep the others open.
+        for port in [*self.open, *self.closing]:
+            try:
+                port.shutdown(code, reason, frame)
+            except Exception:
+                logger.exception("shutting %r down failed", port)
         current = asyncio.current_task()
         tasks = [task for task in self.tasks if task is not current]
         if tasks:

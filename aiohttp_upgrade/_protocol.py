@@ -234,6 +234,10 @@ class ServerProtocol:
                 CloseTransport(),
                 Closed(code, reason),
             )
+        elif self.state is _CLOSING:  # its close hook has run: just end it
+            self.state = _CLOSED
+            self.parser.stop()
+            self._record(Abort())
 
     def abort(self, reason: str = "") -> None:
         """Abort without a Close frame (OPEN -> CLOSED, the hooks see 1006)."""

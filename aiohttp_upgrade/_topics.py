@@ -98,14 +98,19 @@ class TopicRegistry(Generic[S]):
         topics = self._by_subscriber.pop(subscriber, None)
         if topics is None:
             return []
-        on_change = self.on_change
+        # Every membership goes first: a callback that raises cannot leave the
+        # subscriber in a topic.
+        left = []
         for topic in topics:
             members = self._by_topic[topic]
             del members[subscriber]
             count = len(members)
             if not members:
                 del self._by_topic[topic]
-            if on_change is not None:
+            left.append((topic, count))
+        on_change = self.on_change
+        if on_change is not None:
+            for topic, count in left:
                 on_change(subscriber, topic, count, count + 1)
         return list(topics)
 

@@ -57,6 +57,7 @@ class SocketContext:
     flusher: Flusher
     hub: Hub
     forget: Callable[[SocketPort], None]
+    gone: Callable[[SocketPort], None]
     tasks: set[asyncio.Task[None]]
     mask: Mask = xor_mask
 

@@ -131,16 +131,28 @@ def test_garbage_while_closing_is_no_second_error() -> None:
 
 
 def test_close_is_idempotent() -> None:
-    """A second close() (or fail, abort, shutdown) while CLOSING records nothing."""
+    """A second close() (or fail, abort) while CLOSING records nothing."""
     protocol, _ = new()
     protocol.close(1000, "")
     protocol.take_actions()
     protocol.close(4001, "again")
     protocol.fail(1011, "")
     protocol.abort()
-    protocol.shutdown(1001, "", build_close_frame(1001))
     assert protocol.take_actions() == []
     assert protocol.state is CLOSING
+
+
+def test_shutdown_while_closing_aborts_without_a_second_close_report() -> None:
+    """A shutdown does not wait for a closing socket's client: CLOSED at once, the
+    transport aborted, and no second Closed (its close hook has run)."""
+    protocol, _ = new()
+    protocol.close(1000, "")
+    protocol.take_actions()
+    protocol.shutdown(1001, "", build_close_frame(1001))
+    assert protocol.take_actions() == [Abort()]
+    assert protocol.state is CLOSED
+    protocol.shutdown(1001, "", build_close_frame(1001))
+    assert protocol.take_actions() == []
 
 
 def test_peer_fin_after_our_close_ends_it_quietly() -> None:
