@@ -46,6 +46,7 @@ from _common import (
     percentile,
     pin,
     print_table,
+    pure_python,
     serve_app,
     spread,
     start_server,
@@ -54,10 +55,11 @@ from _common import (
 
 SCRIPT: Final = os.path.abspath(__file__)
 
-IMPLS: Final = ("aiohttp", "upgrade", "upgrade-async", "bun")
+IMPLS: Final = ("aiohttp", "upgrade", "upgrade-pure", "upgrade-async", "bun")
 LABELS: Final = {
     "aiohttp": "plain aiohttp",
     "upgrade": "aiohttp-upgrade",
+    "upgrade-pure": "upgrade pure Python",
     "upgrade-async": "upgrade async",
     "bun": "Bun",
 }
@@ -119,6 +121,7 @@ def plain_app() -> web.Application:
 APPS: Final[dict[str, Callable[[], web.Application]]] = {
     "aiohttp": plain_app,
     "upgrade": lambda: upgrade_app(async_hook=False),
+    "upgrade-pure": pure_python(lambda: upgrade_app(async_hook=False)),
     "upgrade-async": lambda: upgrade_app(async_hook=True),
 }
 
@@ -279,7 +282,7 @@ def parse_args() -> argparse.Namespace:
         "--servers",
         nargs="+",
         choices=IMPLS,
-        default=[impl for impl in IMPLS if impl != "bun" or BUN],
+        default=[i for i in IMPLS if i != "upgrade-pure" and (i != "bun" or BUN)],
     )
     parser.add_argument("--uvloop", action="store_true", help="run servers on uvloop")
     add_json_option(parser)

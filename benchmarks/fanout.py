@@ -63,6 +63,7 @@ from _common import (
     percentile,
     pin,
     print_table,
+    pure_python,
     raise_nofile,
     serve_app,
     spread,
@@ -78,9 +79,14 @@ SCRIPT: Final = os.path.abspath(__file__)
 TOPIC: Final = "room"
 COUNT_QUERY: Final = "?"
 TIMESTAMP_LENGTH: Final = 21
-IMPLS: Final = ("aiohttp", "upgrade", "bun")
+IMPLS: Final = ("aiohttp", "upgrade", "upgrade-pure", "bun")
 MODES: Final = ("burst", "paced")
-LABELS: Final = {"aiohttp": "plain aiohttp", "upgrade": "aiohttp-upgrade", "bun": "Bun"}
+LABELS: Final = {
+    "aiohttp": "plain aiohttp",
+    "upgrade": "aiohttp-upgrade",
+    "upgrade-pure": "upgrade pure Python",
+    "bun": "Bun",
+}
 # Bun (``$BUN`` or ``bun`` on PATH) joins the default servers when it is found.
 BUN: Final = os.environ.get("BUN") or shutil.which("bun")
 BUN_SCRIPT: Final = os.path.join(os.path.dirname(SCRIPT), "bun_fanout.ts")
@@ -161,6 +167,7 @@ def plain_app() -> web.Application:
 APPS: Final[dict[str, Callable[[], web.Application]]] = {
     "aiohttp": plain_app,
     "upgrade": upgrade_app,
+    "upgrade-pure": pure_python(upgrade_app),
 }
 
 
@@ -522,7 +529,7 @@ def parse_args() -> argparse.Namespace:
         "--servers",
         nargs="+",
         choices=IMPLS,
-        default=[impl for impl in IMPLS if impl != "bun" or BUN],
+        default=[i for i in IMPLS if i != "upgrade-pure" and (i != "bun" or BUN)],
     )
     parser.add_argument("--uvloop", action="store_true", help="run servers on uvloop")
     parser.add_argument("--verbose", action="store_true")
