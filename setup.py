@@ -20,7 +20,8 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 PACKAGE = "aiohttp_upgrade"
-MODULES = ("_frames", "_parser", "_outbox", "_hub")  # as _speedups.MODULES
+# As _speedups.MODULES: each twin imports the ones before it.
+MODULES = ("_frames", "_parser", "_outbox", "_hub", "_dispatcher", "_connection")
 GENERATED = Path("build") / "cython"
 COMPILE_ARGS = [] if os.name == "nt" else ["-g0"]
 DIRECTIVES = {
@@ -28,9 +29,8 @@ DIRECTIVES = {
     # Types come from the .pxd only: an annotation such as ``payload: bytes`` would
     # make Cython reject a bytearray that the pure module accepts.
     "annotation_typing": False,
-    "boundscheck": False,
-    "wraparound": False,
-    "cdivision": True,
+    # No boundscheck/wraparound/cdivision: they change what indexing and division
+    # do, and the twins must behave as the .py.
 }
 
 
@@ -90,9 +90,10 @@ class BuildExt(build_ext):
         (package / "__init__.py").touch()  # so that Cython names the package
         extensions = []
         for name in MODULES:
-            for suffix in (".py", ".pxd"):
-                source = ROOT / PACKAGE / f"{name}{suffix}"
-                copy_if_changed(source, package / f"{name}_c{suffix}")
+            copy_if_changed(ROOT / PACKAGE / f"{name}.py", package / f"{name}_c.py")
+            declarations = ROOT / PACKAGE / f"{name}.pxd"  # none: compiled as is
+            if declarations.exists():
+                copy_if_changed(declarations, package / f"{name}_c.pxd")
             extensions.append(
                 Extension(
                     f"{PACKAGE}.{name}_c", [str(GENERATED / PACKAGE / f"{name}_c.py")]
