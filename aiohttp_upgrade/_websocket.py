@@ -114,8 +114,9 @@ class ServerWebSocket(Generic[DataT]):
         data: whatever ``server.upgrade(request, data=...)`` attached (a
             ``DataT``); yours to read and replace.
         remote_address: the client's IP address (``request.remote``), or ``""``.
-        ready_state: :attr:`ReadyState.OPEN` until the socket closes, then
-            :attr:`ReadyState.CLOSED` (never ``CLOSING``).
+        ready_state: :attr:`ReadyState.OPEN` until the socket closes,
+            :attr:`ReadyState.CLOSING` while a closing handshake the server
+            started runs (sends return 0), then :attr:`ReadyState.CLOSED`.
         subprotocol: the negotiated ``Sec-WebSocket-Protocol``, or None.
 
     Send methods never await and never block. They return Bun's codes: the
@@ -152,7 +153,7 @@ class ServerWebSocket(Generic[DataT]):
         self.data = data
         self.subprotocol = subprotocol
         self.remote_address = remote_address
-        self.ready_state = _OPEN  # the connection sets CLOSED as the socket closes
+        self.ready_state = _OPEN  # the connection sets CLOSING and CLOSED
         self._conn = connection
         self._outbox = outbox
         self._ctx = context
