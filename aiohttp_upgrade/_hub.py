@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from ._frames import OP_TEXT, build_frame
 from ._topics import TopicRegistry
@@ -85,6 +85,12 @@ class SocketPort(Protocol):
     def outbox(self) -> FrameSink:
         """Where the fan-out queues frames (read once per subscriber per publish:
         an attribute, not a call, to keep the hot path free of an extra hop)."""
+        ...
+
+    @property
+    def ws(self) -> Any:
+        """The socket's ``ServerWebSocket`` (what ``exclude`` and
+        ``server.subscribers`` name)."""
         ...
 
     def subscription(self, topic: str, new_count: int, old_count: int) -> None:
@@ -203,6 +209,7 @@ class Hub:
         compress: bool,
         message: object,
         sender: SocketPort | None = None,
+        exclude: Iterable[object] | None = None,
     ) -> int:
         """Relay a message to the broker and fan it out to the local subscribers.
 
@@ -213,6 +220,8 @@ class Hub:
             compress: deflate it for subscribers that negotiated it.
             message: what a subscriber's ``dropped`` hook gets if it drops it.
             sender: the publishing socket, skipped unless ``publish_to_self``.
+            exclude: sockets (``ServerWebSocket``) skipped too; None or empty
+                costs nothing per subscriber.
 
         Returns:
             Bun's publish code for this process: the payload length if every
@@ -226,6 +235,8 @@ class Hub:
         if not subscribers:
             return 0
         skip = None if self._publish_to_self else sender
+        if exclude:
+            subscribers = _without(subscribers, exclude)
         return _fan_out(subscribers, opcode, payload, compress, message, skip)
 
     def deliver(self, topic: str, opcode: int, payload: bytes, compress: bool) -> int:
@@ -237,6 +248,14 @@ class Hub:
             return 0
         message = Relayed(payload) if opcode == OP_TEXT else payload
         return _fan_out(subscribers, opcode, payload, compress, message, None)
+
+
+def _without(
+    subscribers: Iterable[SocketPort], exclude: Iterable[object]
+) -> list[SocketPort]:
+    """The subscribers whose ``ws`` is not in ``exclude`` (read once, as a set)."""
+    excluded = exclude if isinstance(exclude, set | frozenset) else set(exclude)
+    return [port for port in subscribers if port.ws not in excluded]
 
 
 def _fan_out(

@@ -47,6 +47,7 @@ class FakePort:
 
     def __init__(self, code: int | None = None) -> None:
         self.outbox = FakeOutbox(code)
+        self.ws = object()  # what publish(exclude=...) names
         self.transitions: list[tuple[str, int, int]] = []
 
     def subscription(self, topic: str, new_count: int, old_count: int) -> None:

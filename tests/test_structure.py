@@ -48,7 +48,9 @@ DOCUMENTED = {
         "publish",
         "setup",
         "shutdown",
+        "shutting_down",
         "subscriber_count",
+        "subscribers",
         "upgrade",
     },
     WebSocketHandler: {
@@ -79,6 +81,7 @@ DOCUMENTED = {
 INTERNALS = ["run", "flush", "idle_tick", "parser", "publish_frame", "forget"]
 INTERNALS += ["flusher", "topics", "hooks"]
 _PLUMBING = {"__class_getitem__", "__orig_bases__", "__parameters__", "__weakref__"}
+_PLUMBING.add("__getattr__")  # hints for Bun's camelCase names (_bun_names)
 
 
 def shown_by_help(cls: type) -> set[str]:
