@@ -133,10 +133,12 @@ class WebSocketHandler(Generic[DataT]):
     # The options (OPTIONS), declared for type checkers; checked below the class.
     max_payload_length: int = DEFAULT_MAX_PAYLOAD_LENGTH
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_lifetime: float = 0
     backpressure_limit: int = DEFAULT_BACKPRESSURE_LIMIT
     close_on_backpressure_limit: bool = False
     per_message_deflate: bool | PerMessageDeflate = False
     send_pings: bool = True
+    ping_interval: float = 0
     publish_to_self: bool = False
     reset_idle_timeout_on_send: bool = True
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT

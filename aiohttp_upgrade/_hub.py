@@ -57,6 +57,10 @@ class FrameSink(Protocol):
         """Queue a built frame; return Bun's code (``length``, -1 or 0)."""
         ...
 
+    def enqueue_control(self, frame: bytes) -> None:
+        """Queue a control frame (a ping), never dropped, not a send."""
+        ...
+
     def send(
         self,
         opcode: int,
@@ -95,6 +99,10 @@ class SocketPort(Protocol):
 
     def subscription(self, topic: str, new_count: int, old_count: int) -> None:
         """Dispatch the ``subscription`` hook, in order with the socket's others."""
+        ...
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (``max_lifetime``)."""
         ...
 
     def shutdown(self, code: int, reason: str, frame: bytes) -> None:

@@ -18,6 +18,7 @@ from ._compat import set_keepalive_timeout
 from ._errors import InvalidStateError
 from ._frames import build_close_frame
 from ._hub import Hub, SocketPort
+from ._lifetime import Aging
 
 if TYPE_CHECKING:
     from ._options import Options
@@ -67,6 +68,7 @@ class Lifecycle:
     """
 
     __slots__ = (
+        "_aging",
         "_hub",
         "_idle_loop",
         "_idle_timer",
@@ -89,16 +91,19 @@ class Lifecycle:
         self.shutting_down = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_loop: asyncio.AbstractEventLoop | None = None
+        self._aging: Aging[SocketPort] = Aging(options)  # max_lifetime, ping_interval
 
     def add(self, port: SocketPort) -> None:
         """Register a socket after its 101 (its idle timer starts)."""
         self.open[port] = None
         self._start_idle_timer()
+        self._aging.add(port)
 
     def forget(self, port: SocketPort) -> None:
         """Drop a closing socket from the registry and from every topic (the
         ``subscription`` hook runs for each topic left, before ``close``)."""
         self.open.pop(port, None)
+        self._aging.forget(port)
         self.closing.add(port)
         self._hub.leave_all(port)
 
@@ -126,6 +131,7 @@ class Lifecycle:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        self._aging.stop()
 
     def _start_idle_timer(self) -> None:
         timeout = self._options.idle_timeout

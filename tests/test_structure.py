@@ -74,6 +74,8 @@ DOCUMENTED = {
         "subscription",
         "close_timeout",
         "shutdown_timeout",
+        "max_lifetime",
+        "ping_interval",
     },
 }
 """The names README "The API" documents for each class."""
