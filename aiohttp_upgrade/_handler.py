@@ -143,6 +143,7 @@ class WebSocketHandler(Generic[DataT]):
     reset_idle_timeout_on_send: bool = True
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    shutdown_drain: float = 0
 
     @property
     def server(self) -> Server[DataT]:

@@ -28,6 +28,7 @@ __all__ = [
     "OPTION_NAMES",
     "OptionSpec",
     "Options",
+    "check_drain",
     "options_doc",
 ]
 
@@ -86,6 +87,11 @@ def _period(name: str, value: Any) -> float:
             name, f"must be a finite number of seconds >= 0 (0: off), got {value!r}"
         )
     return value
+
+
+def check_drain(value: Any) -> float:
+    """``server.shutdown(drain=...)``: seconds >= 0, or InvalidOptionError."""
+    return _period("drain", value)
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -228,6 +234,15 @@ OPTIONS: Final = (
         "Seconds ``server.shutdown()`` (and so app shutdown) waits for the sockets' "
         "``close`` and other running hooks before it returns.",
     ),
+    OptionSpec(
+        "shutdown_drain",
+        0,
+        _period,
+        "0",
+        "Seconds over which a shutdown spreads its closes (a rolling drain: clients "
+        "do not all reconnect at once); shutdown then takes at most "
+        "``shutdown_drain + shutdown_timeout``; 0 closes every socket at once.",
+    ),
 )
 """Every handler option, in the order the docs list them."""
 
@@ -263,6 +278,7 @@ class Options:
     reset_idle_timeout_on_send: bool = True
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    shutdown_drain: float = 0
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Options:

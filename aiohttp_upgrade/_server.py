@@ -369,7 +369,11 @@ class Server(ServerOps[DataT]):
         await self.shutdown()
 
     async def shutdown(
-        self, code: int = GOING_AWAY, reason: str = "server shutdown"
+        self,
+        code: int = GOING_AWAY,
+        reason: str = "server shutdown",
+        *,
+        drain: float | None = None,
     ) -> None:
         """Refuse new upgrades, close every socket with ``code``, wait for close hooks.
 
@@ -384,9 +388,12 @@ class Server(ServerOps[DataT]):
         Args:
             code: the close code sent to every client (and seen by ``close``).
             reason: the close reason, cut to 123 bytes.
+            drain: seconds to spread the closes over (None: the handler's
+                ``shutdown_drain``); upgrades are refused from the start.
 
         Raises:
-            ValueError: ``code`` is not a close code an endpoint may send.
+            ValueError: ``code`` is not a close code an endpoint may send, or
+                ``drain`` not a number of seconds >= 0.
         """
         check_close_code(code)
-        await self._lifecycle.shutdown(code, reason)
+        await self._lifecycle.shutdown(code, reason, drain)

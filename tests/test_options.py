@@ -42,6 +42,7 @@ class Plain(WebSocketHandler[Any]):
         ("shutdown_timeout", 5.0),
         ("max_lifetime", 0),
         ("ping_interval", 0),
+        ("shutdown_drain", 0),
     ],
     ids=lambda value: str(value),
 )
@@ -53,7 +54,7 @@ def test_default_matches_bun(name: str, default: object) -> None:
 def test_options_cover_exactly_bun_names() -> None:
     """The option table is Bun's websocket options in snake_case, plus uWebSockets.js's
     resetIdleTimeoutOnSend and our close and shutdown timeouts, uWebSockets'
-    maxLifetime and our ping interval."""
+    maxLifetime, our ping interval and shutdown drain."""
     assert set(OPTION_NAMES) == {
         "max_payload_length",
         "idle_timeout",
@@ -67,6 +68,7 @@ def test_options_cover_exactly_bun_names() -> None:
         "shutdown_timeout",
         "max_lifetime",
         "ping_interval",
+        "shutdown_drain",
     }
 
 

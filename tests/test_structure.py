@@ -76,6 +76,7 @@ DOCUMENTED = {
         "shutdown_timeout",
         "max_lifetime",
         "ping_interval",
+        "shutdown_drain",
     },
 }
 """The names README "The API" documents for each class."""
