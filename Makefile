@@ -91,6 +91,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/backpressure.py
 	$(PY) benchmarks/connections.py
 	$(PY) benchmarks/cluster.py
+	$(PY) benchmarks/drain.py
 
 # Bun for the comparison, from the npm registry (its binary ships in the package).
 BUN_VERSION ?= 1.4.5
