@@ -196,9 +196,10 @@ class WebSocketHandler(Generic[DataT]):
         from ``ws.close(code)``, 1006 when the connection was lost, aborted
         (``terminate()``, idle timeout, ``close_on_backpressure_limit``), 1011 when
         a hook raised, 1009/1002/1007 for a client's oversized or invalid frames,
-        1001 on shutdown. The socket has already left its topics: publish with
-        ``self.server.publish``. An async ``close`` runs to its end even when the
-        connection is already gone (on shutdown: for at most 5 seconds).
+        1001 on shutdown and at ``max_lifetime``. The socket has already left its
+        topics: publish with ``self.server.publish``. An async ``close`` runs to
+        its end even when the connection is already gone (on shutdown: for at
+        most 5 seconds).
         """
 
     def drain(self, ws: ServerWebSocket[DataT]) -> Awaitable[None] | None:

@@ -8,6 +8,8 @@ import aiohttp
 import pytest
 
 from aiohttp_upgrade import ServerWebSocket
+from aiohttp_upgrade._frames import OP_TEXT
+from aiohttp_upgrade._hub import Hub
 
 from .conftest import ConnectWs, Recorder, Served, ServeFactory
 
@@ -102,3 +104,37 @@ async def test_publish_excluding_everyone_returns_0(
     served, opened = await pairs(serve, connect_ws, 2)
     everyone = [ws for _, ws in opened]
     assert served.server.publish(TOPIC, b"x", exclude=everyone) == 0
+
+
+class _Box:
+    compressor = None
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def enqueue(self, frame: bytes, length: int, message: object = None) -> int:
+        self.frames += 1
+        return length
+
+
+class _UnreadPort:
+    """A subscriber whose ``ws`` must not be read: a publish without exclusions
+    must cost nothing per subscriber beyond queueing the frame."""
+
+    def __init__(self) -> None:
+        self.outbox = _Box()
+
+    @property
+    def ws(self) -> object:
+        raise AssertionError("a publish without exclude read a subscriber's ws")
+
+
+@pytest.mark.parametrize("exclude", [None, [], ()], ids=["None", "list", "tuple"])
+def test_a_publish_without_exclusions_reads_no_socket(exclude: Any) -> None:
+    """Without exclusions (None or empty) the fan-out never looks at ``port.ws``."""
+    hub = Hub()
+    ports = [_UnreadPort() for _ in range(3)]
+    for port in ports:
+        hub.subscribe(port, TOPIC)  # type: ignore[arg-type]
+    assert hub.publish(TOPIC, OP_TEXT, b"hi", False, "hi", None, exclude) == 2
+    assert [port.outbox.frames for port in ports] == [1, 1, 1]
