@@ -365,6 +365,37 @@ async def test_publish_in_shared_mode_creates_no_zlib_stream(
         await raw.close()
 
 
+async def test_publish_mixes_shared_dedicated_and_plain_subscribers(
+    serve: ServeFactory,
+) -> None:
+    """One publish gives the shared frame to sockets that refused context takeover, a frame with context to dedicated ones, plain to others."""
+    handler = Recorder(per_message_deflate=DEDICATED)
+    served = await serve(handler)
+    no_takeover = {
+        "Sec-WebSocket-Extensions": "permessage-deflate; server_no_context_takeover"
+    }
+    raws = [
+        await connect(served.port, headers=headers)
+        for headers in (no_takeover, OFFER, None, no_takeover)
+    ]
+    for _ in raws:
+        (await handler.next("open")).ws.subscribe("room")
+    for _ in range(2):
+        served.server.publish("room", TEXT, compress=True)
+    frames = [[await read_raw_frame(raw.reader) for _ in range(2)] for raw in raws]
+    shared, dedicated, plain, shared_too = frames
+    assert shared == shared_too
+    assert shared[0].payload == shared[1].payload
+    assert inflate_alone(shared[1].payload) == TEXT.encode()
+    assert len(dedicated[1].payload) < len(dedicated[0].payload)
+    client = zlib.decompressobj(-15)
+    for frame in dedicated:
+        assert client.decompress(frame.payload + b"\x00\x00\xff\xff") == TEXT.encode()
+    assert [(f.rsv1, f.payload) for f in plain] == [(False, TEXT.encode())] * 2
+    for raw in raws:
+        await raw.close()
+
+
 # -- dedicated mode: lazy streams ----------------------------------------------------------
 
 
