@@ -11,6 +11,7 @@ at the first compressed message each way, never at the upgrade.
 from __future__ import annotations
 
 import asyncio
+import random
 import zlib
 from typing import Any
 
@@ -19,7 +20,7 @@ import websockets.asyncio.client
 
 from aiohttp_upgrade import PerMessageDeflate, ServerWebSocket
 from aiohttp_upgrade import _deflate_modes as modes
-from aiohttp_upgrade._deflate import negotiate_deflate
+from aiohttp_upgrade._deflate import Compressor, negotiate_deflate
 
 from .conftest import Recorder, ServeFactory
 from .flow_support import deflate_message, read_raw_frame
@@ -198,6 +199,20 @@ def test_shared_compressor_flushes_each_message_on_its_own() -> None:
     second = compressor.compress(TEXT.encode())
     assert first == second
     assert inflate_alone(second) == TEXT.encode()
+
+
+def test_shared_compressor_output_never_depends_on_earlier_messages() -> None:
+    """After any messages, the shared compressor gives what a fresh stream gives (100 seeded random messages)."""
+    rng = random.Random(17)
+    words = [rng.randbytes(rng.randrange(1, 12)) for _ in range(40)]
+    shared = Compressor(15, 6, no_context_takeover=True)
+    for _ in range(100):
+        size = rng.choice((1, 10, 300, 5000, 40000))
+        data = b" ".join(rng.choice(words) for _ in range(size // 6 + 1))[:size]
+        fresh = Compressor(15, 6, no_context_takeover=True)
+        body = shared.compress(data)
+        assert body == fresh.compress(data)
+        assert inflate_alone(body) == data
 
 
 # -- options ---------------------------------------------------------------------------
