@@ -113,6 +113,11 @@ def _with_flag(side: str, mode: Mode, value: object, no_takeover: bool | None) -
     """Apply an old ``<side>_no_context_takeover`` flag to a direction's mode."""
     if no_takeover is None or mode is DISABLED:
         return mode
+    if not isinstance(no_takeover, bool):
+        raise InvalidOptionError(
+            f"per_message_deflate.{side}_no_context_takeover",
+            f"must be a bool or None, got {no_takeover!r}",
+        )
     if not no_takeover and value is True:
         return DEDICATED  # the flag as it was: context takeover, a full window
     if no_takeover == mode.dedicated:

@@ -266,11 +266,12 @@ def test_bun_object_form_is_accepted() -> None:
         {"compress": "dedicated", "server_no_context_takeover": True},
         {"decompress": "16KB", "client_no_context_takeover": True},
         {"compress": "shared", "server_no_context_takeover": False},
+        {"server_no_context_takeover": "yes"},
     ],
-    ids=["dedicated-compress", "sized-decompress", "shared-compress"],
+    ids=["dedicated-compress", "sized-decompress", "shared-compress", "not-a-bool"],
 )
 def test_mode_contradicting_a_legacy_flag_is_refused(kwargs: dict[str, Any]) -> None:
-    """A mode and an old context-takeover flag that say the opposite are refused."""
+    """A mode and an old context-takeover flag that say the opposite (or a flag that is no bool) are refused."""
     with pytest.raises(ValueError, match="per_message_deflate"):
         PerMessageDeflate(**kwargs)
 
