@@ -279,6 +279,10 @@ def _fan_out(
     length = len(payload)
     frame = build_frame(opcode, payload)
     shared: dict[tuple[int, int], bytes] | None = {} if compress and length else None
+    # The last shareable compressor that built a frame (the loop's one in shared
+    # mode) and that frame: its other sockets get it without another lookup.
+    last: object = None
+    zframe = frame
     delivered = dropped = queued = False
     # A snapshot: a subscriber closed by its backpressure limit leaves mid-loop.
     # A socket closed meanwhile takes nothing (enqueue returns 0).
@@ -287,10 +291,16 @@ def _fan_out(
             continue
         delivered = True
         outbox = port.outbox
-        if shared is None or outbox.compressor is None:
+        if shared is None or (compressor := outbox.compressor) is None:
             code = outbox.enqueue(frame, length, message)
+        elif compressor is last:
+            code = outbox.enqueue(zframe, length, message)
         else:
+            built = len(shared)
             code = outbox.send(opcode, payload, True, message, frame, shared)
+            if len(shared) > built:  # a shareable compressor added its frame
+                last = compressor
+                zframe = next(reversed(shared.values()))
         if code <= 0:
             if code:
                 queued = True

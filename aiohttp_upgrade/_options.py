@@ -105,9 +105,13 @@ def _deflate(name: str, value: Any) -> PerMessageDeflate | None:
         return PerMessageDeflate()
     if value is False or value is None:
         return None
+    if isinstance(value, dict) and value.keys() <= {"compress", "decompress"}:
+        return PerMessageDeflate(**value)  # Bun's {compress, decompress}
     if not isinstance(value, PerMessageDeflate):
         raise InvalidOptionError(
-            name, f"must be a bool or PerMessageDeflate, got {value!r}"
+            name,
+            "must be a bool, a PerMessageDeflate or a dict of Bun's compress and "
+            f"decompress, got {value!r}",
         )
     return value
 
@@ -180,7 +184,8 @@ OPTIONS: Final = (
         False,
         _deflate,
         "False",
-        "True, or a :class:`~aiohttp_upgrade.PerMessageDeflate`, to negotiate "
+        "True (Bun's shared mode), a :class:`~aiohttp_upgrade.PerMessageDeflate` "
+        'or Bun\'s ``{"compress": ..., "decompress": ...}`` to negotiate '
         "permessage-deflate (RFC 7692).",
     ),
     OptionSpec(
