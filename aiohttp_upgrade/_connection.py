@@ -53,7 +53,6 @@ _PONG: Final = Kind.PONG
 _DRAIN: Final = Kind.DRAIN
 _DROPPED: Final = Kind.DROPPED
 _OPEN: Final = ReadyState.OPEN
-_CLOSED: Final = ReadyState.CLOSED
 _IDLE_PING: Final = build_frame(OP_PING, b"")
 
 T = TypeVar("T")
@@ -223,7 +222,7 @@ class Connection(asyncio.Protocol):
 
     def buffered_amount(self) -> int:
         """Bytes queued and not yet handed to the kernel (0 once gone)."""
-        if self.ws.ready_state is _CLOSED and self.transport.is_closing():
+        if self.ws.ready_state is not _OPEN and self.transport.is_closing():
             return 0
         return self.outbox.buffered
 
@@ -328,6 +327,7 @@ class Connection(asyncio.Protocol):
             except Exception as exc:
                 if error is None:
                     error = exc
+        self.ws.ready_state = self.protocol.state  # CLOSING ends as CLOSED here
         if error is not None:
             raise error
 
@@ -348,8 +348,7 @@ class Connection(asyncio.Protocol):
     def _leave_open(self, drop_events: bool) -> None:
         if drop_events:
             self.dispatcher.drop_queued()
-        ws = self.ws
-        ws.ready_state = _CLOSED
+        self.ws.ready_state = self.protocol.state  # CLOSING during a handshake
         self.outbox.close()
         self._ctx.forget(self)
 

@@ -1,25 +1,43 @@
 """permessage-deflate (RFC 7692): options, negotiation, compression. No I/O.
 
-The server answers the first offer in ``Sec-WebSocket-Extensions`` that it can
-accept. By default it adds ``server_no_context_takeover`` (RFC 7692 7.1.1.1 lets
-a server do that unasked): every outgoing message is then compressed on its own,
-so one published message is deflated once and the same bytes go to every
-subscriber, which is what Bun's default "shared" compressor does too.
+Bun's modes (:mod:`._deflate_modes`), for each direction:
+
+shared (the default)
+    The server answers with ``server_no_context_takeover`` and
+    ``client_no_context_takeover`` (RFC 7692 7.1.1 lets it add both unasked). One
+    compressor per thread (so per event loop, as uWebSockets' per-loop stream)
+    serves every socket: each message is compressed and full-flushed
+    (``Z_FULL_FLUSH`` resets the history), so it inflates on its own and one
+    publish is compressed once for every subscriber. Every compressed message a
+    client sends is inflated from an empty window, whatever the client agreed to:
+    a back-reference into an earlier message, its own or another client's, is
+    invalid data (1007), never another socket's bytes.
+dedicated, or a size
+    One zlib stream per socket and direction, with context takeover, created at
+    the first compressed message that way (never at the upgrade).
+disable
+    Never compress (sending); a client's compressed messages are still accepted
+    once the extension is negotiated, as RFC 7692 requires (receiving).
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from typing import Final
 
-from ._closecode import CloseCode
-from ._errors import InvalidOptionError, ProtocolError
+from ._deflate_modes import DEDICATED, DISABLED, Mode, parse_mode
+from ._errors import InvalidOptionError
+from ._zstreams import Compressor, Inflater, shared_streams
 
-__all__ = ["DeflateParams", "PerMessageDeflate", "negotiate_deflate"]
+__all__ = [
+    "Compressor",
+    "DeflateParams",
+    "Inflater",
+    "PerMessageDeflate",
+    "negotiate_deflate",
+]
 
 EXTENSION: Final = "permessage-deflate"
-_TAIL: Final = b"\x00\x00\xff\xff"  # RFC 7692 7.2.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,57 +45,120 @@ class PerMessageDeflate:
     """Options for permessage-deflate, passed as ``per_message_deflate=``.
 
     Args:
-        compress: compress outgoing messages sent with ``compress=True``.
-        decompress: accept compressed messages from clients. The extension covers
-            both directions (RFC 7692), so once it is negotiated for ``compress``
-            compressed messages are accepted anyway; with both False an offer is
-            declined, as if ``per_message_deflate`` were off.
-        server_no_context_takeover: compress each message on its own (default).
-            Costs some ratio, saves 32 KiB+ of zlib state per socket and lets a
-            publish be compressed once for all subscribers.
-        client_no_context_takeover: ask clients to do the same.
+        compress: how outgoing messages sent with ``compress=True`` are
+            compressed, as Bun's ``perMessageDeflate.compress``: ``"shared"``
+            (or True, the default: one compressor for every socket, each message
+            on its own, no memory per socket), ``"dedicated"`` (a compressor per
+            socket keeping the context of earlier messages: better ratio, about
+            300 KB per socket that sent a compressed message), ``"3KB"`` ...
+            ``"256KB"`` (dedicated, with the zlib window and memory level
+            uWebSockets uses for that size) or ``"disable"`` (or False).
+        decompress: how compressed messages from clients are inflated, with the
+            same values: ``"shared"`` asks clients for
+            ``client_no_context_takeover`` and inflates each message from an
+            empty window; ``"dedicated"`` and the sizes keep the client's context
+            (a window per socket, made at its first compressed message). The
+            extension covers both directions (RFC 7692), so once it is negotiated
+            compressed messages are accepted even with ``"disable"``; with both
+            disabled an offer is declined, as if ``per_message_deflate`` were off.
+        server_no_context_takeover: the option before Bun's modes: False means
+            ``compress="dedicated"``; None (default) leaves it to ``compress``.
+        client_no_context_takeover: likewise, False means
+            ``decompress="dedicated"``.
         server_max_window_bits: largest LZ77 window the server compresses with, 9-15.
         level: zlib compression level, 0-9.
+
+    Raises:
+        InvalidOptionError: a value out of range, an unknown mode, or a mode and a
+            context-takeover flag that contradict each other.
     """
 
-    compress: bool = True
-    decompress: bool = True
-    server_no_context_takeover: bool = True
-    client_no_context_takeover: bool = False
+    compress: bool | str = True
+    decompress: bool | str = True
+    server_no_context_takeover: bool | None = None
+    client_no_context_takeover: bool | None = None
     server_max_window_bits: int = 15
     level: int = 6
 
     def __post_init__(self) -> None:
-        if not 9 <= self.server_max_window_bits <= 15:
+        if type(self.server_max_window_bits) is not int or not (
+            9 <= self.server_max_window_bits <= 15
+        ):
             raise InvalidOptionError(
                 "per_message_deflate.server_max_window_bits", "must be 9..15"
             )
-        if not 0 <= self.level <= 9:
+        if type(self.level) is not int or not 0 <= self.level <= 9:
             raise InvalidOptionError("per_message_deflate.level", "must be 0..9")
+        _modes(self)
+
+
+def _modes(options: PerMessageDeflate) -> tuple[Mode, Mode]:
+    """The (sending, receiving) modes that ``options`` ask for."""
+    send = _with_flag(
+        "server",
+        parse_mode("compress", options.compress),
+        options.compress,
+        options.server_no_context_takeover,
+    )
+    receive = _with_flag(
+        "client",
+        parse_mode("decompress", options.decompress),
+        options.decompress,
+        options.client_no_context_takeover,
+    )
+    return send, receive
+
+
+def _with_flag(side: str, mode: Mode, value: object, no_takeover: bool | None) -> Mode:
+    """Apply an old ``<side>_no_context_takeover`` flag to a direction's mode."""
+    if no_takeover is None or mode is DISABLED:
+        return mode
+    if not isinstance(no_takeover, bool):
+        raise InvalidOptionError(
+            f"per_message_deflate.{side}_no_context_takeover",
+            f"must be a bool or None, got {no_takeover!r}",
+        )
+    if not no_takeover and value is True:
+        return DEDICATED  # the flag as it was: context takeover, a full window
+    if no_takeover == mode.dedicated:
+        raise InvalidOptionError(
+            f"per_message_deflate.{side}_no_context_takeover",
+            f"{no_takeover} contradicts {value!r}",
+        )
+    return mode
 
 
 @dataclass(frozen=True, slots=True)
 class DeflateParams:
-    """What was agreed with one client."""
+    """What was agreed with one client.
+
+    ``compress_bits``: the window the server compresses with (None: it never
+    compresses; zlib cannot honour an 8-bit window). ``decompress_bits``: the
+    window of the socket's dedicated decompressor, 0 for the shared one.
+    """
 
     response: str
-    server_no_context_takeover: bool
-    client_no_context_takeover: bool
-    # None: do not compress outgoing messages (zlib cannot honour an 8-bit window).
-    server_window_bits: int | None
-    compress: bool
+    compress_bits: int | None
+    compress_shared: bool
+    mem_level: int
+    decompress_bits: int
     level: int
 
     def new_compressor(self) -> Compressor | None:
-        """Return this socket's compressor, or None if it never compresses."""
-        if not self.compress or self.server_window_bits is None:
+        """This socket's compressor (the thread's shared one in shared mode), or
+        None if it never compresses. A dedicated one makes its zlib stream lazily."""
+        bits = self.compress_bits
+        if bits is None:
             return None
-        return Compressor(
-            self.server_window_bits, self.level, self.server_no_context_takeover
-        )
+        if self.compress_shared:
+            return shared_streams().compressor(bits, self.level)
+        return Compressor(bits, self.level, False, self.mem_level)
 
     def new_inflater(self, max_size: int) -> Inflater:
-        return Inflater(max_size, self.client_no_context_takeover)
+        """This socket's inflater (the thread's shared one in shared mode)."""
+        if not self.decompress_bits:
+            return shared_streams().inflater(max_size)
+        return Inflater(max_size, False, self.decompress_bits)
 
 
 def _parse_offer(offer: str) -> dict[str, str | None] | None:
@@ -95,9 +176,13 @@ def _parse_offer(offer: str) -> dict[str, str | None] | None:
     return params
 
 
-def _window_bits(value: str | None, *, optional: bool) -> int | None:
+def _window_bits(value: str | None, *, optional: bool) -> int:
+    """A window-bits value (RFC 7692 7.1.2): 8-15; a missing one is 15 where the
+    parameter may come without a value (client_max_window_bits), else malformed."""
     if value is None:
-        return 15 if optional else None
+        if optional:
+            return 15
+        raise ValueError("a value is required")
     if not value.isdigit() or not 8 <= int(value) <= 15:
         raise ValueError(value)
     return int(value)
@@ -107,14 +192,15 @@ def negotiate_deflate(
     header: str | None, options: PerMessageDeflate
 ) -> DeflateParams | None:
     """Pick the first acceptable offer of a ``Sec-WebSocket-Extensions`` header."""
-    if not header or not (options.compress or options.decompress):
+    send, receive = _modes(options)
+    if not header or send is receive is DISABLED:
         return None
     for offer in header.split(","):
         params = _parse_offer(offer)
         if params is None:
             continue
         try:
-            accepted = _accept(params, options)
+            accepted = _accept(params, options, send, receive)
         except ValueError:
             continue  # malformed offer: RFC 7692 5 says decline it, try the next
         if accepted is not None:
@@ -122,150 +208,73 @@ def negotiate_deflate(
     return None
 
 
-def _accept(
-    params: dict[str, str | None], options: PerMessageDeflate
-) -> DeflateParams | None:
-    known = {
+_KNOWN: Final = frozenset(
+    (
         "server_no_context_takeover",
         "client_no_context_takeover",
         "server_max_window_bits",
         "client_max_window_bits",
-    }
-    if set(params) - known:
+    )
+)
+
+
+def _accept(
+    params: dict[str, str | None],
+    options: PerMessageDeflate,
+    send: Mode,
+    receive_mode: Mode,
+) -> DeflateParams | None:
+    if not params.keys() <= _KNOWN:
         return None
     for flag in ("server_no_context_takeover", "client_no_context_takeover"):
         if flag in params and params[flag] is not None:
             return None
-    if "client_max_window_bits" in params:
+    client_bits = (
         _window_bits(params["client_max_window_bits"], optional=True)
-    requested = (
-        _window_bits(params["server_max_window_bits"], optional=False)
-        if "server_max_window_bits" in params
-        else 15
+        if "client_max_window_bits" in params
+        else None
     )
-    assert requested is not None
-    window = min(requested, options.server_max_window_bits)
-    server_nct = options.server_no_context_takeover or (
-        "server_no_context_takeover" in params
-    )
-    client_nct = options.client_no_context_takeover or (
-        "client_no_context_takeover" in params
-    )
+    limit = options.server_max_window_bits
+    if "server_max_window_bits" in params:
+        limit = min(
+            limit, _window_bits(params["server_max_window_bits"], optional=False)
+        )
     parts = [EXTENSION]
-    if server_nct:
+    # RFC 7692 7.1.1.1: the server may always promise no context takeover.
+    shared = not send.dedicated or "server_no_context_takeover" in params
+    if shared:
         parts.append("server_no_context_takeover")
-    if client_nct:
-        parts.append("client_no_context_takeover")
-    if window < 15:
-        parts.append(f"server_max_window_bits={window}")
+        bits, mem_level = limit, 8
+    else:
+        bits = min(send.window_bits, limit)
+        mem_level = send.mem_level if bits == send.window_bits else max(1, bits - 7)
+    receive = _receive_bits(receive_mode, params, client_bits)
+    if not receive:
+        parts.append("client_no_context_takeover")  # RFC 7692 7.1.1.2
+    if bits < 15:
+        parts.append(f"server_max_window_bits={bits}")
+    if 0 < receive < 15:
+        parts.append(f"client_max_window_bits={receive}")  # RFC 7692 7.1.2.2
     return DeflateParams(
         response="; ".join(parts),
-        server_no_context_takeover=server_nct,
-        client_no_context_takeover=client_nct,
-        server_window_bits=window if window >= 9 else None,
-        compress=options.compress,
+        compress_bits=bits if bits >= 9 and send is not DISABLED else None,
+        compress_shared=shared,
+        mem_level=mem_level,
+        decompress_bits=receive,
         level=options.level,
     )
 
 
-class Compressor:
-    """Compresses outgoing messages of one socket (RFC 7692 7.2.1)."""
-
-    __slots__ = ("_level", "_no_context_takeover", "_wbits", "_zlib")
-
-    def __init__(self, window_bits: int, level: int, no_context_takeover: bool) -> None:
-        self._wbits = -window_bits
-        self._level = level
-        self._no_context_takeover = no_context_takeover
-        self._zlib = zlib.compressobj(level, zlib.DEFLATED, self._wbits)
-
-    @property
-    def shareable(self) -> bool:
-        """True when output does not depend on earlier messages (one publish, many sockets)."""
-        return self._no_context_takeover
-
-    @property
-    def key(self) -> tuple[int, int]:
-        """Compressors with equal keys produce the same bytes for one message."""
-        return (self._wbits, self._level)
-
-    def compress(self, payload: bytes) -> bytes:
-        if self._no_context_takeover:
-            z = zlib.compressobj(self._level, zlib.DEFLATED, self._wbits)
-        else:
-            z = self._zlib
-        data = z.compress(payload) + z.flush(zlib.Z_SYNC_FLUSH)
-        if data.endswith(_TAIL):
-            data = data[:-4]
-        return data or b"\x00"
-
-
-_WINDOW: Final = 1 << 15  # the LZ77 window of a client's 15-bit DEFLATE stream
-# What may follow a final block (BFINAL set) once the tail is appended: the empty
-# stored block that RFC 7692 7.2.1 step 2 adds, whose 3 header bits either fit in
-# the final block's last octet (then only LEN/NLEN are left) or take one more
-# octet (7.2.3.4's example); or nothing, when the final block is that stored block.
-_AFTER_FINAL_BLOCK: Final = frozenset((b"", _TAIL, b"\x00" + _TAIL))
-
-
-class Inflater:
-    """Decompresses incoming messages without inflating past ``max_size`` bytes.
-
-    A message may end its DEFLATE data with a final block (RFC 7692 7.2.3.4), which
-    ends zlib's stream; anything after that block but the start of an empty stored
-    block is 1007. With context takeover the LZ77 window holds every earlier message
-    (RFC 7692 7.2.2), so the next message is then inflated by a new stream primed
-    with the last 32 KiB inflated on this socket. A reference further back than any
-    data the client sent is 1007, never wrong or empty data.
-    """
-
-    __slots__ = ("_max_size", "_no_context_takeover", "_window", "_zlib")
-
-    def __init__(self, max_size: int, no_context_takeover: bool) -> None:
-        self._max_size = max_size
-        self._no_context_takeover = no_context_takeover
-        self._zlib = zlib.decompressobj(-15)
-        # With context takeover: at least the last 32 KiB inflated (at most twice
-        # that, so appending a small message copies only that message).
-        self._window = bytearray()
-
-    def inflate(self, payload: bytes | bytearray) -> bytes:
-        """Return the message, or raise ProtocolError (1009 too big, 1007 corrupt)."""
-        if self._no_context_takeover:
-            self._zlib = zlib.decompressobj(-15)
-        z = self._zlib
-        try:
-            # A bounded output stops a zip bomb after max_size + 1 bytes.
-            data = z.decompress(payload + _TAIL, self._max_size + 1)
-        except zlib.error as exc:
-            raise ProtocolError(
-                CloseCode.INVALID_PAYLOAD, "invalid compressed data"
-            ) from exc
-        if len(data) > self._max_size or z.unconsumed_tail:
-            raise ProtocolError(
-                CloseCode.MESSAGE_TOO_BIG, "message too big after inflating"
-            )
-        if not self._no_context_takeover:
-            window = self._window
-            if len(data) >= _WINDOW:
-                window[:] = data[-_WINDOW:]
-            else:
-                window += data
-                if len(window) >= 2 * _WINDOW:
-                    del window[:-_WINDOW]
-        if z.eof:
-            self._stream_ended(z.unused_data)
-        return data
-
-    def _stream_ended(self, rest: bytes) -> None:
-        """Check what follows a final block; start the next message's stream."""
-        if rest not in _AFTER_FINAL_BLOCK:
-            raise ProtocolError(
-                CloseCode.INVALID_PAYLOAD, "data after the final compressed block"
-            )
-        if self._no_context_takeover:
-            return  # the next message starts a new stream anyway
-        window = bytes(self._window[-_WINDOW:])
-        self._zlib = (
-            zlib.decompressobj(-15, zdict=window) if window else zlib.decompressobj(-15)
-        )
+def _receive_bits(
+    mode: Mode, params: dict[str, str | None], client_bits: int | None
+) -> int:
+    """The dedicated decompressor's window for this offer, or 0 for the shared one:
+    a window under 15 needs the client's consent (client_max_window_bits offered),
+    else the shared decompressor is used, as uWebSockets does."""
+    if not mode.dedicated or "client_no_context_takeover" in params:
+        return 0
+    if mode.window_bits == 15:
+        return 15
+    if client_bits is None:
+        return 0
+    return min(mode.window_bits, client_bits)

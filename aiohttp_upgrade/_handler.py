@@ -133,14 +133,17 @@ class WebSocketHandler(Generic[DataT]):
     # The options (OPTIONS), declared for type checkers; checked below the class.
     max_payload_length: int = DEFAULT_MAX_PAYLOAD_LENGTH
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_lifetime: float = 0
     backpressure_limit: int = DEFAULT_BACKPRESSURE_LIMIT
     close_on_backpressure_limit: bool = False
     per_message_deflate: bool | PerMessageDeflate = False
     send_pings: bool = True
+    ping_interval: float = 0
     publish_to_self: bool = False
     reset_idle_timeout_on_send: bool = True
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    shutdown_drain: float = 0
 
     @property
     def server(self) -> Server[DataT]:
@@ -193,9 +196,10 @@ class WebSocketHandler(Generic[DataT]):
         from ``ws.close(code)``, 1006 when the connection was lost, aborted
         (``terminate()``, idle timeout, ``close_on_backpressure_limit``), 1011 when
         a hook raised, 1009/1002/1007 for a client's oversized or invalid frames,
-        1001 on shutdown. The socket has already left its topics: publish with
-        ``self.server.publish``. An async ``close`` runs to its end even when the
-        connection is already gone (on shutdown: for at most 5 seconds).
+        1001 on shutdown and at ``max_lifetime``. The socket has already left its
+        topics: publish with ``self.server.publish``. An async ``close`` runs to
+        its end even when the connection is already gone (on shutdown: for at
+        most 5 seconds).
         """
 
     def drain(self, ws: ServerWebSocket[DataT]) -> Awaitable[None] | None:

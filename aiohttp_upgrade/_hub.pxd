@@ -11,6 +11,7 @@ cimport cython
     dropped=bint,
     queued=bint,
     shared=dict,
+    built=Py_ssize_t,
 )
 cpdef Py_ssize_t _fan_out(
     object subscribers,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from ._frames import OP_TEXT, build_frame
 from ._topics import TopicRegistry
@@ -55,6 +55,10 @@ class FrameSink(Protocol):
 
     def enqueue(self, frame: bytes, length: int, message: object = None) -> int:
         """Queue a built frame; return Bun's code (``length``, -1 or 0)."""
+        ...
+
+    def enqueue_control(self, frame: bytes) -> None:
+        """Queue a control frame (a ping), never dropped, not a send."""
         ...
 
     def send(
@@ -87,8 +91,18 @@ class SocketPort(Protocol):
         an attribute, not a call, to keep the hot path free of an extra hop)."""
         ...
 
+    @property
+    def ws(self) -> Any:
+        """The socket's ``ServerWebSocket`` (what ``exclude`` and
+        ``server.subscribers`` name)."""
+        ...
+
     def subscription(self, topic: str, new_count: int, old_count: int) -> None:
         """Dispatch the ``subscription`` hook, in order with the socket's others."""
+        ...
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (``max_lifetime``)."""
         ...
 
     def shutdown(self, code: int, reason: str, frame: bytes) -> None:
@@ -203,6 +217,7 @@ class Hub:
         compress: bool,
         message: object,
         sender: SocketPort | None = None,
+        exclude: Iterable[object] | None = None,
     ) -> int:
         """Relay a message to the broker and fan it out to the local subscribers.
 
@@ -213,6 +228,8 @@ class Hub:
             compress: deflate it for subscribers that negotiated it.
             message: what a subscriber's ``dropped`` hook gets if it drops it.
             sender: the publishing socket, skipped unless ``publish_to_self``.
+            exclude: sockets (``ServerWebSocket``) skipped too; None or empty
+                costs nothing per subscriber.
 
         Returns:
             Bun's publish code for this process: the payload length if every
@@ -226,6 +243,8 @@ class Hub:
         if not subscribers:
             return 0
         skip = None if self._publish_to_self else sender
+        if exclude:
+            subscribers = _without(subscribers, exclude)
         return _fan_out(subscribers, opcode, payload, compress, message, skip)
 
     def deliver(self, topic: str, opcode: int, payload: bytes, compress: bool) -> int:
@@ -237,6 +256,14 @@ class Hub:
             return 0
         message = Relayed(payload) if opcode == OP_TEXT else payload
         return _fan_out(subscribers, opcode, payload, compress, message, None)
+
+
+def _without(
+    subscribers: Iterable[SocketPort], exclude: Iterable[object]
+) -> list[SocketPort]:
+    """The subscribers whose ``ws`` is not in ``exclude`` (read once, as a set)."""
+    excluded = exclude if isinstance(exclude, set | frozenset) else set(exclude)
+    return [port for port in subscribers if port.ws not in excluded]
 
 
 def _fan_out(
@@ -252,6 +279,10 @@ def _fan_out(
     length = len(payload)
     frame = build_frame(opcode, payload)
     shared: dict[tuple[int, int], bytes] | None = {} if compress and length else None
+    # The last shareable compressor that built a frame (the loop's one in shared
+    # mode) and that frame: its other sockets get it without another lookup.
+    last: object = None
+    zframe = frame
     delivered = dropped = queued = False
     # A snapshot: a subscriber closed by its backpressure limit leaves mid-loop.
     # A socket closed meanwhile takes nothing (enqueue returns 0).
@@ -260,10 +291,16 @@ def _fan_out(
             continue
         delivered = True
         outbox = port.outbox
-        if shared is None or outbox.compressor is None:
+        if shared is None or (compressor := outbox.compressor) is None:
             code = outbox.enqueue(frame, length, message)
+        elif compressor is last:
+            code = outbox.enqueue(zframe, length, message)
         else:
+            built = len(shared)
             code = outbox.send(opcode, payload, True, message, frame, shared)
+            if len(shared) > built:  # a shareable compressor added its frame
+                last = compressor
+                zframe = next(reversed(shared.values()))
         if code <= 0:
             if code:
                 queued = True

@@ -15,9 +15,12 @@ from typing import TYPE_CHECKING, Any, Final
 from aiohttp import web
 
 from ._compat import set_keepalive_timeout
+from ._drain import close_spread
 from ._errors import InvalidStateError
 from ._frames import build_close_frame
 from ._hub import Hub, SocketPort
+from ._lifetime import Aging
+from ._options import check_drain
 
 if TYPE_CHECKING:
     from ._options import Options
@@ -67,6 +70,7 @@ class Lifecycle:
     """
 
     __slots__ = (
+        "_aging",
         "_hub",
         "_idle_loop",
         "_idle_timer",
@@ -89,16 +93,19 @@ class Lifecycle:
         self.shutting_down = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_loop: asyncio.AbstractEventLoop | None = None
+        self._aging: Aging[SocketPort] = Aging(options)  # max_lifetime, ping_interval
 
     def add(self, port: SocketPort) -> None:
         """Register a socket after its 101 (its idle timer starts)."""
         self.open[port] = None
         self._start_idle_timer()
+        self._aging.add(port)
 
     def forget(self, port: SocketPort) -> None:
         """Drop a closing socket from the registry and from every topic (the
         ``subscription`` hook runs for each topic left, before ``close``)."""
         self.open.pop(port, None)
+        self._aging.forget(port)
         self.closing.add(port)
         self._hub.leave_all(port)
 
@@ -106,19 +113,22 @@ class Lifecycle:
         """A socket's connection is lost: nothing is left to end."""
         self.closing.discard(port)
 
-    async def shutdown(self, code: int, reason: str) -> None:
-        """Close every socket with ``code`` without lingering, then wait for the
-        running hooks for at most ``shutdown_timeout`` seconds."""
+    async def shutdown(
+        self, code: int, reason: str, drain: float | None = None
+    ) -> None:
+        """Close every socket with ``code`` without lingering, spread over ``drain``
+        seconds (None: ``shutdown_drain``; _drain.py), then wait for the running
+        hooks for at most ``shutdown_timeout`` seconds."""
+        drain = check_drain(self._options.shutdown_drain if drain is None else drain)
         self.shutting_down = True
         frame = build_close_frame(code, reason)
         # Open sockets get the Close; closing ones (waiting for a client's Close
-        # or FIN) are aborted: no client holds the shutdown. One socket failing
-        # must not keep the others open.
-        for port in [*self.open, *self.closing]:
-            try:
-                port.shutdown(code, reason, frame)
-            except Exception:
-                logger.exception("shutting %r down failed", port)
+        # or FIN) are aborted first: no client holds the shutdown. One socket
+        # failing must not keep the others open.
+        ports = [*self.closing, *self.open]
+        await close_spread(
+            ports, drain, lambda port: port.shutdown(code, reason, frame)
+        )
         current = asyncio.current_task()
         tasks = [task for task in self.tasks if task is not current]
         if tasks:
@@ -126,6 +136,7 @@ class Lifecycle:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        self._aging.stop()
 
     def _start_idle_timer(self) -> None:
         timeout = self._options.idle_timeout

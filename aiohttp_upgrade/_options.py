@@ -28,6 +28,7 @@ __all__ = [
     "OPTION_NAMES",
     "OptionSpec",
     "Options",
+    "check_drain",
     "options_doc",
 ]
 
@@ -76,6 +77,23 @@ def _timeout(name: str, value: Any) -> float:
     return value
 
 
+def _period(name: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and value >= 0)
+    ):
+        raise InvalidOptionError(
+            name, f"must be a finite number of seconds >= 0 (0: off), got {value!r}"
+        )
+    return value
+
+
+def check_drain(value: Any) -> float:
+    """``server.shutdown(drain=...)``: seconds >= 0, or InvalidOptionError."""
+    return _period("drain", value)
+
+
 def _flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise InvalidOptionError(name, f"must be a bool, got {value!r}")
@@ -87,9 +105,13 @@ def _deflate(name: str, value: Any) -> PerMessageDeflate | None:
         return PerMessageDeflate()
     if value is False or value is None:
         return None
+    if isinstance(value, dict) and value.keys() <= {"compress", "decompress"}:
+        return PerMessageDeflate(**value)  # Bun's {compress, decompress}
     if not isinstance(value, PerMessageDeflate):
         raise InvalidOptionError(
-            name, f"must be a bool or PerMessageDeflate, got {value!r}"
+            name,
+            "must be a bool, a PerMessageDeflate or a dict of Bun's compress and "
+            f"decompress, got {value!r}",
         )
     return value
 
@@ -131,6 +153,16 @@ OPTIONS: Final = (
         "(``close`` sees 1006); 0 disables; at most 960; fractions allowed.",
     ),
     OptionSpec(
+        "max_lifetime",
+        0,
+        _period,
+        "0",
+        "Seconds after which a socket is closed with 1001 (``close`` sees it), "
+        "whatever its activity, so that clients reconnect (uWebSockets' "
+        "``maxLifetime``); each socket's is drawn from the last tenth of it, so "
+        "that sockets opened together do not reconnect together; 0 disables.",
+    ),
+    OptionSpec(
         "backpressure_limit",
         DEFAULT_BACKPRESSURE_LIMIT,
         _size,
@@ -152,7 +184,8 @@ OPTIONS: Final = (
         False,
         _deflate,
         "False",
-        "True, or a :class:`~aiohttp_upgrade.PerMessageDeflate`, to negotiate "
+        "True (Bun's shared mode), a :class:`~aiohttp_upgrade.PerMessageDeflate` "
+        'or Bun\'s ``{"compress": ..., "decompress": ...}`` to negotiate '
         "permessage-deflate (RFC 7692).",
     ),
     OptionSpec(
@@ -161,6 +194,16 @@ OPTIONS: Final = (
         _flag,
         "True",
         "Ping a socket at 3/4 of ``idle_timeout`` before closing it as idle.",
+    ),
+    OptionSpec(
+        "ping_interval",
+        0,
+        _period,
+        "0",
+        "Seconds between pings to every socket, whatever its traffic and apart "
+        "from the idle timeout (pings are not activity, pongs are); with "
+        "``idle_timeout=0`` they keep connections through proxies without ever "
+        "closing them; 0 disables.",
     ),
     OptionSpec(
         "publish_to_self",
@@ -196,6 +239,15 @@ OPTIONS: Final = (
         "Seconds ``server.shutdown()`` (and so app shutdown) waits for the sockets' "
         "``close`` and other running hooks before it returns.",
     ),
+    OptionSpec(
+        "shutdown_drain",
+        0,
+        _period,
+        "0",
+        "Seconds over which a shutdown spreads its closes (a rolling drain: clients "
+        "do not all reconnect at once); shutdown then takes at most "
+        "``shutdown_drain + shutdown_timeout``; 0 closes every socket at once.",
+    ),
 )
 """Every handler option, in the order the docs list them."""
 
@@ -221,14 +273,17 @@ class Options:
 
     max_payload_length: int = DEFAULT_MAX_PAYLOAD_LENGTH
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_lifetime: float = 0
     backpressure_limit: int = DEFAULT_BACKPRESSURE_LIMIT
     close_on_backpressure_limit: bool = False
     per_message_deflate: PerMessageDeflate | None = None
     send_pings: bool = True
+    ping_interval: float = 0
     publish_to_self: bool = False
     reset_idle_timeout_on_send: bool = True
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    shutdown_drain: float = 0
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Options:

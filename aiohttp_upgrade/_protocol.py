@@ -62,8 +62,10 @@ _ids = itertools.count(1)
 class ReadyState(enum.IntEnum):
     """Connection state, with the numbers Bun's ``readyState`` reports.
 
-    A socket your hooks see is ``OPEN`` and then ``CLOSED``: the server never
-    reports ``CONNECTING`` (the socket exists only after the 101) nor ``CLOSING``.
+    A socket your hooks see is ``OPEN``, ``CLOSING`` while a closing handshake the
+    server started runs (``ws.close()``, a protocol error, a hook that raised:
+    until the client's Close or FIN, or ``close_timeout``), then ``CLOSED``; the
+    server never reports ``CONNECTING`` (the socket exists only after the 101).
     """
 
     CONNECTING = 0

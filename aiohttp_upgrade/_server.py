@@ -10,7 +10,7 @@ sockets, the idle sweep, shutdown, the app hooks).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final, Generic, TypeVar, overload
+from typing import Any, Final, TypeVar, overload
 
 from aiohttp import web
 
@@ -23,8 +23,9 @@ from ._handler import WebSocketHandler, hook_table
 from ._hooks import Kind
 from ._hub import Hub
 from ._lifecycle import Lifecycle, bind, install
+from ._server_ops import ServerOps
 from ._topics import check_topic
-from ._websocket import _payload
+from ._websocket import ServerWebSocket, _payload
 
 __all__ = ["Fetch", "Server"]
 
@@ -42,7 +43,7 @@ Fetch = Callable[
 ]
 
 
-class Server(Generic[DataT]):
+class Server(ServerOps[DataT]):
     """Upgrades aiohttp requests to WebSockets handled by one :class:`WebSocketHandler`.
 
     Args:
@@ -212,6 +213,8 @@ class Server(Generic[DataT]):
         topic: str,
         message: str | bytes | bytearray | memoryview,
         compress: bool = False,
+        *,
+        exclude: Iterable[ServerWebSocket[Any]] | None = None,
     ) -> int:
         """Send ``message`` to every subscriber of ``topic``; return the worst code.
 
@@ -227,6 +230,7 @@ class Server(Generic[DataT]):
             message: ``str`` is sent as a text frame, bytes-like as binary.
             compress: deflate it for subscribers that negotiated
                 permessage-deflate.
+            exclude: sockets of this process that do not get it.
 
         Returns:
             Delivery on this process only. The payload length if every local
@@ -240,7 +244,9 @@ class Server(Generic[DataT]):
         topic = check_topic(topic)
         opcode, payload = _payload(message)
         dropped = message if opcode == OP_TEXT else payload  # as in ws.publish()
-        return self._hub.publish(topic, opcode, payload, compress, dropped)
+        return self._hub.publish(
+            topic, opcode, payload, compress, dropped, None, exclude
+        )
 
     def deliver(self, topic: str, opcode: int, payload: bytes, compress: bool) -> int:
         """Fan out a message that another process published (called by the
@@ -363,7 +369,11 @@ class Server(Generic[DataT]):
         await self.shutdown()
 
     async def shutdown(
-        self, code: int = GOING_AWAY, reason: str = "server shutdown"
+        self,
+        code: int = GOING_AWAY,
+        reason: str = "server shutdown",
+        *,
+        drain: float | None = None,
     ) -> None:
         """Refuse new upgrades, close every socket with ``code``, wait for close hooks.
 
@@ -378,9 +388,12 @@ class Server(Generic[DataT]):
         Args:
             code: the close code sent to every client (and seen by ``close``).
             reason: the close reason, cut to 123 bytes.
+            drain: seconds to spread the closes over (None: the handler's
+                ``shutdown_drain``); upgrades are refused from the start.
 
         Raises:
-            ValueError: ``code`` is not a close code an endpoint may send.
+            ValueError: ``code`` is not a close code an endpoint may send, or
+                ``drain`` not a number of seconds >= 0.
         """
         check_close_code(code)
-        await self._lifecycle.shutdown(code, reason)
+        await self._lifecycle.shutdown(code, reason, drain)

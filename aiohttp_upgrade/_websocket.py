@@ -10,10 +10,11 @@ shares with every socket (topics, publish). The connection creates it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
+from ._bun_names import BunNames
 from ._closecode import CloseCode, check_close_code
 from ._dispatcher import HookTable
 from ._frames import (
@@ -106,7 +107,7 @@ class SocketOwner(SocketPort, Protocol):
         """Bytes queued, not yet handed to the kernel."""
 
 
-class ServerWebSocket(Generic[DataT]):
+class ServerWebSocket(BunNames, Generic[DataT]):
     """An upgraded connection, Bun's ``ServerWebSocket``; created by the server, never
     by you. Hooks receive it as ``ws``.
 
@@ -114,8 +115,9 @@ class ServerWebSocket(Generic[DataT]):
         data: whatever ``server.upgrade(request, data=...)`` attached (a
             ``DataT``); yours to read and replace.
         remote_address: the client's IP address (``request.remote``), or ``""``.
-        ready_state: :attr:`ReadyState.OPEN` until the socket closes, then
-            :attr:`ReadyState.CLOSED` (never ``CLOSING``).
+        ready_state: :attr:`ReadyState.OPEN` until the socket closes,
+            :attr:`ReadyState.CLOSING` while a closing handshake the server
+            started runs (sends return 0), then :attr:`ReadyState.CLOSED`.
         subprotocol: the negotiated ``Sec-WebSocket-Protocol``, or None.
 
     Send methods never await and never block. They return Bun's codes: the
@@ -152,7 +154,7 @@ class ServerWebSocket(Generic[DataT]):
         self.data = data
         self.subprotocol = subprotocol
         self.remote_address = remote_address
-        self.ready_state = _OPEN  # the connection sets CLOSED as the socket closes
+        self.ready_state = _OPEN  # the connection sets CLOSING and CLOSED
         self._conn = connection
         self._outbox = outbox
         self._ctx = context
@@ -309,11 +311,13 @@ class ServerWebSocket(Generic[DataT]):
         topic: str,
         message: str | bytes | bytearray | memoryview,
         compress: bool = False,
+        *,
+        exclude: Iterable[ServerWebSocket[Any]] | None = None,
     ) -> int:
         """Send to every subscriber of ``topic`` except this socket (unless
-        ``publish_to_self``); return the worst code among this process's
-        subscribers. With a broker, other processes deliver it to all their
-        subscribers too.
+        ``publish_to_self``) and the sockets in ``exclude``; return the worst code
+        among this process's subscribers. With a broker, other processes deliver
+        it to all their subscribers too (``exclude`` names local sockets only).
 
         Returns:
             The payload length if every local subscriber took it at once, -1 if
@@ -330,28 +334,38 @@ class ServerWebSocket(Generic[DataT]):
         opcode, payload = _payload(message)
         dropped = message if opcode == OP_TEXT else payload  # as in send()
         return self._ctx.hub.publish(
-            topic, opcode, payload, compress, dropped, self._conn
+            topic, opcode, payload, compress, dropped, self._conn, exclude
         )
 
-    def publish_text(self, topic: str, message: str, compress: bool = False) -> int:
-        """:meth:`publish` a text frame; TypeError if ``message`` is not a str."""
+    def publish_text(
+        self,
+        topic: str,
+        message: str,
+        compress: bool = False,
+        *,
+        exclude: Iterable[ServerWebSocket[Any]] | None = None,
+    ) -> int:
+        """:meth:`publish` a text frame (``exclude=`` too); TypeError if ``message``
+        is not a str."""
         if not isinstance(message, str):
             raise TypeError(f"publish_text needs a str, got {type(message).__name__}")
-        return self.publish(topic, message, compress)
+        return self.publish(topic, message, compress, exclude=exclude)
 
     def publish_binary(
         self,
         topic: str,
         message: bytes | bytearray | memoryview,
         compress: bool = False,
+        *,
+        exclude: Iterable[ServerWebSocket[Any]] | None = None,
     ) -> int:
-        """:meth:`publish` a binary frame; TypeError if ``message`` is not
-        bytes-like."""
+        """:meth:`publish` a binary frame (``exclude=`` too); TypeError if
+        ``message`` is not bytes-like."""
         if not isinstance(message, bytes | bytearray | memoryview):
             raise TypeError(
                 f"publish_binary needs a bytes-like object, got {type(message).__name__}"
             )
-        return self.publish(topic, message, compress)
+        return self.publish(topic, message, compress, exclude=exclude)
 
     # -- closing ---------------------------------------------------------------
 

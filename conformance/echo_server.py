@@ -1,8 +1,11 @@
 """Echo server for the Autobahn|Testsuite fuzzing client, built on aiohttp-upgrade.
 
-Every message is sent back as it came: text as text, binary as binary. The
+Every message is sent back as it came: text as text, binary as binary, with
+``compress=True`` (so compressed where permessage-deflate was negotiated). The
 handler keeps aiohttp-upgrade's defaults except ``per_message_deflate``, which
-``--deflate`` turns off (the extension is declined) or on (RFC 7692 is offered).
+``--deflate`` turns off (the extension is declined), on (RFC 7692 is negotiated
+in the default, shared, mode) or to ``dedicated`` (per-socket compressor and
+decompressor, context takeover both ways).
 
 Usage::
 
@@ -21,6 +24,7 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import Final
 
 from aiohttp import web
 
@@ -37,7 +41,7 @@ class Echo(WebSocketHandler[None]):
 
     def message(self, ws: ServerWebSocket[None], message: str | bytes) -> None:
         """Echo ``message``: ``send`` keeps str as text and bytes as binary."""
-        ws.send(message)
+        ws.send(message, compress=True)
 
 
 def fetch(request: web.Request, server: Server[None]) -> web.StreamResponse | None:
@@ -47,20 +51,33 @@ def fetch(request: web.Request, server: Server[None]) -> web.StreamResponse | No
     return web.Response(status=400, text="Expected a WebSocket upgrade\n")
 
 
-def make_app(*, deflate: bool) -> web.Application:
+DEFLATE: Final = {
+    "off": False,
+    "on": True,
+    "dedicated": {"compress": "dedicated", "decompress": "dedicated"},
+}
+"""``--deflate``: the handler's ``per_message_deflate`` for each choice."""
+
+
+def make_app(*, deflate: bool | str) -> web.Application:
     """Build the echo application, serving WebSockets on every path.
 
     Args:
-        deflate: whether the handler negotiates permessage-deflate.
+        deflate: whether the handler negotiates permessage-deflate, or the name
+            of a ``--deflate`` choice.
     """
-    server = Server(Echo(per_message_deflate=deflate))
+    if isinstance(deflate, bool):
+        deflate = "on" if deflate else "off"
+    server = Server(Echo(per_message_deflate=DEFLATE[deflate]))
     app = web.Application()
     server.setup(app)
     app.router.add_get("/{tail:.*}", server.handler(fetch))
     return app
 
 
-async def serve(deflate: bool, host: str, port: int, port_file: Path | None) -> None:
+async def serve(
+    deflate: bool | str, host: str, port: int, port_file: Path | None
+) -> None:
     """Serve until SIGINT or SIGTERM, writing the bound port to ``port_file``."""
     runner = web.AppRunner(make_app(deflate=deflate), access_log=None)
     await runner.setup()
@@ -72,7 +89,7 @@ async def serve(deflate: bool, host: str, port: int, port_file: Path | None) -> 
             "echo server on ws://%s:%d/ (per_message_deflate %s, %s)",
             host,
             bound,
-            "on" if deflate else "off",
+            deflate if isinstance(deflate, str) else ("on" if deflate else "off"),
             "compiled" if _speedups.COMPILED else "pure Python",
         )
         if port_file is not None:
@@ -95,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--deflate",
-        choices=("off", "on"),
+        choices=tuple(DEFLATE),
         default="off",
         help="per_message_deflate of the handler (default: off)",
     )
@@ -110,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(serve(args.deflate == "on", args.host, args.port, args.port_file))
+    asyncio.run(serve(args.deflate, args.host, args.port, args.port_file))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@
 #                `pyenv prefix 2.7.18`, then any pyenv 2.7, then python2.7).
 #   ECHO_SERVER  server script with echo_server.py's command line
 #                (default: conformance/echo_server.py).
+#   DEFLATE_ON   the echo server's --deflate for the "on" run: on (the
+#                default, shared mode) or dedicated.
 set -euo pipefail
 
 mode=${1:-}
@@ -143,7 +145,9 @@ setup_venv27() {
 start_server() { # deflate(off|on) outdir
     local port_file=$2/server.port i
     rm -f "$port_file"
-    "$PY" "$ECHO_SERVER" --deflate "$1" --port 0 --port-file "$port_file" >"$2/server.log" 2>&1 &
+    local deflate=$1
+    [ "$deflate" = on ] && deflate=${DEFLATE_ON:-on}
+    "$PY" "$ECHO_SERVER" --deflate "$deflate" --port 0 --port-file "$port_file" >"$2/server.log" 2>&1 &
     server_pid=$!
     for i in $(seq 300); do
         [ -s "$port_file" ] && break

@@ -28,6 +28,8 @@ from .wire import OP_CLOSE, OP_CONTINUATION, OP_TEXT, connect, parse_close
 
 TEXT = "a compressible message, " * 200
 OFFER = {"Sec-WebSocket-Extensions": "permessage-deflate"}
+TAKEOVER = PerMessageDeflate(decompress="dedicated")
+"""Client context takeover: shared mode (the default) refuses it."""
 
 
 class CompressingEcho(Recorder):
@@ -369,7 +371,7 @@ async def test_junk_after_the_final_deflate_block_closes_with_1007(
     serve: ServeFactory, offer: str
 ) -> None:
     """A message with bytes after its final DEFLATE block closes with 1007, seen by the close hook."""
-    handler = Recorder(per_message_deflate=True)
+    handler = Recorder(per_message_deflate=TAKEOVER)
     served = await serve(handler)
     raw = await connect(served.port, headers={"Sec-WebSocket-Extensions": offer})
     await handler.next("open")
@@ -387,7 +389,7 @@ async def test_message_after_a_final_deflate_block_is_delivered(
     serve: ServeFactory,
 ) -> None:
     """With context takeover, messages after one that ended with a final block arrive intact, not empty."""
-    handler = Recorder(per_message_deflate=True)
+    handler = Recorder(per_message_deflate=TAKEOVER)
     served = await serve(handler)
     raw = await connect(served.port, headers=OFFER)
     assert (
@@ -407,7 +409,7 @@ async def test_message_after_a_final_block_may_refer_to_earlier_messages(
     serve: ServeFactory,
 ) -> None:
     """A message after one that ended with a final block may refer to the messages before that one (RFC 7692 7.2.2)."""
-    handler = Recorder(per_message_deflate=True)
+    handler = Recorder(per_message_deflate=TAKEOVER)
     served = await serve(handler)
     raw = await connect(served.port, headers=OFFER)
     client = zlib.compressobj(6, zlib.DEFLATED, -15)

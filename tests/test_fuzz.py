@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aiohttp_upgrade import PerMessageDeflate
 from aiohttp_upgrade._closecode import is_valid_close_code
 
 from .conftest import Echo, Served, ServeFactory
@@ -155,7 +156,11 @@ def assert_well_formed(frames: list[ServerFrame]) -> None:
 
 @pytest.fixture
 async def served(serve: ServeFactory) -> Served:
-    return await serve(Echo(max_payload_length=MAX_PAYLOAD, per_message_deflate=True))
+    # The client keeps its context across messages: a dedicated decompressor.
+    deflate = PerMessageDeflate(decompress="dedicated")
+    return await serve(
+        Echo(max_payload_length=MAX_PAYLOAD, per_message_deflate=deflate)
+    )
 
 
 @pytest.fixture

@@ -41,16 +41,23 @@ class FakeOutbox:
     ) -> int:
         raise AssertionError("no compressor: the hub must not ask to compress")
 
+    def enqueue_control(self, frame: bytes) -> None:
+        raise AssertionError("the hub never queues a control frame")
+
 
 class FakePort:
     """A socket as the hub sees it."""
 
     def __init__(self, code: int | None = None) -> None:
         self.outbox = FakeOutbox(code)
+        self.ws = object()  # what publish(exclude=...) names
         self.transitions: list[tuple[str, int, int]] = []
 
     def subscription(self, topic: str, new_count: int, old_count: int) -> None:
         self.transitions.append((topic, new_count, old_count))
+
+    def close(self, code: int, reason: str) -> None:
+        raise AssertionError("the hub never closes a socket")
 
     def shutdown(self, code: int, reason: str, frame: bytes) -> None:
         raise AssertionError("the hub never shuts a socket down")

@@ -40,6 +40,9 @@ class Plain(WebSocketHandler[Any]):
         ("reset_idle_timeout_on_send", True),
         ("close_timeout", 5.0),
         ("shutdown_timeout", 5.0),
+        ("max_lifetime", 0),
+        ("ping_interval", 0),
+        ("shutdown_drain", 0),
     ],
     ids=lambda value: str(value),
 )
@@ -50,7 +53,8 @@ def test_default_matches_bun(name: str, default: object) -> None:
 
 def test_options_cover_exactly_bun_names() -> None:
     """The option table is Bun's websocket options in snake_case, plus uWebSockets.js's
-    resetIdleTimeoutOnSend and our close and shutdown timeouts."""
+    resetIdleTimeoutOnSend and our close and shutdown timeouts, uWebSockets'
+    maxLifetime, our ping interval and shutdown drain."""
     assert set(OPTION_NAMES) == {
         "max_payload_length",
         "idle_timeout",
@@ -62,6 +66,9 @@ def test_options_cover_exactly_bun_names() -> None:
         "reset_idle_timeout_on_send",
         "close_timeout",
         "shutdown_timeout",
+        "max_lifetime",
+        "ping_interval",
+        "shutdown_drain",
     }
 
 

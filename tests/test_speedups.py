@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,25 @@ def test_a_missing_twin_means_pure_python(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert json.loads(result.stdout)["compiled"] is False
+
+
+@pytest.mark.skipif(not built(), reason="the C extensions are not built")
+def test_a_twin_built_from_another_source_is_not_used(tmp_path: Path) -> None:
+    """A twin whose .py changed since the build (a stale in-place build) is not
+    used: pure Python runs, with a warning that says to rebuild."""
+    copy = tmp_path / "aiohttp_upgrade"
+    shutil.copytree(REPO_ROOT / "aiohttp_upgrade", copy)
+    with (copy / "_hub.py").open("a") as source:
+        source.write("# changed after the build\n")
+    clean = {k: v for k, v in os.environ.items() if k not in FORCE_PURE}
+    clean["PYTHONPATH"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", REPORT],
+        env=clean,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    assert json.loads(result.stdout)["compiled"] is False
+    assert "_hub_c was built from another _hub.py" in result.stderr

@@ -48,7 +48,9 @@ DOCUMENTED = {
         "publish",
         "setup",
         "shutdown",
+        "shutting_down",
         "subscriber_count",
+        "subscribers",
         "upgrade",
     },
     WebSocketHandler: {
@@ -72,6 +74,9 @@ DOCUMENTED = {
         "subscription",
         "close_timeout",
         "shutdown_timeout",
+        "max_lifetime",
+        "ping_interval",
+        "shutdown_drain",
     },
 }
 """The names README "The API" documents for each class."""
@@ -79,6 +84,7 @@ DOCUMENTED = {
 INTERNALS = ["run", "flush", "idle_tick", "parser", "publish_frame", "forget"]
 INTERNALS += ["flusher", "topics", "hooks"]
 _PLUMBING = {"__class_getitem__", "__orig_bases__", "__parameters__", "__weakref__"}
+_PLUMBING.add("__getattr__")  # hints for Bun's camelCase names (_bun_names)
 
 
 def shown_by_help(cls: type) -> set[str]:
@@ -132,6 +138,8 @@ def run_without_aiohttp(script: str) -> subprocess.CompletedProcess[str]:
 
 PURE_MODULES = ["_frames", "_parser", "_topics", "_handshake", "_options", "_deflate"]
 PURE_MODULES += ["_closecode", "_outbox", "_dispatcher", "_protocol"]
+PURE_MODULES += ["_bun_names"]
+PURE_MODULES += ["_deflate_modes", "_zstreams"]
 
 
 @pytest.mark.parametrize("module", PURE_MODULES, ids=PURE_MODULES)

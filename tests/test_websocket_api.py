@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp_upgrade import ReadyState, Server, ServerWebSocket, WebSocketHandler
 
 from .conftest import ConnectRaw, Recorder, ServeFactory, upgrade_with_data
+from .redis_support import wait_until
 from .wire import (
     OP_BINARY,
     OP_CLOSE,
@@ -141,13 +142,16 @@ async def test_protocol_error_log_line_names_the_connection_id(
 
 
 async def test_ready_state_is_open_then_closed(raw_pair: RawPair) -> None:
-    """ready_state is OPEN (1, as Bun reports) while open and CLOSED (3) after close."""
-    _raw, ws, handler = raw_pair
+    """ready_state is OPEN (1, as Bun reports) while open, CLOSING (2) during the
+    closing handshake and CLOSED (3) after it."""
+    raw, ws, handler = raw_pair
     assert state_of(ws) is ReadyState.OPEN
     assert int(state_of(ws)) == 1
     ws.close()
     await handler.next("close")
-    assert state_of(ws) is ReadyState.CLOSED
+    assert int(state_of(ws)) == 2
+    await raw.close()
+    await wait_until(lambda: state_of(ws) is ReadyState.CLOSED, what="CLOSED")
     assert int(state_of(ws)) == 3
 
 
