@@ -23,6 +23,7 @@ from ._errors import (
 )
 from ._handler import WebSocketHandler
 from ._origin import origin_allowed
+from ._ratelimit import RateLimit, TokenBucket
 from ._server import Fetch, Server
 from ._websocket import ReadyState, ServerWebSocket
 
@@ -47,9 +48,11 @@ __all__ = [
     "LocalBroker",
     "PerMessageDeflate",
     "ProtocolError",
+    "RateLimit",
     "ReadyState",
     "Server",
     "ServerWebSocket",
+    "TokenBucket",
     "WebSocketError",
     "WebSocketHandler",
     "origin_allowed",

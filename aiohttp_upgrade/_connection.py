@@ -39,6 +39,7 @@ from ._protocol import (
     SendFrame,
     ServerProtocol,
 )
+from ._ratelimit import limit_reads
 from ._websocket import ServerWebSocket
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ class Connection(asyncio.Protocol):
             context.mask,
             remote_address,
         )
-        self.parser = protocol.parser  # the protocol's input, fed without a hop
+        self.parser = limit_reads(self, protocol.parser, context)  # through any limit
         self.ws: ServerWebSocket[Any] = ServerWebSocket(
             self, outbox, context, data, subprotocol, remote_address
         )
@@ -348,8 +349,7 @@ class Connection(asyncio.Protocol):
     def _leave_open(self, drop_events: bool) -> None:
         if drop_events:
             self.dispatcher.drop_queued()
-        ws = self.ws
-        ws.ready_state = _CLOSED
+        self.ws.ready_state = _CLOSED
         self.outbox.close()
         self._ctx.forget(self)
 

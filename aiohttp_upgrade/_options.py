@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from ._deflate import PerMessageDeflate
 from ._errors import InvalidOptionError
+from ._ratelimit import RateLimit, check_rate_limit
 
 __all__ = [
     "DEFAULT_BACKPRESSURE_LIMIT",
@@ -196,6 +197,16 @@ OPTIONS: Final = (
         "Seconds ``server.shutdown()`` (and so app shutdown) waits for the sockets' "
         "``close`` and other running hooks before it returns.",
     ),
+    OptionSpec(
+        "rate_limit",
+        None,
+        check_rate_limit,
+        "None",
+        "A :class:`~aiohttp_upgrade.RateLimit`: the frames (of every kind) and bytes "
+        "per second each socket may send. Past it the ``rate_limited`` hook runs and "
+        "the socket is not read until its budget is back; without that hook the "
+        "socket is closed with 1008.",
+    ),
 )
 """Every handler option, in the order the docs list them."""
 
@@ -229,6 +240,7 @@ class Options:
     reset_idle_timeout_on_send: bool = True
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    rate_limit: RateLimit | None = None
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Options:

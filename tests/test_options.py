@@ -50,7 +50,7 @@ def test_default_matches_bun(name: str, default: object) -> None:
 
 def test_options_cover_exactly_bun_names() -> None:
     """The option table is Bun's websocket options in snake_case, plus uWebSockets.js's
-    resetIdleTimeoutOnSend and our close and shutdown timeouts."""
+    resetIdleTimeoutOnSend and our close and shutdown timeouts and rate limit."""
     assert set(OPTION_NAMES) == {
         "max_payload_length",
         "idle_timeout",
@@ -62,6 +62,7 @@ def test_options_cover_exactly_bun_names() -> None:
         "reset_idle_timeout_on_send",
         "close_timeout",
         "shutdown_timeout",
+        "rate_limit",
     }
 
 

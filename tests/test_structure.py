@@ -66,6 +66,8 @@ DOCUMENTED = {
         "ping",
         "pong",
         "publish_to_self",
+        "rate_limit",
+        "rate_limited",
         "reset_idle_timeout_on_send",
         "send_pings",
         "server",
