@@ -214,9 +214,11 @@ class ReadLimiter:
 
     __slots__ = (
         "_budget",
+        "_byte_mark",
         "_clock",
         "_conn",
         "_feed",
+        "_frame_mark",
         "_hooked",
         "_limited",
         "_parser",
@@ -237,7 +239,9 @@ class ReadLimiter:
         self._feed = parser.feed
         self._hooked = hooked
         self._clock = clock
-        self._budget = ReadBudget(limit, clock())
+        self._budget = budget = ReadBudget(limit, clock())
+        self._frame_mark = budget.frame_mark  # the budget's, copied: one hop less
+        self._byte_mark = budget.byte_mark
         self._limited = False
         self._timer: asyncio.TimerHandle | None = None
         self.received = 0
@@ -246,13 +250,19 @@ class ReadLimiter:
         """Parse ``data``, then check the budget (two comparisons when within it)."""
         self._feed(data)
         received = self.received = self.received + len(data)
-        budget = self._budget
-        if received > budget.byte_mark or self._parser.frames > budget.frame_mark:
+        if received > self._byte_mark or self._parser.frames > self._frame_mark:
             self._over()
+
+    def _settle(self) -> float:
+        budget = self._budget
+        wait = budget.settle(self._clock(), self._parser.frames, self.received)
+        self._frame_mark = budget.frame_mark
+        self._byte_mark = budget.byte_mark
+        return wait
 
     def _over(self) -> None:
         """A mark is crossed: settle the budget; past it, act."""
-        wait = self._budget.settle(self._clock(), self._parser.frames, self.received)
+        wait = self._settle()
         conn = self._conn
         if not wait or conn.ws.ready_state != _OPEN:
             return
@@ -275,7 +285,7 @@ class ReadLimiter:
         conn = self._conn
         if conn.transport.is_closing():
             return
-        wait = self._budget.settle(self._clock(), self._parser.frames, self.received)
+        wait = self._settle()
         if wait:
             self._timer = asyncio.get_running_loop().call_later(
                 min(wait, MAX_PAUSE), self._resume
