@@ -129,7 +129,7 @@ class Connection(asyncio.Protocol):
         self.ws: ServerWebSocket[Any] = ServerWebSocket(
             self, outbox, context, data, subprotocol, remote_address
         )
-        self.dispatcher = Dispatcher(self.ws, context.hooks, context.tasks, self)
+        self.dispatcher = Dispatcher(self.ws, context, self)
 
     @property
     def id(self) -> int:
@@ -146,6 +146,7 @@ class Connection(asyncio.Protocol):
         # each client once per message: ~10 % more server CPU per round trip with
         # 50 echo clients (benchmarks/echo.py).
         outbox = self.outbox
+        self._ctx.counters.bytes_in += len(data)
         try:
             if outbox.held:  # a hook fed data itself (a test, a proxy): nested read
                 self.parser.feed(data)
@@ -177,6 +178,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         # With the write-buffer limits at zero, resumed means the buffer is empty.
+        self._ctx.counters.backpressure += 1  # an episode ended
         self.outbox.writable()
 
     # -- events from the parser (ProtocolOwner) -----------------------------------
@@ -261,6 +263,7 @@ class Connection(asyncio.Protocol):
     def dropped(self, message: object) -> None:
         """The outbox dropped a message at the backpressure limit."""
         ctx = self._ctx
+        ctx.counters.dropped += 1
         if ctx.options.close_on_backpressure_limit:
             self.terminate("backpressure limit exceeded")
         elif message is not None and ctx.hooks[_DROPPED] is not None:
@@ -377,10 +380,7 @@ class Connection(asyncio.Protocol):
                 logger.debug("conn %d: ending %r: %s; aborting it", self.id, self, exc)
             else:
                 logger.warning(
-                    "conn %d: ending %r failed; aborting it",
-                    self.id,
-                    self,
-                    exc_info=exc,
+                    "conn %d: ending %r failed; aborting", self.id, self, exc_info=exc
                 )
             _abort_transport(transport)
 

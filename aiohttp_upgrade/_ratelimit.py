@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from ._closecode import CloseCode
 from ._errors import InvalidOptionError
 from ._hooks import Kind
+from ._metrics import Counters
 
 if TYPE_CHECKING:
     from ._parser import FrameParser
@@ -217,6 +218,7 @@ class ReadLimiter:
         "_byte_mark",
         "_clock",
         "_conn",
+        "_counters",
         "_feed",
         "_frame_mark",
         "_hooked",
@@ -232,9 +234,11 @@ class ReadLimiter:
         parser: FrameParser,
         limit: RateLimit,
         hooked: bool,
+        counters: Counters,
         clock: Any = time.monotonic,
     ) -> None:
         self._conn = connection
+        self._counters = counters
         self._parser = parser
         self._feed = parser.feed
         self._hooked = hooked
@@ -267,6 +271,7 @@ class ReadLimiter:
         if not wait or conn.ws.ready_state != _OPEN:
             return
         if not self._hooked:
+            self._counters.rate_limited += 1
             logger.info("conn %d: closing: rate limit exceeded", conn.id)
             conn.ws.close(_POLICY_VIOLATION, "rate limit exceeded")
             return
@@ -277,6 +282,7 @@ class ReadLimiter:
             )
         if not self._limited:
             self._limited = True
+            self._counters.rate_limited += 1
             conn.dispatcher.dispatch(_RATE_LIMITED)
 
     def _resume(self) -> None:
@@ -304,7 +310,7 @@ def limit_reads(
     if limit is None:
         return parser
     hooked = context.hooks[_RATE_LIMITED] is not None
-    return ReadLimiter(connection, parser, limit, hooked)
+    return ReadLimiter(connection, parser, limit, hooked, context.counters)
 
 
 class TokenBucket:

@@ -23,6 +23,7 @@ from ._handler import WebSocketHandler, hook_table
 from ._hooks import Kind
 from ._hub import Hub
 from ._lifecycle import Lifecycle, bind, install
+from ._metrics import Metrics
 from ._topics import check_topic
 from ._websocket import _payload
 
@@ -278,6 +279,14 @@ class Server(Generic[DataT]):
     def local_counts(self) -> dict[str, int]:
         """A snapshot of the topics with subscribers on this process, and how many."""
         return self._hub.counts()
+
+    def metrics(self) -> Metrics:
+        """A snapshot of this server's counters and gauges (:class:`Metrics`, see
+        the operations guide); no dependency, cheap to call at every scrape."""
+        hub = self._hub
+        return hub.counters.snapshot(
+            len(self._lifecycle.open), len(hub.counts()), self.broker
+        )
 
     # -- lifecycle --------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from _common import client_frame
 from aiohttp_upgrade import RateLimit
 from aiohttp_upgrade._compat import compiled_mask
 from aiohttp_upgrade._frames import OP_TEXT, xor_mask
+from aiohttp_upgrade._metrics import Counters
 from aiohttp_upgrade._parser import FrameParser
 from aiohttp_upgrade._ratelimit import ReadLimiter
 
@@ -61,13 +62,15 @@ class Holder:
 
     __slots__ = ("parser",)
 
+    def __init__(self, parser: FrameParser | ReadLimiter) -> None:
+        self.parser = parser
+
 
 def run(limited: bool, data: bytes, reads: int) -> float:
     """Seconds per read."""
     parser = FrameParser(Sink(), 1 << 24, mask=compiled_mask or xor_mask)
-    holder = Holder()
-    holder.parser = (
-        ReadLimiter(Owner(), parser, NEVER, hooked=True) if limited else parser
+    holder = Holder(
+        ReadLimiter(Owner(), parser, NEVER, True, Counters()) if limited else parser
     )
     start = time.perf_counter()
     for _ in range(reads):

@@ -59,6 +59,7 @@ WITHOUT_SAMPLE = {
     "CloseCode": "an enum: its members are class attributes",
     "ReadyState": "an enum: its members are class attributes",
     "ServerWebSocket": "made by the server only; its attributes are __slots__",
+    "Metrics": "made by server.metrics() only; its fields are __slots__",
 }
 
 _DIRECTIVE = re.compile(

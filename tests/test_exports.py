@@ -20,6 +20,7 @@ PUBLIC_NAMES = [
     "InvalidOptionError",
     "InvalidStateError",
     "LocalBroker",
+    "Metrics",
     "PerMessageDeflate",
     "ProtocolError",
     "RateLimit",

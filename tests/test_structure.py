@@ -44,6 +44,7 @@ DOCUMENTED = {
         "deliver",
         "handler",
         "local_counts",
+        "metrics",
         "pending_websockets",
         "publish",
         "setup",
