@@ -236,10 +236,15 @@ class Hub:
             relay(topic, opcode, payload, compress)
         subscribers = self.topics.subscribers(topic)
         if not subscribers:
-            self.counters.published(0, 0)
+            self.counters.publishes += 1
             return 0
         skip = None if self._publish_to_self else sender
-        self._count(topic, len(payload), skip)
+        # Counted once per publish (the subscribers reached), not per subscriber.
+        reached = len(subscribers) - (skip in subscribers)
+        counters = self.counters
+        counters.publishes += 1
+        counters.deliveries += reached
+        counters.bytes_delivered += reached * len(payload)
         return _fan_out(subscribers, opcode, payload, compress, message, skip)
 
     def deliver(self, topic: str, opcode: int, payload: bytes, compress: bool) -> int:
@@ -248,20 +253,14 @@ class Hub:
         is decoded only for a ``dropped`` hook. Returns the publish code."""
         subscribers = self.topics.subscribers(topic)
         if not subscribers:
-            self.counters.published(0, 0)
+            self.counters.publishes += 1
             return 0
-        self._count(topic, len(payload), None)
+        counters = self.counters
+        counters.publishes += 1
+        counters.deliveries += len(subscribers)
+        counters.bytes_delivered += len(subscribers) * len(payload)
         message = Relayed(payload) if opcode == OP_TEXT else payload
         return _fan_out(subscribers, opcode, payload, compress, message, None)
-
-    def _count(self, topic: str, length: int, skip: SocketPort | None) -> None:
-        """Count one publish: an addition of the subscribers it reaches, not an
-        increment per subscriber."""
-        topics = self.topics
-        reached = topics.count(topic)
-        if skip is not None and topics.is_subscribed(skip, topic):
-            reached -= 1
-        self.counters.published(reached, length)
 
 
 def _fan_out(

@@ -7,10 +7,12 @@ that runs anyway, never a per-subscriber cost on a publish. Where each is kept:
 =================== =================================================================
 ``messages_in``     ``Dispatcher.message``, per message
 ``bytes_in``        ``Connection.data_received``, per read (frames as sent)
-``messages_out``    ``ServerWebSocket.send*``, per send; ``Hub``, once per publish
-``bytes_out``       the same: payload bytes of those messages
+``messages_sent``   ``ServerWebSocket.send*``, per send (``messages_out`` adds
+                    the deliveries)
+``bytes_sent``      the same: payload bytes of those sends
 ``publishes``       ``Hub.publish`` / ``Hub.deliver``, per publish
 ``deliveries``      the same: one addition of the subscribers reached per publish
+``bytes_delivered`` the same: their payload bytes (one addition per publish)
 ``dropped``         ``Connection.dropped``, per message dropped at the limit
 ``backpressure``    ``Connection.resume_writing``, per episode, as it ends
 ``closes``          ``Dispatcher.closed``, once per socket, by code
@@ -132,15 +134,16 @@ class Counters:
 
     __slots__ = (
         "backpressure",
+        "bytes_delivered",
         "bytes_in",
-        "bytes_out",
+        "bytes_sent",
         "closes",
         "deliveries",
         "dropped",
         "history_replays",
         "hook_failures",
         "messages_in",
-        "messages_out",
+        "messages_sent",
         "publishes",
         "rate_limited",
         "refused",
@@ -148,11 +151,12 @@ class Counters:
 
     def __init__(self) -> None:
         self.messages_in = 0
-        self.messages_out = 0
+        self.messages_sent = 0  # by sends; messages_out adds the deliveries
         self.bytes_in = 0
-        self.bytes_out = 0
+        self.bytes_sent = 0
         self.publishes = 0
         self.deliveries = 0
+        self.bytes_delivered = 0
         self.dropped = 0
         self.backpressure = 0
         self.hook_failures = 0
@@ -171,15 +175,8 @@ class Counters:
 
     def sent(self, payload_length: int) -> None:
         """A message was sent (queued) to one socket."""
-        self.messages_out += 1
-        self.bytes_out += payload_length
-
-    def published(self, reached: int, payload_length: int) -> None:
-        """A publish reached ``reached`` subscribers here."""
-        self.publishes += 1
-        self.deliveries += reached
-        self.messages_out += reached
-        self.bytes_out += reached * payload_length
+        self.messages_sent += 1
+        self.bytes_sent += payload_length
 
     def snapshot(
         self, open_sockets: int, topics: int, broker: object, presence_members: int = 0
@@ -195,9 +192,9 @@ class Counters:
             open_sockets=open_sockets,
             topics=topics,
             messages_in=self.messages_in,
-            messages_out=self.messages_out,
+            messages_out=self.messages_sent + self.deliveries,
             bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
+            bytes_out=self.bytes_sent + self.bytes_delivered,
             publishes=self.publishes,
             deliveries=self.deliveries,
             dropped=self.dropped,

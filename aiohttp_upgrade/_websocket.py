@@ -194,8 +194,8 @@ class ServerWebSocket(Generic[DataT]):
         dropped = message if opcode == OP_TEXT else payload
         length = len(payload)
         counters = self._ctx.counters
-        counters.messages_out += 1
-        counters.bytes_out += length
+        counters.messages_sent += 1
+        counters.bytes_sent += length
         if compress:
             return self._outbox.send(opcode, payload, compress, dropped)
         if length < 126:  # build_frame() inlined for the commonest case
