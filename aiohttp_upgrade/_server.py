@@ -284,6 +284,8 @@ class Server(Generic[DataT]):
         """A snapshot of this server's counters and gauges (:class:`Metrics`, see
         the operations guide); no dependency, cheap to call at every scrape."""
         hub = self._hub
+        # TODO(presence): pass presence_members= (the members presence tracks);
+        # history replays are counted in hub.counters.history_replays.
         return hub.counters.snapshot(
             len(self._lifecycle.open), len(hub.counts()), self.broker
         )

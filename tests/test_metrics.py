@@ -14,9 +14,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aiohttp_upgrade import (
+    LocalBroker,
     Metrics,
     PrometheusCollector,
     RateLimit,
+    Server,
     ServerWebSocket,
     observe_metrics,
 )
@@ -264,3 +266,28 @@ def test_the_extra_names_are_imported_lazily(name: str) -> None:
 
     assert name not in aiohttp_upgrade.__all__
     assert callable(getattr(aiohttp_upgrade, name))
+
+
+class CountingBroker(LocalBroker):
+    """An in-process broker with RedisBroker's counters, as a broker may offer."""
+
+    published = 7
+    received = 5
+    dropped = 2
+    reconnects = 1
+    connected = False
+
+
+def test_a_brokers_counters_are_reported() -> None:
+    """A broker's ``published``, ``received``, ``dropped`` and ``reconnects`` and
+    whether it is ``connected`` are read into the snapshot."""
+    server: Server[Any] = Server(Recorder(), broker=CountingBroker())
+    metrics = server.metrics()
+    assert (
+        metrics.broker_published,
+        metrics.broker_received,
+        metrics.broker_dropped,
+        metrics.broker_outages,
+        metrics.broker_up,
+    ) == (7, 5, 2, 1, 0)
+    assert Server(Recorder()).metrics().broker_up == 1
