@@ -5,6 +5,8 @@ OpenTelemetry observable instruments (extra ``metrics``)."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -291,3 +293,54 @@ def test_a_brokers_counters_are_reported() -> None:
         metrics.broker_up,
     ) == (7, 5, 2, 1, 0)
     assert Server(Recorder()).metrics().broker_up == 1
+
+
+# Run before the script: prometheus_client and opentelemetry are not installed,
+# as far as imports go (ModuleNotFoundError naming the package).
+BLOCK_EXTRA = """
+import importlib.abc, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("prometheus_client", "opentelemetry"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Block())
+"""
+
+
+@pytest.mark.parametrize(
+    "access",
+    [
+        "from aiohttp_upgrade import PrometheusCollector",
+        "import aiohttp_upgrade; aiohttp_upgrade.observe_metrics",
+    ],
+    ids=["prometheus", "opentelemetry"],
+)
+def test_without_the_extra_the_error_names_it(access: str) -> None:
+    """Without the metrics extra, a star import and server.metrics() work, and
+    reaching an exporter raises an ImportError that says what to install."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BLOCK_EXTRA
+            + f"""
+from aiohttp_upgrade import *
+Server(WebSocketHandler()).metrics()
+try:
+    {access}
+except ImportError as exc:
+    print(type(exc).__name__, "|", exc)
+""",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    kind, _, message = result.stdout.strip().partition(" | ")
+    assert kind == "ModuleNotFoundError"
+    assert "pip install 'aiohttp-upgrade[metrics]'" in message
