@@ -78,8 +78,9 @@ class Metrics:
         open_sockets: gauge: sockets open now (``pending_websockets``).
         topics: gauge: topics with subscribers on this process now.
         messages_in: messages received (complete, after reassembly).
-        messages_out: messages queued for sending: sends, and one per
-            subscriber reached by a publish (local or from another process).
+        messages_out: messages sent: each send to an open socket, and one per
+            subscriber a publish reached (local or from another process); those
+            then dropped at a ``backpressure_limit`` included (see ``dropped``).
         bytes_in: bytes read from upgraded sockets, frame headers included.
         bytes_out: payload bytes of ``messages_out`` (before compression).
         publishes: publishes fanned out here (``publish``, and those from other
