@@ -24,11 +24,15 @@ from ._errors import (
     WebSocketError,
 )
 from ._handler import WebSocketHandler
+from ._metrics import Metrics
 from ._origin import origin_allowed
+from ._ratelimit import RateLimit, TokenBucket
 from ._server import Fetch, Server
 from ._websocket import ReadyState, ServerWebSocket
 
 if TYPE_CHECKING:
+    from ._opentelemetry import observe_metrics as observe_metrics
+    from ._prometheus import PrometheusCollector as PrometheusCollector
     from ._redis_broker import RedisBroker as RedisBroker
 
 __version__ = "0.1.0"
@@ -47,11 +51,14 @@ __all__ = [
     "InvalidOptionError",
     "InvalidStateError",
     "LocalBroker",
+    "Metrics",
     "PerMessageDeflate",
     "ProtocolError",
+    "RateLimit",
     "ReadyState",
     "Server",
     "ServerWebSocket",
+    "TokenBucket",
     "WebSocketError",
     "WebSocketHandler",
     "origin_allowed",
@@ -65,4 +72,14 @@ def __getattr__(name: str) -> Any:
         from ._redis_broker import RedisBroker
 
         return RedisBroker
+    # The metrics extra's names, for the same reason (prometheus_client and
+    # opentelemetry-api are imported only when these are).
+    if name == "PrometheusCollector":
+        from ._prometheus import PrometheusCollector
+
+        return PrometheusCollector
+    if name == "observe_metrics":
+        from ._opentelemetry import observe_metrics
+
+        return observe_metrics
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

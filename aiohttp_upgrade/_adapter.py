@@ -189,6 +189,7 @@ class HttpAdapter:
             gone=lifecycle.gone,
             tasks=lifecycle.tasks,
             mask=compiled_mask or xor_mask,
+            counters=hub.counters,
         )
         """What every socket of the server shares."""
         self.lifecycle = lifecycle
@@ -210,6 +211,7 @@ class HttpAdapter:
 
         async def handle(request: web.Request) -> web.StreamResponse:
             if _refused_origin(request, self.allowed_origins):
+                self.context.counters.refuse("origin")
                 return web.Response(status=403, text="Origin not allowed")
             request[_ADAPTER_KEY] = self.server
             result: object = fetch(request, self.server)
@@ -258,7 +260,11 @@ class HttpAdapter:
                 "upgrade() needs a request routed through this server's handler()"
             )
         extra = _checked_headers(headers)
-        if self.lifecycle.shutting_down or request.get(_UPGRADE_KEY) is not None:
+        if request.get(_UPGRADE_KEY) is not None:
+            return False
+        counters = self.context.counters
+        if self.lifecycle.shutting_down:
+            counters.refuse("shutting_down")
             return False
         decision = check_handshake(
             request.method,
@@ -269,6 +275,7 @@ class HttpAdapter:
         if not isinstance(decision, Accept):
             if decision.status == 426:
                 request[_UPGRADE_KEY] = _WRONG_VERSION
+            counters.refuse("version" if decision.status == 426 else "handshake")
             logger.debug("WebSocket handshake refused: %s", decision.reason)
             return False
         if not reads_as_upgrade(request):
@@ -277,6 +284,7 @@ class HttpAdapter:
             logger.debug(
                 "WebSocket handshake refused: aiohttp reads on as HTTP after it"
             )
+            counters.refuse("handshake")
             return False
         request[_UPGRADE_KEY] = _Upgrade(decision, data, extra)
         return True

@@ -39,6 +39,7 @@ from ._protocol import (
     SendFrame,
     ServerProtocol,
 )
+from ._ratelimit import limit_reads
 from ._websocket import ServerWebSocket
 
 if TYPE_CHECKING:
@@ -123,11 +124,11 @@ class Connection(asyncio.Protocol):
             context.mask,
             remote_address,
         )
-        self.parser = protocol.parser  # the protocol's input, fed without a hop
+        self.parser = limit_reads(self, protocol.parser, context)  # through any limit
         self.ws: ServerWebSocket[Any] = ServerWebSocket(
             self, outbox, context, data, subprotocol, remote_address
         )
-        self.dispatcher = Dispatcher(self.ws, context.hooks, context.tasks, self)
+        self.dispatcher = Dispatcher(self.ws, context, self)
 
     @property
     def id(self) -> int:
@@ -144,6 +145,7 @@ class Connection(asyncio.Protocol):
         # each client once per message: ~10 % more server CPU per round trip with
         # 50 echo clients (benchmarks/echo.py).
         outbox = self.outbox
+        self._ctx.counters.bytes_in += len(data)
         try:
             if outbox.held:  # a hook fed data itself (a test, a proxy): nested read
                 self.parser.feed(data)
@@ -175,6 +177,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         # With the write-buffer limits at zero, resumed means the buffer is empty.
+        self._ctx.counters.backpressure += 1  # an episode ended
         self.outbox.writable()
 
     # -- events from the parser (ProtocolOwner) -----------------------------------
@@ -259,6 +262,7 @@ class Connection(asyncio.Protocol):
     def dropped(self, message: object) -> None:
         """The outbox dropped a message at the backpressure limit."""
         ctx = self._ctx
+        ctx.counters.dropped += 1
         if ctx.options.close_on_backpressure_limit:
             self.terminate("backpressure limit exceeded")
         elif message is not None and ctx.hooks[_DROPPED] is not None:
@@ -376,10 +380,7 @@ class Connection(asyncio.Protocol):
                 logger.debug("conn %d: ending %r: %s; aborting it", self.id, self, exc)
             else:
                 logger.warning(
-                    "conn %d: ending %r failed; aborting it",
-                    self.id,
-                    self,
-                    exc_info=exc,
+                    "conn %d: ending %r failed; aborting", self.id, self, exc_info=exc
                 )
             _abort_transport(transport)
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from ._hooks import HOOK_NAMES, HOOKS, Hook, HookTable, Kind
 
 if TYPE_CHECKING:
-    from ._websocket import ServerWebSocket
+    from ._websocket import ServerWebSocket, SocketContext
 
 __all__ = ["INBOX_HIGH_WATER", "DispatchOwner", "Dispatcher", "HookTable", "Kind"]
 
@@ -84,15 +84,16 @@ class Dispatcher:
 
     Args:
         ws: the first argument of every hook.
-        hooks: the handler's hooks by kind
-            (:func:`~aiohttp_upgrade._handler.hook_table`).
-        tasks: where running tasks are registered until they end (the server's,
-            so that shutdown can wait for them).
+        context: the server's: its ``hooks`` (the handler's hooks by kind,
+            :func:`~aiohttp_upgrade._handler.hook_table`), ``tasks`` (where running
+            tasks are registered until they end, so that shutdown can wait for
+            them) and ``counters`` (messages in, closes, hook failures).
         owner: told to pause and resume reading, when a hook failed and while a
             task runs hooks.
     """
 
     __slots__ = (
+        "_counters",
         "_dropping",
         "_hooks",
         "_in_dropped",
@@ -108,13 +109,13 @@ class Dispatcher:
     def __init__(
         self,
         ws: ServerWebSocket[Any],
-        hooks: HookTable,
-        tasks: set[asyncio.Task[None]],
+        context: SocketContext,
         owner: DispatchOwner,
     ) -> None:
         self._ws = ws
-        self._hooks = hooks
-        self._tasks = tasks
+        self._hooks = hooks = context.hooks
+        self._tasks = context.tasks
+        self._counters = context.counters
         self._owner = owner
         # Created on first use: sockets whose hooks are plain functions rarely queue.
         self._inbox: deque[tuple[int, Any]] | None = None
@@ -151,6 +152,7 @@ class Dispatcher:
 
     def message(self, message: str | bytes) -> None:
         """Dispatch a message: :meth:`dispatch` for the hot path."""
+        self._counters.messages_in += 1
         function = self._message
         if function is not None and self._task is None:
             try:
@@ -189,6 +191,7 @@ class Dispatcher:
 
     def closed(self, code: int, reason: str) -> None:
         """Dispatch ``close`` after whatever is queued; call exactly once."""
+        self._counters.closed(code)
         hook = self._hooks[_CLOSE]
         if hook is None:
             return
@@ -232,6 +235,7 @@ class Dispatcher:
     def hook_failed(self, exc: BaseException) -> None:
         """A hook raised ``exc``: log it, drop what is queued, dispatch ``error``,
         and have the owner close the socket with 1011."""
+        self._counters.hook_failures += 1
         logger.error(
             "WebSocket handler raised; closing %r with 1011", self._ws, exc_info=exc
         )

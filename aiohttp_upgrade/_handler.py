@@ -23,6 +23,7 @@ from ._options import (
     Options,
     options_doc,
 )
+from ._ratelimit import RateLimit
 
 if TYPE_CHECKING:
     from ._server import Server
@@ -144,6 +145,7 @@ class WebSocketHandler(Generic[DataT]):
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     shutdown_drain: float = 0
+    rate_limit: RateLimit | None = None
 
     @property
     def server(self) -> Server[DataT]:
@@ -208,6 +210,13 @@ class WebSocketHandler(Generic[DataT]):
         Runs once per backpressure episode, with ``ws.get_buffered_amount() == 0``:
         the time to send more (see the flow control guide).
         """
+
+    def rate_limited(self, ws: ServerWebSocket[DataT]) -> Awaitable[None] | None:
+        """Called when ``ws`` sent more than its ``rate_limit`` allows (every frame
+        and byte counts, pings and continuations included). Until its budget is
+        back the socket is not read (what it sends waits in TCP); it runs once per
+        such episode. Without this hook the socket is closed with 1008 instead;
+        call ``ws.close(1008)`` here to do both."""
 
     def dropped(
         self, ws: ServerWebSocket[DataT], message: str | bytes

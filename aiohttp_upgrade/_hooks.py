@@ -36,6 +36,7 @@ HOOKS: Final = (
     HookSpec("ping", 2),
     HookSpec("pong", 2),
     HookSpec("drain", 1),
+    HookSpec("rate_limited", 1),
     HookSpec("subscription", 4),
     HookSpec("dropped", 2),
     HookSpec("error", 2),
@@ -59,10 +60,11 @@ class Kind:
     PING: Final = 2
     PONG: Final = 3
     DRAIN: Final = 4
-    SUBSCRIPTION: Final = 5
-    DROPPED: Final = 6
-    ERROR: Final = 7
-    CLOSE: Final = 8
+    RATE_LIMITED: Final = 5
+    SUBSCRIPTION: Final = 6
+    DROPPED: Final = 7
+    ERROR: Final = 8
+    CLOSE: Final = 9
 
 
 def _check_kinds() -> None:

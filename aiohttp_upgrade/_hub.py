@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol
 
 from ._frames import OP_TEXT, build_frame
+from ._metrics import Counters
 from ._topics import TopicRegistry
 
 logger = logging.getLogger("aiohttp_upgrade")
@@ -139,12 +140,21 @@ class Hub:
         subscription_hook: dispatch the handler's ``subscription`` hook to each
             socket whose subscriptions change.
         publish_to_self: ``ws.publish`` reaches ``ws`` too (the handler option).
+        counters: the server's metrics (``publishes``, ``deliveries``), kept
+            as ``counters``; a new one if not given.
 
     All methods are synchronous and never await. Topics must have been checked
     with :func:`~aiohttp_upgrade._topics.check_topic` by the caller.
     """
 
-    __slots__ = ("_interest", "_publish_to_self", "_relay", "_subscription", "topics")
+    __slots__ = (
+        "_interest",
+        "_publish_to_self",
+        "_relay",
+        "_subscription",
+        "counters",
+        "topics",
+    )
 
     def __init__(
         self,
@@ -153,7 +163,9 @@ class Hub:
         interest: Interest | None = None,
         subscription_hook: bool = False,
         publish_to_self: bool = False,
+        counters: Counters | None = None,
     ) -> None:
+        self.counters = Counters() if counters is None else counters
         self._relay = relay
         self._interest = interest
         self._subscription = subscription_hook
@@ -241,10 +253,17 @@ class Hub:
             relay(topic, opcode, payload, compress)
         subscribers = self.topics.subscribers(topic)
         if not subscribers:
+            self.counters.publishes += 1
             return 0
         skip = None if self._publish_to_self else sender
         if exclude:
             subscribers = _without(subscribers, exclude)
+        # Counted once per publish (the subscribers reached), not per subscriber.
+        reached = len(subscribers) - (skip in subscribers)
+        counters = self.counters
+        counters.publishes += 1
+        counters.deliveries += reached
+        counters.bytes_delivered += reached * len(payload)
         return _fan_out(subscribers, opcode, payload, compress, message, skip)
 
     def deliver(self, topic: str, opcode: int, payload: bytes, compress: bool) -> int:
@@ -253,7 +272,12 @@ class Hub:
         is decoded only for a ``dropped`` hook. Returns the publish code."""
         subscribers = self.topics.subscribers(topic)
         if not subscribers:
+            self.counters.publishes += 1
             return 0
+        counters = self.counters
+        counters.publishes += 1
+        counters.deliveries += len(subscribers)
+        counters.bytes_delivered += len(subscribers) * len(payload)
         message = Relayed(payload) if opcode == OP_TEXT else payload
         return _fan_out(subscribers, opcode, payload, compress, message, None)
 

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from ._deflate import PerMessageDeflate
 from ._errors import InvalidOptionError
+from ._ratelimit import RateLimit, check_rate_limit
 
 __all__ = [
     "DEFAULT_BACKPRESSURE_LIMIT",
@@ -248,6 +249,16 @@ OPTIONS: Final = (
         "do not all reconnect at once); shutdown then takes at most "
         "``shutdown_drain + shutdown_timeout``; 0 closes every socket at once.",
     ),
+    OptionSpec(
+        "rate_limit",
+        None,
+        check_rate_limit,
+        "None",
+        "A :class:`~aiohttp_upgrade.RateLimit`: the frames (of every kind) and bytes "
+        "per second each socket may send. Past it the ``rate_limited`` hook runs and "
+        "the socket is not read until its budget is back; without that hook the "
+        "socket is closed with 1008.",
+    ),
 )
 """Every handler option, in the order the docs list them."""
 
@@ -284,6 +295,7 @@ class Options:
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     shutdown_drain: float = 0
+    rate_limit: RateLimit | None = None
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Options:

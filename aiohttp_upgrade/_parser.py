@@ -53,8 +53,7 @@ class FrameSink(DataSink, CloseSink, Protocol):
     """Both: a sink for everything the parser reports."""
 
 
-def _skip(data: str | bytes, /) -> None:
-    pass
+def _skip(data: str | bytes, /) -> None: ...
 
 
 class FrameParser:
@@ -84,6 +83,7 @@ class FrameParser:
         "_partial_key",
         "_probe",
         "_skipping",
+        "frames",
         "stopped",
     )
 
@@ -116,8 +116,7 @@ class FrameParser:
         self._partial = bytearray()
         self._partial_first = 0  # the frame's first header byte: FIN, RSV, opcode
         self._partial_key = b""  # its masking key
-        self._need = 0
-        self._frag_opcode = 0
+        self._need = self._frag_opcode = 0
         self._frag_compressed = False
         # One buffer, not a list of fragments: a message sent as 1-byte fragments
         # would otherwise cost ~40 bytes of server memory per byte.
@@ -127,8 +126,8 @@ class FrameParser:
         # Checks the UTF-8 of a text frame while its reads arrive, so that invalid
         # text fails fast (RFC 6455 8.1) before the frame is complete.
         self._probe: codecs.IncrementalDecoder | None = None
-        self._skipping = False
-        self.stopped = False
+        self._skipping = self.stopped = False
+        self.frames = 0  # every frame received, counted once: what rate limits count
 
     def stop(self) -> None:
         """Ignore all further input."""
@@ -195,10 +194,11 @@ class FrameParser:
                 start = pos + 10
             opcode = first & 0x0F
             self._check_header(first, second, opcode, length)
+            if start + 4 > size:
+                break  # the masking key is not in yet
+            self.frames += 1
             end = start + 4 + length
             if end > size:
-                if start + 4 > size:
-                    break  # the masking key is not in yet
                 self._start_partial(data, first, start, length)
                 return
             payload: bytes | bytearray

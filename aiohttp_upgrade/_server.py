@@ -24,6 +24,7 @@ from ._hooks import Kind
 from ._hub import Hub
 from ._lifecycle import Lifecycle, bind, install
 from ._server_ops import ServerOps
+from ._metrics import Metrics
 from ._topics import check_topic
 from ._websocket import ServerWebSocket, _payload
 
@@ -284,6 +285,16 @@ class Server(ServerOps[DataT]):
     def local_counts(self) -> dict[str, int]:
         """A snapshot of the topics with subscribers on this process, and how many."""
         return self._hub.counts()
+
+    def metrics(self) -> Metrics:
+        """A snapshot of this server's counters and gauges (:class:`Metrics`, see
+        the operations guide); no dependency, cheap to call at every scrape."""
+        hub = self._hub
+        # TODO(presence): pass presence_members= (the members presence tracks);
+        # history replays are counted in hub.counters.history_replays.
+        return hub.counters.snapshot(
+            len(self._lifecycle.open), len(hub.counts()), self.broker
+        )
 
     # -- lifecycle --------------------------------------------------------------
 

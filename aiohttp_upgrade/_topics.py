@@ -6,7 +6,7 @@ publish visits them in subscription order and a snapshot is cheap.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable
 from typing import Generic, TypeVar
 
 __all__ = ["TopicRegistry", "Transition", "check_topic"]
@@ -123,7 +123,7 @@ class TopicRegistry(Generic[S]):
         topics = self._by_subscriber.get(subscriber)
         return list(topics) if topics else []
 
-    def subscribers(self, topic: str) -> Iterable[S]:
+    def subscribers(self, topic: str) -> Collection[S]:
         """The live subscriber collection of ``topic`` (do not mutate while iterating)."""
         return self._by_topic.get(topic, ())
 

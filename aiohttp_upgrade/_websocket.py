@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 from ._bun_names import BunNames
@@ -28,6 +28,7 @@ from ._frames import (
     xor_mask,
 )
 from ._hub import Hub, SocketPort
+from ._metrics import Counters
 from ._outbox import Flusher, Outbox
 from ._protocol import ReadyState
 from ._topics import check_topic
@@ -61,6 +62,7 @@ class SocketContext:
     gone: Callable[[SocketPort], None]
     tasks: set[asyncio.Task[None]]
     mask: Mask = xor_mask
+    counters: Counters = field(default_factory=Counters)
 
 
 def _payload(message: object) -> tuple[int, bytes]:
@@ -192,9 +194,12 @@ class ServerWebSocket(BunNames, Generic[DataT]):
         # What ``dropped`` gets: the str, or the payload already made bytes (a
         # bytes-like is not copied again for the hook).
         dropped = message if opcode == OP_TEXT else payload
+        length = len(payload)
+        counters = self._ctx.counters
+        counters.messages_sent += 1
+        counters.bytes_sent += length
         if compress:
             return self._outbox.send(opcode, payload, compress, dropped)
-        length = len(payload)
         if length < 126:  # build_frame() inlined for the commonest case
             frame = bytes((0x80 | opcode, length)) + payload
         else:
@@ -208,7 +213,9 @@ class ServerWebSocket(BunNames, Generic[DataT]):
             raise TypeError(f"send_text needs a str, got {type(message).__name__}")
         if self.ready_state is not _OPEN:
             return 0
-        return self._outbox.send(OP_TEXT, message.encode(), compress, message)
+        payload = message.encode()
+        self._ctx.counters.sent(len(payload))
+        return self._outbox.send(OP_TEXT, payload, compress, message)
 
     def send_binary(
         self, message: bytes | bytearray | memoryview, compress: bool = False
@@ -222,6 +229,7 @@ class ServerWebSocket(BunNames, Generic[DataT]):
         if self.ready_state is not _OPEN:
             return 0
         payload = bytes(message)
+        self._ctx.counters.sent(len(payload))
         return self._outbox.send(OP_BINARY, payload, compress, payload)
 
     def ping(self, data: bytes | bytearray | memoryview | str = b"") -> int:

@@ -72,6 +72,10 @@ UNLIMITED: Final = Limits(
     sockets_per_session=10**6,
     sockets_per_user=10**6,
     backpressure_limit=16 * 1024 * 1024,
+    frame_rate=1e9,
+    frame_burst=10**9,
+    byte_rate=1e15,
+    byte_burst=10**15,
 )
 SCENARIOS: Final = {
     "alone": (False, False),

@@ -21,6 +21,8 @@ Routes:
 - ``GET /ws``: the WebSocket, only for a signed-in browser on an allowed origin;
   429 when the session or user already holds its cap of sockets.
 - ``/static/``: the page's CSS and JavaScript.
+- ``GET /metrics``: the WebSocket server's metrics in Prometheus' text format,
+  for the local host only (:mod:`demo.metrics`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from .auth import (
 from .config import Config
 from .handler import ChatHandler, SocketData
 from .limits import KeyedLimiter, address_key
+from .metrics import add_metrics_route
 from .models import User
 from .names import NAME_PATTERN, NameRefused, clean_name
 from .roster import Roster
@@ -311,6 +314,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/api/me", me)
     app.router.add_get("/ws", server.handler(fetch))
     app.router.add_static("/static/", STATIC_DIR)
+    add_metrics_route(app, server)
     return app
 
 

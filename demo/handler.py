@@ -10,7 +10,11 @@ Redis broker they reach every worker.
 
 Defences (numbers in :mod:`demo.limits`):
 
-- every frame of a user spends a token of the user's
+- every frame a socket sends (pings and continuation frames too) and its bytes
+  count against the library's ``rate_limit`` (:meth:`~demo.limits.Limits.rate_limit`):
+  past it the socket gets one ``rate_limited`` error frame and is not read until
+  its budget is back (TCP pushes back on the client);
+- every message of a user spends a token of the user's
   :class:`~demo.limits.FloodGuard`, shared by all their sessions and sockets (so
   signing in again gives no fresh budget); the first over budget gets a
   ``rate_limited`` error frame, the next are dropped, and a socket that goes on
@@ -144,6 +148,7 @@ class ChatHandler(WebSocketHandler[SocketData]):
         super().__init__(
             idle_timeout=limits.idle_timeout,
             backpressure_limit=limits.backpressure_limit,
+            rate_limit=limits.rate_limit(),
         )
         self.store = store
         self.clock = clock
@@ -245,6 +250,17 @@ class ChatHandler(WebSocketHandler[SocketData]):
         delay = max(0.0, data.expires_at - self.clock())
         data.expiry = asyncio.get_running_loop().call_later(delay, self._expire, ws)
         ws.send_text(encode_hello(data.user))
+
+    def rate_limited(self, ws: Socket) -> None:
+        """The socket sent more frames or bytes than its ``rate_limit``: say so
+        (once; the library stops reading it until its budget is back)."""
+        ws.send_text(
+            encode_error(
+                "rate_limited",
+                f"too many frames: at most {self.limits.frame_rate:g} a second; "
+                "slow down",
+            )
+        )
 
     @staticmethod
     def _expire(ws: Socket) -> None:

@@ -3,8 +3,11 @@
 Time is passed in as ``now`` (seconds, any origin), so every decision here is a
 plain function of its inputs and is tested without sockets or sleeps.
 
-- :class:`TokenBucket`: ``burst`` tokens, refilled at ``rate`` per second; an
-  action is allowed when a whole token is there to take.
+- :class:`~aiohttp_upgrade.TokenBucket` (the library's): ``burst`` tokens,
+  refilled at ``rate`` per second; an action is allowed when a whole token is
+  there to take.
+- :meth:`Limits.rate_limit`: what one socket may send, frames of every kind
+  (pings, continuations) and bytes, enforced by the library (``rate_limit``).
 - :class:`FloodGuard`: a bucket for the frames of one user, with the demo's
   answer to a client that goes on sending while it is empty (one error frame,
   then drop silently, then close 1008).
@@ -22,8 +25,14 @@ import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from aiohttp_upgrade import RateLimit, TokenBucket
+
 __all__ = [
     "DEFAULT_BACKPRESSURE_LIMIT",
+    "DEFAULT_BYTE_BURST",
+    "DEFAULT_BYTE_RATE",
+    "DEFAULT_FRAME_BURST",
+    "DEFAULT_FRAME_RATE",
     "DEFAULT_HISTORY_PER_ROOM",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_SESSIONS",
@@ -49,6 +58,13 @@ __all__ = [
 # how many at once.
 DEFAULT_MESSAGE_RATE = 5.0
 DEFAULT_MESSAGE_BURST = 20
+# Frames of any kind (pings, continuations: not only messages) and bytes one
+# socket may send per second, and at once; past them the library stops reading
+# the socket until its budget is back (ChatHandler.rate_limited says so).
+DEFAULT_FRAME_RATE = 100.0
+DEFAULT_FRAME_BURST = 500
+DEFAULT_BYTE_RATE = 256 * 1024.0
+DEFAULT_BYTE_BURST = 1024 * 1024
 # Frames refused in a row (after the error frame) before the socket is closed.
 DEFAULT_STRIKES = 20
 # Sign-ins per client address: 10 at once, then one every 5 seconds.
@@ -126,55 +142,24 @@ class Limits:
     max_stored_bytes: int = DEFAULT_MAX_STORED_BYTES
     backpressure_limit: int = DEFAULT_BACKPRESSURE_LIMIT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    frame_rate: float = DEFAULT_FRAME_RATE
+    frame_burst: int = DEFAULT_FRAME_BURST
+    byte_rate: float = DEFAULT_BYTE_RATE
+    byte_burst: int = DEFAULT_BYTE_BURST
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
 
-
-class TokenBucket:
-    """``burst`` tokens, refilled continuously at ``rate`` tokens per second.
-
-    Starts full at the first :meth:`take`. A clock that steps backwards refills
-    nothing (it never takes tokens away).
-    """
-
-    __slots__ = ("_stamp", "_tokens", "burst", "rate")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        if rate <= 0 or burst <= 0:
-            raise ValueError("rate and burst must be positive")
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._stamp: float | None = None
-
-    def _refill(self, now: float) -> None:
-        if self._stamp is not None and now > self._stamp:
-            self._tokens = min(
-                float(self.burst), self._tokens + (now - self._stamp) * self.rate
-            )
-        if self._stamp is None or now > self._stamp:
-            self._stamp = now
-
-    def take(self, now: float) -> bool:
-        """Take one token at ``now``; ``False`` (and nothing taken) when empty."""
-        self._refill(now)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
-    def retry_after(self, now: float) -> float:
-        """Seconds from ``now`` until a token is there (0 when one is already)."""
-        self._refill(now)
-        return max(0.0, (1.0 - self._tokens) / self.rate)
-
-    def is_full(self, now: float) -> bool:
-        """True when the bucket is as a fresh one: forgetting it changes nothing."""
-        self._refill(now)
-        return self._tokens >= self.burst
+    def rate_limit(self) -> RateLimit:
+        """The library's per-socket limit: ``frame_rate`` and ``byte_rate``."""
+        return RateLimit(
+            frames_per_second=self.frame_rate,
+            bytes_per_second=self.byte_rate,
+            frame_burst=self.frame_burst,
+            byte_burst=self.byte_burst,
+        )
 
 
 class Verdict(enum.Enum):

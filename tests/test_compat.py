@@ -26,6 +26,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler, _compat
 from aiohttp_upgrade._connection import Connection
 from aiohttp_upgrade._dispatcher import INBOX_HIGH_WATER
+from aiohttp_upgrade._parser import FrameParser
 
 from .conftest import Echo, Recorder, ServeFactory, upgrade_with_data
 from .wire import (
@@ -209,6 +210,7 @@ async def test_the_compiled_mask_is_used(
     assert event.args == ("masked " * 100,)
     connection = event.ws._conn
     assert isinstance(connection, Connection)
+    assert isinstance(connection.parser, FrameParser)  # no rate_limit: fed directly
     assert connection.parser._mask is _compat.compiled_mask
 
 

@@ -146,6 +146,29 @@ async def test_flooder_does_not_silence_others(
     await bob.close()
 
 
+async def test_a_ping_flood_is_limited_and_others_still_heard(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    """Pings count against a socket's frame budget (4 million answered pings went
+    unlimited before): past it the flooder gets one rate_limited error frame and
+    is not read, while another user's messages still arrive."""
+    client = await chat_with(aiohttp_client, tmp_path, frame_rate=10.0, frame_burst=50)
+    await sign_in(client, "mallory")
+    other = await another_client(aiohttp_client, client)
+    await sign_in(other, "bob")
+    mallory = await connect(client)
+    bob = await connect(other)
+    await join(bob, "general")
+    for _ in range(500):
+        await mallory.ping()
+    frame = await next_frame(mallory)
+    assert (frame["type"], frame["code"]) == ("error", "rate_limited")
+    await bob.send_json(say("general", "still heard"))
+    assert (await wait_for(bob, "message"))["text"] == "still heard"
+    await bob.close()
+    await mallory.close()
+
+
 # -- sign-in floods ---------------------------------------------------------------
 
 

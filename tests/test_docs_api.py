@@ -24,8 +24,10 @@ from aiohttp_upgrade import (
     LocalBroker,
     PerMessageDeflate,
     ProtocolError,
+    RateLimit,
     RedisBroker,
     Server,
+    TokenBucket,
     WebSocketError,
     WebSocketHandler,
 )
@@ -42,6 +44,8 @@ SAMPLES: dict[str, Callable[[], object]] = {
     "LocalBroker": LocalBroker,
     "RedisBroker": lambda: RedisBroker("redis://127.0.0.1:1/0"),  # never connects
     "PerMessageDeflate": PerMessageDeflate,
+    "RateLimit": lambda: RateLimit(frames_per_second=1),
+    "TokenBucket": lambda: TokenBucket(1.0, 1),
     "WebSocketError": lambda: WebSocketError("x"),
     "InvalidOptionError": lambda: InvalidOptionError("idle_timeout", "x"),
     "InvalidStateError": lambda: InvalidStateError("x"),
@@ -55,6 +59,7 @@ WITHOUT_SAMPLE = {
     "CloseCode": "an enum: its members are class attributes",
     "ReadyState": "an enum: its members are class attributes",
     "ServerWebSocket": "made by the server only; its attributes are __slots__",
+    "Metrics": "made by server.metrics() only; its fields are __slots__",
 }
 
 _DIRECTIVE = re.compile(

@@ -54,7 +54,7 @@ def test_default_matches_bun(name: str, default: object) -> None:
 def test_options_cover_exactly_bun_names() -> None:
     """The option table is Bun's websocket options in snake_case, plus uWebSockets.js's
     resetIdleTimeoutOnSend and our close and shutdown timeouts, uWebSockets'
-    maxLifetime, our ping interval and shutdown drain."""
+    maxLifetime, our ping interval and shutdown drain, and our rate limit."""
     assert set(OPTION_NAMES) == {
         "max_payload_length",
         "idle_timeout",
@@ -69,6 +69,7 @@ def test_options_cover_exactly_bun_names() -> None:
         "max_lifetime",
         "ping_interval",
         "shutdown_drain",
+        "rate_limit",
     }
 
 
