@@ -29,6 +29,7 @@ cdef class FrameParser:
     cdef object _probe
     cdef bint _skipping
     cdef public bint stopped
+    cdef public Py_ssize_t frames  # read by _ratelimit
 
     cpdef void stop(self)
     cpdef void skip_data(self)
