@@ -95,7 +95,7 @@ def reads_as_upgrade(request: web.BaseRequest) -> bool:
     return getattr(request.protocol, "_upgraded", False) is True
 
 
-def take_over(request: web.BaseRequest, protocol: asyncio.Protocol) -> bytes:
+def take_over(request: web.BaseRequest, protocol: asyncio.BaseProtocol) -> bytes:
     """Give the connection of ``request`` (101 written) to ``protocol``.
 
     aiohttp then forgets the connection without closing it: its request handler
@@ -103,7 +103,10 @@ def take_over(request: web.BaseRequest, protocol: asyncio.Protocol) -> bytes:
     middlewares see a request that ended at the 101), keeps no reference to the
     transport and leaves the server's connection list. Reading is resumed if
     aiohttp had paused it. Returns the bytes the client sent after the handshake
-    that aiohttp already read; the caller feeds them to ``protocol``.
+    that aiohttp already read; the caller feeds them to ``protocol``. A
+    ``BufferedProtocol`` (the selector, SSL and uvloop transports all switch to
+    ``get_buffer``/``buffer_updated`` on ``set_protocol``) gets them as bytes,
+    not through its buffer.
 
     Raises:
         RuntimeError: the request's connection is already gone.

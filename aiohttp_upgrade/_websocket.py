@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 from ._closecode import CloseCode, check_close_code
@@ -29,6 +29,7 @@ from ._frames import (
 from ._hub import Hub, SocketPort
 from ._outbox import Flusher, Outbox
 from ._protocol import ReadyState
+from ._reads import new_read_buffer
 from ._topics import check_topic
 
 if TYPE_CHECKING:
@@ -49,7 +50,8 @@ class SocketContext:
     """What a server shares with each of its sockets: the narrow collaborators.
 
     ``forget(connection)`` drops a closing socket from the registry of open
-    sockets and from every topic; ``hub`` is the pub/sub hub (topics, publish).
+    sockets and from every topic; ``hub`` is the pub/sub hub (topics, publish);
+    ``read_buffer`` is where all its sockets read (see ``_reads``).
     """
 
     options: Options
@@ -60,6 +62,7 @@ class SocketContext:
     gone: Callable[[SocketPort], None]
     tasks: set[asyncio.Task[None]]
     mask: Mask = xor_mask
+    read_buffer: memoryview = field(default_factory=new_read_buffer)
 
 
 def _payload(message: object) -> tuple[int, bytes]:
