@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from aiohttp_upgrade import Server
-from aiohttp_upgrade._compat import compiled_mask
+from aiohttp_upgrade._compat import compiled_mask, ready_callbacks
 from aiohttp_upgrade._frames import xor_mask
 from aiohttp_upgrade._parser import FrameParser
 
@@ -265,3 +265,15 @@ def test_the_parser_keeps_no_view_of_a_read(mask: Any) -> None:
             parser.feed(buffer[: len(piece)])
             buffer[: len(piece)] = bytes(len(piece))  # the next read overwrites it
         assert sink.events == expected.events, cut
+
+
+def test_on_uvloop_every_read_is_answered_with_the_turns_flush() -> None:
+    """On uvloop, whose ready queue Python cannot see, ready_callbacks() is never empty: every read's answers wait for the per-turn flush."""
+    uvloop = pytest.importorskip("uvloop")
+    loop = uvloop.new_event_loop()
+    try:
+        ready = ready_callbacks(loop)
+        assert ready is not None
+        assert len(ready) > 0
+    finally:
+        loop.close()
