@@ -11,6 +11,12 @@ copies whatever it keeps across reads. The buffer belongs to the server's
 :class:`~aiohttp_upgrade._websocket.SocketContext`, not to the module: the
 sockets of servers on event loops in other threads must not share it (the
 kernel writes into it while their thread has released the GIL).
+
+Nothing may read into it while a read is being parsed. Closing asyncio's SSL
+transport reads what it has decrypted already, into this buffer, at once: so a
+transport is closed only once its own parser has stopped (the peer's Close, a
+protocol error) or from a task (``server.shutdown``), never from a hook, which
+can only abort one (aborting reads nothing).
 """
 
 from __future__ import annotations
