@@ -32,6 +32,7 @@ from ._outbox import Flusher, Outbox
 from ._payloads import control_payload as _control_payload
 from ._payloads import message_payload as _payload
 from ._protocol import ReadyState
+from ._reads import new_read_buffer
 from ._topics import check_topic
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ class SocketContext:
     """What a server shares with each of its sockets: the narrow collaborators.
 
     ``forget(connection)`` drops a closing socket from the registry of open
-    sockets and from every topic; ``hub`` is the pub/sub hub (topics, publish).
+    sockets and from every topic; ``hub`` is the pub/sub hub (topics, publish);
+    ``read_buffer`` is where all its sockets read (see ``_reads``).
     """
 
     options: Options
@@ -64,6 +66,7 @@ class SocketContext:
     tasks: set[asyncio.Task[None]]
     mask: Mask = xor_mask
     counters: Counters = field(default_factory=Counters)
+    read_buffer: memoryview = field(default_factory=new_read_buffer)
 
 
 class SocketOwner(SocketPort, Protocol):
