@@ -95,7 +95,7 @@ def reads_as_upgrade(request: web.BaseRequest) -> bool:
     return getattr(request.protocol, "_upgraded", False) is True
 
 
-def take_over(request: web.BaseRequest, protocol: asyncio.Protocol) -> bytes:
+def take_over(request: web.BaseRequest, protocol: asyncio.BaseProtocol) -> bytes:
     """Give the connection of ``request`` (101 written) to ``protocol``.
 
     aiohttp then forgets the connection without closing it: its request handler
@@ -103,7 +103,10 @@ def take_over(request: web.BaseRequest, protocol: asyncio.Protocol) -> bytes:
     middlewares see a request that ended at the 101), keeps no reference to the
     transport and leaves the server's connection list. Reading is resumed if
     aiohttp had paused it. Returns the bytes the client sent after the handshake
-    that aiohttp already read; the caller feeds them to ``protocol``.
+    that aiohttp already read; the caller feeds them to ``protocol``. A
+    ``BufferedProtocol`` (the selector, SSL and uvloop transports all switch to
+    ``get_buffer``/``buffer_updated`` on ``set_protocol``) gets them as bytes,
+    not through its buffer.
 
     Raises:
         RuntimeError: the request's connection is already gone.
@@ -147,12 +150,19 @@ def set_keepalive_timeout(app: web.Application, timeout: float) -> None:
     app._handler_args = args
 
 
-def ready_callbacks(loop: asyncio.AbstractEventLoop) -> Sized | None:
+_EVERY_READ: Final = (None,)
+
+
+def ready_callbacks(loop: asyncio.AbstractEventLoop) -> Sized:
     """The callbacks ``loop`` runs in its current turn after the running one.
 
     asyncio's private ``_ready`` deque: non-empty in ``data_received`` when other
-    sockets' reads (or other callbacks) follow in the same turn. None on a loop
-    without it (uvloop); tests/test_compat.py pins it for asyncio's loop.
+    sockets' reads (or other callbacks) follow in the same turn; tests/test_compat.py
+    pins it. uvloop calls ``buffer_updated`` from libuv's poll phase and keeps its
+    queue in a C attribute, so whether another read follows cannot be known there:
+    on a loop without ``_ready`` this is a constant non-empty sized, and every read
+    is answered with the per-turn flush (measured cheaper on uvloop than a write per
+    read with 50 echo clients: docs/performance.rst, "uvloop").
     """
     ready = getattr(loop, "_ready", None)
-    return ready if isinstance(ready, deque) else None
+    return ready if isinstance(ready, deque) else _EVERY_READ

@@ -1,4 +1,4 @@
-"""One upgraded connection: the ``asyncio.Protocol`` that owns everything of a socket.
+"""One upgraded connection: the asyncio protocol that owns everything of a socket.
 
 After the 101, :func:`aiohttp_upgrade._compat.take_over` hands the transport to a
 :class:`Connection`. It builds, in dependency order, the socket's
@@ -6,11 +6,11 @@ After the 101, :func:`aiohttp_upgrade._compat.take_over` hands the transport to 
 sans-I/O :class:`~aiohttp_upgrade._protocol.ServerProtocol` (the frame parser and
 the close state machine), the :class:`~aiohttp_upgrade._websocket.ServerWebSocket`
 that hooks see (a facade over this object) and its
-:class:`~aiohttp_upgrade._dispatcher.Dispatcher` (hooks). Reads go straight into
-the parser, whose data events become hook dispatches; what the protocol decides
-on closing (write a Close, half-close, abort, arm the close timeout, report the
-close) is carried out here and nowhere else. Nothing else runs per socket: no
-task, no aiohttp object.
+:class:`~aiohttp_upgrade._dispatcher.Dispatcher` (hooks). Reads, into the server's
+buffer (``_reads``), go straight into the parser, whose data events become hook
+dispatches; what the protocol decides on closing (write a Close, half-close, abort,
+arm the close timeout, report the close) is carried out here and nowhere else.
+Nothing else runs per socket: no task, no aiohttp object.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from ._protocol import (
     ServerProtocol,
 )
 from ._ratelimit import limit_reads
+from ._reads import BufferedReads
 from ._websocket import ServerWebSocket
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def _abort_transport(transport: asyncio.Transport) -> None:
         logger.warning("aborting a connection failed", exc_info=exc)
 
 
-class Connection(asyncio.Protocol):
+class Connection(BufferedReads):
     """The protocol of one upgraded connection (see the module docstring).
 
     Args:
@@ -108,6 +109,7 @@ class Connection(asyncio.Protocol):
         self._ctx = context
         self.idle_ticks = 0
         self._reading_paused = False
+        self._read_buffer = context.read_buffer
         self._close_timer: asyncio.TimerHandle | None = None
         self._turn: Sized | None = ready_callbacks(asyncio.get_running_loop())
         self.outbox = outbox = Outbox(
@@ -135,15 +137,13 @@ class Connection(asyncio.Protocol):
         """This connection's number, in ``repr(ws)`` and log lines (``conn <id>``)."""
         return self.protocol.id
 
-    # -- asyncio.Protocol ----------------------------------------------------------
+    # -- asyncio.BufferedProtocol (reads: see _reads.BufferedReads) ---------------
 
-    def data_received(self, data: bytes) -> None:
-        # What the hooks send in answer to this read goes out in one write: at the
-        # end of the read when it is the last callback of this loop turn (no round
-        # through the per-turn flusher), else with the per-turn flush after the
-        # other sockets' reads. Writing in the middle of a turn of many reads wakes
-        # each client once per message: ~10 % more server CPU per round trip with
-        # 50 echo clients (benchmarks/echo.py).
+    def data_received(self, data: bytes | memoryview) -> None:
+        # A read, or the handshake's leftover. What the hooks send in answer goes
+        # out in one write: at the end of the read if it is the turn's last callback,
+        # else with the per-turn flush after the other sockets' reads (a write per
+        # message mid-turn: ~10 % more server CPU, 50 echo clients, benchmarks/echo.py).
         outbox = self.outbox
         self._ctx.counters.bytes_in += len(data)
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Callable
-from typing import Final, Protocol, runtime_checkable
+from typing import Final
 
 from ._closecode import CloseCode, parse_close_payload
 from ._deflate import Inflater
@@ -23,34 +23,16 @@ from ._frames import (
     Mask,
     xor_mask,
 )
+from ._sinks import CloseSink, DataSink, FrameSink
 
-__all__ = ["CloseSink", "DataSink", "FrameParser", "FrameSink"]
+__all__ = ["Chunk", "CloseSink", "DataSink", "FrameParser", "FrameSink"]
 
 PROTOCOL_ERROR: Final = CloseCode.PROTOCOL_ERROR
 INVALID_PAYLOAD: Final = CloseCode.INVALID_PAYLOAD
 MESSAGE_TOO_BIG: Final = CloseCode.MESSAGE_TOO_BIG
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
-
-
-class DataSink(Protocol):
-    """What the parser reports data and ping/pong frames to."""
-
-    def on_message(self, message: str | bytes) -> None: ...
-    def on_ping(self, data: bytes) -> None: ...
-    def on_pong(self, data: bytes) -> None: ...
-
-
-@runtime_checkable
-class CloseSink(Protocol):
-    """What the parser reports the peer's Close and protocol errors to."""
-
-    def on_close(self, code: int, reason: str) -> None: ...
-    def on_protocol_error(self, error: ProtocolError) -> None: ...
-
-
-class FrameSink(DataSink, CloseSink, Protocol):
-    """Both: a sink for everything the parser reports."""
+Chunk = bytes | bytearray | memoryview  # a view: of a buffer the next read overwrites
 
 
 def _skip(data: str | bytes, /) -> None: ...
@@ -149,8 +131,8 @@ class FrameParser:
         self._frag_buffer = bytearray()
         self._frag_size = 0
 
-    def feed(self, data: bytes) -> None:
-        """Parse ``data``; report complete frames to the sink."""
+    def feed(self, data: Chunk) -> None:
+        """Parse ``data``; report complete frames to the sink. Keeps no view of it."""
         if self.stopped:
             return
         try:
@@ -171,7 +153,7 @@ class FrameParser:
             self.stop()
             self._on_error(error)
 
-    def _parse(self, data: bytes, pos: int) -> None:
+    def _parse(self, data: Chunk, pos: int) -> None:
         size = len(data)
         while pos < size and not self.stopped:
             available = size - pos
@@ -210,7 +192,7 @@ class FrameParser:
                     payload = bytearray(data[start + 4 : end])
                 else:
                     payload = bytearray(memoryview(data)[start + 4 : end])
-                self._mask(data[start : start + 4], payload)
+                self._mask(bytes(data[start : start + 4]), payload)  # not a view
             else:
                 payload = b""
             pos = end
@@ -229,15 +211,15 @@ class FrameParser:
             else:
                 self._close(payload)
         if pos < size and not self.stopped:
-            self._buffer = data[pos:]
+            self._buffer = bytes(data[pos:])
 
     # -- a frame arriving over several reads ------------------------------------------
 
-    def _start_partial(self, data: bytes, first: int, start: int, length: int) -> None:
+    def _start_partial(self, data: Chunk, first: int, start: int, length: int) -> None:
         """Keep the payload so far of a frame that ``data`` (from ``start``) does not hold whole."""
         self._partial = partial = bytearray(memoryview(data)[start + 4 :])
         self._partial_first = first
-        self._partial_key = data[start : start + 4]
+        self._partial_key = bytes(data[start : start + 4])
         self._need = length - len(partial)
         opcode = first & 0x0F
         if not self._skipping and (
@@ -249,7 +231,7 @@ class FrameParser:
                 probe.setstate(self._decoder.getstate())
             self._check_arriving_text(partial, 0)
 
-    def _extend_partial(self, data: bytes) -> None:
+    def _extend_partial(self, data: Chunk) -> None:
         """Add a read that does not complete the frame."""
         partial = self._partial
         if self._probe is not None:
@@ -257,12 +239,12 @@ class FrameParser:
         partial += data
         self._need -= len(data)
 
-    def _complete_partial(self, data: bytes, need: int) -> None:
+    def _complete_partial(self, data: Chunk, need: int) -> None:
         """Handle the frame that the first ``need`` bytes of ``data`` complete."""
         first = self._partial_first
         self._handle(first, first & 0x0F, self._take_partial(data, need))
 
-    def _take_partial(self, data: bytes, need: int) -> bytes | bytearray:
+    def _take_partial(self, data: Chunk, need: int) -> bytes | bytearray:
         """Return the completed frame's payload, unmasked, and reset the state."""
         payload = self._partial
         payload += memoryview(data)[:need] if need < len(data) else data
@@ -275,7 +257,7 @@ class FrameParser:
             return bytes(payload)
         return payload
 
-    def _check_arriving_text(self, data: bytes | bytearray, offset: int) -> None:
+    def _check_arriving_text(self, data: Chunk, offset: int) -> None:
         """Check the payload bytes from ``offset`` of an incomplete text frame."""
         assert self._probe is not None
         shift = offset & 3

@@ -39,7 +39,7 @@ from ._hooks import Kind
 from ._metrics import Counters
 
 if TYPE_CHECKING:
-    from ._parser import FrameParser
+    from ._parser import Chunk, FrameParser
     from ._websocket import SocketContext
 
 __all__ = [
@@ -250,7 +250,7 @@ class ReadLimiter:
         self._timer: asyncio.TimerHandle | None = None
         self.received = 0
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: Chunk) -> None:
         """Parse ``data``, then check the budget (two comparisons when within it)."""
         self._feed(data)
         received = self.received = self.received + len(data)

@@ -23,10 +23,10 @@ from ._handler import WebSocketHandler, hook_table
 from ._hooks import Kind
 from ._hub import Hub
 from ._lifecycle import Lifecycle, bind, install
+from ._payloads import message_payload as _payload
 from ._server_ops import ServerOps
-from ._metrics import Metrics
 from ._topics import check_topic
-from ._websocket import ServerWebSocket, _payload
+from ._websocket import ServerWebSocket
 
 __all__ = ["Fetch", "Server"]
 
@@ -285,27 +285,6 @@ class Server(ServerOps[DataT]):
     def local_counts(self) -> dict[str, int]:
         """A snapshot of the topics with subscribers on this process, and how many."""
         return self._hub.counts()
-
-    def metrics(self) -> Metrics:
-        """A snapshot of this server's counters and gauges (:class:`Metrics`, see
-        the operations guide); no dependency, cheap to call at every scrape."""
-        hub = self._hub
-        # TODO(presence): pass presence_members= (the members presence tracks);
-        # history replays are counted in hub.counters.history_replays.
-        return hub.counters.snapshot(
-            len(self._lifecycle.open), len(hub.counts()), self.broker
-        )
-
-    # -- lifecycle --------------------------------------------------------------
-
-    @property
-    def pending_websockets(self) -> int:
-        """Number of open sockets of this server (Bun's ``pendingWebSockets``).
-
-        A socket counts from its 101 until it closes (it no longer counts when its
-        ``close`` hook runs).
-        """
-        return len(self._lifecycle.open)
 
     def setup(
         self,

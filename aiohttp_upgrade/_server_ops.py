@@ -1,5 +1,5 @@
 """What ``Server`` offers operators beyond Bun's API: whether it is shutting
-down, and the subscribers of a topic. A base class of ``Server``, kept apart so
+down, the subscribers of a topic, its open sockets and its metrics. A base class of ``Server``, kept apart so
 that ``_server.py`` stays small."""
 
 from __future__ import annotations
@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ._bun_names import BunNames
+from ._metrics import Metrics
 from ._topics import check_topic
 
 if TYPE_CHECKING:
+    from ._broker import Broker
     from ._hub import Hub
     from ._lifecycle import Lifecycle
     from ._websocket import ServerWebSocket
@@ -20,10 +22,12 @@ DataT = TypeVar("DataT")
 
 
 class ServerOps(BunNames, Generic[DataT]):
-    """:attr:`shutting_down` and :meth:`subscribers` of a ``Server``."""
+    """:attr:`shutting_down`, :meth:`subscribers`, :attr:`pending_websockets`
+    and :meth:`metrics` of a ``Server``."""
 
     _hub: Hub
     _lifecycle: Lifecycle
+    broker: Broker
 
     @property
     def shutting_down(self) -> bool:
@@ -42,3 +46,22 @@ class ServerOps(BunNames, Generic[DataT]):
             ValueError: ``topic`` is empty or not valid UTF-8 (a lone surrogate).
         """
         return [port.ws for port in self._hub.topics.subscribers(check_topic(topic))]
+
+    def metrics(self) -> Metrics:
+        """A snapshot of this server's counters and gauges (:class:`Metrics`, see
+        the operations guide); no dependency, cheap to call at every scrape."""
+        hub = self._hub
+        # TODO(presence): pass presence_members= (the members presence tracks);
+        # history replays are counted in hub.counters.history_replays.
+        return hub.counters.snapshot(
+            len(self._lifecycle.open), len(hub.counts()), self.broker
+        )
+
+    @property
+    def pending_websockets(self) -> int:
+        """Number of open sockets of this server (Bun's ``pendingWebSockets``).
+
+        A socket counts from its 101 until it closes (it no longer counts when its
+        ``close`` hook runs).
+        """
+        return len(self._lifecycle.open)

@@ -18,7 +18,6 @@ from ._bun_names import BunNames
 from ._closecode import CloseCode, check_close_code
 from ._dispatcher import HookTable
 from ._frames import (
-    MAX_CONTROL_PAYLOAD,
     OP_BINARY,
     OP_PING,
     OP_PONG,
@@ -30,7 +29,10 @@ from ._frames import (
 from ._hub import Hub, SocketPort
 from ._metrics import Counters
 from ._outbox import Flusher, Outbox
+from ._payloads import control_payload as _control_payload
+from ._payloads import message_payload as _payload
 from ._protocol import ReadyState
+from ._reads import new_read_buffer
 from ._topics import check_topic
 
 if TYPE_CHECKING:
@@ -51,7 +53,8 @@ class SocketContext:
     """What a server shares with each of its sockets: the narrow collaborators.
 
     ``forget(connection)`` drops a closing socket from the registry of open
-    sockets and from every topic; ``hub`` is the pub/sub hub (topics, publish).
+    sockets and from every topic; ``hub`` is the pub/sub hub (topics, publish);
+    ``read_buffer`` is where all its sockets read (see ``_reads``).
     """
 
     options: Options
@@ -63,29 +66,7 @@ class SocketContext:
     tasks: set[asyncio.Task[None]]
     mask: Mask = xor_mask
     counters: Counters = field(default_factory=Counters)
-
-
-def _payload(message: object) -> tuple[int, bytes]:
-    if type(message) is str:
-        return OP_TEXT, message.encode()
-    if type(message) is bytes:
-        return OP_BINARY, message
-    if isinstance(message, bytearray | memoryview):
-        return OP_BINARY, bytes(message)
-    if isinstance(message, str):
-        return OP_TEXT, message.encode()
-    raise TypeError(
-        f"message must be str or a bytes-like object, got {type(message).__name__}"
-    )
-
-
-def _control_payload(data: bytes | bytearray | memoryview | str) -> bytes:
-    payload = data.encode() if isinstance(data, str) else bytes(data)
-    if len(payload) > MAX_CONTROL_PAYLOAD:
-        raise ValueError(
-            f"ping/pong payload must be at most {MAX_CONTROL_PAYLOAD} bytes"
-        )
-    return payload
+    read_buffer: memoryview = field(default_factory=new_read_buffer)
 
 
 class SocketOwner(SocketPort, Protocol):

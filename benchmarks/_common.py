@@ -260,10 +260,12 @@ def pure_python(factory: Callable[[], T]) -> Callable[[], T]:
     return make
 
 
-async def serve_app(app: web.Application, backlog: int) -> None:
+async def serve_app(app: web.Application, backlog: int, settle: bool = True) -> None:
     """Serve ``app`` on a free loopback port, announce the port to the parent and
-    run until the parent terminates this process."""
-    settle_malloc()
+    run until the parent terminates this process; ``settle``: call
+    :func:`settle_malloc` first."""
+    if settle:
+        settle_malloc()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=backlog)

@@ -10,18 +10,32 @@ measured interval) and its ratio against plain aiohttp in the same run.
 Servers: plain aiohttp (``async for msg in ws: await ws.send_str(msg.data)``),
 aiohttp-upgrade with a plain ``def message`` hook (dispatched straight from the
 parser) and with an ``async def message`` hook (dispatched by the socket's owner
-task), and Bun (``benchmarks/bun_echo.ts``) when ``$BUN`` or ``bun`` on PATH is found.
+task), picows (Cython; its README's echo, which sends the payload back as bytes
+without decoding text) when installed, and Bun (``benchmarks/bun_echo.ts``) when
+``$BUN``, ``bun`` on PATH or /work/tools/bun/bin/bun is found.
+
+The state of the server process (``--states``): ``settled`` (the default) frees
+one 1 MiB block at startup so that glibc's malloc is in its steady state, and
+measures every client count in one process; ``fresh`` starts a new process per
+measurement that has never closed a connection, so glibc still serves every
+large allocation (asyncio's 256 KiB read buffer for a plain ``asyncio.Protocol``)
+with ``mmap``; ``warm`` starts a new process and opens and closes one connection
+first (its EOF read frees a 256 KiB block whole, which raises glibc's mmap
+threshold for good). With both ``fresh`` and ``warm`` the fresh/warm CPU ratio
+of each server is printed too.
 
 Each figure is the median over --repeat rounds (servers alternating order), with
 [min-max] after it; ratios are taken within each round.
 
-Usage: python benchmarks/echo.py [--clients 1 50] [--seconds 1.5] [--repeat 3] [--uvloop]
+Usage: python benchmarks/echo.py [--clients 1 50] [--seconds 1.5] [--repeat 3]
+       [--uvloop] [--states fresh warm]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import shutil
 import sys
@@ -38,7 +52,9 @@ from _common import (
     CLIENT_CPU,
     CLK_TCK,
     RawClient,
+    ServerProcess,
     add_json_option,
+    announce_port,
     client_frame,
     close_clients,
     connect_clients,
@@ -48,6 +64,7 @@ from _common import (
     print_table,
     pure_python,
     serve_app,
+    settle_malloc,
     spread,
     start_server,
     write_json,
@@ -55,16 +72,24 @@ from _common import (
 
 SCRIPT: Final = os.path.abspath(__file__)
 
-IMPLS: Final = ("aiohttp", "upgrade", "upgrade-pure", "upgrade-async", "bun")
+IMPLS: Final = ("aiohttp", "upgrade", "upgrade-pure", "upgrade-async", "picows", "bun")
 LABELS: Final = {
     "aiohttp": "plain aiohttp",
     "upgrade": "aiohttp-upgrade",
     "upgrade-pure": "upgrade pure Python",
     "upgrade-async": "upgrade async",
+    "picows": "picows",
     "bun": "Bun",
 }
-# Bun (``$BUN`` or ``bun`` on PATH) joins the default servers when it is found.
-BUN: Final = os.environ.get("BUN") or shutil.which("bun")
+STATES: Final = ("settled", "fresh", "warm")
+_LOCAL_BUN: Final = "/work/tools/bun/bin/bun"
+# Bun and picows join the default servers when they are found.
+BUN: Final = (
+    os.environ.get("BUN")
+    or shutil.which("bun")
+    or (_LOCAL_BUN if os.access(_LOCAL_BUN, os.X_OK) else None)
+)
+PICOWS: Final = importlib.util.find_spec("picows") is not None
 BUN_SCRIPT: Final = os.path.join(os.path.dirname(SCRIPT), "bun_echo.ts")
 WARM_UP_SECONDS: Final = 0.3
 
@@ -126,8 +151,33 @@ APPS: Final[dict[str, Callable[[], web.Application]]] = {
 }
 
 
-async def serve(impl: str) -> None:
-    await serve_app(APPS[impl](), backlog=1024)
+async def serve_picows(settle: bool) -> None:
+    """An echo server written with picows' API (a listener per connection)."""
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
+
+    class Echo(WSListener):
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            kind = frame.msg_type
+            if kind == WSMsgType.TEXT or kind == WSMsgType.BINARY:
+                transport.send(kind, frame.get_payload_as_bytes())
+            elif kind == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+                transport.disconnect()
+
+    if settle:
+        settle_malloc()
+    server = await ws_create_server(
+        lambda request: Echo(), "127.0.0.1", 0, backlog=1024
+    )
+    announce_port(server.sockets[0].getsockname()[1])
+    await asyncio.Event().wait()
+
+
+async def serve(impl: str, settle: bool) -> None:
+    if impl == "picows":
+        await serve_picows(settle)
+    else:
+        await serve_app(APPS[impl](), backlog=1024, settle=settle)
 
 
 # -- load generator -----------------------------------------------------------------
@@ -167,6 +217,7 @@ class EchoClient(RawClient):
 class Result:
     round: int
     impl: str
+    state: str
     clients: int
     round_trips: int
     seconds: float
@@ -179,83 +230,145 @@ class Result:
         return self.server_cpu / self.round_trips * 1e6
 
 
+def launch(impl: str, state: str, args: argparse.Namespace) -> ServerProcess:
+    """Start ``impl``'s server; malloc settled at startup only in ``settled``."""
+    if impl == "bun" or state == "settled":
+        return start_server(SCRIPT, impl, args.uvloop, BUN, BUN_SCRIPT)
+    options = ["--serve", impl, "--unsettled"] + (["--uvloop"] if args.uvloop else [])
+    return ServerProcess.start(SCRIPT, options)
+
+
+async def open_and_close_one(port: int) -> None:
+    """One connection, one echo, a clean close (FIN): what warms glibc up."""
+    (client,) = await connect_clients(lambda: EchoClient(port, 32), 1, port)
+    assert isinstance(client, EchoClient)
+    echoed = asyncio.get_running_loop().create_future()
+
+    def received(data: bytes) -> None:
+        client.received(data)
+        if not echoed.done():
+            echoed.set_result(None)
+
+    client.on_data = received
+    client.start()
+    await echoed
+    assert client.transport is not None
+    client.transport.close()
+    await client.closed
+    await asyncio.sleep(0.2)  # for the server to read the EOF and drop it
+
+
+async def measure(
+    server: ServerProcess,
+    impl: str,
+    state: str,
+    count: int,
+    round_: int,
+    args: argparse.Namespace,
+) -> Result:
+    clients = await connect_clients(
+        lambda: EchoClient(server.port, args.size), count, server.port
+    )
+    echo_clients = [c for c in clients if isinstance(c, EchoClient)]
+    for client in echo_clients:
+        client.start()
+    await asyncio.sleep(WARM_UP_SECONDS)
+    for client in echo_clients:
+        client.latencies.clear()
+    trips0 = sum(c.round_trips for c in echo_clients)
+    cpu0 = server.cpu_seconds()
+    t0 = time.monotonic()
+    await asyncio.sleep(args.seconds)
+    cpu1 = server.cpu_seconds()
+    elapsed = time.monotonic() - t0
+    trips = sum(c.round_trips for c in echo_clients) - trips0
+    latencies = [x for c in echo_clients for x in c.latencies]
+    await close_clients(clients)
+    return Result(
+        round_,
+        impl,
+        state,
+        count,
+        trips,
+        elapsed,
+        cpu1 - cpu0,
+        percentile(latencies, 50) * 1e6,
+        percentile(latencies, 99) * 1e6,
+    )
+
+
 async def bench_server(
-    impl: str, round_: int, args: argparse.Namespace
+    impl: str, state: str, round_: int, args: argparse.Namespace
 ) -> list[Result]:
-    server = start_server(SCRIPT, impl, args.uvloop, BUN, BUN_SCRIPT)
+    """Measure ``impl`` in ``state``: every client count in one process when
+    settled, else each on a process of its own (closing clients warms it)."""
     results = []
-    try:
-        for count in args.clients:
-            clients = await connect_clients(
-                lambda: EchoClient(server.port, args.size), count, server.port
-            )
-            echo_clients = [c for c in clients if isinstance(c, EchoClient)]
-            for client in echo_clients:
-                client.start()
-            await asyncio.sleep(WARM_UP_SECONDS)
-            for client in echo_clients:
-                client.latencies.clear()
-            trips0 = sum(c.round_trips for c in echo_clients)
-            cpu0 = server.cpu_seconds()
-            t0 = time.monotonic()
-            await asyncio.sleep(args.seconds)
-            cpu1 = server.cpu_seconds()
-            elapsed = time.monotonic() - t0
-            trips = sum(c.round_trips for c in echo_clients) - trips0
-            latencies = [x for c in echo_clients for x in c.latencies]
-            results.append(
-                Result(
-                    round_,
-                    impl,
-                    count,
-                    trips,
-                    elapsed,
-                    cpu1 - cpu0,
-                    percentile(latencies, 50) * 1e6,
-                    percentile(latencies, 99) * 1e6,
-                )
-            )
-            await close_clients(clients)
-    finally:
-        server.stop()
+    batches = [args.clients] if state == "settled" else [[n] for n in args.clients]
+    for counts in batches:
+        server = launch(impl, state, args)
+        try:
+            if state == "warm":
+                await open_and_close_one(server.port)
+            for count in counts:
+                results.append(await measure(server, impl, state, count, round_, args))
+        finally:
+            server.stop()
     return results
 
 
 def report(results: list[Result]) -> None:
-    """One row per (clients, server): medians, [min-max] over the rounds, and the
-    ratio against plain aiohttp taken within each round."""
-    plain = {(r.round, r.clients): r for r in results if r.impl == "aiohttp"}
-    groups: dict[tuple[int, str], list[Result]] = {}
+    """One row per (clients, server, state): medians, [min-max] over the rounds,
+    the ratio against plain aiohttp in the same state taken within each round,
+    and with fresh and warm both measured, fresh over warm within each round."""
+    by_key = {(r.round, r.clients, r.impl, r.state): r for r in results}
+    groups: dict[tuple[int, str, str], list[Result]] = {}
     for r in results:
-        groups.setdefault((r.clients, r.impl), []).append(r)
+        groups.setdefault((r.clients, r.impl, r.state), []).append(r)
+    states = {r.state for r in results}
+    both = {"fresh", "warm"} <= states
     rows = [
         [
             "clients",
             "server",
+            *(["state"] if states != {"settled"} else []),
             "round trips/s",
             "p50 µs",
             "p99 µs",
             "server µs/round trip",
             "CPU ratio",
+            *(["fresh/warm"] if both else []),
         ]
     ]
-    for (clients, impl), runs in sorted(
-        groups.items(), key=lambda item: (item[0][0], IMPLS.index(item[0][1]))
-    ):
-        pairs = [
-            (r, plain[r.round, clients]) for r in runs if (r.round, clients) in plain
+    order = sorted(
+        groups.items(),
+        key=lambda item: (
+            item[0][0],
+            IMPLS.index(item[0][1]),
+            STATES.index(item[0][2]),
+        ),
+    )
+    for (clients, impl, state), runs in order:
+        plain = [by_key.get((r.round, clients, "aiohttp", state)) for r in runs]
+        ratios = [
+            r.server_us / p.server_us for r, p in zip(runs, plain, strict=True) if p
         ]
-        rows.append(
-            [
-                str(clients),
-                LABELS[impl],
-                spread([r.round_trips / r.seconds for r in runs], 0),
-                spread([r.p50 for r in runs], 0),
-                spread([r.p99 for r in runs], 0),
-                spread([r.server_us for r in runs]),
-                spread([r.server_us / ref.server_us for r, ref in pairs]),
+        row = [str(clients), LABELS[impl]]
+        if states != {"settled"}:
+            row.append(state)
+        row += [
+            spread([r.round_trips / r.seconds for r in runs], 0),
+            spread([r.p50 for r in runs], 0),
+            spread([r.p99 for r in runs], 0),
+            spread([r.server_us for r in runs]),
+            spread(ratios),
+        ]
+        if both:
+            warm = [by_key.get((r.round, clients, impl, "warm")) for r in runs]
+            fresh_warm = [
+                r.server_us / w.server_us for r, w in zip(runs, warm, strict=True) if w
             ]
-        )
+            row.append(spread(fresh_warm) if state == "fresh" else "")
+        rows.append(row)
     print_table(rows)
 
 
@@ -264,8 +377,10 @@ async def main(args: argparse.Namespace) -> None:
     for round_ in range(args.repeat):
         # Alternate the order so that a drift in background load hits all.
         impls = args.servers if round_ % 2 == 0 else args.servers[::-1]
+        states = args.states if round_ % 2 == 0 else args.states[::-1]
         for impl in impls:
-            results += await bench_server(impl, round_, args)
+            for state in states:
+                results += await bench_server(impl, state, round_, args)
     report(results)
     write_json(args.json, "echo", args, results)
 
@@ -282,9 +397,23 @@ def parse_args() -> argparse.Namespace:
         "--servers",
         nargs="+",
         choices=IMPLS,
-        default=[i for i in IMPLS if i != "upgrade-pure" and (i != "bun" or BUN)],
+        default=[
+            impl
+            for impl in IMPLS
+            if impl != "upgrade-pure"
+            and (impl != "bun" or BUN)
+            and (impl != "picows" or PICOWS)
+        ],
     )
     parser.add_argument("--uvloop", action="store_true", help="run servers on uvloop")
+    parser.add_argument(
+        "--states",
+        nargs="+",
+        choices=STATES,
+        default=["settled"],
+        help="server process states to measure (see the module docstring)",
+    )
+    parser.add_argument("--unsettled", action="store_true", help=argparse.SUPPRESS)
     add_json_option(parser)
     parser.add_argument("--serve", choices=IMPLS, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -295,7 +424,7 @@ def run() -> None:
     if args.serve:
         if args.uvloop and not install_uvloop():
             raise SystemExit("uvloop is not installed")
-        asyncio.run(serve(args.serve))
+        asyncio.run(serve(args.serve, settle=not args.unsettled))
         return
     cpus = pin(CLIENT_CPU)
     generator_loop = "uvloop" if install_uvloop() else "asyncio"

@@ -275,7 +275,7 @@ def test_take_over_refuses_a_lost_connection(caplog: pytest.LogCaptureFixture) -
 
 
 @pytest.mark.asyncio_loop_only(
-    reason="uvloop has no _ready queue: ready_callbacks() is None there by design"
+    reason="uvloop has no _ready queue: ready_callbacks() is a constant there"
 )
 async def test_ready_callbacks_is_the_loops_queue_of_this_turn() -> None:
     """ready_callbacks() is the queue that holds a callback scheduled in this turn."""

@@ -21,17 +21,20 @@ from .wire import OP_BINARY, OP_TEXT, client_frame, connect
 MEGABYTE = 1024 * 1024
 
 
-class ReadCounter(asyncio.Protocol):
+class ReadCounter(asyncio.BufferedProtocol):
     """Passes everything on to the server's protocol, counting the reads."""
 
     def __init__(self, inner: asyncio.BaseProtocol) -> None:
-        assert isinstance(inner, asyncio.Protocol)  # not a BufferedProtocol
+        assert isinstance(inner, asyncio.BufferedProtocol)  # reads into a buffer
         self.inner = inner
         self.reads = 0
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self.inner.get_buffer(sizehint))
+
+    def buffer_updated(self, nbytes: int) -> None:
         self.reads += 1
-        self.inner.data_received(data)
+        self.inner.buffer_updated(nbytes)
 
     def eof_received(self) -> bool | None:
         return self.inner.eof_received()

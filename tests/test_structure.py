@@ -142,7 +142,7 @@ def run_without_aiohttp(script: str) -> subprocess.CompletedProcess[str]:
 PURE_MODULES = ["_frames", "_parser", "_topics", "_handshake", "_options", "_deflate"]
 PURE_MODULES += ["_closecode", "_outbox", "_dispatcher", "_protocol"]
 PURE_MODULES += ["_bun_names"]
-PURE_MODULES += ["_deflate_modes", "_zstreams"]
+PURE_MODULES += ["_deflate_modes", "_zstreams", "_payloads", "_sinks"]
 
 
 @pytest.mark.parametrize("module", PURE_MODULES, ids=PURE_MODULES)

@@ -196,6 +196,19 @@ async def test_frames_sent_with_the_handshake_are_kept_over_tls(
     await writer.wait_closed()
 
 
+async def test_a_message_of_many_tls_records_arrives_whole(
+    tls_serve: TLSServe, client_context: ssl.SSLContext
+) -> None:
+    """A 1 MiB message, many TLS records decrypted into the server's read buffer per read, comes back unchanged."""
+    served = await tls_serve(Ledger(max_payload_length=2 << 20))
+    raw = await connect_tls(served.port, client_context)
+    payload = bytes(i * 7 % 251 for i in range(1 << 20))
+    await raw.send(OP_BINARY, payload)
+    async with asyncio.timeout(10):
+        assert await raw.recv() == (True, OP_BINARY, payload)
+    await raw.close()
+
+
 @pytest.mark.parametrize("kind", CLIENT_KINDS, ids=CLIENT_KINDS)
 async def test_backpressure_over_tls(
     tls_serve: TLSServe, client_context: ssl.SSLContext, kind: str
