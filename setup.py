@@ -21,7 +21,15 @@ from setuptools.command.build_ext import build_ext
 ROOT = Path(__file__).resolve().parent
 PACKAGE = "aiohttp_upgrade"
 # As _speedups.MODULES: each twin imports the ones before it.
-MODULES = ("_frames", "_parser", "_outbox", "_hub", "_dispatcher", "_connection")
+MODULES = (
+    "_frames",
+    "_parser",
+    "_outbox",
+    "_hub",
+    "_dispatcher",
+    "_reads",
+    "_connection",
+)
 GENERATED = Path("build") / "cython"
 COMPILE_ARGS = [] if os.name == "nt" else ["-g0"]
 DIRECTIVES = {

@@ -25,7 +25,15 @@ from typing import Final
 
 __all__ = ["COMPILED", "MODULES", "NO_EXTENSIONS"]
 
-MODULES: Final = ("_frames", "_parser", "_outbox", "_hub", "_dispatcher", "_connection")
+MODULES: Final = (
+    "_frames",
+    "_parser",
+    "_outbox",
+    "_hub",
+    "_dispatcher",
+    "_reads",
+    "_connection",
+)
 """The modules with a compiled twin, in dependency order (each twin imports the
 ones before it, already swapped)."""
 

@@ -15,16 +15,25 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FORCE_PURE = ("AIOHTTP_UPGRADE_NO_EXTENSIONS", "AIOHTTP_NO_EXTENSIONS")
-MODULES = ("_frames", "_parser", "_outbox", "_hub", "_dispatcher", "_connection")
+MODULES = (
+    "_frames",
+    "_parser",
+    "_outbox",
+    "_hub",
+    "_dispatcher",
+    "_reads",
+    "_connection",
+)
 
 
 REPORT = """
 import json, aiohttp_upgrade
 from aiohttp_upgrade import _speedups, _frames, _parser, _outbox, _hub
-from aiohttp_upgrade import _dispatcher, _connection
+from aiohttp_upgrade import _dispatcher, _reads, _connection
 probes = {"_frames": _frames.build_frame, "_parser": _parser.FrameParser,
           "_outbox": _outbox.Outbox, "_hub": _hub.Hub,
-          "_dispatcher": _dispatcher.Dispatcher, "_connection": _connection.Connection}
+          "_dispatcher": _dispatcher.Dispatcher, "_reads": _reads.BufferedReads,
+          "_connection": _connection.Connection}
 print(json.dumps({"compiled": _speedups.COMPILED,
                   "modules": {k: v.__module__ for k, v in probes.items()}}))
 """
