@@ -23,6 +23,7 @@ from ._errors import (
 )
 from ._handler import WebSocketHandler
 from ._origin import origin_allowed
+from ._presence_api import Presence
 from ._server import Fetch, Server
 from ._websocket import ReadyState, ServerWebSocket
 
@@ -46,6 +47,7 @@ __all__ = [
     "InvalidStateError",
     "LocalBroker",
     "PerMessageDeflate",
+    "Presence",
     "ProtocolError",
     "ReadyState",
     "Server",

@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from ._frames import OP_TEXT, build_frame
 from ._topics import TopicRegistry
+
+if TYPE_CHECKING:
+    from ._presence import PresenceTable
 
 logger = logging.getLogger("aiohttp_upgrade")
 
@@ -130,7 +133,14 @@ class Hub:
     with :func:`~aiohttp_upgrade._topics.check_topic` by the caller.
     """
 
-    __slots__ = ("_interest", "_publish_to_self", "_relay", "_subscription", "topics")
+    __slots__ = (
+        "_interest",
+        "_publish_to_self",
+        "_relay",
+        "_subscription",
+        "presence",
+        "topics",
+    )
 
     def __init__(
         self,
@@ -149,6 +159,8 @@ class Hub:
             self._changed if watch else None
         )
         """Who is subscribed to what; read it, change it through the hub only."""
+        self.presence: PresenceTable | None = None
+        """Presence entries; a closing socket's end in :meth:`leave_all`."""
 
     # -- subscriptions ------------------------------------------------------------
 
@@ -170,7 +182,10 @@ class Hub:
 
     def leave_all(self, port: SocketPort) -> list[str]:
         """Unsubscribe a closing socket from every topic; return the topics left.
-        The broker and the ``subscription`` hook hear of each, before ``close``."""
+        The broker and the ``subscription`` hook hear of each, before ``close``;
+        the socket's presence entries end too."""
+        if self.presence is not None:
+            self.presence.leave_all(port)
         return self.topics.unsubscribe_all(port)
 
     def count(self, topic: str) -> int:

@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_PAYLOAD_LENGTH",
+    "DEFAULT_MAX_PRESENCE_META_LENGTH",
     "DEFAULT_SHUTDOWN_TIMEOUT",
     "MAX_IDLE_TIMEOUT",
     "OPTIONS",
@@ -37,6 +38,7 @@ DEFAULT_BACKPRESSURE_LIMIT: Final = 16 * 1024 * 1024
 MAX_IDLE_TIMEOUT: Final = 960  # Bun rejects larger values
 DEFAULT_CLOSE_TIMEOUT: Final = 5.0
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
+DEFAULT_MAX_PRESENCE_META_LENGTH: Final = 4096
 
 
 def _size(name: str, value: Any) -> int:
@@ -196,6 +198,13 @@ OPTIONS: Final = (
         "Seconds ``server.shutdown()`` (and so app shutdown) waits for the sockets' "
         "``close`` and other running hooks before it returns.",
     ),
+    OptionSpec(
+        "max_presence_meta_length",
+        DEFAULT_MAX_PRESENCE_META_LENGTH,
+        _positive_size,
+        "4096",
+        "Largest presence meta (``ws.track``), in bytes of its compact JSON.",
+    ),
 )
 """Every handler option, in the order the docs list them."""
 
@@ -229,6 +238,7 @@ class Options:
     reset_idle_timeout_on_send: bool = True
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    max_presence_meta_length: int = DEFAULT_MAX_PRESENCE_META_LENGTH
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Options:

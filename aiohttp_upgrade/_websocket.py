@@ -28,6 +28,7 @@ from ._frames import (
 )
 from ._hub import Hub, SocketPort
 from ._outbox import Flusher, Outbox
+from ._presence_api import PresenceSocket
 from ._protocol import ReadyState
 from ._topics import check_topic
 
@@ -106,7 +107,7 @@ class SocketOwner(SocketPort, Protocol):
         """Bytes queued, not yet handed to the kernel."""
 
 
-class ServerWebSocket(Generic[DataT]):
+class ServerWebSocket(PresenceSocket, Generic[DataT]):
     """An upgraded connection, Bun's ``ServerWebSocket``; created by the server, never
     by you. Hooks receive it as ``ws``.
 

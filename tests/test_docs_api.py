@@ -55,6 +55,7 @@ WITHOUT_SAMPLE = {
     "CloseCode": "an enum: its members are class attributes",
     "ReadyState": "an enum: its members are class attributes",
     "ServerWebSocket": "made by the server only; its attributes are __slots__",
+    "Presence": "made by the server only (server.presence); __slots__",
 }
 
 _DIRECTIVE = re.compile(

@@ -21,6 +21,7 @@ PUBLIC_NAMES = [
     "InvalidStateError",
     "LocalBroker",
     "PerMessageDeflate",
+    "Presence",
     "ProtocolError",
     "ReadyState",
     "Server",

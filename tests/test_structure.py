@@ -37,7 +37,10 @@ DOCUMENTED = {
         "subscribe",
         "subscriptions",
         "terminate",
+        "track",
         "unsubscribe",
+        "untrack",
+        "update_presence",
     },
     Server: {
         "cluster_subscriber_count",
@@ -72,6 +75,8 @@ DOCUMENTED = {
         "subscription",
         "close_timeout",
         "shutdown_timeout",
+        "max_presence_meta_length",
+        "presence",
     },
 }
 """The names README "The API" documents for each class."""
