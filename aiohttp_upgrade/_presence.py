@@ -218,6 +218,13 @@ class PresenceTable:
 
     # -- other processes' entries (from a broker) --------------------------------
 
+    def attach(self, relay: Relay | None) -> None:
+        """A broker (re)starts: ``relay`` hears of own changes from now on; the
+        other processes' entries are dropped (the new session resyncs them)."""
+        self.relay = relay
+        for node in list(self.nodes):
+            self.forget(node)
+
     def apply(self, node: str, number: int, entry: Entry | None) -> None:
         """Entry ``number`` of ``node`` joined or changed, or left (None). O(1)."""
         if entry is None:

@@ -96,9 +96,10 @@ class Presence:
     # -- for brokers -----------------------------------------------------------
 
     def attach(self, relay: Relay | None) -> None:
-        """For brokers: ``relay(number, entry)`` hears of every change of this
-        process's entries from now on (None detaches)."""
-        self._table.relay = relay
+        """For brokers, at start: ``relay(number, entry)`` hears of every change
+        of this process's entries from now on (None detaches); the entries of
+        other processes are dropped (the broker resyncs them)."""
+        self._table.attach(relay)
 
     def own_entries(self) -> dict[int, Entry]:
         """For brokers: this process's entries, by number."""
