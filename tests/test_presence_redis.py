@@ -158,7 +158,7 @@ async def test_a_new_process_makes_no_diff_on_the_others(
     await started(b)
     await run(b_handler, await connect_ws(b_url), track("frank", 1))
     await diff_with(a_handler, lambda d: "frank" in d[1])
-    c, c_handler, c_url = await node()
+    _, c_handler, c_url = await node()
     await diff_with(c_handler, lambda d: "frank" in d[1])
     # A marker after C's resync: the next diff A sees is the marker's.
     await run(c_handler, await connect_ws(c_url), track("marker", 1))
