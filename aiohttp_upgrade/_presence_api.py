@@ -73,6 +73,14 @@ class Presence:
         """The topics that have members now."""
         return [*self._table.members]
 
+    def flush(self) -> None:
+        """Hand the changes batched so far to the ``presence`` hook now (a plain
+        hook has run when this returns). Call it before sending a client a
+        snapshot from :meth:`list`: the diffs it gets afterwards then start from
+        that snapshot (otherwise a change in the batch under way, such as a
+        join and a leave that cancel out, is in neither)."""
+        self._table.flush()
+
     def publish_local(
         self,
         topic: str,

@@ -14,7 +14,9 @@ import aiohttp
 import pytest
 
 from aiohttp_upgrade import InvalidStateError, ServerWebSocket, WebSocketHandler
+from aiohttp_upgrade._hub import Hub
 from aiohttp_upgrade._presence import PresenceTable
+from aiohttp_upgrade._presence_api import Presence
 
 from .conftest import ConnectWs, Served, ServeFactory
 
@@ -379,3 +381,17 @@ async def test_a_resync_with_the_same_entries_is_no_diff() -> None:
     table.replace("node", {1: (ROOM, "a", 1)})
     table.flush()
     assert diffs == [(ROOM, {}, {"b": [2]})]
+
+
+async def test_flush_hands_the_batch_to_a_plain_hook_at_once() -> None:
+    """Presence.flush() delivers the pending diff before it returns, so that a
+    snapshot taken after it and the diffs after it fit together."""
+    diffs: list[Diff] = []
+    table = PresenceTable(lambda *diff: diffs.append(diff), False, set(), 100)
+    port = object()
+    table.track(port, ROOM, "ada", None)
+    Presence(table, Hub()).flush()
+    assert diffs == [(ROOM, {"ada": [None]}, {})]
+    table.untrack(port, ROOM)
+    table.flush()
+    assert diffs[1] == (ROOM, {}, {"ada": [None]})
