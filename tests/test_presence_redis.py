@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
 
 from aiohttp_upgrade import RedisBroker, Server
 
@@ -237,3 +238,37 @@ async def test_a_malformed_presence_message_is_counted_and_ignored(
     await wait_until(lambda: b.broker.malformed == 2, what="two malformed")  # type: ignore[attr-defined]
     await run(a_handler, await connect_ws(a_url), track("jack", 1))
     await diff_with(b_handler, lambda d: "jack" in d[1])
+
+
+async def test_a_gap_in_a_process_deltas_asks_it_for_its_state(
+    node: StartNode, redis: RedisProcess
+) -> None:
+    """A delta whose number skips one makes the receiver ask its sender (a hello
+    addressed to it) for its state; the delta is applied meanwhile."""
+    b, _, _ = await node()
+    await started(b)
+    listener = Redis.from_url(redis.url)
+    pubsub = listener.pubsub()
+    channel = ("aiohttp_upgrade:" + CHANNEL).encode("latin-1")
+    await pubsub.subscribe(channel)
+    try:
+
+        def delta(seq: int, key: str) -> bytes:
+            change = [seq, ROOM, key, None]
+            return json.dumps(
+                {"o": "ghost", "t": "d", "s": seq, "c": [change]}
+            ).encode()
+
+        await listener.publish(channel, delta(1, "first"))
+        await listener.publish(channel, delta(3, "after a gap"))
+        async with asyncio.timeout(TIMEOUT):
+            async for message in pubsub.listen():
+                if message["type"] != "message":
+                    continue
+                sent = json.loads(message["data"])
+                if sent.get("t") == "h" and sent.get("to") == "ghost":
+                    break
+        assert b.presence.list(ROOM) == {"first": [None], "after a gap": [None]}
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()

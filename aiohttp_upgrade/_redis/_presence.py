@@ -209,12 +209,13 @@ class RedisPresence:
             }
             view.replace(node, entries)
         elif kind == "d":
-            if self.expected.get(node) != seq - 1:
+            # A process heard of for the first time starts at 1.
+            if self.expected.get(node, 0) != seq - 1:
                 self._ask(node)
             for change in message["c"]:
                 entry = None if len(change) == 1 else (change[1], change[2], change[3])
                 view.apply(node, int(change[0]), entry)
-        elif kind == "b" and self.expected.get(node) != seq:
+        elif kind == "b" and self.expected.get(node, 0) != seq:
             self._ask(node)
         self.expected[node] = seq
 
