@@ -270,5 +270,5 @@ async def test_a_gap_in_a_process_deltas_asks_it_for_its_state(
                     break
         assert b.presence.list(ROOM) == {"first": [None], "after a gap": [None]}
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
         await listener.aclose()
