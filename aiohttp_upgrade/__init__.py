@@ -24,6 +24,7 @@ from ._errors import (
 from ._handler import WebSocketHandler
 from ._metrics import Metrics
 from ._origin import origin_allowed
+from ._presence_api import Presence
 from ._ratelimit import RateLimit, TokenBucket
 from ._server import Fetch, Server
 from ._websocket import ReadyState, ServerWebSocket
@@ -51,6 +52,7 @@ __all__ = [
     "LocalBroker",
     "Metrics",
     "PerMessageDeflate",
+    "Presence",
     "ProtocolError",
     "RateLimit",
     "ReadyState",

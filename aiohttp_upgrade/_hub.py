@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._frames import OP_TEXT, build_frame
 from ._metrics import Counters
 from ._topics import TopicRegistry
+
+if TYPE_CHECKING:
+    from ._presence import PresenceTable
 
 logger = logging.getLogger("aiohttp_upgrade")
 
@@ -153,6 +156,7 @@ class Hub:
         "_relay",
         "_subscription",
         "counters",
+        "presence",
         "topics",
     )
 
@@ -175,6 +179,8 @@ class Hub:
             self._changed if watch else None
         )
         """Who is subscribed to what; read it, change it through the hub only."""
+        self.presence: PresenceTable | None = None
+        """Presence entries; a closing socket's end in :meth:`leave_all`."""
 
     # -- subscriptions ------------------------------------------------------------
 
@@ -196,7 +202,10 @@ class Hub:
 
     def leave_all(self, port: SocketPort) -> list[str]:
         """Unsubscribe a closing socket from every topic; return the topics left.
-        The broker and the ``subscription`` hook hear of each, before ``close``."""
+        The broker and the ``subscription`` hook hear of each, before ``close``;
+        the socket's presence entries end too."""
+        if self.presence is not None:
+            self.presence.leave_all(port)
         return self.topics.unsubscribe_all(port)
 
     def count(self, topic: str) -> int:

@@ -74,6 +74,7 @@ from ._redis._config import (
 )
 from ._redis._counts import Counts
 from ._redis._link import EXPECTED, Link, Outage, new_client
+from ._redis._presence import RedisPresence
 from ._redis._reader import Reader
 from ._redis._supervisor import Heartbeat, Supervisor, Watchdog
 from ._redis._writer import Writer
@@ -120,7 +121,7 @@ class RedisBroker(Broker):
             (plus a few dozen bytes per message); once handed to the socket,
             one copy of what the socket has not taken.
         heartbeat_interval: seconds between heartbeats; a process that stops
-            beating drops out of cluster counts after 3 intervals.
+            beating drops out of cluster counts and presence after 3 intervals.
         stall_timeout: seconds Redis has to answer a pipeline, a heartbeat PING
             or a connection handshake; past it the connection is declared
             dead (``connected`` turns False, the outage is logged, what waits
@@ -193,6 +194,7 @@ class RedisBroker(Broker):
         config, counters = self._config, self._counters
         session = self._session = Session(config, host, client)
         pub, sub, wakeup = Link(), Link(), Wakeup()
+        session.presence = RedisPresence(config, counters, session, (pub, sub), wakeup)
         counts = self._counts = Counts(config, session)
         outage = self._outage = Outage(counters, session, pub, sub, counts, wakeup)
         reader = self._reader = Reader(config, counters, session, sub, outage, wakeup)

@@ -19,11 +19,13 @@ from ._broker import Broker, LocalBroker
 from ._closecode import CloseCode, check_close_code
 from ._errors import InvalidStateError
 from ._frames import OP_TEXT
-from ._handler import WebSocketHandler, hook_table
+from ._handler import WebSocketHandler, hook_table, presence_hook
 from ._hooks import Kind
 from ._hub import Hub
 from ._lifecycle import Lifecycle, bind, install
 from ._payloads import message_payload as _payload
+from ._presence import PresenceTable
+from ._presence_api import Presence
 from ._server_ops import ServerOps
 from ._topics import check_topic
 from ._websocket import ServerWebSocket
@@ -103,6 +105,11 @@ class Server(ServerOps[DataT]):
             publish_to_self=options.publish_to_self,
         )
         self._lifecycle = lifecycle = Lifecycle(options, self._hub)
+        hook = presence_hook(websocket_handler)
+        table = PresenceTable(*hook, lifecycle.tasks, options.max_presence_meta_length)
+        self._hub.presence = table
+        self.presence: Final = Presence(table, self._hub)
+        """Who is here, on every process (see :class:`Presence`)."""
         self._http = HttpAdapter(
             self, self.allowed_origins, hooks, self._hub, lifecycle
         )

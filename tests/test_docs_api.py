@@ -60,6 +60,7 @@ WITHOUT_SAMPLE = {
     "ReadyState": "an enum: its members are class attributes",
     "ServerWebSocket": "made by the server only; its attributes are __slots__",
     "Metrics": "made by server.metrics() only; its fields are __slots__",
+    "Presence": "made by the server only (server.presence); __slots__",
 }
 
 _DIRECTIVE = re.compile(

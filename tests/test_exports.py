@@ -22,6 +22,7 @@ PUBLIC_NAMES = [
     "LocalBroker",
     "Metrics",
     "PerMessageDeflate",
+    "Presence",
     "ProtocolError",
     "RateLimit",
     "ReadyState",

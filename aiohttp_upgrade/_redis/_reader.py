@@ -112,7 +112,7 @@ class Reader:
         connection = await link.open(self.session.client, self.config.stall_timeout)
         _compat.return_push_messages(connection)
         # From this snapshot on, interest changes wait for the writer.
-        channels = list(self.interest.values())
+        channels = [*self.interest.values(), self.session.presence.channel]
         self.subscribed = set(channels)
         self.interest_changed = set()
         for start in range(0, len(channels), SUBSCRIBE_CHUNK):
@@ -155,11 +155,13 @@ class Reader:
     def on_reply(self, reply: Any) -> None:
         """Deliver a message from another process to the host."""
         if not isinstance(reply, list) or len(reply) != 3 or reply[0] != _MESSAGE:
-            return  # subscribe confirmations, pongs
+            self.session.presence.confirmed(reply)  # subscribe confirmations, pongs
+            return
         topic = self.topic_of.get(reply[1])
         data = reply[2]
         if topic is None or type(data) is not bytes:
-            return  # unsubscribed meanwhile
+            self.session.presence.received(reply[1], data)  # or unsubscribed meanwhile
+            return
         try:
             origin, records = decode_envelope(data)
         except MalformedEnvelope as exc:

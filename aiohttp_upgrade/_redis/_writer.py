@@ -95,6 +95,7 @@ class Writer:
             or counts.heartbeat_due
             or counts.changed
             or (reader.interest_changed and reader.link.up)
+            or self.session.presence.due
         )
 
     async def run(self) -> None:
