@@ -22,7 +22,10 @@ from ._errors import (
     WebSocketError,
 )
 from ._handler import WebSocketHandler
+from ._history import History
+from ._history_local import HistoryUnavailable
 from ._origin import origin_allowed
+from ._positions import Position, Resumed
 from ._server import Fetch, Server
 from ._websocket import ReadyState, ServerWebSocket
 
@@ -42,12 +45,16 @@ __all__ = [
     "BrokerUnavailableError",
     "CloseCode",
     "Fetch",
+    "History",
+    "HistoryUnavailable",
     "InvalidOptionError",
     "InvalidStateError",
     "LocalBroker",
     "PerMessageDeflate",
+    "Position",
     "ProtocolError",
     "ReadyState",
+    "Resumed",
     "Server",
     "ServerWebSocket",
     "WebSocketError",

@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from ._frames import OP_TEXT, build_frame
 from ._topics import TopicRegistry
+
+if TYPE_CHECKING:
+    from ._history import History
 
 logger = logging.getLogger("aiohttp_upgrade")
 
@@ -130,7 +133,14 @@ class Hub:
     with :func:`~aiohttp_upgrade._topics.check_topic` by the caller.
     """
 
-    __slots__ = ("_interest", "_publish_to_self", "_relay", "_subscription", "topics")
+    __slots__ = (
+        "_interest",
+        "_publish_to_self",
+        "_relay",
+        "_subscription",
+        "history",
+        "topics",
+    )
 
     def __init__(
         self,
@@ -149,6 +159,8 @@ class Hub:
             self._changed if watch else None
         )
         """Who is subscribed to what; read it, change it through the hub only."""
+        self.history: History | None = None
+        """Set once a topic keeps history (docs/history.rst); None costs nothing."""
 
     # -- subscriptions ------------------------------------------------------------
 
@@ -219,6 +231,12 @@ class Hub:
             subscriber took it at once, -1 if any queued it behind buffered bytes,
             0 if any dropped it or nobody (else) here is subscribed.
         """
+        history = self.history
+        if history is not None:
+            policy = history.policies.get(topic)
+            if policy is not None:  # positions first, through the broker if any
+                skip = None if self._publish_to_self else sender
+                return history.publish(topic, policy, opcode, payload, compress, skip)
         relay = self._relay
         if relay is not None:
             relay(topic, opcode, payload, compress)

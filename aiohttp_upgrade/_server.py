@@ -20,6 +20,7 @@ from ._closecode import CloseCode, check_close_code
 from ._errors import InvalidStateError
 from ._frames import OP_TEXT
 from ._handler import WebSocketHandler, hook_table
+from ._history import History
 from ._hooks import Kind
 from ._hub import Hub
 from ._lifecycle import Lifecycle, bind, install
@@ -100,6 +101,8 @@ class Server(Generic[DataT]):
             subscription_hook=hooks[Kind.SUBSCRIPTION] is not None,
             publish_to_self=options.publish_to_self,
         )
+        self.history = History(self._hub, self.broker, options.backpressure_limit)
+        """Topic history and resume (docs/history.rst)."""
         self._lifecycle = lifecycle = Lifecycle(options, self._hub)
         self._http = HttpAdapter(
             self, self.allowed_origins, hooks, self._hub, lifecycle
