@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Final
+from typing import Any, Final
 
 try:
     from redis.asyncio import Redis
@@ -367,6 +367,9 @@ class RedisBroker(Broker):
         if self._writer.link.connection is not None:
             self._counts.changed.add(topic)
             self._wakeup.wake()
+
+    def history_backend(self) -> Any:  # see Broker.history_backend: Redis Streams
+        return self._reader.history
 
     def publish(self, topic: str, opcode: int, payload: bytes, compress: bool) -> None:
         """Queue the message for one pipeline at the end of this loop turn; drop it
