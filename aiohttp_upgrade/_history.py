@@ -192,6 +192,8 @@ class History:
             track.epoch, track.last = epoch, None
             track.held.clear()
             track.recent.clear()
+            for port in [p for p, above in track.hold.items() if above != HOLD_ALL]:
+                del track.hold[port]  # offsets of the old history
         policy = self.policies.get(topic)
         code = 0
         for record in records:
@@ -256,12 +258,9 @@ class History:
                     continue
                 if not chunk.complete:
                     self._skip(topic, track, chunk)
-                records = [(*item, None) for item in chunk.items]
-                track.repair = None  # accept() may start another one
-                self.accept(topic, chunk.epoch, records)
-                track.repair = asyncio.current_task()
-                if not track.held or chunk.last <= (track.last or 0):
-                    break
+                self.accept(topic, chunk.epoch, [(*item, None) for item in chunk.items])
+                if track.last is None or chunk.last <= track.last:
+                    break  # caught up with the history as read
         except (HistoryUnavailable, InvalidStateError) as exc:
             logger.warning("reading the history of %r failed: %s", topic, exc)
             self._skip(topic, track, None)
@@ -276,7 +275,9 @@ class History:
         first = chunk.items[0][0] if chunk and chunk.items else None
         if first is None and track.held:
             first = min(track.held)
-        if first is None or track.last is None:
+        if first is None and chunk is not None:
+            first = chunk.last + 1  # nothing after track.last is kept
+        if first is None or track.last is None or first <= track.last + 1:
             return
         self.gaps += first - track.last - 1
         logger.warning("%d messages of %r lost here", first - track.last - 1, topic)

@@ -59,6 +59,7 @@ from .protocol import (
     encode_member_joined,
     encode_member_left,
     encode_message,
+    encode_resumed,
     parse_client_message,
 )
 from .roster import Change, Roster
@@ -276,7 +277,7 @@ class ChatHandler(WebSocketHandler[SocketData]):
             ws.send_text(encode_error(exc.code, exc.message))
             return
         if isinstance(request, Join):
-            await self._join(ws, request.room)
+            await self._join(ws, request.room, request.since)
         elif isinstance(request, Leave):
             await self._leave(ws, request.room)
         elif isinstance(request, Say):
@@ -298,8 +299,9 @@ class ChatHandler(WebSocketHandler[SocketData]):
 
     # -- requests ----------------------------------------------------------------
 
-    async def _join(self, ws: Socket, room: str) -> None:
+    async def _join(self, ws: Socket, room: str, since: str | None = None) -> None:
         data = ws.data
+        position: str | None = None
         if room not in data.rooms:
             if len(data.rooms) >= MAX_ROOMS_PER_SOCKET:
                 ws.send_text(
@@ -311,18 +313,28 @@ class ChatHandler(WebSocketHandler[SocketData]):
                 return
             # Subscribe before reading history: a message saved meanwhile then
             # arrives live (perhaps twice, which clients merge by id), never not at all.
-            ws.subscribe(room_topic(room))
+            # With ``since``, what the client missed is replayed first, once.
             data.rooms.add(room)
+            resumed = await self.server.history.resume(ws, room_topic(room), since)
+            position = str(resumed.position) if resumed.position else None
+            if resumed.reason in ("closed", "subscribed"):
+                data.rooms.discard(room)
+                return
             if await self.roster.join(data.socket_id, room, data.user):
                 announcement = encode_member_joined(room, data.user)
                 if ws.ready_state is ReadyState.OPEN:
                     ws.publish_text(room_topic(room), announcement)
                 else:  # closed meanwhile: its close hook announces the leave
                     self.server.publish(room_topic(room), announcement)
+            if resumed.recovered and since is not None and position is not None:
+                members = await self.roster.members(room)
+                if ws.ready_state is ReadyState.OPEN and room in data.rooms:
+                    ws.send_text(encode_resumed(room, members, position))
+                return
         history = await self.store.recent_messages(room, DEFAULT_HISTORY_LIMIT)
         members = await self.roster.members(room)
         if ws.ready_state is ReadyState.OPEN and room in data.rooms:
-            ws.send_text(encode_joined(room, history, members))
+            ws.send_text(encode_joined(room, history, members, position))
 
     async def _leave(self, ws: Socket, room: str) -> None:
         data = ws.data
