@@ -12,6 +12,8 @@ Text commands on ``/ws``, each answered on the same socket::
     resume TOPIC [SINCE]  -> "resumed <recovered> <position> <replayed> <reason>"
     pub TOPIC TEXT        -> publishes TEXT with ws.publish (no answer)
     spub TOPIC TEXT       -> publishes TEXT with server.publish (no answer)
+    sub TOPIC             -> "sub TOPIC True" (a plain subscribe)
+    echo TEXT             -> "TEXT"
 
 ``GET /history?topic=T[&since=P][&limit=N]`` answers the history as JSON;
 ``GET /publish?topic=T&text=...&n=N`` publishes N messages (``text-1``...).
@@ -57,6 +59,10 @@ class HistoryHandler(WebSocketHandler[None]):
                 f"resumed {result.recovered} {result.position} {result.replayed} "
                 f"{result.reason or '-'}"
             )
+        elif command == "sub":
+            ws.send(f"sub {rest} {ws.subscribe(rest)}")
+        elif command == "echo":
+            ws.send(rest)
         elif command in ("pub", "spub"):
             topic, _, text = rest.partition(" ")
             if command == "pub":
