@@ -8,6 +8,7 @@ clients as ``<epoch>:<offset>|<data>``.
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from .redis_support import (
     RedisProcess,
     module_redis,  # noqa: F401 - the redis fixture
     requires_redis,
+    wait_subscribed,
     wait_until,
 )
 from .test_history import fields, resume, text, ws_url
@@ -236,3 +238,47 @@ async def test_resumes_racing_publishes_through_redis_lose_nothing(
                 continue
             offsets.append(int(line.split("|")[0].split(":")[1]))
         assert offsets == list(range(index * 20 + 1, total + 1))
+
+
+async def test_messages_older_than_ttl_are_not_replayed(
+    worker: Start,
+    connect_ws: ConnectWs,
+    redis: RedisProcess,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A stored message whose Redis time is older than the topic's ttl is
+    outside the window: resuming before it answers 'too_old'."""
+    topic = topic_for(request)
+    a = await worker()
+    meta, stream = a.broker.history_backend().keys(topic)
+    record = struct.pack("!IBI", 3, 1, 0) + b"old"
+    redis.raw_command(b"HSET", meta, b"e", b"abc", b"o", b"1")
+    redis.raw_command(b"XADD", stream, b"1-0", b"r", record, b"t", b"0")
+    ws = await connect_ws(ws_url(a.http))
+    assert fields((await resume(ws, topic, "abc:0"))[-1]) == (
+        False,
+        "abc:1",
+        0,
+        "too_old",
+    )
+
+
+async def test_malformed_history_envelope_is_counted_and_ignored(
+    worker: Start,
+    connect_ws: ConnectWs,
+    redis: RedisProcess,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A forged message on a history channel is counted in ``malformed`` and
+    reaches nobody; the topic goes on."""
+    topic = topic_for(request)
+    a = await worker()
+    ws = await connect_ws(ws_url(a.http))
+    epoch = fields((await resume(ws, topic))[-1])[1].split(":")[0]
+    await wait_subscribed(redis, a.broker.channel(topic).decode(), 1)
+    channel = a.broker.channel(topic)
+    for forged in (b"AH\x01" + b"o" * 8 + b"zz;1;", b"AH\x01" + b"o" * 8 + b"ab;x;"):
+        redis.raw_command(b"PUBLISH", channel, forged)
+    await wait_until(lambda: a.broker.malformed == 2, what="both counted")
+    a.server.publish(topic, "fine")
+    assert await text(ws) == f"{epoch}:1|fine"
