@@ -78,13 +78,15 @@ class History:
         self._hub = hub
         self._broker = broker
         self.backpressure_limit = backpressure_limit
+        """The handler's ``backpressure_limit``: a replay stays well under it."""
         self._local: LocalHistory | None = None
         self.policies = PolicyTable()
+        """Which topics keep history (``policies.get(topic)``: a policy or None)."""
         self._tracks: dict[str, Track] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.gaps = 0
-        """Messages that live subscribers here never got: trimmed from the
-        history before a gap could be filled (monotonic, for metrics)."""
+        """How many messages live subscribers here never got, because they were
+        trimmed from the history before a gap could be filled (monotonic)."""
 
     # -- configuration -----------------------------------------------------------
 
@@ -121,7 +123,7 @@ class History:
         self._hub.history = self
 
     def fetcher(self) -> Any:
-        """The backend's ``fetch`` (see :class:`Backend`)."""
+        """The ``fetch`` of the history's backend (in-process or Redis)."""
         return self._backend().fetch
 
     def _backend(self) -> Any:
