@@ -12,7 +12,8 @@ next one is held while the missing ones are read from the history (a gap after a
 Redis reconnect, or a subscription that started while messages were on their
 way). A resuming socket is subscribed at once but *held*: live messages skip it
 while its replay runs, and the replay ends, in the same loop turn, with the live
-messages it missed meanwhile (kept in the track's ``recent`` ring).
+messages it missed meanwhile (kept in the track's ``recent`` ring while a
+resume runs).
 """
 
 from __future__ import annotations
@@ -222,10 +223,10 @@ class History:
         opcode, payload, message = formatted(
             policy, track.epoch, offset, opcode, payload
         )
-        track.recent.append((offset, opcode, payload, compress, message))
         subscribers: Any = self._hub.topics.subscribers(topic)
         hold = track.hold
-        if hold:
+        if hold:  # a resume may need it (kept only while one runs)
+            track.recent.append((offset, opcode, payload, compress, message))
             subscribers = [p for p in subscribers if hold.get(p, -1) < offset]
             for port in [p for p, above in hold.items() if above < offset]:
                 del hold[port]
@@ -327,6 +328,8 @@ class History:
         finally:
             if track.hold.get(port) == HOLD_ALL:
                 del track.hold[port]
+            if HOLD_ALL not in track.hold.values():
+                track.recent.clear()  # only a running resume reads it
 
     async def read(
         self, topic: str, since: object = None, limit: int = 100

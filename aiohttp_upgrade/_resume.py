@@ -64,8 +64,9 @@ class Replay:
             return Resumed(False, None, 0, "unavailable")
         reason = _verdict(wanted, given, chunk)
         epoch = chunk.epoch
-        if reason or wanted is None:
-            after = chunk.last
+        if reason or wanted is None:  # nothing to replay: live from the newest
+            live = self.track.last if self.track.epoch == epoch else None
+            after = max(chunk.last, live or 0)
         replayed = 0
         while True:
             sent, after, ok = await self._send(chunk.items, after, epoch)

@@ -7,8 +7,8 @@ its room after its first position, once and in order (gaps 0, duplicates 0).
 The run itself is tests/chaos_support.py (tests/test_history_chaos.py runs it
 scaled down as a test).
 
-Usage: python benchmarks/chaos_history.py [--clients 200] [--rooms 4]
-       [--messages 100000] [--rate 1500]
+Usage: python benchmarks/chaos_history.py [--clients 200] [--rooms 8]
+       [--messages 100000] [--rate 1000]
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from tests.chaos_support import run_chaos  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=200)
-    parser.add_argument("--rooms", type=int, default=4)
+    parser.add_argument("--rooms", type=int, default=8)
     parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--rate", type=float, default=1500.0, help="messages/s")
+    parser.add_argument("--rate", type=float, default=1000.0, help="messages/s")
     parser.add_argument("--workers", type=int, default=3)
     args = parser.parse_args()
     report = asyncio.run(
