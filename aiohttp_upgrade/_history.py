@@ -25,7 +25,6 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import InvalidStateError
-from ._frames import OP_BINARY, OP_TEXT
 from ._history_local import Backend, HistoryUnavailable, LocalHistory, Record, Slice
 from ._hub import Hub, _fan_out
 from ._positions import (
@@ -36,6 +35,8 @@ from ._positions import (
     PolicyTable,
     Position,
     Resumed,
+    data_of,
+    formatted,
     parse_since,
 )
 from ._resume import READ_CHUNK, Replay
@@ -223,13 +224,14 @@ class History:
         opcode, payload, message = formatted(
             policy, track.epoch, offset, opcode, payload
         )
-        subscribers: Any = self._hub.topics.subscribers(topic)
+        members: Any = self._hub.topics.subscribers(topic)
+        subscribers = members
         hold = track.hold
         if hold:  # a resume may need it (kept only while one runs)
             track.recent.append((offset, opcode, payload, compress, message))
-            subscribers = [p for p in subscribers if hold.get(p, -1) < offset]
-            for port in [p for p, above in hold.items() if above < offset]:
-                del hold[port]
+            subscribers = [p for p in members if hold.get(p, -1) < offset]
+            for port in [p for p, v in hold.items() if v < offset or p not in members]:
+                del hold[port]  # passed, or closed meanwhile
         if not subscribers:
             return 0
         return _fan_out(subscribers, opcode, payload, compress, message, sender)
@@ -366,35 +368,7 @@ class History:
         ):
             chunk = await backend.fetch(topic, policy, 0, limit, tail=True)
         items = [
-            (Position(chunk.epoch, offset), _data(opcode, payload))
+            (Position(chunk.epoch, offset), data_of(opcode, payload))
             for offset, opcode, payload, _ in chunk.items
         ]
         return Position(chunk.epoch, chunk.last), items
-
-
-def _data(opcode: int, payload: bytes) -> str | bytes:
-    return payload.decode(errors="replace") if opcode == OP_TEXT else payload
-
-
-def formatted(
-    policy: Policy | None, epoch: str, offset: int, opcode: int, payload: bytes
-) -> tuple[int, bytes, object]:
-    """(opcode, payload, message) subscribers get for a stored message: what the
-    policy's ``format`` returns, or the message as published. A ``format`` that
-    raises or returns something else is logged and the message goes as
-    published (a client then sees it without a position, never not at all)."""
-    data = _data(opcode, payload)
-    if policy is None or policy.format is None:
-        return opcode, payload, data
-    try:
-        result = policy.format(Position(epoch, offset), data)
-    except Exception:
-        logger.exception("history format() failed; the message is sent as published")
-        return opcode, payload, data
-    if type(result) is str:
-        return OP_TEXT, result.encode(), result
-    if isinstance(result, bytes | bytearray | memoryview):
-        result = bytes(result)
-        return OP_BINARY, result, result
-    logger.error("history format() returned %s, not str or bytes", type(result))
-    return opcode, payload, data

@@ -1,4 +1,5 @@
-"""Positions in a topic's history, history policies and resume results. Pure, no I/O.
+"""Positions in a topic's history, history policies, resume results and the
+formatting of stored messages. Pure, no I/O.
 
 A :class:`Position` is ``(epoch, offset)``: the offset grows by one per message
 published to the topic, the same on every process; the epoch names one history
@@ -10,6 +11,7 @@ travels in an application's own wire format as a short string.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from ._errors import InvalidOptionError
+from ._frames import OP_BINARY, OP_TEXT
 
 __all__ = [
     "DEFAULT_HISTORY_SIZE",
@@ -27,8 +30,12 @@ __all__ = [
     "PolicyTable",
     "Position",
     "Resumed",
+    "data_of",
+    "formatted",
     "parse_since",
 ]
+
+logger = logging.getLogger("aiohttp_upgrade")
 
 DEFAULT_HISTORY_SIZE: Final = 1000
 DEFAULT_HISTORY_TTL: Final = 300.0
@@ -192,3 +199,32 @@ class Resumed:
     position: Position | None
     replayed: int = 0
     reason: str = ""
+
+
+def data_of(opcode: int, payload: bytes) -> str | bytes:
+    """A stored payload as it was published (text decoded)."""
+    return payload.decode(errors="replace") if opcode == OP_TEXT else payload
+
+
+def formatted(
+    policy: Policy | None, epoch: str, offset: int, opcode: int, payload: bytes
+) -> tuple[int, bytes, object]:
+    """(opcode, payload, message) subscribers get for a stored message: what the
+    policy's ``format`` returns, or the message as published. A ``format`` that
+    raises or returns something else is logged and the message goes as
+    published (a client then sees it without a position, never not at all)."""
+    data = data_of(opcode, payload)
+    if policy is None or policy.format is None:
+        return opcode, payload, data
+    try:
+        result = policy.format(Position(epoch, offset), data)
+    except Exception:
+        logger.exception("history format() failed; the message is sent as published")
+        return opcode, payload, data
+    if type(result) is str:
+        return OP_TEXT, result.encode(), result
+    if isinstance(result, bytes | bytearray | memoryview):
+        result = bytes(result)
+        return OP_BINARY, result, result
+    logger.error("history format() returned %s, not str or bytes", type(result))
+    return opcode, payload, data

@@ -16,7 +16,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Final
 
 from ._history_local import HistoryUnavailable, Item, Slice
-from ._positions import Policy, Position, Resumed
+from ._positions import Policy, Position, Resumed, formatted
 from ._protocol import ReadyState
 
 if TYPE_CHECKING:
@@ -95,8 +95,6 @@ class Replay:
         ws, outbox = self.ws, self.port.outbox
         policy = self.policy
         sent = 0
-        from ._history import formatted
-
         for offset, opcode, payload, compress in items:
             if offset <= after:
                 continue
