@@ -13,6 +13,7 @@ and takes live messages from the next offset on.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from ._history_local import HistoryUnavailable, Item, Slice
@@ -25,8 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CHUNK", "READ_CHUNK", "Replay"]
 
-CHUNK: Final = 64  # replayed messages per loop turn at most
-READ_CHUNK: Final = 1000  # messages per read of the history
+CHUNK: Final = 32  # replayed messages per loop turn (one write) at most
+READ_CHUNK: Final = 100  # messages per read of the history (0.5 ms to decode)
 # A replay waits while more than this is buffered for the socket (and at most a
 # quarter of its backpressure limit), so it never makes the socket drop.
 MAX_BUFFERED: Final = 256 * 1024
@@ -91,9 +92,23 @@ class Replay:
     async def _send(
         self, items: list[Item], after: int, epoch: str
     ) -> tuple[int, int, bool]:
-        """Send the items after ``after``; return (sent, last sent, socket ok)."""
-        ws, outbox = self.ws, self.port.outbox
-        policy = self.policy
+        """Send the items after ``after``, a corked chunk (one write) per loop
+        turn; return (sent, last sent, socket ok)."""
+        total = 0
+        for start in range(0, len(items), CHUNK):
+            chunk = partial(self._chunk, items[start : start + CHUNK], after, epoch)
+            sent, after, ok = self.ws.cork(chunk)
+            total += sent
+            if not ok:
+                return total, after, False
+            if sent:
+                await self._breathe()
+        return total, after, True
+
+    def _chunk(
+        self, items: list[Item], after: int, epoch: str, ws: Any
+    ) -> tuple[int, int, bool]:
+        outbox, policy = self.port.outbox, self.policy
         sent = 0
         for offset, opcode, payload, compress in items:
             if offset <= after:
@@ -104,8 +119,6 @@ class Replay:
                 return sent, after, False
             after = offset
             sent += 1
-            if sent % CHUNK == 0 or ws.get_buffered_amount() > self.buffered:
-                await self._breathe()
         return sent, after, True
 
     async def _breathe(self) -> None:
@@ -122,7 +135,11 @@ class Replay:
         return bool(recent) and recent[0][0] <= after + 1
 
     def _send_recent(self, after: int) -> int:
-        """Send, in this turn, what was delivered live after ``after``."""
+        """Send, in this turn and one write, what was delivered live after
+        ``after``."""
+        return self.ws.cork(partial(self._recent, after))
+
+    def _recent(self, after: int, ws: Any) -> int:
         outbox = self.port.outbox
         for offset, opcode, payload, compress, message in self.track.recent:
             if offset > after:

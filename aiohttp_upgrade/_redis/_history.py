@@ -283,18 +283,27 @@ class RedisHistory:
                 reply = await client.eval(READ_SCRIPT, 2, meta, stream, *args)
         except (*EXPECTED, TimeoutError) as exc:
             raise HistoryUnavailable(f"reading the history: {describe(exc)}") from exc
+        try:
+            return self._slice(reply, after, ttl, tail)
+        except (ValueError, TypeError, IndexError, struct.error) as exc:
+            self.counters.malformed += 1
+            raise HistoryUnavailable(f"malformed history of {topic!r}") from exc
+
+    @staticmethod
+    def _slice(reply: Any, after: int, ttl: int, tail: bool) -> Slice:
         epoch, last, entries, seconds, micros = reply
         oldest = int(seconds) * 1000 + int(micros) // 1000 - ttl
         items: list[Item] = []
         complete = True
         for entry_id, fields in reversed(entries) if tail else entries:
-            stored = dict(zip(fields[::2], fields[1::2], strict=True))
-            if int(stored[b"t"]) < oldest:
+            if len(fields) != 4 or fields[0] != b"r" or fields[2] != b"t":
+                raise ValueError("not a history entry")
+            if int(fields[3]) < oldest:
                 complete = False  # too old to replay: and so is every earlier one
                 items.clear()
                 continue
-            opcode, payload, compress, _ = _record(stored[b"r"], 0)
-            items.append((int(entry_id.split(b"-")[0]), opcode, payload, compress))
+            opcode, payload, compress, _ = _record(fields[1], 0)
+            items.append((int(entry_id[:-2]), opcode, payload, compress))
         last_offset = int(last)
         if not tail and after < last_offset:
             complete = complete and bool(items) and items[0][0] == after + 1
