@@ -235,6 +235,8 @@ class Server(Generic[DataT]):
             Delivery on this process only. The payload length if every local
             subscriber took it at once, -1 if any was backpressured (queued; its
             ``drain`` follows), 0 if any dropped it or nobody here is subscribed.
+            A topic with history through a broker: -1 when queued for Redis
+            (delivered here too once Redis gave it its position), 0 if dropped.
 
         Raises:
             TypeError: ``topic`` is not a str, or ``message`` not str or bytes-like.

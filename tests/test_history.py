@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 from aiohttp_upgrade import (
     SERVER_KEY,
     InvalidStateError,
+    LocalBroker,
     Position,
     Server,
     ServerWebSocket,
@@ -304,3 +305,16 @@ async def test_format_failure_sends_the_message_as_published(
         server.publish(TOPIC, "plain text")
         assert await text(ws) == "plain text"
     assert "format() failed" in caplog.text
+
+
+async def test_a_broker_without_history_refuses_enable() -> None:
+    """enable() on a server whose remote broker keeps no history raises
+    InvalidStateError instead of giving positions each process would count alone."""
+
+    class Relay(LocalBroker):
+        remote = True
+
+    server: Server[None] = Server(WebSocketHandler(), broker=Relay())
+    with pytest.raises(InvalidStateError, match="keeps no history"):
+        server.history.enable("h:x")
+    assert server.history.policies.get("h:x") is None

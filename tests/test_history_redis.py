@@ -282,3 +282,23 @@ async def test_malformed_history_envelope_is_counted_and_ignored(
     await wait_until(lambda: a.broker.malformed == 2, what="both counted")
     a.server.publish(topic, "fine")
     assert await text(ws) == f"{epoch}:1|fine"
+
+
+async def test_plain_subscribe_gets_positioned_messages_through_redis(
+    worker: Start,
+    connect_ws: ConnectWs,
+    redis: RedisProcess,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A socket that subscribed with ws.subscribe (no resume) to a history topic
+    gets its messages formatted with their positions, from either worker."""
+    topic = topic_for(request)
+    a, b = await worker(), await worker()
+    ws = await connect_ws(ws_url(b.http))
+    await ws.send_str(f"sub {topic}")
+    assert await text(ws) == f"sub {topic} True"
+    await wait_subscribed(redis, b.broker.channel(topic).decode(), 1)
+    a.server.publish(topic, "first")
+    line = await text(ws)
+    epoch = (await a.server.history.read(topic))[0].epoch
+    assert line == f"{epoch}:1|first"

@@ -209,13 +209,21 @@ class RedisHistory:
             logger.warning("ignoring a malformed history message on %r: %s", topic, exc)
             return
         self.counters.received += len(records)
-        history = getattr(self.session.host, "history", None)
+        history = self._history()
         if history is None:
             return
         try:
             history.accept(topic, epoch, records)
         except Exception:
             logger.exception("delivering a history message from Redis failed")
+
+    def _history(self) -> Any:
+        """The host's :class:`~aiohttp_upgrade.History` (a Server's), or None."""
+        host: Any = self.session.host
+        try:
+            return host.history
+        except AttributeError:  # a host that keeps no history
+            return None
 
     def _sender(self, tag: int) -> Any:
         """The socket that published the message ``tag`` here (to skip it)."""
@@ -261,7 +269,7 @@ class RedisHistory:
         SUBSCRIBE takes effect, read what was published before it."""
         if isinstance(reply, list) and len(reply) == 3 and reply[0] == _SUBSCRIBE:
             topic = self.reader.topic_of.get(reply[1])
-            history = getattr(self.session.host, "history", None)
+            history = self._history()
             if topic is not None and history is not None:
                 history.check(topic)
 
