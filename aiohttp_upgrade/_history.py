@@ -232,6 +232,8 @@ class History:
             subscribers = [p for p in members if hold.get(p, -1) < offset]
             for port in [p for p, v in hold.items() if v < offset or p not in members]:
                 del hold[port]  # passed, or closed meanwhile
+            if not hold:
+                track.recent.clear()  # filled again, without a hole, by the next
         if not subscribers:
             return 0
         return _fan_out(subscribers, opcode, payload, compress, message, sender)

@@ -131,8 +131,14 @@ class Replay:
             await asyncio.sleep(0.002)
 
     def _covered(self, after: int) -> bool:
+        """The ring holds every live message after ``after`` (without a hole:
+        it is only filled while a resume runs)."""
         recent = self.track.recent
-        return bool(recent) and recent[0][0] <= after + 1
+        return (
+            bool(recent)
+            and recent[0][0] <= after + 1
+            and recent[-1][0] - recent[0][0] == len(recent) - 1
+        )
 
     def _send_recent(self, after: int) -> int:
         """Send, in this turn and one write, what was delivered live after
@@ -161,6 +167,8 @@ class Replay:
             history.check(self.topic, track)
         else:
             track.hold.pop(port, None)
+        if not track.hold:
+            track.recent.clear()  # only filled, without a hole, while held
         return Resumed(not reason, Position(epoch, after), replayed, reason)
 
 
