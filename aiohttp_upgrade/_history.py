@@ -106,8 +106,9 @@ class History:
         before any prefix).
 
         Args:
-            size: messages kept at most (Redis: ``MAXLEN ~``, so a few more).
-            ttl: seconds a message stays replayable at most.
+            size: messages kept at most, 1 to 1,000,000 (Redis: ``MAXLEN ~``,
+                so up to about 100 more).
+            ttl: seconds a message stays replayable at most (at most 30 days).
             format: ``format(position, data) -> str | bytes`` builds what
                 subscribers get for ``data`` published at ``position`` (called
                 once per process per message, and for each replayed message);
