@@ -75,7 +75,8 @@ UVLOOP_TESTS := tests/test_tls.py tests/test_upgrade.py tests/test_compat.py \
 	tests/test_docs_examples.py tests/test_docs_testing_example.py \
 	tests/test_backpressure_burst.py tests/test_large_frames.py \
 	tests/test_subscription_hook.py tests/test_cluster.py tests/test_close_path.py \
-	tests/test_backpressure_bound.py tests/test_close_timer.py tests/test_shutdown_edges.py
+	tests/test_backpressure_bound.py tests/test_close_timer.py tests/test_shutdown_edges.py \
+	tests/test_history.py tests/test_history_redis.py
 test-uvloop: $(VENV)/.installed system-deps
 	$(PY) -m pytest --loop=uvloop $(UVLOOP_TESTS) $(PYTEST_ARGS)
 
@@ -91,6 +92,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/backpressure.py
 	$(PY) benchmarks/connections.py
 	$(PY) benchmarks/cluster.py
+	$(PY) benchmarks/history.py
 
 # Bun for the comparison, from the npm registry (its binary ships in the package).
 BUN_VERSION ?= 1.4.5
