@@ -49,6 +49,8 @@ logger = logging.getLogger("aiohttp_upgrade")
 MAGIC: Final = b"AH\x01"
 FLAG: Final = 0x40  # opcode | FLAG: a history message in the writer's queue
 META_TTL_MS: Final = 86_400_000  # the epoch and offset outlive an idle stream
+# Sockets remembered for their publishes on the way through Redis, at most.
+MAX_SENDERS: Final = 65_536
 _RECORD: Final = struct.Struct("!IBI")
 _EPOCH: Final = re.compile(rb"[0-9a-f]{1,32}")
 _FLAGS: Final = frozenset((OP_TEXT, OP_BINARY, OP_TEXT | 0x80, OP_BINARY | 0x80))
@@ -119,7 +121,8 @@ class RedisHistory:
         self.reader = reader
         self.writer: Writer | None = None
         self.queued = False  # a history message waits in the writer's queue
-        self.policies: dict[str, tuple[int, int]] = {}  # topic -> size, ttl ms
+        # topic -> (size, ttl ms) of the messages queued for the next pipeline
+        self.policies: dict[str, tuple[int, int]] = {}
         self.senders: dict[int, Any] = {}  # tag -> the publishing socket
         self.tag = 0
         self.header = MAGIC + session.origin
@@ -145,7 +148,11 @@ class RedisHistory:
         tag = 0
         if sender is not None:
             tag = self.tag = self.tag % 0xFFFFFFFF + 1
-            self.senders[tag] = sender
+            senders = self.senders
+            if len(senders) >= MAX_SENDERS:  # publishes dropped on their way
+                for oldest in list(senders)[: MAX_SENDERS // 2]:
+                    del senders[oldest]
+            senders[tag] = sender
         flags = opcode | 0x80 if compress else opcode
         record = _RECORD.pack(len(payload), flags, tag) + payload
         self.policies[topic] = (policy.size, int(policy.ttl * 1000))
@@ -182,6 +189,7 @@ class RedisHistory:
             run.append(record)
             size += len(record)
         self._run(topic, run, commands)
+        self.policies.clear()  # each publish sets its topic's again
         return rest, nbytes
 
     def _run(self, topic: str, records: list[bytes], commands: list[Any]) -> None:
