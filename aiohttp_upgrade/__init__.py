@@ -22,8 +22,11 @@ from ._errors import (
     WebSocketError,
 )
 from ._handler import WebSocketHandler
+from ._history import History
+from ._history_local import HistoryUnavailable
 from ._metrics import Metrics
 from ._origin import origin_allowed
+from ._positions import Position, Resumed
 from ._presence_api import Presence
 from ._ratelimit import RateLimit, TokenBucket
 from ._server import Fetch, Server
@@ -47,15 +50,19 @@ __all__ = [
     "BrokerUnavailableError",
     "CloseCode",
     "Fetch",
+    "History",
+    "HistoryUnavailable",
     "InvalidOptionError",
     "InvalidStateError",
     "LocalBroker",
     "Metrics",
     "PerMessageDeflate",
+    "Position",
     "Presence",
     "ProtocolError",
     "RateLimit",
     "ReadyState",
+    "Resumed",
     "Server",
     "ServerWebSocket",
     "TokenBucket",

@@ -34,6 +34,7 @@ from ._metrics import Counters
 from ._topics import TopicRegistry
 
 if TYPE_CHECKING:
+    from ._history import History
     from ._presence import PresenceTable
 
 logger = logging.getLogger("aiohttp_upgrade")
@@ -156,6 +157,7 @@ class Hub:
         "_relay",
         "_subscription",
         "counters",
+        "history",
         "presence",
         "topics",
     )
@@ -181,6 +183,8 @@ class Hub:
         """Who is subscribed to what; read it, change it through the hub only."""
         self.presence: PresenceTable | None = None
         """Presence entries; a closing socket's end in :meth:`leave_all`."""
+        self.history: History | None = None
+        """Set once a topic keeps history (docs/history.rst); None costs nothing."""
 
     # -- subscriptions ------------------------------------------------------------
 
@@ -257,6 +261,12 @@ class Hub:
             subscriber took it at once, -1 if any queued it behind buffered bytes,
             0 if any dropped it or nobody (else) here is subscribed.
         """
+        history = self.history
+        if history is not None:
+            policy = history.policies.get(topic)
+            if policy is not None:  # positions first, through the broker if any
+                skip = None if self._publish_to_self else sender
+                return history.publish(topic, policy, opcode, payload, compress, skip)
         relay = self._relay
         if relay is not None:
             relay(topic, opcode, payload, compress)

@@ -14,11 +14,9 @@ with capped, jittered exponential backoff; the reader re-subscribes every topic
 that has local subscribers. A watchdog, independent of both, detects a Redis that
 stopped answering without closing the connection (a pipeline, a handshake or a
 heartbeat PING unanswered for ``stall_timeout``), even while the writer is
-blocked sending to it. Delivery between processes is at most once: while Redis
-is unreachable, and past ``max_queue`` messages or ``max_queue_bytes`` of payload
-waiting for Redis, publishes are dropped (counted in
-:attr:`RedisBroker.dropped`), never retried (a retried pipeline could deliver
-twice).
+blocked sending to it. Plain topics are delivered at most once: publishes are
+dropped (counted in :attr:`RedisBroker.dropped`), never retried, while Redis is
+unreachable or past ``max_queue``/``max_queue_bytes``; history topics: docs/history.rst.
 
 Every background task (writer, reader, heartbeat, watchdog) is supervised: an
 exception it does not expect is logged with its traceback, counted in
@@ -40,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Final
+from typing import Any, Final
 
 try:
     from redis.asyncio import Redis
@@ -369,6 +367,9 @@ class RedisBroker(Broker):
         if self._writer.link.connection is not None:
             self._counts.changed.add(topic)
             self._wakeup.wake()
+
+    def history_backend(self) -> Any:  # see Broker.history_backend: Redis Streams
+        return self._reader.history
 
     def publish(self, topic: str, opcode: int, payload: bytes, compress: bool) -> None:
         """Queue the message for one pipeline at the end of this loop turn; drop it

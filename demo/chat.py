@@ -54,6 +54,7 @@ from .limits import KeyedLimiter, address_key
 from .metrics import add_metrics_route
 from .models import User
 from .names import NAME_PATTERN, NameRefused, clean_name
+from .protocol import with_position
 from .store import Store
 
 __all__ = [
@@ -72,6 +73,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+# Frames of a room a page can resume from after losing its socket: the last
+# RESUME_SIZE, for RESUME_TTL seconds.
+RESUME_SIZE = 1000
+RESUME_TTL = 600.0
 
 CONFIG_KEY = web.AppKey("config", Config)
 STORE_KEY = web.AppKey("store", Store)
@@ -278,6 +283,11 @@ def create_app(config: Config) -> web.Application:
     chat = ChatHandler(store, config.clock, limits)
     server = Server(
         chat, allowed_origins=config.allowed_origins, broker=_broker(config)
+    )
+    # Every room keeps a short history with positions, so that a page that
+    # lost its socket resumes without reloading the room (docs/demo.rst).
+    server.history.enable(
+        "room:", prefix=True, size=RESUME_SIZE, ttl=RESUME_TTL, format=with_position
     )
     app[CONFIG_KEY] = config
     app[STORE_KEY] = store

@@ -70,6 +70,7 @@ from .protocol import (
     encode_member_joined,
     encode_member_left,
     encode_message,
+    encode_resumed,
     parse_client_message,
 )
 from .store import DEFAULT_HISTORY_LIMIT, Store
@@ -357,7 +358,7 @@ class ChatHandler(WebSocketHandler[SocketData]):
             ws.send_text(encode_error(exc.code, exc.message))
             return
         if isinstance(request, Join):
-            await self._join(ws, request.room)
+            await self._join(ws, request.room, request.since)
         elif isinstance(request, Leave):
             await self._leave(ws, request.room)
         elif isinstance(request, Say):
@@ -378,8 +379,9 @@ class ChatHandler(WebSocketHandler[SocketData]):
 
     # -- requests ----------------------------------------------------------------
 
-    async def _join(self, ws: Socket, room: str) -> None:
+    async def _join(self, ws: Socket, room: str, since: str | None = None) -> None:
         data = ws.data
+        position: str | None = None
         if room not in data.rooms:
             if len(data.rooms) >= MAX_ROOMS_PER_SOCKET:
                 ws.send_text(
@@ -391,13 +393,22 @@ class ChatHandler(WebSocketHandler[SocketData]):
                 return
             # Subscribe before reading history: a message saved meanwhile then
             # arrives live (perhaps twice, which clients merge by id), never not at all.
-            ws.subscribe(room_topic(room))
-            ws.track(room_topic(room), str(data.user_id), {"name": data.user_name})
+            # With ``since``, what the client missed is replayed first, once.
             data.rooms.add(room)
+            resumed = await self.server.history.resume(ws, room_topic(room), since)
+            position = str(resumed.position) if resumed.position else None
+            if resumed.reason in ("closed", "subscribed"):
+                data.rooms.discard(room)
+                return
+            ws.track(room_topic(room), str(data.user_id), {"name": data.user_name})
             self._in_room.setdefault(room, set()).add(ws)
+            if resumed.recovered and since is not None and position is not None:
+                if ws.ready_state is ReadyState.OPEN and room in data.rooms:
+                    ws.send_text(encode_resumed(room, self.members(room), position))
+                return
         history = await self.store.recent_messages(room, DEFAULT_HISTORY_LIMIT)
         if ws.ready_state is ReadyState.OPEN and room in data.rooms:
-            ws.send_text(encode_joined(room, history, self.members(room)))
+            ws.send_text(encode_joined(room, history, self.members(room), position))
 
     async def _leave(self, ws: Socket, room: str) -> None:
         data = ws.data

@@ -12,6 +12,8 @@ from redis.asyncio.connection import AbstractConnection
 from .._envelope import MalformedEnvelope, decode_envelope
 from . import _compat
 from ._config import SUBSCRIBE_CHUNK, Config, Counters, Session, Wakeup
+from ._history import MAGIC as HISTORY_MAGIC
+from ._history import RedisHistory
 from ._link import EXPECTED, Link, Outage
 
 __all__ = ["Reader"]
@@ -45,6 +47,7 @@ class Reader:
         self.interest_changed: set[str] = set()  # for the writer to sync
         self.subscribed: set[bytes] = set()  # channels sent on the connection
         self.ping_since: float | None = None  # oldest PING maybe unanswered
+        self.history = RedisHistory(config, counters, session, self)
 
     def track(self, topic: str, new_count: int, old_count: int) -> None:
         """Note that ``topic`` gained its first or lost its last local subscriber."""
@@ -156,11 +159,15 @@ class Reader:
         """Deliver a message from another process to the host."""
         if not isinstance(reply, list) or len(reply) != 3 or reply[0] != _MESSAGE:
             self.session.presence.confirmed(reply)  # subscribe confirmations, pongs
+            self.history.other_reply(reply)
             return
         topic = self.topic_of.get(reply[1])
         data = reply[2]
         if topic is None or type(data) is not bytes:
             self.session.presence.received(reply[1], data)  # or unsubscribed meanwhile
+            return
+        if data.startswith(HISTORY_MAGIC):
+            self.history.received(topic, data)
             return
         try:
             origin, records = decode_envelope(data)
