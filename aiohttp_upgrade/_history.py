@@ -79,6 +79,7 @@ class History:
     def __init__(self, hub: Hub, broker: Broker, backpressure_limit: int) -> None:
         self._hub = hub
         self._broker = broker
+        self.counters = hub.counters  # metrics: deliveries, replays
         self.backpressure_limit = backpressure_limit
         """The handler's ``backpressure_limit``: a replay stays well under it."""
         self._local: LocalHistory | None = None
@@ -235,8 +236,13 @@ class History:
                 del hold[port]  # passed, or closed meanwhile
             if not hold:
                 track.recent.clear()  # filled again, without a hole, by the next
+        counters = self.counters
+        counters.publishes += 1
         if not subscribers:
             return 0
+        reached = len(subscribers) - (sender in subscribers)
+        counters.deliveries += reached
+        counters.bytes_delivered += reached * len(payload)
         return _fan_out(subscribers, opcode, payload, compress, message, sender)
 
     def check(self, topic: str, track: Track | None = None) -> None:

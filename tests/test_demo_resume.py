@@ -36,15 +36,14 @@ async def say(ws: ClientWebSocketResponse, text: str) -> dict[str, Any]:
 
 
 async def test_room_frames_carry_positions(ada: Client) -> None:
-    """The join answer carries the room's position and the room's frames the
-    following ones (the joiner's own announcement, which it does not get, took
-    the first)."""
+    """The join answer carries the room's position and the room's messages the
+    following ones (presence announcements are not history: they take none)."""
     ws = await connect(ada)
     joined = await join(ws, "general")
     epoch, offset = joined["position"].split(":")
     first, second = await say(ws, "one"), await say(ws, "two")
-    assert first["position"] == f"{epoch}:{int(offset) + 2}"
-    assert second["position"] == f"{epoch}:{int(offset) + 3}"
+    assert first["position"] == f"{epoch}:{int(offset) + 1}"
+    assert second["position"] == f"{epoch}:{int(offset) + 2}"
     await ws.close()
 
 

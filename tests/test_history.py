@@ -110,6 +110,27 @@ async def test_resume_replays_missed_messages_once_in_order(
     assert await text(again) == f"{epoch}:8|c-1"
 
 
+async def test_replays_and_history_deliveries_are_in_the_metrics(
+    aiohttp_server: Start, connect_ws: ConnectWs
+) -> None:
+    """``server.metrics()`` counts each replayed message in ``history_replays``
+    and each history publish with its deliveries, as for other topics."""
+    app = create_app(size=50)
+    served = await aiohttp_server(app)
+    server: Server[None] = app[SERVER_KEY]
+    live = await connect_ws(ws_url(served))
+    await resume(live)
+    for i in range(4):
+        server.publish(TOPIC, f"m-{i}")
+    epoch = (await text(live)).split(":")[0]
+    late = await connect_ws(ws_url(served))
+    *replayed, _ = await resume(late, since=f"{epoch}:1")
+    metrics = server.metrics()
+    assert len(replayed) == 3
+    assert (metrics.history_replays, metrics.publishes) == (3, 4)
+    assert metrics.deliveries == 4
+
+
 async def test_resume_while_publishing_has_no_gap_and_no_duplicate(
     aiohttp_server: Start, connect_ws: ConnectWs
 ) -> None:

@@ -112,6 +112,19 @@ async def test_two_sockets_with_one_key_are_one_member_until_the_last_leaves(
     assert presence.topics() == []
 
 
+async def test_members_are_in_the_metrics(
+    serve: ServeFactory, connect_ws: ConnectWs
+) -> None:
+    """``server.metrics().presence_members`` counts members (keys) per topic:
+    two tabs of one key are one member."""
+    handler, served = await setup(serve)
+    first, second = await connect_ws(served.url), await connect_ws(served.url)
+    await run(handler, first, track("alice", "tab 1"))
+    await run(handler, second, track("alice", "tab 2"))
+    await run(handler, second, track("alice", "tab 2", topic="other"))
+    assert served.server.metrics().presence_members == 2
+
+
 async def test_closing_untracks_before_the_close_hook(
     serve: ServeFactory, connect_ws: ConnectWs
 ) -> None:
