@@ -79,7 +79,6 @@ class History:
     def __init__(self, hub: Hub, broker: Broker, backpressure_limit: int) -> None:
         self._hub = hub
         self._broker = broker
-        self.counters = hub.counters  # metrics: deliveries, replays
         self.backpressure_limit = backpressure_limit
         """The handler's ``backpressure_limit``: a replay stays well under it."""
         self._local: LocalHistory | None = None
@@ -236,7 +235,7 @@ class History:
                 del hold[port]  # passed, or closed meanwhile
             if not hold:
                 track.recent.clear()  # filled again, without a hole, by the next
-        counters = self.counters
+        counters = self._hub.counters
         counters.publishes += 1
         if not subscribers:
             return 0
@@ -335,7 +334,9 @@ class History:
         track.hold[port] = HOLD_ALL
         replay = Replay(self, ws, port, topic, policy, track)
         try:
-            return await replay.run(wanted, since is not None)
+            resumed = await replay.run(wanted, since is not None)
+            self._hub.counters.history_replays += resumed.replayed
+            return resumed
         finally:
             if track.hold.get(port) == HOLD_ALL:
                 del track.hold[port]

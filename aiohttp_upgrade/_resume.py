@@ -72,7 +72,6 @@ class Replay:
         while True:
             sent, after, ok = await self._send(chunk.items, after, epoch)
             replayed += sent
-            self.history.counters.history_replays += sent
             if not ok:
                 return self._finish(epoch, after, replayed, "dropped")
             track = self.track
