@@ -5,7 +5,7 @@ Runs the echo server of ``benchmarks/echo.py`` (aiohttp-upgrade with a
 pinned to CPU 0, and 50 clients (raw asyncio protocols, on uvloop when
 installed) in this process pinned to CPU 1, each keeping one 32-byte text
 message in flight. After a warm-up it runs a fixed number of round trips three
-times, the clients idle in between:
+times per phase, the clients idle in between:
 
 1. plain: the server's CPU time (utime + stime from ``/proc/<pid>/stat``) per
    message, without any instrumentation: the scale for what follows;
@@ -13,12 +13,17 @@ times, the clients idle in between:
    per function, calls per message and µs per message (tottime and cumtime
    divided by the messages), the top ``--top`` by tottime, and the server's CPU
    per message under the profiler;
-3. under ``strace -c -f -p`` when strace is installed: system calls per message.
+3. once, under ``strace -c -f -p`` when strace is installed: system calls per
+   message.
+
+Phases 1 and 2 alternate for ``--rounds`` rounds; the profile adds up its rounds.
 
 cProfile times every call of a Python function, which inflates small functions
 most: read its µs as shares of the profiled total, and the plain CPU per
-message as the real cost. Its clock is wall time, so the event loop's poll line
-includes the wait for the clients.
+message as the real cost ("est." is each share of that). Its clock is wall
+time, so the event loop's poll line includes the wait for the clients (it is
+left out of the shares), and time the server spends preempted by other
+processes on its CPU inflates every line alike.
 
 The server is in malloc's steady state (``_common.settle_malloc``), as after a
 connection has closed; a fresh asyncio server pays more per read (issue 17).
@@ -35,6 +40,7 @@ import os
 import pstats
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -55,6 +61,7 @@ from _common import (
     pin,
     print_table,
     serve_app,
+    spread,
 )
 from echo import APPS, LABELS
 
@@ -126,6 +133,15 @@ async def round_trips(clients: list[CountedClient], messages: int) -> int:
     each = max(1, messages // len(clients))
     await asyncio.gather(*(client.run(each) for client in clients))
     return each * len(clients)
+
+
+async def cpu_per_message(
+    server: ServerProcess, clients: list[CountedClient], messages: int
+) -> float:
+    """Server CPU µs per message over ``messages`` round trips."""
+    cpu0 = server.cpu_seconds()
+    done = await round_trips(clients, messages)
+    return (server.cpu_seconds() - cpu0) / done * 1e6
 
 
 async def server_line(server: ServerProcess) -> str:
@@ -204,27 +220,49 @@ def short_name(func: tuple[str, int, str]) -> str:
     return f"{filename}:{line}({name})"
 
 
-def profile_rows(dump_path: str, messages: int, top: int) -> list[list[str]]:
-    """The top ``top`` functions by tottime, per message."""
+def profile_rows(
+    dump_path: str, messages: int, top: int, plain_us: float
+) -> list[list[str]]:
+    """The top ``top`` functions by tottime, per message, with each one's share
+    of the profiled total (the poll left out) and that share of ``plain_us``."""
     stats = pstats.Stats(dump_path)
     entries = []
     for func, (_, calls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
         entries.append((tottime, cumtime, calls, func))
     entries.sort(reverse=True)
-    rows = [["calls/msg", "tottime µs/msg", "cumtime µs/msg", "function"]]
+    total = sum(e[0] for e in entries if not is_poll(e[3]))
+    rows = [
+        [
+            "calls/msg",
+            "tottime µs/msg",
+            "share",
+            "est. µs/msg",
+            "cumtime µs/msg",
+            "function",
+        ]
+    ]
     for tottime, cumtime, calls, func in entries[:top]:
+        poll = is_poll(func)
+        share = tottime / total
         rows.append(
             [
                 f"{calls / messages:.2f}",
                 f"{tottime / messages * 1e6:.2f}",
+                "" if poll else f"{share:.1%}",
+                "" if poll else f"{share * plain_us:.2f}",
                 f"{cumtime / messages * 1e6:.2f}",
-                short_name(func)
-                + (" (includes the idle wait)" if is_poll(func) else ""),
+                short_name(func) + (" (mostly the idle wait)" if poll else ""),
             ]
         )
-    total = sum(e[0] for e in entries if not is_poll(e[3])) / messages * 1e6
     rows.append(
-        ["", f"{total:.2f}", "", "(all functions but the poll: profiled total)"]
+        [
+            "",
+            f"{total / messages * 1e6:.2f}",
+            "100%",
+            f"{plain_us:.2f}",
+            "",
+            "(every function but the poll)",
+        ]
     )
     return rows
 
@@ -256,26 +294,30 @@ async def measure(args: argparse.Namespace, dump_path: str, strace_path: str) ->
         print(f"server pid {server.pid} on CPUs {sorted(server.cpus())}")
         await round_trips(clients, WARM_UP_MESSAGES)
 
-        cpu0 = server.cpu_seconds()
-        plain_messages = await round_trips(clients, args.messages)
-        plain_us = (server.cpu_seconds() - cpu0) / plain_messages * 1e6
-
-        server.process.send_signal(signal.SIGUSR1)
-        assert await server_line(server) == PROFILING
-        cpu0 = server.cpu_seconds()
-        profiled_messages = await round_trips(clients, args.messages)
-        profiled_us = (server.cpu_seconds() - cpu0) / profiled_messages * 1e6
-        server.process.send_signal(signal.SIGUSR2)
-        assert await server_line(server) == DUMPED
-
+        plain: list[float] = []
+        profiled: list[float] = []
+        profiled_messages = 0
+        for _ in range(args.rounds):
+            plain.append(await cpu_per_message(server, clients, args.messages))
+            server.process.send_signal(signal.SIGUSR1)
+            assert await server_line(server) == PROFILING
+            profiled.append(await cpu_per_message(server, clients, args.messages))
+            profiled_messages += args.messages
+            server.process.send_signal(signal.SIGUSR2)
+            assert await server_line(server) == DUMPED
+        plain_us = statistics.median(plain)
         print(
-            f"server CPU per message (/proc): {plain_us:.2f} µs plain,"
-            f" {profiled_us:.2f} µs under cProfile"
-            f" ({profiled_us / plain_us:.1f}x); {plain_messages} messages each"
+            f"server CPU per message (/proc, µs, median [min-max] of {args.rounds}"
+            f" rounds of {args.messages} messages): plain {spread(plain)},"
+            f" under cProfile {spread(profiled)}"
+            f" ({statistics.median(profiled) / plain_us:.1f}x)"
         )
         print()
-        print(f"cProfile, top {args.top} by tottime, per message:")
-        print_table(profile_rows(dump_path, profiled_messages, args.top))
+        print(
+            f"cProfile, top {args.top} by tottime, per message; est. = the share"
+            " of the profiled time times the plain CPU per message:"
+        )
+        print_table(profile_rows(dump_path, profiled_messages, args.top, plain_us))
 
         strace = shutil.which("strace")
         print()
@@ -283,7 +325,7 @@ async def measure(args: argparse.Namespace, dump_path: str, strace_path: str) ->
             print("system calls: strace is not installed")
         else:
             traced_messages, syscalls = await traced(
-                strace, server, clients, args.messages, strace_path
+                strace, server, clients, args.strace_messages, strace_path
             )
             print(f"system calls per message (strace -c -f, {traced_messages}):")
             print_table(syscall_rows(syscalls, traced_messages))
@@ -309,6 +351,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument(
         "--messages", type=int, default=100_000, help="round trips per phase"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="plain and profiled phases, alternating; the profile adds them up",
+    )
+    parser.add_argument(
+        "--strace-messages",
+        type=int,
+        default=20_000,
+        help="round trips under strace (which slows the server down a lot)",
     )
     parser.add_argument("--size", type=int, default=32, help="payload bytes")
     parser.add_argument("--top", type=int, default=25, help="functions shown")
