@@ -41,6 +41,7 @@ __all__ = [
     "close_clients",
     "connect_clients",
     "cpu_seconds",
+    "cpu_times",
     "handshake_request",
     "install_uvloop",
     "machine",
@@ -76,12 +77,17 @@ def cpu_seconds(pid: int) -> float:
     Resolution is one clock tick (1/CLK_TCK s, usually 10 ms): measure intervals
     long enough for that not to matter.
     """
+    return sum(cpu_times(pid))
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """utime and stime (user and kernel CPU) of process ``pid``, in seconds."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
     # The command name (field 2) may contain spaces: split after its ')'.
     fields = stat[stat.rindex(b")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / CLK_TCK
+    return utime / CLK_TCK, stime / CLK_TCK
 
 
 def percentile(values: Sequence[float], p: float) -> float:

@@ -20,10 +20,11 @@ Phases 1 and 2 alternate for ``--rounds`` rounds; the profile adds up its rounds
 
 cProfile times every call of a Python function, which inflates small functions
 most: read its µs as shares of the profiled total, and the plain CPU per
-message as the real cost ("est." is each share of that). Its clock is wall
-time, so the event loop's poll line includes the wait for the clients (it is
-left out of the shares), and time the server spends preempted by other
-processes on its CPU inflates every line alike.
+message, split into user and kernel (system) time, as the real cost: the
+kernel's part is the system calls, which the profile books to ``send``,
+``recv`` and ``poll``. Its clock is wall time, so the poll line includes the
+wait for the clients (it is left out of the shares), and time the server
+spends preempted by other processes on its CPU inflates every line alike.
 
 The server is in malloc's steady state (``_common.settle_malloc``), as after a
 connection has closed; a fresh asyncio server pays more per read (issue 17).
@@ -40,7 +41,6 @@ import os
 import pstats
 import shutil
 import signal
-import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -57,6 +57,7 @@ from _common import (
     client_frame,
     close_clients,
     connect_clients,
+    cpu_times,
     install_uvloop,
     pin,
     print_table,
@@ -137,11 +138,12 @@ async def round_trips(clients: list[CountedClient], messages: int) -> int:
 
 async def cpu_per_message(
     server: ServerProcess, clients: list[CountedClient], messages: int
-) -> float:
-    """Server CPU µs per message over ``messages`` round trips."""
-    cpu0 = server.cpu_seconds()
+) -> tuple[float, float]:
+    """Server user and kernel CPU µs per message over ``messages`` round trips."""
+    user0, system0 = cpu_times(server.pid)
     done = await round_trips(clients, messages)
-    return (server.cpu_seconds() - cpu0) / done * 1e6
+    user1, system1 = cpu_times(server.pid)
+    return (user1 - user0) / done * 1e6, (system1 - system0) / done * 1e6
 
 
 async def server_line(server: ServerProcess) -> str:
@@ -220,11 +222,9 @@ def short_name(func: tuple[str, int, str]) -> str:
     return f"{filename}:{line}({name})"
 
 
-def profile_rows(
-    dump_path: str, messages: int, top: int, plain_us: float
-) -> list[list[str]]:
+def profile_rows(dump_path: str, messages: int, top: int) -> list[list[str]]:
     """The top ``top`` functions by tottime, per message, with each one's share
-    of the profiled total (the poll left out) and that share of ``plain_us``."""
+    of the profiled total (the poll left out)."""
     stats = pstats.Stats(dump_path)
     entries = []
     for func, (_, calls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
@@ -236,7 +236,6 @@ def profile_rows(
             "calls/msg",
             "tottime µs/msg",
             "share",
-            "est. µs/msg",
             "cumtime µs/msg",
             "function",
         ]
@@ -249,7 +248,6 @@ def profile_rows(
                 f"{calls / messages:.2f}",
                 f"{tottime / messages * 1e6:.2f}",
                 "" if poll else f"{share:.1%}",
-                "" if poll else f"{share * plain_us:.2f}",
                 f"{cumtime / messages * 1e6:.2f}",
                 short_name(func) + (" (mostly the idle wait)" if poll else ""),
             ]
@@ -259,7 +257,6 @@ def profile_rows(
             "",
             f"{total / messages * 1e6:.2f}",
             "100%",
-            f"{plain_us:.2f}",
             "",
             "(every function but the poll)",
         ]
@@ -294,8 +291,8 @@ async def measure(args: argparse.Namespace, dump_path: str, strace_path: str) ->
         print(f"server pid {server.pid} on CPUs {sorted(server.cpus())}")
         await round_trips(clients, WARM_UP_MESSAGES)
 
-        plain: list[float] = []
-        profiled: list[float] = []
+        plain: list[tuple[float, float]] = []
+        profiled: list[tuple[float, float]] = []
         profiled_messages = 0
         for _ in range(args.rounds):
             plain.append(await cpu_per_message(server, clients, args.messages))
@@ -305,19 +302,22 @@ async def measure(args: argparse.Namespace, dump_path: str, strace_path: str) ->
             profiled_messages += args.messages
             server.process.send_signal(signal.SIGUSR2)
             assert await server_line(server) == DUMPED
-        plain_us = statistics.median(plain)
         print(
-            f"server CPU per message (/proc, µs, median [min-max] of {args.rounds}"
-            f" rounds of {args.messages} messages): plain {spread(plain)},"
-            f" under cProfile {spread(profiled)}"
-            f" ({statistics.median(profiled) / plain_us:.1f}x)"
+            f"server CPU µs per message (/proc; median [min-max] of {args.rounds}"
+            f" rounds of {args.messages} messages):"
         )
+        for label, phase in (("plain", plain), ("under cProfile", profiled)):
+            print(
+                f"  {label}: {spread([u + s for u, s in phase])}"
+                f" (user {spread([u for u, _ in phase])},"
+                f" system {spread([s for _, s in phase])})"
+            )
         print()
         print(
-            f"cProfile, top {args.top} by tottime, per message; est. = the share"
-            " of the profiled time times the plain CPU per message:"
+            f"cProfile, top {args.top} by tottime, per message (wall time; share"
+            " = of all functions but the poll):"
         )
-        print_table(profile_rows(dump_path, profiled_messages, args.top, plain_us))
+        print_table(profile_rows(dump_path, profiled_messages, args.top))
 
         strace = shutil.which("strace")
         print()
