@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -175,12 +176,27 @@ def machine() -> dict[str, Any]:
         "aiohttp": version("aiohttp"),
         "aiohttp_upgrade": version("aiohttp-upgrade"),
         "uvloop": version("uvloop"),
+        "picows": version("picows"),
+        "websockets": version("websockets"),
+        "bun": _bun_version(),
         "platform": platform.platform(),
         "cpu": model,
         "cpus": os.cpu_count(),
         "server_cpu": SERVER_CPU,
         "client_cpu": CLIENT_CPU,
     }
+
+
+def _bun_version() -> str | None:
+    """The version of the Bun the scripts would run (``$BUN`` or on PATH)."""
+    bun = os.environ.get("BUN") or shutil.which("bun")
+    if bun is None:
+        return None
+    try:
+        done = subprocess.run([bun, "--version"], capture_output=True, text=True)
+    except OSError:
+        return None
+    return done.stdout.strip() or None
 
 
 def _record(result: object) -> dict[str, Any]:
