@@ -91,6 +91,7 @@ conformance-quick: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/echo.py
 	$(PY) benchmarks/fanout.py
+	$(PY) benchmarks/profile_echo.py --messages 20000
 	$(PY) benchmarks/backpressure.py
 	$(PY) benchmarks/connections.py
 	$(PY) benchmarks/cluster.py
