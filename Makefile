@@ -86,7 +86,8 @@ UVLOOP_TESTS := tests/test_tls.py tests/test_upgrade.py tests/test_compat.py \
 	tests/test_subscription_hook.py tests/test_cluster.py tests/test_close_path.py \
 	tests/test_backpressure_bound.py tests/test_close_timer.py tests/test_shutdown_edges.py \
 	tests/test_ready_state_closing.py tests/test_subscribers.py tests/test_shutting_down.py \
-	tests/test_bun_names.py tests/test_max_lifetime.py tests/test_ping_interval.py tests/test_drain.py
+	tests/test_bun_names.py tests/test_max_lifetime.py tests/test_ping_interval.py tests/test_drain.py \
+	tests/test_history.py tests/test_history_redis.py
 test-uvloop: $(VENV)/.installed system-deps build-ext
 	$(PY) -m pytest --loop=uvloop $(UVLOOP_TESTS) $(PYTEST_ARGS)
 
@@ -99,10 +100,12 @@ conformance-quick: $(VENV)/.installed build-ext
 bench: $(VENV)/.installed build-ext
 	$(PY) benchmarks/echo.py
 	$(PY) benchmarks/fanout.py
+	$(PY) benchmarks/profile_echo.py --messages 20000
 	$(PY) benchmarks/backpressure.py
 	$(PY) benchmarks/connections.py
 	$(PY) benchmarks/cluster.py
 	$(PY) benchmarks/drain.py
+	$(PY) benchmarks/history.py
 
 # Bun for the comparison, from the npm registry (its binary ships in the package).
 BUN_VERSION ?= 1.4.5

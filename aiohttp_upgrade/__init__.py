@@ -24,8 +24,12 @@ from ._errors import (
     WebSocketError,
 )
 from ._handler import WebSocketHandler
+from ._history import History
+from ._history_local import HistoryUnavailable
 from ._metrics import Metrics
 from ._origin import origin_allowed
+from ._positions import Position, Resumed
+from ._presence_api import Presence
 from ._ratelimit import RateLimit, TokenBucket
 from ._server import Fetch, Server
 from ._websocket import ReadyState, ServerWebSocket
@@ -48,14 +52,19 @@ __all__ = [
     "BrokerUnavailableError",
     "CloseCode",
     "Fetch",
+    "History",
+    "HistoryUnavailable",
     "InvalidOptionError",
     "InvalidStateError",
     "LocalBroker",
     "Metrics",
     "PerMessageDeflate",
+    "Position",
+    "Presence",
     "ProtocolError",
     "RateLimit",
     "ReadyState",
+    "Resumed",
     "Server",
     "ServerWebSocket",
     "TokenBucket",

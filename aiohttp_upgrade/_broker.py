@@ -35,7 +35,10 @@ brokers; only the hub and the server call them.
 from __future__ import annotations
 
 import abc
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from ._presence_api import Presence
 
 __all__ = ["Broker", "BrokerHost", "LocalBroker"]
 
@@ -56,6 +59,13 @@ class BrokerHost(Protocol):
 
     def subscriber_count(self, topic: str) -> int:
         """The number of local subscribers of ``topic`` now."""
+        ...
+
+    @property
+    def presence(self) -> Presence:
+        """The server's presence view: a broker that carries presence attaches
+        to it at start and applies the other processes' entries (optional: a
+        broker that does not leaves presence to this process)."""
         ...
 
 
@@ -93,6 +103,12 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def cluster_count(self, topic: str) -> int:
         """Subscribers of ``topic`` on every live process, this one included."""
+
+    def history_backend(self) -> Any:
+        """Where topic histories live with this broker (docs/history.rst), or
+        None (the default) if it keeps none: ``server.history.enable`` then
+        raises. :class:`LocalBroker`'s are kept by the server itself."""
+        return None
 
 
 class LocalBroker(Broker):

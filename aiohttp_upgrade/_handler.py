@@ -10,19 +10,21 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._deflate import PerMessageDeflate
 from ._errors import InvalidStateError
-from ._hooks import HOOK_NAMES, HOOKS, Hook, HookTable
+from ._hooks import HOOK_NAMES, HOOKS, SERVER_HOOK_NAMES, Hook, HookTable
 from ._lifecycle import bound_server
 from ._options import (
     DEFAULT_BACKPRESSURE_LIMIT,
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PAYLOAD_LENGTH,
+    DEFAULT_MAX_PRESENCE_META_LENGTH,
     DEFAULT_SHUTDOWN_TIMEOUT,
     OPTION_NAMES,
     OPTIONS,
     Options,
     options_doc,
 )
+from ._presence import PresenceHook
 from ._ratelimit import RateLimit
 
 if TYPE_CHECKING:
@@ -46,8 +48,9 @@ def _normalise(name: str) -> str:
     return name.replace("_", "")
 
 
-_BY_NORMAL_FORM = {_normalise(name): name for name in (*_OPTION_NAMES, *HOOK_NAMES)}
-_KNOWN = frozenset((*_OPTION_NAMES, *HOOK_NAMES, "options", "hooks", "server"))
+_HOOKS = (*HOOK_NAMES, *SERVER_HOOK_NAMES)
+_BY_NORMAL_FORM = {_normalise(name): name for name in (*_OPTION_NAMES, *_HOOKS)}
+_KNOWN = frozenset((*_OPTION_NAMES, *_HOOKS, "options", "hooks", "server"))
 
 
 def _meant(name: str, value: object) -> str | None:
@@ -146,6 +149,7 @@ class WebSocketHandler(Generic[DataT]):
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     shutdown_drain: float = 0
     rate_limit: RateLimit | None = None
+    max_presence_meta_length: int = DEFAULT_MAX_PRESENCE_META_LENGTH
 
     @property
     def server(self) -> Server[DataT]:
@@ -257,6 +261,19 @@ class WebSocketHandler(Generic[DataT]):
         after them; shutdown waits for it. If it raises, ``error`` gets the
         exception and an open socket is closed with 1011, as for any hook."""
 
+    def presence(
+        self, topic: str, joins: dict[str, list[Any]], leaves: dict[str, list[Any]]
+    ) -> Awaitable[None] | None:
+        """Called when members of ``topic`` joined, left or changed their meta, on
+        any process (``ws.track``, ``untrack``, ``update_presence``, a close, a
+        dead process): ``joins`` and ``leaves`` map each key to the metas that
+        came or went (an update is its old meta in ``leaves``, its new one in
+        ``joins``). Called once per topic per batch (changes within 50 ms), for
+        the whole server, not per socket, and on every process: send the news
+        to this process's clients with ``self.server.presence.publish_local``.
+        An async hook runs one diff at a time, in order. If it raises, the
+        exception is logged; nothing is closed."""
+
 
 def _document_options(doc: str | None) -> str | None:
     """``doc`` with its ``{options}`` line replaced by the option table."""
@@ -297,3 +314,12 @@ def hook_table(handler: WebSocketHandler[Any]) -> HookTable:
         else:
             table.append((function, inspect.iscoroutinefunction(function)))
     return tuple(table)
+
+
+def presence_hook(handler: WebSocketHandler[Any]) -> tuple[PresenceHook | None, bool]:
+    """``handler``'s ``presence`` hook and whether it is a coroutine function;
+    (None, False) when it does not override it."""
+    function = handler.presence
+    if getattr(function, "__func__", None) is WebSocketHandler.presence:
+        return None, False
+    return function, inspect.iscoroutinefunction(function)

@@ -13,7 +13,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Final, NamedTuple
 
-__all__ = ["HOOKS", "HOOK_NAMES", "Hook", "HookSpec", "HookTable", "Kind"]
+__all__ = [
+    "HOOKS",
+    "HOOK_NAMES",
+    "SERVER_HOOKS",
+    "SERVER_HOOK_NAMES",
+    "Hook",
+    "HookSpec",
+    "HookTable",
+    "Kind",
+]
 
 Hook = Callable[..., Awaitable[None] | None]
 
@@ -45,6 +54,12 @@ HOOKS: Final = (
 """Every hook, in :class:`Kind` order."""
 
 HOOK_NAMES: Final = tuple(spec.name for spec in HOOKS)
+
+SERVER_HOOKS: Final = (HookSpec("presence", 3),)
+"""Hooks about a topic rather than a socket: called once per event for the whole
+server, without a ``ws`` (the arity counts their arguments; ``self`` not)."""
+
+SERVER_HOOK_NAMES: Final = tuple(spec.name for spec in SERVER_HOOKS)
 
 
 class Kind:

@@ -27,11 +27,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._frames import OP_TEXT, build_frame
 from ._metrics import Counters
 from ._topics import TopicRegistry
+
+if TYPE_CHECKING:
+    from ._history import History
+    from ._presence import PresenceTable
 
 logger = logging.getLogger("aiohttp_upgrade")
 
@@ -153,6 +157,8 @@ class Hub:
         "_relay",
         "_subscription",
         "counters",
+        "history",
+        "presence",
         "topics",
     )
 
@@ -175,6 +181,10 @@ class Hub:
             self._changed if watch else None
         )
         """Who is subscribed to what; read it, change it through the hub only."""
+        self.presence: PresenceTable | None = None
+        """Presence entries; a closing socket's end in :meth:`leave_all`."""
+        self.history: History | None = None
+        """Set once a topic keeps history (docs/history.rst); None costs nothing."""
 
     # -- subscriptions ------------------------------------------------------------
 
@@ -196,7 +206,10 @@ class Hub:
 
     def leave_all(self, port: SocketPort) -> list[str]:
         """Unsubscribe a closing socket from every topic; return the topics left.
-        The broker and the ``subscription`` hook hear of each, before ``close``."""
+        The broker and the ``subscription`` hook hear of each, before ``close``;
+        the socket's presence entries end too."""
+        if self.presence is not None:
+            self.presence.leave_all(port)
         return self.topics.unsubscribe_all(port)
 
     def count(self, topic: str) -> int:
@@ -248,6 +261,12 @@ class Hub:
             subscriber took it at once, -1 if any queued it behind buffered bytes,
             0 if any dropped it or nobody (else) here is subscribed.
         """
+        history = self.history
+        if history is not None:
+            policy = history.policies.get(topic)
+            if policy is not None:  # positions first, through the broker if any
+                skip = None if self._publish_to_self else sender
+                return history.publish(topic, policy, opcode, payload, compress, skip)
         relay = self._relay
         if relay is not None:
             relay(topic, opcode, payload, compress)

@@ -19,7 +19,7 @@ that runs anyway, never a per-subscriber cost on a publish. Where each is kept:
 ``refused``         ``HttpAdapter``, per refused handshake, by reason
 ``hook_failures``   ``Dispatcher.hook_failed``, per hook that raised
 ``rate_limited``    ``ReadLimiter``, per episode over the ``rate_limit``
-``history_replays`` TODO(history): the history feature adds one per replay
+``history_replays`` ``History.resume``, per message a resume replayed
 =================== =================================================================
 
 :meth:`Counters.snapshot` reads them, with the gauges that are read only then
@@ -162,7 +162,7 @@ class Counters:
         self.backpressure = 0
         self.hook_failures = 0
         self.rate_limited = 0
-        self.history_replays = 0  # TODO(history): one per message replayed
+        self.history_replays = 0  # one per message a resume replayed
         self.closes: dict[int, int] = {}
         self.refused: dict[str, int] = {}
 

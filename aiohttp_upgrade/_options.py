@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_PAYLOAD_LENGTH",
+    "DEFAULT_MAX_PRESENCE_META_LENGTH",
     "DEFAULT_SHUTDOWN_TIMEOUT",
     "MAX_IDLE_TIMEOUT",
     "OPTIONS",
@@ -39,6 +40,7 @@ DEFAULT_BACKPRESSURE_LIMIT: Final = 16 * 1024 * 1024
 MAX_IDLE_TIMEOUT: Final = 960  # Bun rejects larger values
 DEFAULT_CLOSE_TIMEOUT: Final = 5.0
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
+DEFAULT_MAX_PRESENCE_META_LENGTH: Final = 4096
 
 
 def _size(name: str, value: Any) -> int:
@@ -259,6 +261,13 @@ OPTIONS: Final = (
         "the socket is not read until its budget is back; without that hook the "
         "socket is closed with 1008.",
     ),
+    OptionSpec(
+        "max_presence_meta_length",
+        DEFAULT_MAX_PRESENCE_META_LENGTH,
+        _positive_size,
+        "4096",
+        "Largest presence meta (``ws.track``), in bytes of its compact JSON.",
+    ),
 )
 """Every handler option, in the order the docs list them."""
 
@@ -296,6 +305,7 @@ class Options:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     shutdown_drain: float = 0
     rate_limit: RateLimit | None = None
+    max_presence_meta_length: int = DEFAULT_MAX_PRESENCE_META_LENGTH
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Options:

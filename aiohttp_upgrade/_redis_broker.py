@@ -14,11 +14,9 @@ with capped, jittered exponential backoff; the reader re-subscribes every topic
 that has local subscribers. A watchdog, independent of both, detects a Redis that
 stopped answering without closing the connection (a pipeline, a handshake or a
 heartbeat PING unanswered for ``stall_timeout``), even while the writer is
-blocked sending to it. Delivery between processes is at most once: while Redis
-is unreachable, and past ``max_queue`` messages or ``max_queue_bytes`` of payload
-waiting for Redis, publishes are dropped (counted in
-:attr:`RedisBroker.dropped`), never retried (a retried pipeline could deliver
-twice).
+blocked sending to it. Plain topics are delivered at most once: publishes are
+dropped (counted in :attr:`RedisBroker.dropped`), never retried, while Redis is
+unreachable or past ``max_queue``/``max_queue_bytes``; history topics: docs/history.rst.
 
 Every background task (writer, reader, heartbeat, watchdog) is supervised: an
 exception it does not expect is logged with its traceback, counted in
@@ -40,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Final
+from typing import Any, Final
 
 try:
     from redis.asyncio import Redis
@@ -74,6 +72,7 @@ from ._redis._config import (
 )
 from ._redis._counts import Counts
 from ._redis._link import EXPECTED, Link, Outage, new_client
+from ._redis._presence import RedisPresence
 from ._redis._reader import Reader
 from ._redis._supervisor import Heartbeat, Supervisor, Watchdog
 from ._redis._writer import Writer
@@ -120,7 +119,7 @@ class RedisBroker(Broker):
             (plus a few dozen bytes per message); once handed to the socket,
             one copy of what the socket has not taken.
         heartbeat_interval: seconds between heartbeats; a process that stops
-            beating drops out of cluster counts after 3 intervals.
+            beating drops out of cluster counts and presence after 3 intervals.
         stall_timeout: seconds Redis has to answer a pipeline, a heartbeat PING
             or a connection handshake; past it the connection is declared
             dead (``connected`` turns False, the outage is logged, what waits
@@ -193,6 +192,7 @@ class RedisBroker(Broker):
         config, counters = self._config, self._counters
         session = self._session = Session(config, host, client)
         pub, sub, wakeup = Link(), Link(), Wakeup()
+        session.presence = RedisPresence(config, counters, session, (pub, sub), wakeup)
         counts = self._counts = Counts(config, session)
         outage = self._outage = Outage(counters, session, pub, sub, counts, wakeup)
         reader = self._reader = Reader(config, counters, session, sub, outage, wakeup)
@@ -367,6 +367,9 @@ class RedisBroker(Broker):
         if self._writer.link.connection is not None:
             self._counts.changed.add(topic)
             self._wakeup.wake()
+
+    def history_backend(self) -> Any:  # see Broker.history_backend: Redis Streams
+        return self._reader.history
 
     def publish(self, topic: str, opcode: int, payload: bytes, compress: bool) -> None:
         """Queue the message for one pipeline at the end of this loop turn; drop it

@@ -1,10 +1,7 @@
 """``Server``: the public object that gives aiohttp request handlers Bun's
-``server.upgrade()``.
-
-It is a facade over three parts: the HTTP adapter (:mod:`._adapter`: the request
-handler, ``upgrade()``, the 101 and the take-over), the pub/sub hub (:mod:`._hub`:
-topics, fan-out, the broker relay) and the lifecycle (:mod:`._lifecycle`: the open
-sockets, the idle sweep, shutdown, the app hooks).
+``server.upgrade()``: a facade over the HTTP adapter (:mod:`._adapter`: the request
+handler, ``upgrade()``, the 101, the take-over), the pub/sub hub (:mod:`._hub`), the
+lifecycle (:mod:`._lifecycle`: open sockets, timers, shutdown), history and presence.
 """
 
 from __future__ import annotations
@@ -19,11 +16,14 @@ from ._broker import Broker, LocalBroker
 from ._closecode import CloseCode, check_close_code
 from ._errors import InvalidStateError
 from ._frames import OP_TEXT
-from ._handler import WebSocketHandler, hook_table
+from ._handler import WebSocketHandler, hook_table, presence_hook
+from ._history import History
 from ._hooks import Kind
 from ._hub import Hub
 from ._lifecycle import Lifecycle, bind, install
 from ._payloads import message_payload as _payload
+from ._presence import PresenceTable
+from ._presence_api import Presence
 from ._server_ops import ServerOps
 from ._topics import check_topic
 from ._websocket import ServerWebSocket
@@ -102,7 +102,14 @@ class Server(ServerOps[DataT]):
             subscription_hook=hooks[Kind.SUBSCRIPTION] is not None,
             publish_to_self=options.publish_to_self,
         )
+        self.history = History(self._hub, self.broker, options.backpressure_limit)
+        """Topic history and resume (docs/history.rst)."""
         self._lifecycle = lifecycle = Lifecycle(options, self._hub)
+        hook = presence_hook(websocket_handler)
+        table = PresenceTable(*hook, lifecycle.tasks, options.max_presence_meta_length)
+        self._hub.presence = table
+        self.presence: Final = Presence(table, self._hub)
+        """Who is here, on every process (see :class:`Presence`)."""
         self._http = HttpAdapter(
             self, self.allowed_origins, hooks, self._hub, lifecycle
         )
@@ -237,6 +244,8 @@ class Server(ServerOps[DataT]):
             Delivery on this process only. The payload length if every local
             subscriber took it at once, -1 if any was backpressured (queued; its
             ``drain`` follows), 0 if any dropped it or nobody here is subscribed.
+            A topic with history through a broker: -1 when queued for Redis
+            (delivered here too once Redis gave it its position), 0 if dropped.
 
         Raises:
             TypeError: ``topic`` is not a str, or ``message`` not str or bytes-like.

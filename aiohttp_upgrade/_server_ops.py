@@ -51,10 +51,10 @@ class ServerOps(BunNames, Generic[DataT]):
         """A snapshot of this server's counters and gauges (:class:`Metrics`, see
         the operations guide); no dependency, cheap to call at every scrape."""
         hub = self._hub
-        # TODO(presence): pass presence_members= (the members presence tracks);
-        # history replays are counted in hub.counters.history_replays.
+        table = hub.presence
+        members = sum(map(len, table.members.values())) if table is not None else 0
         return hub.counters.snapshot(
-            len(self._lifecycle.open), len(hub.counts()), self.broker
+            len(self._lifecycle.open), len(hub.counts()), self.broker, members
         )
 
     @property

@@ -31,6 +31,7 @@ from ._metrics import Counters
 from ._outbox import Flusher, Outbox
 from ._payloads import control_payload as _control_payload
 from ._payloads import message_payload as _payload
+from ._presence_api import PresenceSocket
 from ._protocol import ReadyState
 from ._reads import new_read_buffer
 from ._topics import check_topic
@@ -90,7 +91,7 @@ class SocketOwner(SocketPort, Protocol):
         """Bytes queued, not yet handed to the kernel."""
 
 
-class ServerWebSocket(BunNames, Generic[DataT]):
+class ServerWebSocket(PresenceSocket, BunNames, Generic[DataT]):
     """An upgraded connection, Bun's ``ServerWebSocket``; created by the server, never
     by you. Hooks receive it as ``ws``.
 

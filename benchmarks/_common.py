@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -41,6 +42,7 @@ __all__ = [
     "close_clients",
     "connect_clients",
     "cpu_seconds",
+    "cpu_times",
     "handshake_request",
     "install_uvloop",
     "machine",
@@ -76,12 +78,17 @@ def cpu_seconds(pid: int) -> float:
     Resolution is one clock tick (1/CLK_TCK s, usually 10 ms): measure intervals
     long enough for that not to matter.
     """
+    return sum(cpu_times(pid))
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """utime and stime (user and kernel CPU) of process ``pid``, in seconds."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
     # The command name (field 2) may contain spaces: split after its ')'.
     fields = stat[stat.rindex(b")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / CLK_TCK
+    return utime / CLK_TCK, stime / CLK_TCK
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -180,12 +187,27 @@ def machine() -> dict[str, Any]:
         "aiohttp_upgrade": version("aiohttp-upgrade"),
         "aiohttp_upgrade_compiled": compiled(),
         "uvloop": version("uvloop"),
+        "picows": version("picows"),
+        "websockets": version("websockets"),
+        "bun": _bun_version(),
         "platform": platform.platform(),
         "cpu": model,
         "cpus": os.cpu_count(),
         "server_cpu": SERVER_CPU,
         "client_cpu": CLIENT_CPU,
     }
+
+
+def _bun_version() -> str | None:
+    """The version of the Bun the scripts would run (``$BUN`` or on PATH)."""
+    bun = os.environ.get("BUN") or shutil.which("bun")
+    if bun is None:
+        return None
+    try:
+        done = subprocess.run([bun, "--version"], capture_output=True, text=True)
+    except OSError:
+        return None
+    return done.stdout.strip() or None
 
 
 def _record(result: object) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Fan-out: one publisher, N subscribers, aiohttp-upgrade's ``server.publish``
-against plain aiohttp's ``for ws in room: await ws.send_str(m)``, in one run.
+against plain aiohttp's ``for ws in room: await ws.send_str(m)``, the Python
+WebSocket servers picows and ``websockets``, and Bun, in one run.
 
 The server runs in a child process pinned to CPU 0; this process is the load
 generator (N subscriber sockets read with recvmsg(), one publisher connection,
@@ -8,8 +9,8 @@ that start with its ``time.time()``; the server publishes each to the N
 subscribers. Two modes:
 
 - burst: the M messages back to back;
-- paced: one message every 1/rate s (100/s at N=1000), so each publish runs in
-  its own loop turn.
+- paced: one message every 1/rate s (100/s at N=1000, the same 100,000
+  deliveries/s at larger N), so each publish runs in its own loop turn.
 
 Delivery latency is taken to the kernel's receive timestamp of the subscriber
 socket (SO_TIMESTAMPNS, CLOCK_REALTIME like ``time.time()``, shared by all
@@ -20,28 +21,41 @@ process's read, which includes that queueing.
 Printed per (N, mode, server): deliveries/s, p50/p99 delivery latency, server CPU
 µs per delivery (utime+stime from /proc/<pid>/stat over the measured interval),
 the load generator's own CPU per delivery, and the ratios of server CPU per
-delivery and of p99 latency against plain aiohttp in the same round.
+delivery against plain aiohttp and against Bun, and of p99 latency against
+plain aiohttp, in the same round.
 
 Each figure is the median over --repeat rounds (servers alternating order), with
 [min-max] after it; ratios are taken within each round.
 
-Bun (``benchmarks/bun_fanout.ts``) joins when ``$BUN`` or ``bun`` on PATH is found.
+The peers, none of which has our topic registry: picows (Cython; a room of its
+transports, looped over with ``transport.send``), ``websockets`` (its
+``broadcast()`` over a set of connections) and Bun (``benchmarks/bun_fanout.ts``,
+``server.publish``). Each joins the default servers when it is available: picows
+when it is importable, Bun when ``$BUN`` or ``bun`` on PATH is found; a missing
+one named in ``--servers`` is an error.
 
-Usage: python benchmarks/fanout.py [--n 100 1000] [--repeat 3] [--uvloop]
+At N=5,000 each process needs about 2N + 100 file descriptors: the script
+raises its soft RLIMIT_NOFILE (the servers inherit it) up to the hard limit
+(``ulimit -Hn``), which must allow that.
+
+Usage: python benchmarks/fanout.py [--n 100 1000 5000] [--repeat 3] [--uvloop]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import shutil
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import TYPE_CHECKING, Final
 
 from aiohttp import WSMsgType, web
@@ -54,6 +68,7 @@ from _common import (
     RawClient,
     ServerProcess,
     add_json_option,
+    announce_port,
     client_frame,
     close_clients,
     connect_clients,
@@ -66,6 +81,7 @@ from _common import (
     pure_python,
     raise_nofile,
     serve_app,
+    settle_malloc,
     spread,
     start_server,
     write_json,
@@ -78,18 +94,30 @@ SCRIPT: Final = os.path.abspath(__file__)
 
 TOPIC: Final = "room"
 COUNT_QUERY: Final = "?"
+COUNT_QUERY_BYTES: Final = COUNT_QUERY.encode()
 TIMESTAMP_LENGTH: Final = 21
-IMPLS: Final = ("aiohttp", "upgrade", "upgrade-pure", "bun")
+IMPLS: Final = ("aiohttp", "upgrade", "upgrade-pure", "picows", "websockets", "bun")
 MODES: Final = ("burst", "paced")
 LABELS: Final = {
     "aiohttp": "plain aiohttp",
     "upgrade": "aiohttp-upgrade",
     "upgrade-pure": "upgrade pure Python",
+    "picows": "picows",
+    "websockets": "websockets",
     "bun": "Bun",
 }
 # Bun (``$BUN`` or ``bun`` on PATH) joins the default servers when it is found.
 BUN: Final = os.environ.get("BUN") or shutil.which("bun")
 BUN_SCRIPT: Final = os.path.join(os.path.dirname(SCRIPT), "bun_fanout.ts")
+
+
+def available(impl: str) -> bool:
+    """Whether the ``impl`` server can run here (the optional peers may be absent)."""
+    if impl == "bun":
+        return BUN is not None
+    if impl in ("picows", "websockets"):
+        return importlib.util.find_spec(impl) is not None
+    return True
 
 
 # -- servers (run in the child process) ------------------------------------------
@@ -171,8 +199,97 @@ APPS: Final[dict[str, Callable[[], web.Application]]] = {
 }
 
 
+async def serve_picows() -> None:
+    """The same room on picows: it has no pub/sub, so the publisher's frame is
+    sent to each subscriber's transport in turn (written for this benchmark)."""
+    from picows import (
+        WSFrame,
+        WSListener,
+        WSTransport,
+        WSUpgradeRequest,
+        ws_create_server,
+    )
+    from picows import WSMsgType as Opcode
+
+    settle_malloc()
+    room: dict[WSTransport, None] = {}
+
+    class Subscriber(WSListener):
+        def on_ws_connected(self, transport: WSTransport) -> None:
+            room[transport] = None
+
+        def on_ws_disconnected(self, transport: WSTransport) -> None:
+            room.pop(transport, None)
+
+    class Publisher(WSListener):
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            if frame.msg_type is Opcode.CLOSE:
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+                return
+            if frame.msg_type is not Opcode.TEXT:
+                return
+            payload = frame.get_payload_as_bytes()
+            if payload == COUNT_QUERY_BYTES:
+                transport.send(Opcode.TEXT, str(len(room)).encode())
+                return
+            for peer in room:
+                peer.send(Opcode.TEXT, payload)
+
+    def route(request: WSUpgradeRequest) -> WSListener | None:
+        if request.path == b"/sub":
+            return Subscriber()
+        if request.path == b"/pub":
+            return Publisher()
+        return None
+
+    server = await ws_create_server(route, "127.0.0.1", 0, backlog=4096)
+    announce_port(server.sockets[0].getsockname()[1])
+    await asyncio.Event().wait()
+
+
+async def serve_websockets() -> None:
+    """The same room on the ``websockets`` library, published with its
+    ``broadcast()`` (which writes to every connection without awaiting)."""
+    from websockets.asyncio.server import ServerConnection, broadcast, serve
+
+    settle_malloc()
+    room: set[ServerConnection] = set()
+
+    async def handler(ws: ServerConnection) -> None:
+        if ws.request is not None and ws.request.path == "/sub":
+            room.add(ws)
+            try:
+                await ws.wait_closed()
+            finally:
+                room.discard(ws)
+            return
+        async for message in ws:
+            if message == COUNT_QUERY:
+                await ws.send(str(len(room)))
+            else:
+                broadcast(room, message)
+
+    async with serve(
+        handler,
+        "127.0.0.1",
+        0,
+        backlog=4096,
+        compression=None,
+        ping_interval=None,
+        close_timeout=1,
+    ) as server:
+        announce_port(next(iter(server.sockets)).getsockname()[1])
+        await asyncio.Event().wait()
+
+
 async def serve(impl: str) -> None:
-    await serve_app(APPS[impl](), backlog=4096)
+    if impl == "picows":
+        await serve_picows()
+    elif impl == "websockets":
+        await serve_websockets()
+    else:
+        await serve_app(APPS[impl](), backlog=4096)
 
 
 # -- load generator -----------------------------------------------------------------
@@ -200,6 +317,7 @@ SO_TIMESTAMPNS: Final = getattr(socket, "SO_TIMESTAMPNS", 35)
 _TIMESPEC: Final = struct.Struct("qq")
 _ANCILLARY_SIZE: Final = socket.CMSG_SPACE(_TIMESPEC.size)
 _READ_SIZE: Final = 65536
+_NO_LINGER: Final = struct.pack("ii", 1, 0)
 
 
 class Subscriber:
@@ -230,6 +348,9 @@ class Subscriber:
 
     def close(self) -> None:
         asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        # Reset rather than FIN: no TIME_WAIT left on the loopback ports that
+        # thousands of subscribers per round would otherwise hold for a minute.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _NO_LINGER)
         self.sock.close()
 
     def readable(self) -> None:
@@ -315,10 +436,17 @@ class Result:
     p50: float
     p99: float
     app_p99: float
+    rate: float | None = None  # paced: the messages/s asked for
 
     @property
     def server_us(self) -> float:
         return self.server_cpu / self.deliveries * 1e6
+
+    @property
+    def behind(self) -> bool:
+        """Whether a paced batch took over 5 % longer than its pace: the server
+        (or the load generator) fell behind, and the batch was partly a burst."""
+        return self.rate is not None and self.seconds > 1.05 * self.messages / self.rate
 
 
 async def wait_subscribed(publisher: Publisher, n: int) -> None:
@@ -332,8 +460,8 @@ async def wait_subscribed(publisher: Publisher, n: int) -> None:
 
 def paced_rate(n: int) -> float:
     """The default paced rate: 100 messages/s at N=1000, so 100k deliveries/s,
-    and the same deliveries/s for smaller N (at most 1000 messages/s)."""
-    return min(1000.0, max(100.0, 100_000 / n))
+    and the same deliveries/s for other N (1 to 1000 messages/s)."""
+    return min(1000.0, max(1.0, 100_000 / n))
 
 
 def batches(
@@ -430,6 +558,7 @@ async def bench_server(
                     percentile(run.latencies, 50) * 1e3,
                     percentile(run.latencies, 99) * 1e3,
                     percentile(run.app_latencies, 99) * 1e3,
+                    rate_or_none,
                 )
             )
         for subscriber in subs:
@@ -440,10 +569,23 @@ async def bench_server(
     return results
 
 
+def cpu_ratios(runs: list[Result], refs: dict[tuple[int, int, str], Result]) -> str:
+    """Server CPU per delivery of ``runs`` over that of the reference server in
+    the same round, as :func:`spread` prints it; "-" without a reference."""
+    ratios = []
+    for r in runs:
+        ref = refs.get((r.round, r.n, r.mode))
+        # /proc counts CPU in 10 ms ticks: a tiny batch can show 0.
+        if ref is not None and ref.server_us:
+            ratios.append(r.server_us / ref.server_us)
+    return spread(ratios)
+
+
 def report(results: list[Result]) -> None:
     """One row per (N, mode, server): medians, [min-max] over the rounds, and
-    ratios against plain aiohttp taken within each round."""
+    ratios against plain aiohttp and Bun taken within each round."""
     plain = {(r.round, r.n, r.mode): r for r in results if r.impl == "aiohttp"}
+    bun = {(r.round, r.n, r.mode): r for r in results if r.impl == "bun"}
     groups: dict[tuple[int, str, str], list[Result]] = {}
     for r in results:
         groups.setdefault((r.n, r.mode, r.impl), []).append(r)
@@ -459,8 +601,10 @@ def report(results: list[Result]) -> None:
             "p99 read ms",
             "server µs/delivery",
             "loadgen µs/d",
-            "CPU ratio",
-            "p99 ratio",
+            "CPU/aiohttp",
+            "CPU/Bun",
+            "p99/aiohttp",
+            "behind",
         ]
     ]
     for (n, mode, impl), runs in sorted(
@@ -482,16 +626,17 @@ def report(results: list[Result]) -> None:
                 spread([r.app_p99 for r in runs]),
                 spread([r.server_us for r in runs]),
                 spread([r.client_cpu / r.deliveries * 1e6 for r in runs]),
-                # /proc counts CPU in 10 ms ticks: a tiny batch can show 0.
-                spread(
-                    [r.server_us / ref.server_us for r, ref in pairs if ref.server_us]
-                )
-                if not pairs or any(ref.server_us for _, ref in pairs)
-                else "n/a",
+                cpu_ratios(runs, plain),
+                cpu_ratios(runs, bun),
                 spread([r.p99 / ref.p99 for r, ref in pairs]),
+                f"{sum(r.behind for r in runs)}/{len(runs)}" if mode == "paced" else "",
             ]
         )
     print_table(rows)
+    print(
+        "behind: paced rounds that took over 5 % longer than their pace (the"
+        " server fell behind, so part of the batch ran as a burst)"
+    )
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -504,6 +649,24 @@ async def main(args: argparse.Namespace) -> None:
                 results += await bench_server(impl, n, round_, args)
     report(results)
     write_json(args.json, "fanout", args, results)
+
+
+def peer_versions(servers: list[str]) -> str:
+    """The versions of the peer servers in this run, for the header."""
+    peers = []
+    if "picows" in servers:
+        # picows uses aiofastnet's compiled transports when it is installed.
+        aiofastnet = importlib.util.find_spec("aiofastnet") is not None
+        transports = "aiofastnet" if aiofastnet else "asyncio"
+        peers.append(f"picows {metadata.version('picows')} ({transports} transports)")
+    if "websockets" in servers:
+        peers.append(f"websockets {metadata.version('websockets')}")
+    if "bun" in servers and BUN is not None:
+        version = subprocess.run(
+            [BUN, "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        peers.append(f"Bun {version} ({BUN})")
+    return "peers: " + (", ".join(peers) or "none")
 
 
 def parse_args() -> argparse.Namespace:
@@ -529,7 +692,8 @@ def parse_args() -> argparse.Namespace:
         "--servers",
         nargs="+",
         choices=IMPLS,
-        default=[i for i in IMPLS if i != "upgrade-pure" and (i != "bun" or BUN)],
+        default=[impl for impl in IMPLS if impl != "upgrade-pure" and available(impl)],
+        help="default: all of them that are installed, but upgrade-pure",
     )
     parser.add_argument("--uvloop", action="store_true", help="run servers on uvloop")
     parser.add_argument("--verbose", action="store_true")
@@ -538,6 +702,15 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.size < TIMESTAMP_LENGTH:
         parser.error(f"--size must be at least {TIMESTAMP_LENGTH}")
+    missing = [impl for impl in args.servers if not available(impl)]
+    if missing and not args.serve:
+        hint = {"bun": "set BUN=/path/to/bun", "picows": "pip install picows"}
+        parser.error(
+            "not available: "
+            + ", ".join(
+                f"{impl} ({hint.get(impl, 'not installed')})" for impl in missing
+            )
+        )
     return args
 
 
@@ -558,6 +731,7 @@ def run() -> None:
         f" {os.getpid()} on CPUs {sorted(cpus)} ({generator_loop});"
         f" CPU accounting resolution {1000 / CLK_TCK:.0f} ms"
     )
+    print(peer_versions(args.servers))
     asyncio.run(main(args))
 
 

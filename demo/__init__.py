@@ -10,10 +10,9 @@ Run it with ``python -m aiohttp.web -H 127.0.0.1 -P 8080 demo.chat:init_app``
 - :mod:`demo.store`: SQLite on one worker thread, so the event loop never blocks.
 - :mod:`demo.protocol`: the JSON message schema, parsed and validated (pure).
 - :mod:`demo.models`: the ``User`` and ``ChatMessage`` records.
-- :mod:`demo.roster`: who is connected and in which room, for every worker
-  (tables in the shared SQLite file, with a heartbeat per worker).
 - :mod:`demo.cluster`: ``make demo-cluster``: Redis and several gunicorn workers.
-- :mod:`demo.handler`: the WebSocket handler: rooms as topics, save then publish.
+- :mod:`demo.handler`: the WebSocket handler: rooms as topics, save then publish,
+  who is here from the library's presence (``ws.track``, the ``presence`` hook).
 - :mod:`demo.chat`: the HTTP routes, the WebSocket route and the app factory.
 - :mod:`demo.existing_app`: aiohttp-upgrade added to an ordinary aiohttp app.
 - :mod:`demo.screenshot`: regenerates ``docs/chat.png`` in headless Chromium.

@@ -54,7 +54,7 @@ from .limits import KeyedLimiter, address_key
 from .metrics import add_metrics_route
 from .models import User
 from .names import NAME_PATTERN, NameRefused, clean_name
-from .roster import Roster
+from .protocol import with_position
 from .store import Store
 
 __all__ = [
@@ -73,6 +73,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+# Frames of a room a page can resume from after losing its socket: the last
+# RESUME_SIZE, for RESUME_TTL seconds.
+RESUME_SIZE = 1000
+RESUME_TTL = 600.0
 
 CONFIG_KEY = web.AppKey("config", Config)
 STORE_KEY = web.AppKey("store", Store)
@@ -276,10 +280,14 @@ def create_app(config: Config) -> web.Application:
         max_sessions=limits.max_sessions,
         max_stored_bytes=limits.max_stored_bytes,
     )
-    roster = Roster(store, heartbeat=config.presence_heartbeat)
-    chat = ChatHandler(store, config.clock, limits, roster)
+    chat = ChatHandler(store, config.clock, limits)
     server = Server(
         chat, allowed_origins=config.allowed_origins, broker=_broker(config)
+    )
+    # Every room keeps a short history with positions, so that a page that
+    # lost its socket resumes without reloading the room (docs/demo.rst).
+    server.history.enable(
+        "room:", prefix=True, size=RESUME_SIZE, ttl=RESUME_TTL, format=with_position
     )
     app[CONFIG_KEY] = config
     app[STORE_KEY] = store
@@ -294,15 +302,11 @@ def create_app(config: Config) -> web.Application:
     async def database(app: web.Application) -> AsyncIterator[None]:
         await store.open()
         log.info("chat database: %s", config.database_path)
-        # Without a broker this process is the only worker: rows left by an
-        # earlier run that crashed are stale at once.
-        await roster.start(exclusive=config.redis_url is None)
-        heartbeat = asyncio.create_task(_heartbeat(chat, roster))
+        heartbeat = asyncio.create_task(_heartbeat(chat, config.presence_heartbeat))
         yield
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
-        await roster.stop()
         await store.close()
 
     app.cleanup_ctx.append(database)
@@ -325,7 +329,11 @@ def _broker(config: Config) -> Broker | None:
     from aiohttp_upgrade import RedisBroker  # needs the redis extra
 
     log.info("publishing through Redis at %s", _without_password(config.redis_url))
-    return RedisBroker(config.redis_url, channel_prefix="demo-chat:")
+    return RedisBroker(
+        config.redis_url,
+        channel_prefix="demo-chat:",
+        heartbeat_interval=config.presence_heartbeat,
+    )
 
 
 def _without_password(url: str) -> str:
@@ -333,18 +341,17 @@ def _without_password(url: str) -> str:
     return f"{head.split('://')[0]}://***@{tail}" if at else url
 
 
-async def _heartbeat(chat: ChatHandler, roster: Roster) -> None:
-    """Every ``roster.heartbeat`` seconds: renew this worker in the roster,
-    announce the people who left with dead workers, and close the sockets of
-    sessions signed out on other workers. A failing beat is logged and retried
-    at the next one."""
+async def _heartbeat(chat: ChatHandler, interval: float) -> None:
+    """Every ``interval`` seconds, the chat's housekeeping (close the sockets of
+    sessions signed out on other workers, delete unused users). A failing beat
+    is logged and retried at the next one. (Presence needs none of it: the
+    library's broker beats for it.)"""
     while True:
-        await asyncio.sleep(roster.heartbeat)
+        await asyncio.sleep(interval)
         try:
-            chat.announce(await roster.beat())
-            await chat.end_signed_out_sessions()
+            await chat.housekeeping()
         except Exception:
-            log.exception("presence heartbeat failed; retrying")
+            log.exception("housekeeping failed; retrying")
 
 
 def init_app(argv: list[str]) -> web.Application:

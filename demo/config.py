@@ -15,8 +15,9 @@ variable                     meaning                                         def
                              ``RedisBroker``; unset, the demo is one
                              process with the in-process broker
 ``DEMO_PRESENCE_HEARTBEAT``  seconds between a worker's presence             ``5``
-                             heartbeats; a killed worker's people leave
-                             "Here now" within 4 times this
+                             heartbeats (its RedisBroker's); a killed
+                             worker's people leave "Here now" within 3
+                             times this
 ===========================  ==============================================  ==========
 
 A missing ``DEMO_SECRET`` is generated for this process only (and logged), so
@@ -33,16 +34,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .limits import Limits
-from .roster import DEFAULT_HEARTBEAT
 
 __all__ = [
     "DATABASE_NAME",
     "DEFAULT_DATA_DIR",
+    "DEFAULT_HEARTBEAT",
     "DEFAULT_SESSION_TTL",
     "MIN_SECRET_LENGTH",
     "Config",
     "ConfigError",
 ]
+
+# Seconds between heartbeats: the RedisBroker's (a killed worker's people leave
+# the others' presence 3 heartbeats after its last) and the chat's housekeeping.
+DEFAULT_HEARTBEAT = 5.0
 
 log = logging.getLogger(__name__)
 

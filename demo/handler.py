@@ -1,12 +1,16 @@
 """The chat's WebSocket side: what each socket carries and how its frames are handled.
 
-Rooms are topics named ``room:<name>``. A join subscribes the socket, announces
-the person to the room (once, however many tabs they have, on however many
-workers) and answers with the room's recent history and members; a chat message
-is saved to the database first and published to the room after, with the author
-taken from ``ws.data``. Who is where is kept in the shared database
-(:mod:`demo.roster`), and announcements go through ``server.publish``, so with a
-Redis broker they reach every worker.
+Rooms are topics named ``room:<name>``. A join subscribes the socket, tracks it
+in the room's presence (the library's: ``ws.track``, under the user's id, with
+their name) and answers with the room's recent history and members; a chat
+message is saved to the database first and published to the room after, with
+the author taken from ``ws.data``. Who is where is the library's presence, kept
+by every worker for every worker (through Redis when there are several): the
+``presence`` hook, which runs on every worker for every change, announces a
+person to this worker's sockets in the room when their first socket there
+joins and when their last one leaves (once, however many tabs they have, on
+however many workers). Every socket is also tracked in ``sockets:<user id>``
+under its session, for the caps below and for "is this name in use".
 
 Defences (numbers in :mod:`demo.limits`):
 
@@ -22,7 +26,10 @@ Defences (numbers in :mod:`demo.limits`):
 - a session, and a user over all sessions, may hold a few sockets on all
   workers together: the route answers 429 beyond that, and
   :meth:`ChatHandler.open` closes with 1008 a socket that got past it in a race
-  of concurrent handshakes (the count and the insert are one transaction);
+  of concurrent handshakes on this worker (the count and the track are one
+  synchronous step). Across workers the count is presence's, which lags by the
+  time a delta takes through Redis (milliseconds): handshakes racing on two
+  workers within it may both pass;
 - the frame budget is per worker: a user with tabs on two workers gets
   twice the rate (each worker keeps its own buckets, in memory);
 - a socket is closed (4001) when its session expires, by a timer set in ``open``;
@@ -34,11 +41,11 @@ Defences (numbers in :mod:`demo.limits`):
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp_upgrade import CloseCode, ReadyState, ServerWebSocket, WebSocketHandler
 
@@ -63,23 +70,26 @@ from .protocol import (
     encode_member_joined,
     encode_member_left,
     encode_message,
+    encode_resumed,
     parse_client_message,
 )
-from .roster import Change, Roster
-from .store import DEFAULT_HISTORY_LIMIT, Store, StoreClosedError
+from .store import DEFAULT_HISTORY_LIMIT, Store
 
 __all__ = [
     "MAX_ROOMS_PER_SOCKET",
     "POLICY_VIOLATION",
+    "ROOM_PREFIX",
     "SESSION_ENDED",
     "ChatHandler",
     "SocketData",
     "room_topic",
+    "sockets_topic",
 ]
 
 log = logging.getLogger(__name__)
 
 MAX_ROOMS_PER_SOCKET = 20
+ROOM_PREFIX = "room:"
 # Private-use close code (RFC 6455 7.4.2): the session was signed out or expired.
 SESSION_ENDED = 4001
 # A flooding socket, or one beyond the caps.
@@ -104,7 +114,6 @@ class SocketData:
     session_id: str
     expires_at: int
     rooms: set[str] = field(default_factory=set)
-    socket_id: int = 0  # the roster's id, set in open
     expiry: asyncio.TimerHandle | None = field(default=None, compare=False)
 
     @property
@@ -114,16 +123,25 @@ class SocketData:
 
 
 def room_topic(room: str) -> str:
-    """The pub/sub topic of ``room``."""
-    return f"room:{room}"
+    """The pub/sub and presence topic of ``room``."""
+    return f"{ROOM_PREFIX}{room}"
+
+
+def sockets_topic(user_id: int) -> str:
+    """The presence topic of a user's sockets (keyed by session), on every worker."""
+    return f"sockets:{user_id}"
+
+
+def session_key(session_id: str) -> str:
+    """A session's presence key: a digest, so that presence (which crosses Redis)
+    never holds the session id itself."""
+    return hashlib.sha256(session_id.encode()).hexdigest()[:32]
 
 
 class ChatHandler(WebSocketHandler[SocketData]):
     """Handles every chat socket of one app (one worker).
 
-    The hooks publish through :attr:`server` (a person leaving is announced
-    after their socket is closed, when ``ws.publish`` can no longer send).
-    ``roster`` holds who is connected and where, for every worker.
+    Who is connected and where is ``server.presence`` (see the module).
     """
 
     # One frame of the protocol, UTF-8 encoded, with room to spare.
@@ -142,7 +160,6 @@ class ChatHandler(WebSocketHandler[SocketData]):
         store: Store,
         clock: Callable[[], float],
         limits: Limits | None = None,
-        roster: Roster | None = None,
     ) -> None:
         limits = limits or Limits()
         super().__init__(
@@ -153,7 +170,8 @@ class ChatHandler(WebSocketHandler[SocketData]):
         self.store = store
         self.clock = clock
         self.limits = limits
-        self.roster = roster or Roster(store)
+        self._in_room: dict[str, set[Socket]] = {}  # this worker's sockets
+        self._swept_to = 0  # the users sweep goes on after this id
         self._by_session: dict[str, set[Socket]] = {}
         self._by_user: dict[int, set[Socket]] = {}
         self._guards: dict[int, FloodGuard] = {}  # by user id
@@ -173,7 +191,7 @@ class ChatHandler(WebSocketHandler[SocketData]):
         guard = self._guards.get(user_id)
         if guard is not None and guard.bucket.retry_after(self.clock()) > 0:
             return "too many messages: wait a moment"
-        in_session, of_user = await self.roster.socket_counts(session_id, user_id)
+        in_session, of_user = self.socket_counts(session_id, user_id)
         if in_session >= self.limits.sockets_per_session:
             return f"a session may open {self.limits.sockets_per_session} connections"
         if of_user >= self.limits.sockets_per_user:
@@ -184,15 +202,65 @@ class ChatHandler(WebSocketHandler[SocketData]):
         """True when ``user_id`` has an open socket, on any worker, of a session
         other than ``session_id``: somebody is using that name in another
         browser now."""
-        return await self.roster.connected_elsewhere(user_id, session_id)
+        mine = None if session_id is None else session_key(session_id)
+        sessions = self.server.presence.list(sockets_topic(user_id))
+        return any(key != mine for key in sessions)
 
-    def announce(self, changes: list[Change]) -> None:
-        """Publish each change of membership to its room (and so to every worker)."""
-        for change in changes:
-            encode = encode_member_joined if change.joined else encode_member_left
-            self.server.publish(
-                room_topic(change.room), encode(change.room, change.user)
-            )
+    def socket_counts(self, session_id: str, user_id: int) -> tuple[int, int]:
+        """Open sockets of the session, and of the user, on every worker."""
+        sessions = self.server.presence.list(sockets_topic(user_id))
+        in_session = len(sessions.get(session_key(session_id), ()))
+        return in_session, sum(len(metas) for metas in sessions.values())
+
+    def members(self, room: str) -> list[User]:
+        """The people in ``room`` on every worker, sorted by name then id; the
+        changes before are announced first (so that what a client is told
+        next starts from this list)."""
+        self.server.presence.flush()
+        members = self.server.presence.list(room_topic(room))
+        users = [User(int(key), metas[0]["name"]) for key, metas in members.items()]
+        return sorted(users, key=lambda u: (u.name.lower(), u.id))
+
+    def presence(
+        self, topic: str, joins: dict[str, list[Any]], leaves: dict[str, list[Any]]
+    ) -> None:
+        """A change of who is in a room, on any worker: announce each person whose
+        first socket there joined, or whose last one left, to this worker's
+        sockets in the room but the person's own (every worker does the same
+        for its own). A plain hook runs as its batch ends: the presence view
+        is then the state after ``joins`` and ``leaves``."""
+        if not topic.startswith(ROOM_PREFIX):
+            return
+        room = topic[len(ROOM_PREFIX) :]
+        view = self.server.presence
+        for key in {*joins, *leaves}:
+            now = len(view.get(topic, key))
+            before = now - len(joins.get(key, ())) + len(leaves.get(key, ()))
+            if bool(now) == bool(before):
+                continue
+            metas = joins.get(key) or leaves[key]
+            user = User(int(key), metas[0]["name"])
+            encode = encode_member_joined if now else encode_member_left
+            self._tell(room, user.id, encode(room, user))
+
+    def _tell(self, room: str, about: int, frame: str) -> None:
+        """Send ``frame`` to this worker's sockets in ``room``, but ``about``'s."""
+        for ws in self._in_room.get(room, ()):
+            if ws.data.user_id != about:
+                ws.send_text(frame)
+
+    async def housekeeping(self) -> None:
+        """Run every heartbeat: close this worker's sockets of sessions signed
+        out elsewhere, and delete the users nothing refers to (of the next few
+        thousand: a full pass takes several beats), a user with a socket on any
+        worker included."""
+        await self.end_signed_out_sessions()
+        connected = {
+            int(topic.partition(":")[2])
+            for topic in self.server.presence.topics()
+            if topic.startswith("sockets:")
+        }
+        self._swept_to = await self.store.forget_unused_users(self._swept_to, connected)
 
     async def end_signed_out_sessions(self) -> int:
         """Close this worker's sockets whose session no longer exists (signed out
@@ -228,24 +296,22 @@ class ChatHandler(WebSocketHandler[SocketData]):
 
     # -- hooks -------------------------------------------------------------------
 
-    async def open(self, ws: Socket) -> None:
-        """Register the socket under its session and user (in the roster, for
-        every worker), close it with 1008 if that puts either over its cap,
-        else arm its expiry and say hello."""
+    def open(self, ws: Socket) -> None:
+        """Register the socket under its session and user (tracked in presence,
+        for every worker), unless either holds its cap already (then close it
+        with 1008), arm its expiry and say hello."""
         data = ws.data
-        data.socket_id = self.roster.new_socket_id()
         self._by_session.setdefault(data.session_id, set()).add(ws)
         self._by_user.setdefault(data.user_id, set()).add(ws)
         limits = self.limits
-        if not await self.roster.connect(
-            data.socket_id,
-            data.session_id,
-            data.user_id,
-            limits.sockets_per_session,
-            limits.sockets_per_user,
+        in_session, of_user = self.socket_counts(data.session_id, data.user_id)
+        if (
+            in_session >= limits.sockets_per_session
+            or of_user >= limits.sockets_per_user
         ):
             ws.close(POLICY_VIOLATION, "too many connections")
             return
+        ws.track(sockets_topic(data.user_id), session_key(data.session_id))
         self._guard(data.user_id)
         delay = max(0.0, data.expires_at - self.clock())
         data.expiry = asyncio.get_running_loop().call_later(delay, self._expire, ws)
@@ -292,30 +358,30 @@ class ChatHandler(WebSocketHandler[SocketData]):
             ws.send_text(encode_error(exc.code, exc.message))
             return
         if isinstance(request, Join):
-            await self._join(ws, request.room)
+            await self._join(ws, request.room, request.since)
         elif isinstance(request, Leave):
             await self._leave(ws, request.room)
         elif isinstance(request, Say):
             await self._say(ws, request.room, request.text)
 
-    async def close(self, ws: Socket, code: int, reason: str) -> None:
-        """Forget the socket and announce its person leaving each room where it
-        was their last socket on any worker."""
+    def close(self, ws: Socket, code: int, reason: str) -> None:
+        """Forget the socket (its presence ended as it closed: the ``presence``
+        hook announces its person leaving where it was their last socket)."""
         data = ws.data
         if data.expiry is not None:
             data.expiry.cancel()
             data.expiry = None
         _discard(self._by_session, data.session_id, ws)
         _discard(self._by_user, data.user_id, ws)
+        for room in data.rooms:
+            _discard(self._in_room, room, ws)
         data.rooms.clear()
-        # StoreClosedError: the app stopped before this socket did.
-        with contextlib.suppress(StoreClosedError):
-            self.announce(await self.roster.disconnect(data.socket_id))
 
     # -- requests ----------------------------------------------------------------
 
-    async def _join(self, ws: Socket, room: str) -> None:
+    async def _join(self, ws: Socket, room: str, since: str | None = None) -> None:
         data = ws.data
+        position: str | None = None
         if room not in data.rooms:
             if len(data.rooms) >= MAX_ROOMS_PER_SOCKET:
                 ws.send_text(
@@ -327,28 +393,30 @@ class ChatHandler(WebSocketHandler[SocketData]):
                 return
             # Subscribe before reading history: a message saved meanwhile then
             # arrives live (perhaps twice, which clients merge by id), never not at all.
-            ws.subscribe(room_topic(room))
+            # With ``since``, what the client missed is replayed first, once.
             data.rooms.add(room)
-            if await self.roster.join(data.socket_id, room, data.user):
-                announcement = encode_member_joined(room, data.user)
-                if ws.ready_state is ReadyState.OPEN:
-                    ws.publish_text(room_topic(room), announcement)
-                else:  # closed meanwhile: its close hook announces the leave
-                    self.server.publish(room_topic(room), announcement)
+            resumed = await self.server.history.resume(ws, room_topic(room), since)
+            position = str(resumed.position) if resumed.position else None
+            if resumed.reason in ("closed", "subscribed"):
+                data.rooms.discard(room)
+                return
+            ws.track(room_topic(room), str(data.user_id), {"name": data.user_name})
+            self._in_room.setdefault(room, set()).add(ws)
+            if resumed.recovered and since is not None and position is not None:
+                if ws.ready_state is ReadyState.OPEN and room in data.rooms:
+                    ws.send_text(encode_resumed(room, self.members(room), position))
+                return
         history = await self.store.recent_messages(room, DEFAULT_HISTORY_LIMIT)
-        members = await self.roster.members(room)
         if ws.ready_state is ReadyState.OPEN and room in data.rooms:
-            ws.send_text(encode_joined(room, history, members))
+            ws.send_text(encode_joined(room, history, self.members(room), position))
 
     async def _leave(self, ws: Socket, room: str) -> None:
         data = ws.data
         if room in data.rooms:
             data.rooms.discard(room)
+            _discard(self._in_room, room, ws)
             ws.unsubscribe(room_topic(room))
-            if await self.roster.leave(data.socket_id, room, data.user):
-                self.server.publish(
-                    room_topic(room), encode_member_left(room, data.user)
-                )
+            ws.untrack(room_topic(room))
         if ws.ready_state is ReadyState.OPEN:
             ws.send_text(encode_left(room))
 

@@ -5,13 +5,16 @@ Pure functions, no I/O. Every frame is one JSON object with a ``"type"``.
 Client to server::
 
     {"type": "join", "room": "general"}
+    {"type": "join", "room": "general", "since": "<position>"}   (resume)
     {"type": "leave", "room": "general"}
     {"type": "message", "room": "general", "text": "hello"}
 
 Server to client::
 
     {"type": "hello", "user": {"id": 1, "name": "ada"}}
-    {"type": "joined", "room": "general", "history": [MESSAGE...], "members": [USER...]}
+    {"type": "joined", "room": "general", "history": [MESSAGE...], "members": [USER...],
+     "position": "<position>" | null}
+    {"type": "resumed", "room": "general", "members": [USER...], "position": "<position>"}
     {"type": "left", "room": "general"}
     {"type": "member_joined" | "member_left", "room": "general", "user": USER}
     {"type": "message", "id": 7, "room": "general", "user": USER, "text": "hello",
@@ -22,6 +25,15 @@ Keys a client adds beyond these are ignored; in particular the author of a
 message is always the signed-in user of the socket, never anything in the
 payload. ``joined`` may arrive after live ``message`` frames of the same room,
 and a message may appear both live and in ``history``: clients merge by ``id``.
+
+Every frame published to a room (``message``, ``member_joined``,
+``member_left``) carries ``"position"``, its place in the room's history
+(``aiohttp_upgrade.Position`` as a string, added by :func:`with_position`). A
+client that lost its socket joins again with the last position it saw as
+``since``: the server then replays every frame of the room published since, in
+order and once, and answers ``resumed`` instead of ``joined``; when it cannot
+(the position is too old, or the history was lost), it answers ``joined`` with
+the room's history from the database, as on a first load.
 """
 
 from __future__ import annotations
@@ -51,7 +63,9 @@ __all__ = [
     "encode_member_joined",
     "encode_member_left",
     "encode_message",
+    "encode_resumed",
     "parse_client_message",
+    "with_position",
 ]
 
 MAX_FRAME_LENGTH = 8 * 1024
@@ -80,9 +94,11 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class Join:
-    """Subscribe to ``room`` and get its history and members."""
+    """Subscribe to ``room`` and get its history and members, or, with
+    ``since``, what was published after that position."""
 
     room: str
+    since: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +179,10 @@ def parse_client_message(frame: str | bytes) -> ClientMessage:
         raise ProtocolError("bad_message", "frame must be a JSON object")
     kind = payload.get("type")
     if kind == "join":
-        return Join(_room(payload))
+        since = payload.get("since")
+        if since is not None and not (isinstance(since, str) and len(since) <= 64):
+            raise ProtocolError("bad_since", "since must be a position string")
+        return Join(_room(payload), since)
     if kind == "leave":
         return Leave(_room(payload))
     if kind == "message":
@@ -211,17 +230,42 @@ def encode_hello(user: User) -> str:
 
 
 def encode_joined(
-    room: str, history: Iterable[ChatMessage], members: Iterable[User]
+    room: str,
+    history: Iterable[ChatMessage],
+    members: Iterable[User],
+    position: str | None = None,
 ) -> str:
-    """The answer to a join: recent history (oldest first) and who is there."""
+    """The answer to a join: recent history (oldest first), who is there, and
+    the room's position (live frames follow it)."""
     return _dumps(
         {
             "type": "joined",
             "room": room,
             "history": [_message(m) for m in history],
             "members": [_user(u) for u in members],
+            "position": position,
         }
     )
+
+
+def encode_resumed(room: str, members: Iterable[User], position: str) -> str:
+    """The answer to a join with ``since`` that replayed every missed frame."""
+    return _dumps(
+        {
+            "type": "resumed",
+            "room": room,
+            "members": [_user(u) for u in members],
+            "position": position,
+        }
+    )
+
+
+def with_position(position: object, frame: str | bytes) -> str | bytes:
+    """A room frame (a JSON object) with its history position added: the
+    ``format`` of the rooms' history, run once per message per worker."""
+    if isinstance(frame, str) and frame.endswith("}"):
+        return f'{frame[:-1]},"position":"{position}"}}'
+    return frame
 
 
 def encode_left(room: str) -> str:

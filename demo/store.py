@@ -28,9 +28,12 @@ from .limits import (
 from .models import ChatMessage, User
 from .names import name_key
 
-__all__ = ["DEFAULT_HISTORY_LIMIT", "Store", "StoreClosedError"]
+__all__ = ["DEFAULT_HISTORY_LIMIT", "SWEEP_USERS", "Store", "StoreClosedError"]
 
 DEFAULT_HISTORY_LIMIT = 50
+# Users examined for deletion per sweep (a millisecond or two of the write
+# lock); a pass over 200,000 users takes 40 sweeps.
+SWEEP_USERS = 5_000
 
 T = TypeVar("T")
 
@@ -56,6 +59,10 @@ CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
 CREATE INDEX IF NOT EXISTS messages_by_user ON messages (user_id);
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id);
 CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
+-- The presence tables of earlier versions (who is here is the library's now).
+DROP TABLE IF EXISTS room_members;
+DROP TABLE IF EXISTS connections;
+DROP TABLE IF EXISTS workers;
 """
 # The UTF-8 bytes of all message texts, kept by triggers (messages are never
 # updated) so that every worker on the file sees one total; counted from the
@@ -180,7 +187,7 @@ class Store:
     ``sessions_per_user`` sessions are kept per user and ``max_sessions`` in
     all: recording a session deletes (signs out) the oldest beyond either bound,
     and the expired ones. Users are deleted once nothing refers to them (see
-    :meth:`demo.roster.Roster.beat`).
+    :meth:`forget_unused_users`).
 
     ``Store(path)`` only remembers the path, so an app factory can create it
     synchronously; ``await store.open()`` creates the directory, the file and
@@ -267,7 +274,7 @@ class Store:
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` on the store's thread, after the calls made
-        before it; for modules that keep tables of their own (:mod:`demo.roster`).
+        before it; for modules that keep tables of their own.
 
         Raises:
             StoreClosedError: the store is not open.
@@ -404,6 +411,43 @@ class Store:
                 (session_id, now),
             ).fetchone()
             return None if row is None else User(int(row[0]), str(row[1]))
+
+        return await self._run(query)
+
+    async def forget_unused_users(self, after: int, connected: set[int]) -> int:
+        """Of the next :data:`SWEEP_USERS` users with an id above ``after``, delete
+        those no session or stored message refers to and that are not in
+        ``connected`` (users with an open socket on some worker): so the users
+        table is bounded by the sessions and messages tables, which are bounded.
+
+        Returns:
+            The id to sweep after next time (0: start again).
+        """
+
+        def query(conn: sqlite3.Connection) -> int:
+            with conn:
+                (last,) = conn.execute(
+                    "SELECT max(id) FROM (SELECT id FROM users WHERE id > ?"
+                    " ORDER BY id LIMIT ?)",
+                    (after, SWEEP_USERS),
+                ).fetchone()
+                if last is None:
+                    return 0
+                unused = conn.execute(
+                    "SELECT id FROM users WHERE id > ? AND id <= ?"
+                    " AND NOT EXISTS (SELECT 1 FROM sessions WHERE user_id = users.id)"
+                    " AND NOT EXISTS (SELECT 1 FROM messages WHERE user_id = users.id)",
+                    (after, last),
+                ).fetchall()
+                # The conditions again: a sign-in on another worker may have
+                # given one of them a session since.
+                conn.executemany(
+                    "DELETE FROM users WHERE id = ?"
+                    " AND NOT EXISTS (SELECT 1 FROM sessions WHERE user_id = users.id)"
+                    " AND NOT EXISTS (SELECT 1 FROM messages WHERE user_id = users.id)",
+                    [row for row in unused if row[0] not in connected],
+                )
+                return int(last)
 
         return await self._run(query)
 

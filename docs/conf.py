@@ -29,6 +29,8 @@ nitpick_ignore_regex = [
     ("py:.*", r"(aiohttp|yarl|multidict|redis|asyncio|collections|typing|enum)\..*"),
     # What a broker may call on its server: an internal Protocol.
     ("py:class", r"aiohttp_upgrade\._broker\.BrokerHost"),
+    # The history's internals in the signatures of its hub-facing methods.
+    ("py:class", r"aiohttp_upgrade\._(positions\.Policy|history\.Track)"),
     ("py:.*", r"web\.(Request|BaseRequest|Application|StreamResponse|AppKey)"),
     ("py:class", r"(Awaitable|Callable|Iterable|Mapping|Any|Headers)"),
     # Type variables: DataT is the type of ``ws.data``; T a callback's result.

@@ -226,9 +226,16 @@ def _read_reply(stream: object) -> str:
 
 
 class AppProcess:
-    """``tests/cluster_app.py`` under ``python -m aiohttp.web`` on ``host``."""
+    """``tests/cluster_app.py`` (or ``app``) under ``python -m aiohttp.web`` on
+    ``host``."""
 
-    def __init__(self, host: str, redis_url: str | None, heartbeat: float = 5.0):
+    def __init__(
+        self,
+        host: str,
+        redis_url: str | None,
+        heartbeat: float = 5.0,
+        app: str = "tests.cluster_app:init_app",
+    ):
         env = dict(os.environ)
         env.pop("CLUSTER_REDIS_URL", None)
         if redis_url is not None:
@@ -245,7 +252,7 @@ class AppProcess:
                 host,
                 "-P",
                 "0",
-                "tests.cluster_app:init_app",
+                app,
             ],
             cwd=ROOT,
             env=env,

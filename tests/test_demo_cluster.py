@@ -33,8 +33,8 @@ from .redis_support import RedisProcess, free_port, requires_redis, running_redi
 pytestmark = requires_redis
 
 Socket = aiohttp.ClientWebSocketResponse
-# A killed worker's people leave within 4 heartbeats (demo.roster); the rest is
-# for a loaded machine to schedule the surviving worker's beat.
+# A killed worker's people leave within 3 heartbeats (the library's presence,
+# through the RedisBroker); the rest is for a loaded machine.
 KILL_BOUND = 4 * HEARTBEAT + 8.0
 
 

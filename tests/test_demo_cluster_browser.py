@@ -72,3 +72,24 @@ async def test_two_people_on_two_workers_chat_and_see_each_other(
     await bob.close()
     await page_wait_members(ada, 1)
     assert await members(ada) == ["ada"]
+
+
+async def test_a_third_person_closing_their_tab_leaves_both_pages(
+    browser: Browser, workers: tuple[DemoWorker, DemoWorker]
+) -> None:
+    """Carol's tab (on worker B) closing removes her from "Here now" on Ada's page
+    (worker A, told through Redis) and on Bob's (worker B)."""
+    a, b = workers
+    ada = await (await browser.new_context()).new_page()
+    bob = await (await browser.new_context()).new_page()
+    carol = await (await browser.new_context()).new_page()
+    await sign_in(ada, a.url, "ada")
+    await sign_in(bob, b.url, "bob")
+    await sign_in(carol, b.url, "carol")
+    for page in (ada, bob):
+        await page_wait_members(page, 3)
+    assert await members(ada) == await members(bob) == ["ada", "bob", "carol"]
+    await carol.close()
+    for page in (ada, bob):
+        await page_wait_members(page, 2)
+    assert await members(ada) == await members(bob) == ["ada", "bob"]

@@ -145,7 +145,7 @@ async def test_tables_stay_bounded_after_many_sign_ins(
     aiohttp_client: AiohttpClient, tmp_path: Path
 ) -> None:
     """Many sign-ins under many names leave at most max_sessions sessions, and,
-    after a presence heartbeat, no user without a session, message or socket."""
+    after the housekeeping, no user without a session, message or socket."""
     client = await chat_with(
         aiohttp_client, tmp_path, max_sessions=10, sign_in_burst=1000
     )
@@ -153,5 +153,5 @@ async def test_tables_stay_bounded_after_many_sign_ins(
         await sign_in(client, f"user{n % 40}")
         client.session.cookie_jar.clear()
         assert row_counts(client)["sessions"] <= 10
-    await client.app[CHAT_KEY].roster.beat()
+    await client.app[CHAT_KEY].housekeeping()
     assert row_counts(client) == {"users": 10, "sessions": 10}

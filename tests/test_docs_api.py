@@ -19,13 +19,16 @@ import pytest
 import aiohttp_upgrade
 from aiohttp_upgrade import (
     BrokerUnavailableError,
+    HistoryUnavailable,
     InvalidOptionError,
     InvalidStateError,
     LocalBroker,
     PerMessageDeflate,
+    Position,
     ProtocolError,
     RateLimit,
     RedisBroker,
+    Resumed,
     Server,
     TokenBucket,
     WebSocketError,
@@ -51,6 +54,10 @@ SAMPLES: dict[str, Callable[[], object]] = {
     "InvalidStateError": lambda: InvalidStateError("x"),
     "BrokerUnavailableError": lambda: BrokerUnavailableError("x"),
     "ProtocolError": lambda: ProtocolError(1002, "x"),
+    "History": lambda: Server(WebSocketHandler()).history,
+    "Position": lambda: Position("ab", 1),
+    "Resumed": lambda: Resumed(True, None),
+    "HistoryUnavailable": lambda: HistoryUnavailable("x"),
 }
 """An instance of each exported class, to find the attributes ``__init__`` sets."""
 
@@ -60,6 +67,7 @@ WITHOUT_SAMPLE = {
     "ReadyState": "an enum: its members are class attributes",
     "ServerWebSocket": "made by the server only; its attributes are __slots__",
     "Metrics": "made by server.metrics() only; its fields are __slots__",
+    "Presence": "made by the server only (server.presence); __slots__",
 }
 
 _DIRECTIVE = re.compile(

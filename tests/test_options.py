@@ -14,7 +14,7 @@ from aiohttp_upgrade import (
     WebSocketHandler,
 )
 from aiohttp_upgrade._handler import hook_table
-from aiohttp_upgrade._hooks import HOOK_NAMES, HOOKS, HookSpec, Kind
+from aiohttp_upgrade._hooks import HOOK_NAMES, HOOKS, SERVER_HOOK_NAMES, HookSpec, Kind
 from aiohttp_upgrade._options import OPTION_NAMES, OPTIONS, Options, OptionSpec
 
 MiB = 1024 * 1024
@@ -54,7 +54,8 @@ def test_default_matches_bun(name: str, default: object) -> None:
 def test_options_cover_exactly_bun_names() -> None:
     """The option table is Bun's websocket options in snake_case, plus uWebSockets.js's
     resetIdleTimeoutOnSend and our close and shutdown timeouts, uWebSockets'
-    maxLifetime, our ping interval and shutdown drain, and our rate limit."""
+    maxLifetime, our ping interval and shutdown drain, our rate limit and the
+    presence meta bound."""
     assert set(OPTION_NAMES) == {
         "max_payload_length",
         "idle_timeout",
@@ -70,6 +71,7 @@ def test_options_cover_exactly_bun_names() -> None:
         "ping_interval",
         "shutdown_drain",
         "rate_limit",
+        "max_presence_meta_length",
     }
 
 
@@ -333,10 +335,11 @@ def test_hook_table_matches_the_handler(spec: HookSpec) -> None:
 
 
 def test_hook_table_lists_every_hook_method() -> None:
-    """Every public method of WebSocketHandler but ``server`` is in the hook table."""
+    """Every public method of WebSocketHandler but ``server`` is in a hook table
+    (the sockets' or the server-level one)."""
     methods = {
         name
         for name, value in vars(WebSocketHandler).items()
         if inspect.isfunction(value) and not name.startswith("_")
     }
-    assert methods == set(HOOK_NAMES)
+    assert methods == {*HOOK_NAMES, *SERVER_HOOK_NAMES}

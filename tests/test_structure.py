@@ -37,7 +37,10 @@ DOCUMENTED = {
         "subscribe",
         "subscriptions",
         "terminate",
+        "track",
         "unsubscribe",
+        "untrack",
+        "update_presence",
     },
     Server: {
         "cluster_subscriber_count",
@@ -80,6 +83,8 @@ DOCUMENTED = {
         "max_lifetime",
         "ping_interval",
         "shutdown_drain",
+        "max_presence_meta_length",
+        "presence",
     },
 }
 """The names README "The API" documents for each class."""

@@ -7,6 +7,7 @@ Private: nothing here is public API. ``redis_broker.RedisBroker`` composes them:
     _writer      the pipelined writer and the reader of its replies
     _reader      the subscriber connection: SUBSCRIBE sync, messages, PINGs
     _counts      cluster counts: registration, heartbeat bookkeeping, queries
+    _presence    presence deltas, resyncs and expiry on one channel
     _supervisor  task supervision, the heartbeat and the stall watchdog
     _compat      the only code that reads redis-py's private attributes
 """

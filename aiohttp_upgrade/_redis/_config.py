@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from .._broker import BrokerHost
+    from ._presence import RedisPresence
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -165,7 +166,18 @@ class Counters:
 class Session:
     """One start of a broker: its host, client and a new identity."""
 
-    __slots__ = ("client", "closing", "header", "host", "origin", "proc_id", "proc_key")
+    __slots__ = (
+        "client",
+        "closing",
+        "header",
+        "host",
+        "origin",
+        "presence",
+        "proc_id",
+        "proc_key",
+    )
+
+    presence: RedisPresence  # set by the broker once its links exist
 
     def __init__(
         self, config: Config, host: BrokerHost | None, client: Redis | None

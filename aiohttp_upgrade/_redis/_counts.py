@@ -66,10 +66,11 @@ class Counts:
         self.expected_until = 0.0
 
     def bookkeeping(self) -> tuple[list[Command], tuple[str, ...]]:
-        """Count updates, and the heartbeat when due; and the probes their
-        first replies answer."""
+        """Count updates, and the heartbeat when due, then presence's messages;
+        and the probes their first replies answer."""
         commands: list[Command] = []
         probes: tuple[str, ...] = ()
+        fresh = self.rewrite
         if self.rewrite:
             self.rewrite = False
             self.changed.clear()
@@ -78,6 +79,7 @@ class Counts:
             probes = (PROBE_REGISTERED, PROBE_MEMBERS)
         elif self.changed:
             commands += self._updates()
+        beat = self.heartbeat_due
         if self.heartbeat_due:
             self.heartbeat_due = False
             if not probes:
@@ -90,6 +92,7 @@ class Counts:
                 ("PEXPIRE", key, ttl),
                 ("SADD", self._config.procs_key, self._session.proc_id),
             ]
+        commands += self._session.presence.commands(fresh, beat)
         return commands, probes
 
     def _rewrite(self) -> list[Command]:

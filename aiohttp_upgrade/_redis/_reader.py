@@ -12,6 +12,8 @@ from redis.asyncio.connection import AbstractConnection
 from .._envelope import MalformedEnvelope, decode_envelope
 from . import _compat
 from ._config import SUBSCRIBE_CHUNK, Config, Counters, Session, Wakeup
+from ._history import MAGIC as HISTORY_MAGIC
+from ._history import RedisHistory
 from ._link import EXPECTED, Link, Outage
 
 __all__ = ["Reader"]
@@ -45,6 +47,7 @@ class Reader:
         self.interest_changed: set[str] = set()  # for the writer to sync
         self.subscribed: set[bytes] = set()  # channels sent on the connection
         self.ping_since: float | None = None  # oldest PING maybe unanswered
+        self.history = RedisHistory(config, counters, session, self)
 
     def track(self, topic: str, new_count: int, old_count: int) -> None:
         """Note that ``topic`` gained its first or lost its last local subscriber."""
@@ -112,7 +115,7 @@ class Reader:
         connection = await link.open(self.session.client, self.config.stall_timeout)
         _compat.return_push_messages(connection)
         # From this snapshot on, interest changes wait for the writer.
-        channels = list(self.interest.values())
+        channels = [*self.interest.values(), self.session.presence.channel]
         self.subscribed = set(channels)
         self.interest_changed = set()
         for start in range(0, len(channels), SUBSCRIBE_CHUNK):
@@ -155,11 +158,17 @@ class Reader:
     def on_reply(self, reply: Any) -> None:
         """Deliver a message from another process to the host."""
         if not isinstance(reply, list) or len(reply) != 3 or reply[0] != _MESSAGE:
-            return  # subscribe confirmations, pongs
+            self.session.presence.confirmed(reply)  # subscribe confirmations, pongs
+            self.history.other_reply(reply)
+            return
         topic = self.topic_of.get(reply[1])
         data = reply[2]
         if topic is None or type(data) is not bytes:
-            return  # unsubscribed meanwhile
+            self.session.presence.received(reply[1], data)  # or unsubscribed meanwhile
+            return
+        if data.startswith(HISTORY_MAGIC):
+            self.history.received(topic, data)
+            return
         try:
             origin, records = decode_envelope(data)
         except MalformedEnvelope as exc:

@@ -67,6 +67,8 @@ class Writer:
         self.reply_task: asyncio.Task[None] | None = None
         # An unexpected exception of the reply reader, raised in the writer.
         self.crash: Exception | None = None
+        self.history = reader.history  # history publishes: EVALs in _send
+        self.history.writer = self
 
     def publish(self, topic: str, opcode: int, payload: bytes, compress: bool) -> None:
         """Queue a message, or drop it (counted): see RedisBroker.publish."""
@@ -95,6 +97,7 @@ class Writer:
             or counts.heartbeat_due
             or counts.changed
             or (reader.interest_changed and reader.link.up)
+            or self.session.presence.due
         )
 
     async def run(self) -> None:
@@ -218,9 +221,13 @@ class Writer:
         nbytes = 0
         messages = len(batch)
         if batch:
+            history_bytes = 0
+            if self.history.queued:
+                batch, history_bytes = self.history.commands(batch, commands)
             envelopes, nbytes = pack_envelopes(
                 self.session.header, batch, self.config.max_batch_bytes
             )
+            nbytes += history_bytes
             del batch
             prefix = self.config.prefix
             for topic, envelope in envelopes:

@@ -2,8 +2,11 @@
 //
 // One WebSocket to /ws. The session cookie authenticates it (the browser sends it
 // with the handshake), so nothing secret lives in this script. After a drop the
-// client reconnects with exponential backoff and re-joins the room it was in;
-// messages are merged by id, so a message seen live and again in history shows once.
+// client reconnects with exponential backoff and re-joins the room it was in,
+// giving the position of the last frame it saw in that room: the server replays
+// what was published meanwhile (once, in order) and answers "resumed", or, when
+// it cannot, "joined" with the room's history. Messages are merged by id, so a
+// message seen live and again in history shows once.
 "use strict";
 
 const DEFAULT_ROOMS = ["general", "random"];
@@ -39,8 +42,25 @@ const state = {
   countdownTimer: null,
   leaving: false, // set once this page is being replaced: no more redirects or retries
   room: roomFromHash() || DEFAULT_ROOMS[0],
-  rooms: new Map(), // room -> {messages: Map(id -> message), members: Map(id -> user), unread: number}
+  rooms: new Map(), // room -> {messages: Map(id -> message), members: Map(id -> user), unread: number, position: string|null}
 };
+
+// Positions are "<epoch>:<offset>"; a later frame of the same epoch moves the
+// room's position forward, a frame of another epoch replaces it.
+function notePosition(entry, position) {
+  if (typeof position !== "string") return;
+  const [epoch, offset] = position.split(":");
+  if (entry.position) {
+    const [knownEpoch, knownOffset] = entry.position.split(":");
+    if (knownEpoch === epoch && Number(knownOffset) >= Number(offset)) return;
+  }
+  entry.position = position;
+}
+
+function joinFrame(room) {
+  const position = state.rooms.get(room)?.position;
+  return position ? { type: "join", room, since: position } : { type: "join", room };
+}
 
 function roomFromHash() {
   // A link may carry any bytes after '#': a malformed escape such as "#%E0"
@@ -57,7 +77,7 @@ function roomFromHash() {
 function roomState(room) {
   let entry = state.rooms.get(room);
   if (!entry) {
-    entry = { messages: new Map(), members: new Map(), unread: 0 };
+    entry = { messages: new Map(), members: new Map(), unread: 0, position: null };
     state.rooms.set(room, entry);
   }
   return entry;
@@ -87,7 +107,7 @@ function connect() {
     opened = true;
     state.attempts = 0;
     setStatus("online", "Online");
-    send({ type: "join", room: state.room });
+    send(joinFrame(state.room));
   });
   socket.addEventListener("message", (event) => {
     let frame;
@@ -169,25 +189,33 @@ function handle(frame) {
       state.me = frame.user;
       ui.me.textContent = frame.user.name;
       break;
-    case "joined": {
+    case "joined":
+    case "resumed": {
       const entry = roomState(frame.room);
       entry.members = new Map(frame.members.map((u) => [u.id, u]));
-      for (const message of frame.history) entry.messages.set(message.id, message);
+      if (frame.type === "joined") {
+        for (const message of frame.history) entry.messages.set(message.id, message);
+      }
+      notePosition(entry, frame.position);
+      document.body.dataset.recovery = frame.type;
       if (frame.room === state.room) render();
       break;
     }
     case "message": {
       const entry = roomState(frame.room);
+      notePosition(entry, frame.position);
       entry.messages.set(frame.id, frame);
       if (frame.room === state.room) render();
       else { entry.unread += 1; renderRooms(); }
       break;
     }
     case "member_joined":
+      notePosition(roomState(frame.room), frame.position);
       roomState(frame.room).members.set(frame.user.id, frame.user);
       if (frame.room === state.room) renderMembers();
       break;
     case "member_left":
+      notePosition(roomState(frame.room), frame.position);
       roomState(frame.room).members.delete(frame.user.id);
       if (frame.room === state.room) renderMembers();
       break;
@@ -284,7 +312,7 @@ function switchRoom(room) {
   send({ type: "leave", room: state.room });
   state.room = room;
   history.replaceState(null, "", `#${room}`);
-  send({ type: "join", room });
+  send(joinFrame(room));
   render();
   ui.text.focus();
 }

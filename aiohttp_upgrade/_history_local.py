@@ -1,0 +1,136 @@
+"""The in-process history: a bounded ring per topic, for one process (LocalBroker).
+
+What the history backends share: :class:`Slice` (what a read returns),
+``Item`` and ``Record``, and the :class:`Backend` protocol that
+:class:`~aiohttp_upgrade._history.History` drives.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from typing import Any, NamedTuple, Protocol
+
+from ._errors import BrokerUnavailableError
+from ._positions import Policy
+
+__all__ = ["Backend", "HistoryUnavailable", "Item", "LocalHistory", "Record", "Slice"]
+
+Item = tuple[int, int, bytes, bool]
+"""(offset, opcode, payload, compress): one stored message."""
+
+Record = tuple[int, int, bytes, bool, Any]
+"""(offset, opcode, payload, compress, sender port or None): one message to deliver."""
+
+
+class HistoryUnavailable(BrokerUnavailableError):
+    """The history could not be read (Redis unreachable or too slow)."""
+
+
+class Slice(NamedTuple):
+    """A read of a topic's history.
+
+    ``items`` follow ``after`` in order, without a hole, each younger than the
+    topic's ttl; ``complete`` is False when the message right after ``after``
+    is no longer kept (trimmed by size or age).
+    """
+
+    epoch: str
+    last: int
+    items: list[Item]
+    complete: bool
+
+
+class Backend(Protocol):
+    """Where a history lives: this process (:class:`LocalHistory`) or Redis."""
+
+    remote: bool
+
+    async def fetch(
+        self, topic: str, policy: Policy, after: int, limit: int, tail: bool = False
+    ) -> Slice:
+        """Up to ``limit`` messages after offset ``after`` (with ``tail``: the
+        last ``limit`` messages).
+
+        Raises:
+            HistoryUnavailable: the history could not be read.
+        """
+        ...
+
+
+def new_epoch() -> str:
+    """A random epoch (16 hex digits)."""
+    return os.urandom(8).hex()
+
+
+class _Ring:
+    __slots__ = ("items", "last", "times")
+
+    def __init__(self, size: int) -> None:
+        self.items: deque[Item] = deque(maxlen=size)
+        self.times: deque[float] = deque(maxlen=size)
+        self.last = 0
+
+
+class LocalHistory:
+    """Histories kept in this process's memory, ``size`` messages per topic at
+    most (each for ``ttl`` seconds at most); one epoch per process start."""
+
+    remote = False
+
+    def __init__(self) -> None:
+        self.epoch = new_epoch()
+        self._rings: dict[str, _Ring] = {}
+
+    def append(
+        self, topic: str, policy: Policy, opcode: int, payload: bytes, compress: bool
+    ) -> int:
+        """Store a message; return its offset."""
+        ring = self._rings.get(topic)
+        if ring is None or ring.items.maxlen != policy.size:
+            ring = self._resized(topic, ring, policy.size)
+        now = time.monotonic()
+        self._expire(ring, now - policy.ttl)
+        offset = ring.last = ring.last + 1
+        ring.items.append((offset, opcode, payload, compress))
+        ring.times.append(now)
+        return offset
+
+    def _resized(self, topic: str, old: _Ring | None, size: int) -> _Ring:
+        ring = self._rings[topic] = _Ring(size)
+        if old is not None:
+            ring.last = old.last
+            ring.items.extend(old.items)
+            ring.times.extend(old.times)
+        return ring
+
+    @staticmethod
+    def _expire(ring: _Ring, oldest: float) -> None:
+        times, items = ring.times, ring.items
+        while times and times[0] < oldest:
+            times.popleft()
+            items.popleft()
+
+    async def fetch(
+        self, topic: str, policy: Policy, after: int, limit: int, tail: bool = False
+    ) -> Slice:
+        return self.read(topic, policy, after, limit, tail)
+
+    def read(
+        self, topic: str, policy: Policy, after: int, limit: int, tail: bool = False
+    ) -> Slice:
+        """:meth:`fetch`, synchronously."""
+        ring = self._rings.get(topic)
+        if ring is None:
+            return Slice(self.epoch, 0, [], after <= 0)
+        self._expire(ring, time.monotonic() - policy.ttl)
+        items = ring.items
+        first = items[0][0] if items else ring.last + 1
+        if tail:
+            chosen = list(items)[-limit:] if limit > 0 else []
+            return Slice(self.epoch, ring.last, chosen, True)
+        complete = after >= first - 1
+        start = max(after + 1 - first, 0)
+        chosen = [items[i] for i in range(start, min(start + limit, len(items)))]
+        return Slice(self.epoch, ring.last, chosen, complete)

@@ -1,0 +1,140 @@
+"""The hand-over from replay to live, driven step by step: the hub and
+``History`` as they are, a stream of our own standing in for Redis (so that the
+live messages can arrive exactly when the test says), and sockets seen through
+the hub's port, as in tests/test_hub.py."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp_upgrade import LocalBroker, Position, ReadyState
+from aiohttp_upgrade._history import History
+from aiohttp_upgrade._history_local import Item, Slice
+from aiohttp_upgrade._hub import Hub
+from aiohttp_upgrade._positions import Policy
+
+TOPIC = "t"
+EPOCH = "e"
+
+
+class Outbox:
+    """Records the offsets it is given (each payload is its offset)."""
+
+    compressor = None
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+
+    def enqueue(self, frame: bytes, length: int, message: object = None) -> int:
+        self.offsets.append(int(message))  # type: ignore[call-overload]
+        return length
+
+    def send(self, opcode: int, payload: bytes, compress: bool, *args: Any) -> int:
+        self.offsets.append(int(payload))
+        return len(payload)
+
+
+class Port:
+    def __init__(self, ws: Socket) -> None:
+        self.outbox = Outbox()
+        self.ws = ws
+
+    def subscription(self, topic: str, new_count: int, old_count: int) -> None:
+        pass
+
+
+class Socket:
+    """What ``History.resume`` uses of a ServerWebSocket."""
+
+    ready_state = ReadyState.OPEN
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.port = Port(self)
+
+    def is_subscribed(self, topic: str) -> bool:
+        return self.hub.is_subscribed(self.port, topic)  # type: ignore[arg-type]
+
+    def subscribe(self, topic: str) -> bool:
+        return self.hub.subscribe(self.port, topic)  # type: ignore[arg-type]
+
+    def get_buffered_amount(self) -> int:
+        return 0
+
+    def cork(self, callback: Any) -> Any:
+        return callback(self)
+
+
+class Stream:
+    """Redis's stream of the topic; ``on_fetch`` runs once, inside the next read
+    (live messages arriving while a replay waits for Redis)."""
+
+    remote = True
+
+    def __init__(self) -> None:
+        self.items: list[Item] = []
+        self.on_fetch: Any = None
+
+    def extend(self, last: int) -> None:
+        start = self.items[-1][0] + 1 if self.items else 1
+        self.items += [(o, 2, str(o).encode(), False) for o in range(start, last + 1)]
+
+    async def fetch(
+        self, topic: str, policy: Policy, after: int, limit: int, tail: bool = False
+    ) -> Slice:
+        hook, self.on_fetch = self.on_fetch, None
+        if hook is not None:
+            hook()
+        chosen = [item for item in self.items if item[0] > after][:limit]
+        return Slice(EPOCH, self.items[-1][0] if self.items else 0, chosen, True)
+
+
+class Remote(LocalBroker):
+    remote = True
+
+    def __init__(self, stream: Stream) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def history_backend(self) -> Any:
+        return self.stream
+
+
+def live(history: History, first: int, last: int) -> None:
+    """Messages ``first``..``last`` reach this process from Redis."""
+    records = [(o, 2, str(o).encode(), False, None) for o in range(first, last + 1)]
+    history.accept(TOPIC, EPOCH, records)
+
+
+async def settle(history: History) -> None:
+    """Wait for the history's reads of the stream (gap repairs) to end."""
+    while history._tasks:
+        await asyncio.gather(*history._tasks)
+
+
+async def test_a_resume_after_an_ended_hold_replays_without_a_hole() -> None:
+    """A resume that starts after another socket's hold ended gets every offset
+    after its position once: the live messages kept for the earlier hand-over
+    are not mistaken for a complete record of what came live since."""
+    hub, stream = Hub(), Stream()
+    history = History(hub, Remote(stream), 1 << 20)
+    history.enable(TOPIC)
+    bystander = Socket(hub)
+    bystander.subscribe(TOPIC)
+    stream.extend(11)
+    live(history, 1, 5)  # this process is behind Redis
+    first = Socket(hub)
+    resumed = await history.resume(first, TOPIC, Position(EPOCH, 0))  # type: ignore[arg-type]
+    assert resumed.recovered and first.port.outbox.offsets == list(range(1, 12))
+    await settle(history)
+    assert bystander.port.outbox.offsets == list(range(1, 12))
+    live(history, 12, 12)  # the first socket's hold ends here
+    stream.extend(400)
+    live(history, 13, 299)
+    second = Socket(hub)
+    stream.on_fetch = lambda: live(history, 300, 310)
+    resumed = await history.resume(second, TOPIC, Position(EPOCH, 5))  # type: ignore[arg-type]
+    await settle(history)
+    assert resumed.recovered
+    assert second.port.outbox.offsets == list(range(6, 311))
