@@ -56,10 +56,11 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-# The compiled twins of the hot path, built in place (aiohttp_upgrade/*_c.*.so);
-# without a C compiler one line says so and the tests run pure Python.
+# The compiled twins of the hot path, built in place (aiohttp_upgrade/*_c.*.so).
+# Here a failure (no compiler, a .pxd that no longer fits its .py) fails the build;
+# an install without a compiler falls back to pure Python with one line instead.
 build-ext: $(VENV)/.installed
-	$(PY) setup.py -q build_ext --inplace
+	AIOHTTP_UPGRADE_REQUIRE_EXTENSIONS=1 $(PY) setup.py -q build_ext --inplace
 
 pytest: $(VENV)/.installed system-deps build-ext
 	$(PY) -m pytest $(PYTEST_ARGS)

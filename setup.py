@@ -5,7 +5,8 @@ built by Cython from the same ``.py`` (copied to ``build/cython/``, as aiohttp
 links ``reader_c.py`` to ``reader_py.py``) with the C declarations of
 ``aiohttp_upgrade/<name>.pxd``. Without Cython or a working C compiler, or with
 ``AIOHTTP_UPGRADE_NO_EXTENSIONS`` set, the build prints one line and installs
-pure Python (``aiohttp_upgrade/_speedups.py`` picks what is there at import).
+pure Python (``aiohttp_upgrade/_speedups.py`` picks what is there at import);
+``AIOHTTP_UPGRADE_REQUIRE_EXTENSIONS`` makes a failure fail the build instead.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ MODULES = (
     "_connection",
 )
 GENERATED = Path("build") / "cython"
+# What setuptools raises when there is no working C compiler.
+COMPILER_ERRORS = ("CompileError", "LinkError", "CCompilerError")
+COMPILER_ERRORS += ("DistutilsPlatformError", "DistutilsExecError")
 COMPILE_ARGS = [] if os.name == "nt" else ["-g0"]
 DIRECTIVES = {
     "language_level": "3",
@@ -73,6 +77,8 @@ class BuildExt(build_ext):
         try:
             from Cython.Build import cythonize
         except ImportError:
+            if os.environ.get("AIOHTTP_UPGRADE_REQUIRE_EXTENSIONS"):
+                raise
             fallback("Cython is not installed")
             return
         try:
@@ -88,8 +94,16 @@ class BuildExt(build_ext):
                 extension.sources = sources[extension.name]
             super().run()
         except Exception as exc:  # no compiler (CC=false), a failing one, ...
-            detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            fallback(detail if len(detail) < 80 else detail[:77] + "...")
+            if os.environ.get("AIOHTTP_UPGRADE_REQUIRE_EXTENSIONS"):
+                raise  # make build-ext: a .pxd that no longer fits fails the build
+            kind = type(exc).__name__
+            if type(exc).__module__.startswith("Cython"):
+                fallback(f"Cython failed: {kind}")  # its messages are above
+            elif kind in COMPILER_ERRORS:
+                fallback(f"the C compiler failed: {kind}")  # its output is above
+            else:
+                detail = f"{kind}: {exc}".splitlines()[0]
+                fallback(detail if len(detail) < 80 else detail[:77] + "...")
 
     def twins(self) -> list[Extension]:
         """Write build/cython/aiohttp_upgrade/<name>_c.py/.pxd; their Extensions."""
