@@ -8,7 +8,7 @@ PORT ?= 8080
 WORKERS ?= 2
 LINTED := aiohttp_upgrade tests demo benchmarks conformance examples tools docs/conf.py
 
-.PHONY: demo demo-cluster test test-uvloop test-aiohttp-next lint typecheck pytest system-deps conformance conformance-quick bench clean docs dist check-dist test-matrix bench-chart
+.PHONY: demo demo-cluster test test-pure build-ext test-uvloop test-aiohttp-next lint typecheck pytest system-deps conformance conformance-quick bench clean docs dist check-dist test-matrix bench-chart
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,10 +56,20 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-pytest: $(VENV)/.installed system-deps
+# The compiled twins of the hot path, built in place (aiohttp_upgrade/*_c.*.so).
+# Here a failure (no compiler, a .pxd that no longer fits its .py) fails the build;
+# an install without a compiler falls back to pure Python with one line instead.
+build-ext: $(VENV)/.installed
+	AIOHTTP_UPGRADE_REQUIRE_EXTENSIONS=1 $(PY) setup.py -q build_ext --inplace
+
+pytest: $(VENV)/.installed system-deps build-ext
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The whole suite again on the pure-Python fallback (the compiled twins ignored).
+test-pure: $(VENV)/.installed system-deps
+	AIOHTTP_UPGRADE_NO_EXTENSIONS=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 # The tests that drive real sockets (and so the event loop's transports, TCP and
 # TLS) again on uvloop's event loop: pytest --loop=uvloop. Left out:
@@ -79,16 +89,16 @@ UVLOOP_TESTS := tests/test_tls.py tests/test_upgrade.py tests/test_compat.py \
 	tests/test_ready_state_closing.py tests/test_subscribers.py tests/test_shutting_down.py \
 	tests/test_bun_names.py tests/test_max_lifetime.py tests/test_ping_interval.py tests/test_drain.py \
 	tests/test_history.py tests/test_history_redis.py
-test-uvloop: $(VENV)/.installed system-deps
+test-uvloop: $(VENV)/.installed system-deps build-ext
 	$(PY) -m pytest --loop=uvloop $(UVLOOP_TESTS) $(PYTEST_ARGS)
 
-conformance: $(VENV)/.installed
+conformance: $(VENV)/.installed build-ext
 	bash conformance/run.sh full
 
-conformance-quick: $(VENV)/.installed
+conformance-quick: $(VENV)/.installed build-ext
 	bash conformance/run.sh quick
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed build-ext
 	$(PY) benchmarks/echo.py
 	$(PY) benchmarks/fanout.py
 	$(PY) benchmarks/profile_echo.py --messages 20000
@@ -112,21 +122,30 @@ bench-chart: $(VENV)/.installed $(BUN)
 	$(PY) benchmarks/chart.py docs/performance/echo.json docs/performance/fanout.json -o docs/performance/chart.png
 
 clean:
-	rm -rf $(VENV) .venv-matrix .bench build dist docs/_build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-matrix .bench build dist aiohttp_upgrade/*.so aiohttp_upgrade/*.c aiohttp_upgrade/*.html docs/_build *.egg-info .mypy_cache .pytest_cache .ruff_cache
 
 # HTML documentation in docs/_build/html; any Sphinx warning fails the build.
 docs: $(VENV)/.installed
 	$(VENV)/bin/sphinx-build -E -W --keep-going -n -q -b html docs docs/_build/html
 
-# sdist + wheel in dist/, checked by twine.
-dist: $(VENV)/.installed
+$(VENV)/.installed-dist: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dist]'
+	touch $@
+
+# The sdist and this platform's compiled wheel in dist/: the wheel repaired by
+# auditwheel to a manylinux tag (it fails on a library it cannot vouch for), both
+# checked by twine.
+dist: $(VENV)/.installed-dist
 	rm -rf dist
 	$(PY) -m build --outdir dist . >/dev/null
+	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/auditwheel repair -w dist dist/*-linux_*.whl
+	rm dist/*-linux_*.whl
 	$(VENV)/bin/twine check --strict dist/*
 
-# The wheel, installed alone into a clean virtualenv, serves the quick start.
+# Each into a clean virtualenv: the wheel runs compiled, the sdist built with no C
+# compiler (CC=false) installs pure Python with its one line; both serve the quick start.
 check-dist: dist
-	$(PY) tools/check_dist.py dist/*.whl
+	$(PY) tools/check_dist.py dist/*.whl dist/*.tar.gz
 
 # The support matrix: the oldest and newest aiohttp claimed in setup.cfg, on the
 # oldest and newest Python tested. .ci/run runs two corners of it (the main .venv

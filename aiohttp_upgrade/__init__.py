@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
+# First: the compiled twins replace the hot path's names before anything imports them.
+from . import _speedups  # noqa: F401
 from ._broker import Broker, LocalBroker
 from ._closecode import CloseCode
 from ._deflate import PerMessageDeflate

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 from aiohttp import web
 
@@ -152,6 +152,16 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+T = TypeVar("T")
+
+
+def compiled() -> bool:
+    """True when aiohttp-upgrade's compiled twins are built and in use here."""
+    from aiohttp_upgrade import _speedups
+
+    return _speedups.COMPILED
+
+
 def machine() -> dict[str, Any]:
     """What a reader needs to compare figures: versions, CPU, placement."""
     model = ""
@@ -175,6 +185,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "aiohttp": version("aiohttp"),
         "aiohttp_upgrade": version("aiohttp-upgrade"),
+        "aiohttp_upgrade_compiled": compiled(),
         "uvloop": version("uvloop"),
         "picows": version("picows"),
         "websockets": version("websockets"),
@@ -258,6 +269,17 @@ def settle_malloc() -> None:
 def announce_port(port: int) -> None:
     """Called by a server process once it listens: tells the parent its port."""
     print(f"{_READY_PREFIX}{port}", flush=True)
+
+
+def pure_python(factory: Callable[[], T]) -> Callable[[], T]:
+    """``factory`` run with the compiled twins off (AIOHTTP_UPGRADE_NO_EXTENSIONS):
+    the ``upgrade-pure`` servers, to compare with the compiled ``upgrade`` ones."""
+
+    def make() -> T:
+        os.environ["AIOHTTP_UPGRADE_NO_EXTENSIONS"] = "1"  # before the first import
+        return factory()
+
+    return make
 
 
 async def serve_app(app: web.Application, backlog: int, settle: bool = True) -> None:

@@ -62,6 +62,7 @@ from _common import (
     percentile,
     pin,
     print_table,
+    pure_python,
     serve_app,
     settle_malloc,
     spread,
@@ -71,10 +72,11 @@ from _common import (
 
 SCRIPT: Final = os.path.abspath(__file__)
 
-IMPLS: Final = ("aiohttp", "upgrade", "upgrade-async", "picows", "bun")
+IMPLS: Final = ("aiohttp", "upgrade", "upgrade-pure", "upgrade-async", "picows", "bun")
 LABELS: Final = {
     "aiohttp": "plain aiohttp",
     "upgrade": "aiohttp-upgrade",
+    "upgrade-pure": "upgrade pure Python",
     "upgrade-async": "upgrade async",
     "picows": "picows",
     "bun": "Bun",
@@ -144,6 +146,7 @@ def plain_app() -> web.Application:
 APPS: Final[dict[str, Callable[[], web.Application]]] = {
     "aiohttp": plain_app,
     "upgrade": lambda: upgrade_app(async_hook=False),
+    "upgrade-pure": pure_python(lambda: upgrade_app(async_hook=False)),
     "upgrade-async": lambda: upgrade_app(async_hook=True),
 }
 
@@ -397,7 +400,9 @@ def parse_args() -> argparse.Namespace:
         default=[
             impl
             for impl in IMPLS
-            if (impl != "bun" or BUN) and (impl != "picows" or PICOWS)
+            if impl != "upgrade-pure"
+            and (impl != "bun" or BUN)
+            and (impl != "picows" or PICOWS)
         ],
     )
     parser.add_argument("--uvloop", action="store_true", help="run servers on uvloop")

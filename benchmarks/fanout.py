@@ -78,6 +78,7 @@ from _common import (
     percentile,
     pin,
     print_table,
+    pure_python,
     raise_nofile,
     serve_app,
     settle_malloc,
@@ -95,11 +96,12 @@ TOPIC: Final = "room"
 COUNT_QUERY: Final = "?"
 COUNT_QUERY_BYTES: Final = COUNT_QUERY.encode()
 TIMESTAMP_LENGTH: Final = 21
-IMPLS: Final = ("aiohttp", "upgrade", "picows", "websockets", "bun")
+IMPLS: Final = ("aiohttp", "upgrade", "upgrade-pure", "picows", "websockets", "bun")
 MODES: Final = ("burst", "paced")
 LABELS: Final = {
     "aiohttp": "plain aiohttp",
     "upgrade": "aiohttp-upgrade",
+    "upgrade-pure": "upgrade pure Python",
     "picows": "picows",
     "websockets": "websockets",
     "bun": "Bun",
@@ -193,6 +195,7 @@ def plain_app() -> web.Application:
 APPS: Final[dict[str, Callable[[], web.Application]]] = {
     "aiohttp": plain_app,
     "upgrade": upgrade_app,
+    "upgrade-pure": pure_python(upgrade_app),
 }
 
 
@@ -689,8 +692,8 @@ def parse_args() -> argparse.Namespace:
         "--servers",
         nargs="+",
         choices=IMPLS,
-        default=[impl for impl in IMPLS if available(impl)],
-        help="default: all of them that are installed",
+        default=[impl for impl in IMPLS if impl != "upgrade-pure" and available(impl)],
+        help="default: all of them that are installed, but upgrade-pure",
     )
     parser.add_argument("--uvloop", action="store_true", help="run servers on uvloop")
     parser.add_argument("--verbose", action="store_true")

@@ -28,7 +28,7 @@ from typing import Final
 
 from aiohttp import web
 
-from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler
+from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler, _speedups
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Echo", "main", "make_app"]
 
@@ -86,10 +86,11 @@ async def serve(
         await site.start()
         bound = runner.addresses[0][1]
         logging.getLogger(__name__).warning(
-            "echo server on ws://%s:%d/ (per_message_deflate %s)",
+            "echo server on ws://%s:%d/ (per_message_deflate %s, %s)",
             host,
             bound,
             deflate if isinstance(deflate, str) else ("on" if deflate else "off"),
+            "compiled" if _speedups.COMPILED else "pure Python",
         )
         if port_file is not None:
             tmp = port_file.with_name(port_file.name + ".tmp")

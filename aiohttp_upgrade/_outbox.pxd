@@ -1,0 +1,55 @@
+# C declarations for the compiled twin of _outbox.py (aiohttp_upgrade._outbox_c):
+# the per-send and per-delivery path. The .py is the reference: nothing here may
+# change what it does. Limits stay Python ints (a limit may exceed a C integer);
+# sizes, turns and backlogs are bounded by memory and counters: C integers.
+cimport cython
+
+
+cdef class Flusher:
+    cdef list _dirty
+    cdef list _spare
+    cdef bint _scheduled
+    cdef public Py_ssize_t turn
+
+    cpdef void add(self, Outbox outbox)
+    cpdef void next_turn(self)
+
+
+cdef class Outbox:
+    cdef public object _transport  # tests put a faulty transport in its place
+    cdef Flusher _flusher
+    cdef object _limit
+    cdef object _hard_limit
+    cdef public object compressor
+    cdef list _pending
+    cdef Py_ssize_t _size
+    cdef bint _drain_wanted
+    cdef Py_ssize_t _turn
+    cdef Py_ssize_t _backlog
+    cdef public bint write_now
+    cdef public bint held
+    cdef public bint sent
+    cdef object _owner
+
+    cpdef Py_ssize_t send(
+        self,
+        int opcode,
+        object payload,
+        bint compress,
+        object message=*,
+        object frame=*,
+        dict shared=*,
+    ) except? -2
+    cpdef bint over_limit(self) except -1
+    cpdef void _new_turn(self, Py_ssize_t waiting)
+
+    @cython.locals(waiting=Py_ssize_t, size=Py_ssize_t, write_now=bint, pending=list)
+    cpdef Py_ssize_t enqueue(
+        self, object frame, Py_ssize_t length, object message=*
+    ) except? -2
+    cpdef void enqueue_control(self, object frame)
+    cpdef Py_ssize_t _drop(self, object message) except? -2
+    @cython.locals(pending=list)
+    cpdef void flush(self)
+    cpdef void flush_later(self)
+    cpdef void writable(self)
