@@ -48,8 +48,13 @@ def _use_compiled() -> bool:
     """Swap in every twin, in order; False if one is not built (nothing swapped)
     or was built from another source (a warning; the twins before it swapped)."""
     package = __name__.rpartition(".")[0]
-    if any(importlib.util.find_spec(f"{package}.{name}_c") is None for name in MODULES):
-        return False  # a build without a compiler, or AIOHTTP_UPGRADE_NO_EXTENSIONS
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in MODULES:
+        spec = importlib.util.find_spec(f"{package}.{name}_c")
+        # Only a twin beside this package's own sources: not one that another
+        # finder (an editable install of another checkout) finds elsewhere.
+        if spec is None or spec.origin is None or os.path.dirname(spec.origin) != here:
+            return False  # a build without a compiler, or a copy of the sources
     for name in MODULES:
         twin = importlib.import_module(f"{package}.{name}_c")
         if twin.__source_sha256__ != _digest(twin.__file__, name):
