@@ -37,6 +37,7 @@ from ._closecode import CloseCode
 from ._errors import InvalidOptionError
 from ._hooks import Kind
 from ._metrics import Counters
+from ._pausing import RATE as _RATE
 
 if TYPE_CHECKING:
     from ._parser import Chunk, FrameParser
@@ -198,11 +199,11 @@ class LimitedConnection(Protocol):
     def transport(self) -> asyncio.Transport:
         """The socket's transport (``is_closing``)."""
 
-    def pause_reading(self) -> None:
-        """Stop reading from the client."""
+    def pause_reading(self, reason: int) -> None:
+        """Stop reading from the client for ``reason`` (``_pausing.RATE``)."""
 
-    def resume_reading(self) -> None:
-        """Read again."""
+    def resume_reading(self, reason: int) -> None:
+        """Let go of ``reason``: read again unless another reason holds."""
 
 
 class ReadLimiter:
@@ -275,7 +276,7 @@ class ReadLimiter:
             logger.info("conn %d: closing: rate limit exceeded", conn.id)
             conn.ws.close(_POLICY_VIOLATION, "rate limit exceeded")
             return
-        conn.pause_reading()
+        conn.pause_reading(_RATE)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(
                 min(wait, MAX_PAUSE), self._resume
@@ -298,7 +299,7 @@ class ReadLimiter:
             )
             return
         self._limited = False
-        conn.resume_reading()
+        conn.resume_reading(_RATE)
 
 
 def limit_reads(
