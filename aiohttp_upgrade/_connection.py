@@ -26,6 +26,7 @@ from ._dispatcher import Dispatcher, Kind
 from ._frames import OP_PING, OP_PONG, build_frame
 from ._hub import Relayed
 from ._outbox import Outbox
+from ._pausing import ALL
 from ._protocol import (
     Abort,
     Action,
@@ -84,7 +85,7 @@ class Connection(BufferedReads):
     __slots__ = (
         "_close_timer",
         "_ctx",
-        "_reading_paused",
+        "_paused",
         "_turn",
         "dispatcher",
         "idle_ticks",
@@ -108,7 +109,7 @@ class Connection(BufferedReads):
         self.transport = transport
         self._ctx = context
         self.idle_ticks = 0
-        self._reading_paused = False
+        self._paused = 0  # why reading is paused: bits of _pausing
         self._read_buffer = context.read_buffer
         self._close_timer: asyncio.TimerHandle | None = None
         self._turn: Sized | None = ready_callbacks(asyncio.get_running_loop())
@@ -283,25 +284,24 @@ class Connection(BufferedReads):
 
     # -- from the dispatcher (DispatchOwner) -----------------------------------------
 
-    # Also called on the close path (a close hook queued behind a full inbox, the
-    # half-close that reads until the client's FIN), where a transport that is
-    # going away may refuse: that must not stop the close.
+    # Paused for reasons (bits of _pausing), read again once none is left; also on
+    # the close path, where a transport going away may refuse: that must not stop it.
 
-    def pause_reading(self) -> None:
-        if not self._reading_paused:
-            self._reading_paused = True
-            try:
+    def pause_reading(self, reason: int) -> None:
+        paused, self._paused = self._paused, self._paused | reason
+        try:
+            if not paused:
                 self.transport.pause_reading()
-            except Exception as exc:
-                logger.debug("conn %d: pause_reading failed: %r", self.id, exc)
+        except Exception as exc:
+            logger.debug("conn %d: pause_reading failed: %r", self.id, exc)
 
-    def resume_reading(self) -> None:
-        if self._reading_paused:
-            self._reading_paused = False
-            try:
+    def resume_reading(self, reason: int) -> None:
+        paused, self._paused = self._paused, self._paused & ~reason
+        try:
+            if paused and not self._paused:
                 self.transport.resume_reading()
-            except Exception as exc:
-                logger.debug("conn %d: resume_reading failed: %r", self.id, exc)
+        except Exception as exc:
+            logger.debug("conn %d: resume_reading failed: %r", self.id, exc)
 
     def hooks_running(self, running: bool) -> None:
         # While a task runs hooks its sends are written at once: its turn ends at
@@ -366,7 +366,7 @@ class Connection(BufferedReads):
             if type(action) is HalfClose:
                 transport.write_eof()
             elif type(action) is ReadOn:
-                self.resume_reading()
+                self.resume_reading(ALL)  # read until the client's Close
             elif type(action) is ArmCloseTimeout:
                 self._arm_close_timeout()
             elif type(action) is CloseTransport:

@@ -27,6 +27,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._hooks import HOOK_NAMES, HOOKS, Hook, HookTable, Kind
+from ._pausing import INBOX as _INBOX
 
 if TYPE_CHECKING:
     from ._websocket import ServerWebSocket, SocketContext
@@ -62,11 +63,11 @@ def _cancelling() -> bool:
 class DispatchOwner(Protocol):
     """What a dispatcher reports to (the socket's connection)."""
 
-    def pause_reading(self) -> None:
-        """Stop reading from the client (the inbox is full)."""
+    def pause_reading(self, reason: int) -> None:
+        """Stop reading from the client for ``reason`` (here ``_pausing.INBOX``)."""
 
-    def resume_reading(self) -> None:
-        """Read again."""
+    def resume_reading(self, reason: int) -> None:
+        """Let go of ``reason``: read again unless another reason holds."""
 
     def hook_failed(self) -> None:
         """A hook raised (its error hook is dispatched): close the socket with 1011."""
@@ -225,12 +226,12 @@ class Dispatcher:
             self._tasks.add(task)
         if len(inbox) >= INBOX_HIGH_WATER and not self._reading_paused:
             self._reading_paused = True
-            self._owner.pause_reading()
+            self._owner.pause_reading(_INBOX)
 
     def _resume_if_low(self, inbox: deque[tuple[int, Any]]) -> None:
         if self._reading_paused and len(inbox) < INBOX_HIGH_WATER // 2:
             self._reading_paused = False
-            self._owner.resume_reading()
+            self._owner.resume_reading(_INBOX)
 
     def hook_failed(self, exc: BaseException) -> None:
         """A hook raised ``exc``: log it, drop what is queued, dispatch ``error``,

@@ -11,7 +11,7 @@ that runs anyway, never a per-subscriber cost on a publish. Where each is kept:
                     the deliveries)
 ``bytes_sent``      the same: payload bytes of those sends
 ``publishes``       ``Hub.publish`` / ``Hub.deliver``, per publish
-``deliveries``      the same: one addition of the subscribers reached per publish
+``deliveries``      the same: one addition of the subscribers handed it per publish
 ``bytes_delivered`` the same: their payload bytes (one addition per publish)
 ``dropped``         ``Connection.dropped``, per message dropped at the limit
 ``backpressure``    ``Connection.resume_writing``, per episode, as it ends
@@ -85,8 +85,11 @@ class Metrics:
         bytes_out: payload bytes of ``messages_out`` (before compression).
         publishes: publishes fanned out here (``publish``, and those from other
             processes).
-        deliveries: subscribers those publishes reached (0 for a publish
-            nobody here is subscribed to).
+        deliveries: subscribers those publishes were handed to (0 for a
+            publish nobody here is subscribed to), counted before the fan-out:
+            those that dropped it are included (at their ``backpressure_limit``,
+            see ``dropped``, or closed by an earlier subscriber's hook during
+            the same fan-out, which takes nothing).
         dropped: messages dropped at a socket's ``backpressure_limit`` (send or
             publish returned 0, or the socket was closed for it).
         backpressure: episodes in which a socket's output backed up (the kernel

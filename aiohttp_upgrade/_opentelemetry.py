@@ -25,6 +25,7 @@ except ModuleNotFoundError as exc:  # the extra is not installed
 from ._metrics import COUNTERS, GAUGES
 
 if TYPE_CHECKING:
+    from ._metrics import Metrics
     from ._server import Server
 
 __all__ = ["observe_metrics"]
@@ -36,27 +37,41 @@ def _otel_name(namespace: str, name: str) -> str:
 
 
 class _Reading:
-    """The callbacks of one server's instruments: each reads ``server.metrics()``."""
+    """The callbacks of one server's instruments, which share one
+    ``server.metrics()`` snapshot per collection: an instrument that has read
+    the current snapshot and asks again starts the next collection (whatever
+    order the SDK calls them in)."""
 
     def __init__(self, server: Server[Any]) -> None:
         self.server = server
+        self._latest: Metrics | None = None
+        self._read: set[str] = set()  # the instruments that read _latest
+
+    def metrics(self, instrument: str) -> Metrics:
+        """This collection's snapshot, for ``instrument``."""
+        latest = self._latest
+        if latest is None or instrument in self._read:
+            latest = self._latest = self.server.metrics()
+            self._read = set()
+        self._read.add(instrument)
+        return latest
 
     def field(self, name: str) -> Callable[[Any], Iterable[otel_metrics.Observation]]:
         def observe(options: Any) -> Iterable[otel_metrics.Observation]:
-            return [otel_metrics.Observation(getattr(self.server.metrics(), name))]
+            return [otel_metrics.Observation(getattr(self.metrics(name), name))]
 
         return observe
 
     def closes(self, options: Any) -> Iterable[otel_metrics.Observation]:
         return [
             otel_metrics.Observation(count, {"code": code})
-            for code, count in self.server.metrics().closes.items()
+            for code, count in self.metrics("closes").closes.items()
         ]
 
     def refused(self, options: Any) -> Iterable[otel_metrics.Observation]:
         return [
             otel_metrics.Observation(count, {"reason": reason})
-            for reason, count in self.server.metrics().upgrades_refused.items()
+            for reason, count in self.metrics("refused").upgrades_refused.items()
         ]
 
 

@@ -111,6 +111,11 @@ class FrameParser:
         self._skipping = self.stopped = False
         self.frames = 0  # every frame received, counted once: what rate limits count
 
+    @property
+    def needed(self) -> int:
+        """Payload bytes still to come of the frame being read (0 between frames)."""
+        return self._need
+
     def stop(self) -> None:
         """Ignore all further input."""
         self.stopped = True

@@ -120,6 +120,7 @@ class PresenceTable:
         "_timer",
         "entries",
         "limit",
+        "member_count",
         "members",
         "nodes",
         "own",
@@ -135,6 +136,8 @@ class PresenceTable:
     ) -> None:
         self.members: dict[str, dict[str, dict[Ref, Any]]] = {}
         """topic -> key -> ref -> meta: the view."""
+        self.member_count = 0
+        """Keys in all topics of the view (a gauge other threads may read)."""
         self.entries: dict[Ref, Entry] = {}
         self.nodes: dict[str, set[int]] = {}
         """Other nodes -> the numbers of their entries."""
@@ -273,6 +276,7 @@ class PresenceTable:
         metas = keys.get(key)
         if metas is None:
             metas = keys[key] = {}
+            self.member_count += 1
         metas[ref] = value
         if self._hook is not None:
             self._record(topic, ref, key, before, value)
@@ -287,6 +291,7 @@ class PresenceTable:
         del metas[ref]
         if not metas:
             del keys[key]
+            self.member_count -= 1
             if not keys:
                 del self.members[topic]
         if self._hook is not None:

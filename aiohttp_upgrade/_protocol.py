@@ -242,11 +242,16 @@ class ServerProtocol:
             self._record(Abort())
 
     def abort(self, reason: str = "") -> None:
-        """Abort without a Close frame (OPEN -> CLOSED, the hooks see 1006)."""
+        """Abort without a Close frame (OPEN -> CLOSED, the hooks see 1006; while
+        CLOSING the close hook has run: the handshake is cut short, as Bun's)."""
         if self.state is _OPEN:
             self.state = _CLOSED
             self.parser.stop()
             self._record(Closing(drop_events=True), Abort(), Closed(_ABNORMAL, reason))
+        elif self.state is _CLOSING:
+            self.state = _CLOSED
+            self.parser.stop()
+            self._record(Abort())
 
     def write_failed(self) -> None:
         """Writing raised: abort (the hooks see 1006 if the socket was open)."""

@@ -14,6 +14,8 @@ last was (so after a quiet spell a socket may send up to twice the burst at once
 over any longer run the rate holds). A read is counted whole: what it holds
 beyond the budget is a debt, paid before the socket is read again.
 
+Each read is also kept to about the budget left (:mod:`._readsize`).
+
 Past the budget (the app's choice):
 
 - the handler has a ``rate_limited`` hook: it is called (once until the debt is
@@ -37,6 +39,8 @@ from ._closecode import CloseCode
 from ._errors import InvalidOptionError
 from ._hooks import Kind
 from ._metrics import Counters
+from ._pausing import RATE as _RATE
+from ._readsize import fit_read
 
 if TYPE_CHECKING:
     from ._parser import Chunk, FrameParser
@@ -59,6 +63,7 @@ connection that is gone is let go of within a second."""
 
 _OPTION: Final = "rate_limit"
 _UNLIMITED: Final = math.inf
+_NO_MARKS: Final = (_UNLIMITED, _UNLIMITED)
 _RATE_LIMITED: Final = Kind.RATE_LIMITED
 _POLICY_VIOLATION: Final = CloseCode.POLICY_VIOLATION
 _OPEN: Final = 1  # ReadyState.OPEN
@@ -198,11 +203,14 @@ class LimitedConnection(Protocol):
     def transport(self) -> asyncio.Transport:
         """The socket's transport (``is_closing``)."""
 
-    def pause_reading(self) -> None:
-        """Stop reading from the client."""
+    def pause_reading(self, reason: int) -> None:
+        """Stop reading from the client for ``reason`` (``_pausing.RATE``)."""
 
-    def resume_reading(self) -> None:
-        """Read again."""
+    def resume_reading(self, reason: int) -> None:
+        """Let go of ``reason``: read again unless another reason holds."""
+
+    def read_into(self, buffer: memoryview) -> None:
+        """Read into ``buffer`` from now on (a view of the server's buffer)."""
 
 
 class ReadLimiter:
@@ -210,20 +218,25 @@ class ReadLimiter:
     (see the module docstring). It takes the parser's place in the connection,
     only when a limit is set.
 
-    ``received`` is the bytes read so far.
+    ``received`` is the bytes read so far; ``buffer`` is the server's read
+    buffer, of which the connection is given views sized to the budget.
     """
 
     __slots__ = (
         "_budget",
+        "_buffer",
         "_byte_mark",
         "_clock",
         "_conn",
         "_counters",
         "_feed",
+        "_fit_bytes",
+        "_fit_frames",
         "_frame_mark",
         "_hooked",
         "_limited",
         "_parser",
+        "_size",
         "_timer",
         "received",
     )
@@ -235,6 +248,7 @@ class ReadLimiter:
         limit: RateLimit,
         hooked: bool,
         counters: Counters,
+        buffer: memoryview,
         clock: Any = time.monotonic,
     ) -> None:
         self._conn = connection
@@ -249,13 +263,31 @@ class ReadLimiter:
         self._limited = False
         self._timer: asyncio.TimerHandle | None = None
         self.received = 0
+        self._buffer = buffer
+        self._size = len(buffer)
+        self._fit(True)
 
     def feed(self, data: Chunk) -> None:
-        """Parse ``data``, then check the budget (two comparisons when within it)."""
+        """Parse ``data``, check the budget (two comparisons when within it) and
+        size the next read to it."""
         self._feed(data)
         received = self.received = self.received + len(data)
-        if received > self._byte_mark or self._parser.frames > self._frame_mark:
+        frames = self._parser.frames
+        if received > self._byte_mark or frames > self._frame_mark:
             self._over()
+        if received > self._fit_bytes or frames > self._fit_frames:
+            self._fit(self._conn.ws.ready_state == _OPEN)
+
+    def _fit(self, limited: bool) -> None:
+        """Size the next read to the budget left; in full once not ``limited``."""
+        parser, full = self._parser, len(self._buffer)
+        marks = (self._frame_mark, self._byte_mark) if limited else _NO_MARKS
+        size, self._fit_frames, self._fit_bytes = fit_read(
+            parser.frames, marks[0], self.received, marks[1], parser.needed, full
+        )
+        if size != self._size:
+            self._size = size
+            self._conn.read_into(self._buffer[:size])
 
     def _settle(self) -> float:
         budget = self._budget
@@ -275,7 +307,7 @@ class ReadLimiter:
             logger.info("conn %d: closing: rate limit exceeded", conn.id)
             conn.ws.close(_POLICY_VIOLATION, "rate limit exceeded")
             return
-        conn.pause_reading()
+        conn.pause_reading(_RATE)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(
                 min(wait, MAX_PAUSE), self._resume
@@ -298,7 +330,8 @@ class ReadLimiter:
             )
             return
         self._limited = False
-        conn.resume_reading()
+        self._fit(True)
+        conn.resume_reading(_RATE)
 
 
 def limit_reads(
@@ -310,7 +343,9 @@ def limit_reads(
     if limit is None:
         return parser
     hooked = context.hooks[_RATE_LIMITED] is not None
-    return ReadLimiter(connection, parser, limit, hooked, context.counters)
+    return ReadLimiter(
+        connection, parser, limit, hooked, context.counters, context.read_buffer
+    )
 
 
 class TokenBucket:

@@ -52,6 +52,11 @@ class BufferedReads(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._read_buffer
 
+    def read_into(self, buffer: memoryview) -> None:
+        """Read into ``buffer`` from now on: a view of the server's buffer, shorter
+        to keep each read within a rate limit (``_ratelimit``)."""
+        self._read_buffer = buffer
+
     def buffer_updated(self, nbytes: int) -> None:
         self.data_received(self._read_buffer[:nbytes])
 

@@ -49,12 +49,16 @@ class ServerOps(BunNames, Generic[DataT]):
 
     def metrics(self) -> Metrics:
         """A snapshot of this server's counters and gauges (:class:`Metrics`, see
-        the operations guide); no dependency, cheap to call at every scrape."""
+        the operations guide); no dependency, cheap to call at every scrape.
+
+        Safe to call from another thread (an exporter's): it reads ints and takes
+        ``len()`` of containers, each atomic under the GIL, and iterates nothing
+        that the event loop changes."""
         hub = self._hub
         table = hub.presence
-        members = sum(map(len, table.members.values())) if table is not None else 0
+        members = table.member_count if table is not None else 0
         return hub.counters.snapshot(
-            len(self._lifecycle.open), len(hub.counts()), self.broker, members
+            len(self._lifecycle.open), len(hub.topics), self.broker, members
         )
 
     @property

@@ -47,6 +47,7 @@ T = TypeVar("T")
 _NORMAL: Final = CloseCode.NORMAL_CLOSURE
 
 _OPEN: Final = ReadyState.OPEN
+_CLOSED: Final = ReadyState.CLOSED
 
 
 @dataclass(slots=True, eq=False)
@@ -382,6 +383,7 @@ class ServerWebSocket(PresenceSocket, BunNames, Generic[DataT]):
 
     def terminate(self) -> None:
         """Abort the connection at once, without a Close frame and dropping what is
-        still buffered; the ``close`` hook sees 1006. Idempotent."""
-        if self.ready_state is _OPEN:
+        still buffered; the ``close`` hook sees 1006. After :meth:`close` (CLOSING)
+        it cuts the closing handshake short (the hook has run). Idempotent."""
+        if self.ready_state is not _CLOSED:
             self._conn.terminate()

@@ -22,6 +22,7 @@ import argparse
 import os
 import sys
 import time
+from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -34,6 +35,7 @@ from aiohttp_upgrade._frames import OP_TEXT, xor_mask
 from aiohttp_upgrade._metrics import Counters
 from aiohttp_upgrade._parser import FrameParser
 from aiohttp_upgrade._ratelimit import ReadLimiter
+from aiohttp_upgrade._reads import new_read_buffer
 
 NEVER = RateLimit(frames_per_second=1e12, bytes_per_second=1e15)
 
@@ -52,22 +54,23 @@ class Owner:
     """What a ReadLimiter asks of its connection (never reached here)."""
 
     id = 0
-    ws: Any = None
+    ws: Any = SimpleNamespace(ready_state=1)  # OPEN
     dispatcher: Any = None
     transport: Any = None
 
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
+    def pause_reading(self, reason: int) -> None: ...
+    def resume_reading(self, reason: int) -> None: ...
+    def read_into(self, buffer: memoryview) -> None: ...
 
 
 class NullParser:
     """A parser that parses nothing: counts ``per_read`` frames per read, so that
     the check alone is measured."""
 
-    __slots__ = ("frames", "per_read")
+    __slots__ = ("frames", "needed", "per_read")
 
     def __init__(self, per_read: int) -> None:
-        self.frames = 0
+        self.frames = self.needed = 0
         self.per_read = per_read
 
     def feed(self, data: bytes) -> None:
@@ -91,7 +94,9 @@ def run(limited: bool, data: bytes, reads: int, null: int = 0) -> float:
         else FrameParser(Sink(), 1 << 24, mask=compiled_mask or xor_mask)
     )
     holder = Holder(
-        ReadLimiter(Owner(), parser, NEVER, True, Counters()) if limited else parser
+        ReadLimiter(Owner(), parser, NEVER, True, Counters(), new_read_buffer())
+        if limited
+        else parser
     )
     start = time.perf_counter()
     for _ in range(reads):

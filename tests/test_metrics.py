@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -344,3 +345,71 @@ except ImportError as exc:
     kind, _, message = result.stdout.strip().partition(" | ")
     assert kind == "ModuleNotFoundError"
     assert "pip install 'aiohttp-upgrade[metrics]'" in message
+
+
+async def test_metrics_can_be_read_from_another_thread(serve: ServeFactory) -> None:
+    """An exporter thread reading ``server.metrics()`` while the loop subscribes,
+    unsubscribes, tracks and untracks thousands of topics never sees a dict
+    changing size under it."""
+    handler = Recorder()
+    served = await serve(handler)
+    raw = await connect(served.port)
+    ws = (await handler.next("open")).ws
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def export() -> None:
+        for _ in range(200_000):  # until the loop is done, bounded
+            try:
+                served.server.metrics()
+            except BaseException as exc:
+                errors.append(exc)
+                return
+            if done.is_set():
+                return
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    exporter = threading.Thread(target=export)
+    exporter.start()
+    try:
+        for n in range(30_000):
+            topic = f"topic {n % 3000}"
+            ws.subscribe(topic)
+            ws.track(topic, "key")
+            if n % 3 == 0:
+                for left in ws.subscriptions:
+                    ws.unsubscribe(left)
+                    ws.untrack(left)
+            if errors:
+                break
+    finally:
+        done.set()
+        exporter.join()
+        sys.setswitchinterval(interval)
+    assert errors == []
+    await raw.close()
+
+
+async def test_opentelemetry_takes_one_snapshot_per_collection(
+    serve: ServeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All instruments of one collection report one ``server.metrics()`` snapshot
+    (consistent, and one read per collection from the exporter's thread)."""
+    served = await serve(Recorder())
+    server = served.server
+    snapshots: list[Metrics] = []
+    metrics = server.metrics
+
+    def counted() -> Metrics:
+        snapshots.append(metrics())
+        return snapshots[-1]
+
+    monkeypatch.setattr(server, "metrics", counted)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    observe_metrics(server, provider.get_meter("test"))
+    for collections in (1, 2):
+        reader.get_metrics_data()
+        assert len(snapshots) == collections
+    provider.shutdown()

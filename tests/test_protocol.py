@@ -131,15 +131,25 @@ def test_garbage_while_closing_is_no_second_error() -> None:
 
 
 def test_close_is_idempotent() -> None:
-    """A second close() (or fail, abort) while CLOSING records nothing."""
+    """A second close() (or fail) while CLOSING records nothing."""
     protocol, _ = new()
     protocol.close(1000, "")
     protocol.take_actions()
     protocol.close(4001, "again")
     protocol.fail(1011, "")
-    protocol.abort()
     assert protocol.take_actions() == []
     assert protocol.state is CLOSING
+
+
+def test_abort_while_closing_aborts_without_a_second_close_report() -> None:
+    """terminate() after close() cuts the handshake short: CLOSED, the transport
+    aborted, no second Closed (the close hook has run)."""
+    protocol, _ = new()
+    protocol.close(1000, "")
+    protocol.take_actions()
+    protocol.abort()
+    assert protocol.take_actions() == [Abort()]
+    assert protocol.state is CLOSED
 
 
 def test_shutdown_while_closing_aborts_without_a_second_close_report() -> None:

@@ -6,6 +6,8 @@ is closed with 1008. The ping and continuation floods of issue 20 are tests here
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from typing import Any
 
 import pytest
@@ -19,7 +21,9 @@ from aiohttp_upgrade import (
 )
 from aiohttp_upgrade._connection import Connection
 from aiohttp_upgrade._parser import FrameParser
+from aiohttp_upgrade._pausing import INBOX, RATE
 from aiohttp_upgrade._ratelimit import ReadBudget
+from aiohttp_upgrade._readsize import READ_FLOOR, read_size
 
 from .conftest import Echo, Event, Recorder, Served, ServeFactory
 from .wire import (
@@ -310,3 +314,110 @@ async def test_without_a_limit_the_parser_is_fed_directly(
     assert isinstance(connection, Connection)
     assert type(connection.parser) is FrameParser
     await raw.close()
+
+
+# -- the limiter and the inbox pause reading apart -----------------------------------
+
+
+class HeldRecorder(LimitedRecorder):
+    """Its async ``message`` hook waits on ``gate``: the inbox fills meanwhile."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()  # the hook ran: the read before it is parsed
+
+    async def message(  # type: ignore[override]
+        self, ws: ServerWebSocket[Any], message: str | bytes
+    ) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        self.events.put_nowait(Event("message", ws, (message,)))
+
+
+class StoppedClock:
+    """The limiter's clock, moved by the test only (the budget never refills alone)."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_drained_inbox_does_not_lift_the_rate_pause(
+    serve: ServeFactory,
+) -> None:
+    """Once the held hook is released and the inbox drains, frames past the budget
+    are still not read: only the paid debt resumes reading."""
+    handler = HeldRecorder(rate_limit=RateLimit(frames_per_second=1, frame_burst=1))
+    served = await serve(handler)
+    raw = await connect(served.port)
+    connection = (await handler.next("open")).ws._conn
+    assert isinstance(connection, Connection)
+    clock = StoppedClock()
+    connection.parser._clock = clock  # type: ignore[union-attr]
+    raw.writer.write(client_frame(OP_TEXT, b"x") * 200)
+    await handler.entered.wait()  # after the flood's read, which paused reading
+    raw.writer.write(client_frame(OP_TEXT, b"late") * 100)
+    handler.gate.set()
+    async with asyncio.timeout(10):  # every message read before the pause
+        while (await handler.events.get()).hook != "rate_limited":
+            pass
+    assert not connection.transport.is_reading()
+    clock.now += 1000  # the debt is paid: the limiter's next tick reads on
+    assert (await handler.next("message")).args == ("x",)
+    await raw.close()
+
+
+async def test_the_rate_limit_does_not_resume_a_full_inbox(
+    serve: ServeFactory,
+) -> None:
+    """Reading paused by the inbox and by the rate limit resumes only when both
+    have let go, in either order."""
+    handler = Recorder(rate_limit=RateLimit(frames_per_second=1))
+    served = await serve(handler)
+    raw = await connect(served.port)
+    connection = (await handler.next("open")).ws._conn
+    assert isinstance(connection, Connection)
+    transport = connection.transport
+    for first, second in [(INBOX, RATE), (RATE, INBOX)]:
+        connection.pause_reading(first)
+        connection.pause_reading(second)
+        connection.resume_reading(first)
+        assert not transport.is_reading()
+        connection.resume_reading(second)
+        assert transport.is_reading()
+    await raw.close()
+
+
+async def test_one_read_holds_little_more_than_the_burst(serve: ServeFactory) -> None:
+    """10,000 pings in one write get a handful of pongs before the 1008, not one
+    per ping of the first read: a limited socket's reads hold about its budget."""
+    handler = Recorder(rate_limit=RateLimit(frames_per_second=5, frame_burst=5))
+    served = await serve(handler)
+    raw = await connect(served.port)
+    await handler.next("open")
+    raw.writer.write(client_frame(OP_PING) * 10_000)
+    pongs, code = await read_until_close(raw)
+    assert code == POLICY_VIOLATION
+    assert pongs <= 5 + 3
+    await raw.close()
+
+
+@pytest.mark.parametrize(
+    ("bytes_left", "frames_left", "needed", "size"),
+    [
+        (math.inf, 5, 0, 44),  # 5 frames of 6 bytes, and a header
+        (math.inf, 5, 1000, 1044),  # and the rest of the frame being read
+        (100, 5, 1000, 100),  # the byte budget is smaller
+        (math.inf, -3, 0, READ_FLOOR),  # in debt, or a stale mark: the floor
+        (math.inf, math.inf, 0, 256 * 1024),  # no frame limit: the whole buffer
+    ],
+    ids=["frames", "partial-frame", "bytes", "floor", "full"],
+)
+def test_a_limited_read_is_sized_to_the_budget(
+    bytes_left: float, frames_left: float, needed: int, size: int
+) -> None:
+    """The next read holds what the budget has left, at least READ_FLOOR bytes."""
+    assert read_size(bytes_left, frames_left, needed, 256 * 1024) == size

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from aiohttp_upgrade import ReadyState, ServerWebSocket
@@ -93,3 +95,23 @@ async def test_a_client_close_goes_straight_to_closed(
     await raw.send(OP_CLOSE, close_payload(1000))
     await handler.next("close")
     assert handler.inside_close == [(ReadyState.CLOSED, 0)]
+
+
+async def test_terminate_while_closing_cuts_the_connection(
+    serve: ServeFactory, connect_raw: ConnectRaw
+) -> None:
+    """terminate() after close() aborts at once, as Bun's does, without waiting for
+    the close timeout; the close hook has run once, and the socket is CLOSED."""
+    handler = Recorder(close_timeout=60)
+    served = await serve(handler)
+    raw = await connect_raw(served.port)
+    ws = (await handler.next("open")).ws
+    ws.close(4000, "bye")
+    assert (await raw.recv())[1] == OP_CLOSE
+    ws.terminate()
+    assert ws.ready_state is ReadyState.CLOSED
+    async with asyncio.timeout(10):  # the abort, not the 60 s close timeout
+        with contextlib.suppress(ConnectionResetError):  # a reset or an EOF
+            assert await raw.reader.read() == b""
+    assert (await handler.next("close")).args == (4000, "bye")
+    assert handler.events.empty()
