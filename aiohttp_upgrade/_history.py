@@ -22,6 +22,7 @@ import asyncio
 import logging
 import sys
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import InvalidStateError
@@ -161,13 +162,17 @@ class History:
         payload: bytes,
         compress: bool,
         sender: Any,
+        exclude: Iterable[object] | None = None,
     ) -> int:
         """A publish to a history topic (``Hub.publish`` calls it).
 
         In-process: the message gets its offset and is delivered here now.
         Through a broker: it is queued for Redis, which assigns the offset, and
-        delivered here (as on every process) when Redis sends it back.
+        delivered here (as on every process) when Redis sends it back. The
+        sockets to skip (``sender``, ``exclude``) travel with the message.
         """
+        if exclude:
+            sender = _skipped(sender, exclude)
         backend = self._backend()
         local = self._local
         if backend is not local or local is None:
@@ -227,10 +232,13 @@ class History:
         )
         members: Any = self._hub.topics.subscribers(topic)
         subscribers = members
+        if type(sender) is frozenset:  # exclude=: the sockets (ws) to skip
+            subscribers = [p for p in members if p.ws not in sender]
+            sender = None
         hold = track.hold
         if hold:  # a resume may need it (kept only while one runs)
             track.recent.append((offset, opcode, payload, compress, message))
-            subscribers = [p for p in members if hold.get(p, -1) < offset]
+            subscribers = [p for p in subscribers if hold.get(p, -1) < offset]
             for port in [p for p, v in hold.items() if v < offset or p not in members]:
                 del hold[port]  # passed, or closed meanwhile
             if not hold:
@@ -382,3 +390,12 @@ class History:
             for offset, opcode, payload, _ in chunk.items
         ]
         return Position(chunk.epoch, chunk.last), items
+
+
+def _skipped(sender: Any, exclude: Iterable[object]) -> frozenset[object]:
+    """The sockets a publish skips, as a record carries them: the ``exclude``
+    sockets and the sender's (a record's sender is a port or this set)."""
+    skipped = set(exclude)
+    if sender is not None:
+        skipped.add(sender.ws)
+    return frozenset(skipped)

@@ -21,7 +21,8 @@ Item = tuple[int, int, bytes, bool]
 """(offset, opcode, payload, compress): one stored message."""
 
 Record = tuple[int, int, bytes, bool, Any]
-"""(offset, opcode, payload, compress, sender port or None): one message to deliver."""
+"""(offset, opcode, payload, compress, skip): one message to deliver; skip is
+the sender port, the frozenset of sockets (ws) a publish excluded, or None."""
 
 
 class HistoryUnavailable(BrokerUnavailableError):

@@ -302,3 +302,27 @@ async def test_plain_subscribe_gets_positioned_messages_through_redis(
     line = await text(ws)
     epoch = (await a.server.history.read(topic))[0].epoch
     assert line == f"{epoch}:1|first"
+
+
+async def test_exclude_skips_sockets_through_redis(
+    worker: Start, connect_ws: ConnectWs, request: pytest.FixtureRequest
+) -> None:
+    """server.publish(..., exclude=[ws]) to a history topic skips ws when the
+    message comes back from Redis, and reaches the others on both workers."""
+    topic = topic_for(request)
+    a, b = await worker(), await worker()
+    excluded, local, remote = (
+        await connect_ws(ws_url(a.http)),
+        await connect_ws(ws_url(a.http)),
+        await connect_ws(ws_url(b.http)),
+    )
+    for ws in (excluded, local, remote):
+        await resume(ws, topic)
+    await excluded.send_str(f"xpub {topic} hidden")
+    await excluded.send_str(f"spub {topic} shown")
+    for ws in (local, remote):
+        assert [line.split("|")[1] for line in await lines(ws, 2)] == [
+            "hidden",
+            "shown",
+        ]
+    assert (await text(excluded)).endswith("|shown")
