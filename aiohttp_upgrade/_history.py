@@ -58,7 +58,7 @@ RECENT: Final = 1024  # live messages a track keeps for resumes finishing
 class Track:
     """One history topic as this process delivers it."""
 
-    __slots__ = ("epoch", "held", "hold", "last", "recent", "repair")
+    __slots__ = ("again", "epoch", "held", "hold", "last", "recent", "repair")
 
     def __init__(self) -> None:
         self.epoch: str | None = None
@@ -67,6 +67,7 @@ class Track:
         self.hold: dict[Any, int] = {}  # port -> deliver only offsets above
         self.held: dict[int, Record] = {}  # early messages, waiting for a gap
         self.repair: asyncio.Task[None] | None = None
+        self.again = False  # check() was called while the repair ran: read again
 
 
 class History:
@@ -256,7 +257,10 @@ class History:
         """Read what this process may have missed of ``topic`` (after a gap, a
         resume, a new Redis subscription) and deliver it in order."""
         track = track or self._tracks.get(topic)
-        if track is None or track.repair is not None or track.last is None:
+        if track is None or track.last is None:
+            return
+        if track.repair is not None:
+            track.again = True  # its read may be older than what prompted this
             return
         if self._backend() is self._local:
             return  # nothing is ever missed in-process
@@ -281,12 +285,15 @@ class History:
                     self._skip(topic, track, chunk)
                 self.accept(topic, chunk.epoch, [(*item, None) for item in chunk.items])
                 if track.last is None or chunk.last <= track.last:
-                    break  # caught up with the history as read
+                    if not track.again:
+                        break  # caught up with the history as read
+                    track.again = False
         except (HistoryUnavailable, InvalidStateError) as exc:
             logger.warning("reading the history of %r failed: %s", topic, exc)
             self._skip(topic, track, None)
         finally:
             track.repair = None
+            track.again = False
         if track.held:
             self.accept(topic, track.epoch or "", [])
 

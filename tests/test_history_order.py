@@ -138,3 +138,41 @@ async def test_a_resume_after_an_ended_hold_replays_without_a_hole() -> None:
     await settle(history)
     assert resumed.recovered
     assert second.port.outbox.offsets == list(range(6, 311))
+
+
+class LateStream(Stream):
+    """A stream whose ``on_fetch`` runs after the read is answered (live
+    messages arriving while the reply is on its way)."""
+
+    async def fetch(
+        self, topic: str, policy: Policy, after: int, limit: int, tail: bool = False
+    ) -> Slice:
+        chosen = [item for item in self.items if item[0] > after][:limit]
+        answer = Slice(EPOCH, self.items[-1][0] if self.items else 0, chosen, True)
+        hook, self.on_fetch = self.on_fetch, None
+        if hook is not None:
+            hook()
+        return answer
+
+
+async def test_a_message_held_during_a_repair_is_not_stuck() -> None:
+    """A message that arrives after a gap while a repair's read is on its way
+    is delivered (with the missing one) when that repair ends, not only at the
+    next publish."""
+    hub, stream = Hub(), LateStream()
+    history = History(hub, Remote(stream), 1 << 20)
+    history.enable(TOPIC)
+    bystander = Socket(hub)
+    bystander.subscribe(TOPIC)
+    stream.extend(5)
+    live(history, 1, 5)
+
+    def missed_six() -> None:
+        stream.extend(7)
+        live(history, 7, 7)  # 6 never came live; 7 waits behind it
+
+    stream.on_fetch = missed_six
+    history.check(TOPIC)  # e.g. Redis confirmed the SUBSCRIBE again
+    await settle(history)
+    assert bystander.port.outbox.offsets == list(range(1, 8))
+
