@@ -51,7 +51,10 @@ __all__ = ["History", "Track"]
 
 logger = logging.getLogger("aiohttp_upgrade")
 
-HOLD_ALL: Final = sys.maxsize  # a held port that takes no live message yet
+# A hold at or above this is a running resume's token: the port takes no live
+# message yet (each resume has its own, so that a later resume of the same
+# socket is told from an earlier one still ending).
+HOLD_ALL: Final = sys.maxsize >> 1
 RECENT: Final = 1024  # live messages a track keeps for resumes finishing
 
 
@@ -88,6 +91,7 @@ class History:
         """Which topics keep history (``policies.get(topic)``: a policy or None)."""
         self._tracks: dict[str, Track] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._resumes = 0  # resumes started: the next one's hold token
         self.gaps = 0
         """How many messages live subscribers here never got, because they were
         trimmed from the history before a gap could be filled (monotonic)."""
@@ -203,7 +207,7 @@ class History:
             track.epoch, track.last = epoch, None
             track.held.clear()
             track.recent.clear()
-            for port in [p for p, above in track.hold.items() if above != HOLD_ALL]:
+            for port in [p for p, above in track.hold.items() if above < HOLD_ALL]:
                 del track.hold[port]  # offsets of the old history
         policy = self.policies.get(topic)
         code = 0
@@ -346,16 +350,17 @@ class History:
             track = self._tracks[topic] = Track()
         port = next(reversed(self._hub.topics.subscribers(topic)))  # type: ignore[call-overload]
         assert getattr(port, "ws", ws) is ws, "the newest subscriber is ws"
-        track.hold[port] = HOLD_ALL
-        replay = Replay(self, ws, port, topic, policy, track)
+        self._resumes += 1
+        token = track.hold[port] = HOLD_ALL + self._resumes
+        replay = Replay(self, ws, port, topic, policy, track, token)
         try:
             resumed = await replay.run(wanted, since is not None)
             self._hub.counters.history_replays += resumed.replayed
             return resumed
         finally:
-            if track.hold.get(port) == HOLD_ALL:
+            if track.hold.get(port) == token:
                 del track.hold[port]
-            if HOLD_ALL not in track.hold.values():
+            if all(above < HOLD_ALL for above in track.hold.values()):
                 track.recent.clear()  # only a running resume reads it
 
     async def read(

@@ -176,3 +176,28 @@ async def test_a_message_held_during_a_repair_is_not_stuck() -> None:
     await settle(history)
     assert bystander.port.outbox.offsets == list(range(1, 8))
 
+
+async def test_a_second_resume_on_one_socket_delivers_each_offset_once() -> None:
+    """A socket that unsubscribes during its replay and resumes again gets no
+    more of the first replay: each offset reaches it once."""
+    hub, stream = Hub(), Stream()
+    history = History(hub, Remote(stream), 1 << 20)
+    history.enable(TOPIC)
+    stream.extend(300)
+    live(history, 1, 300)
+    sock = Socket(hub)
+    second: list[asyncio.Task[Any]] = []
+
+    def again() -> None:  # during the first replay's second read
+        hub.unsubscribe(sock.port, TOPIC)  # type: ignore[arg-type]
+        resume = history.resume(sock, TOPIC, Position(EPOCH, 290))  # type: ignore[arg-type]
+        second.append(asyncio.create_task(resume))
+
+    stream.on_fetch = lambda: setattr(stream, "on_fetch", again)
+    first = await history.resume(sock, TOPIC, Position(EPOCH, 0))  # type: ignore[arg-type]
+    resumed = await second[0]
+    await settle(history)
+    stream.extend(306)
+    live(history, 301, 306)
+    assert (first.reason, resumed.recovered) == ("dropped", True)
+    assert sock.port.outbox.offsets == [*range(1, 101), *range(291, 307)]
