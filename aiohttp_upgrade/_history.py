@@ -21,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import InvalidStateError
-from ._history_local import Backend, HistoryUnavailable, LocalHistory, Record, Slice
+from ._history_local import Backend, LocalHistory, Record, Slice
+from ._history_upkeep import arm, log_failure, repair, skipped
 from ._hub import Hub, _fan_out
 from ._positions import (
     DEFAULT_HISTORY_SIZE,
@@ -92,6 +94,7 @@ class History:
         self._tracks: dict[str, Track] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._resumes = 0  # resumes started: the next one's hold token
+        self._sweeper: asyncio.TimerHandle | None = None
         self.gaps = 0
         """How many messages live subscribers here never got, because they were
         trimmed from the history before a gap could be filled (monotonic)."""
@@ -177,7 +180,7 @@ class History:
         sockets to skip (``sender``, ``exclude``) travel with the message.
         """
         if exclude:
-            sender = _skipped(sender, exclude)
+            sender = skipped(sender, exclude)
         backend = self._backend()
         local = self._local
         if backend is not local or local is None:
@@ -185,10 +188,8 @@ class History:
                 topic, policy, opcode, payload, compress, sender
             )
             return code
-        offset = local.append(topic, policy, opcode, payload, compress)
-        return self.accept(
-            topic, local.epoch, [(offset, opcode, payload, compress, sender)]
-        )
+        epoch, offset = local.append(topic, policy, opcode, payload, compress)
+        return self.accept(topic, epoch, [(offset, opcode, payload, compress, sender)])
 
     # -- delivery, in offset order ---------------------------------------------------
 
@@ -196,6 +197,8 @@ class History:
         """Deliver messages of ``topic`` (live, or read to fill a gap) to the
         subscribers here, in offset order, each once; return the publish code
         of the last one delivered."""
+        if self._sweeper is None:
+            self._sweeper = arm(self._tick)
         track = self._tracks.get(topic)
         if track is None:
             if not self._hub.count(topic):
@@ -269,51 +272,37 @@ class History:
         if self._backend() is self._local:
             return  # nothing is ever missed in-process
         task = track.repair = asyncio.get_running_loop().create_task(
-            self._repair(topic, track)
+            repair(self, topic, track, self._read_after)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(log_failure)
 
-    async def _repair(self, topic: str, track: Track) -> None:
+    # -- freeing memory ----------------------------------------------------------
+
+    def sweep(self, now: float | None = None) -> None:
+        """Free what nothing needs any more (every few seconds
+        while history is in use here): messages past their ttl, idle emptied
+        in-process histories, the tracks of topics nobody here subscribes to."""
+        if self._local is not None:
+            self._local.sweep(self.policies, time.monotonic() if now is None else now)
+        count = self._hub.count
+        for topic, track in list(self._tracks.items()):
+            if not (count(topic) or track.hold or track.held or track.repair):
+                del self._tracks[topic]
+
+    def _tick(self) -> None:
+        self._sweeper = None
         try:
-            while track.last is not None:
-                last, epoch = track.last, track.epoch
-                chunk = await self._backend().fetch(
-                    topic, self._policy(topic), last, READ_CHUNK
-                )
-                if chunk.epoch != epoch or track.last != last:
-                    if chunk.epoch != epoch:
-                        break  # a new history: accept() starts over with it
-                    continue
-                if not chunk.complete:
-                    self._skip(topic, track, chunk)
-                self.accept(topic, chunk.epoch, [(*item, None) for item in chunk.items])
-                if track.last is None or chunk.last <= track.last:
-                    if not track.again:
-                        break  # caught up with the history as read
-                    track.again = False
-        except (HistoryUnavailable, InvalidStateError) as exc:
-            logger.warning("reading the history of %r failed: %s", topic, exc)
-            self._skip(topic, track, None)
-        finally:
-            track.repair = None
-            track.again = False
-        if track.held:
-            self.accept(topic, track.epoch or "", [])
+            self.sweep()
+        except Exception:
+            logger.exception("sweeping the history failed")
+        if self._tracks or self._local:
+            self._sweeper = arm(self._tick)  # else armed by the next delivery
 
-    def _skip(self, topic: str, track: Track, chunk: Slice | None) -> None:
-        """Messages are gone from the history before this process got them:
-        deliver on from the oldest one kept (counted in ``gaps``)."""
-        first = chunk.items[0][0] if chunk and chunk.items else None
-        if first is None and track.held:
-            first = min(track.held)
-        if first is None and chunk is not None:
-            first = chunk.last + 1  # nothing after track.last is kept
-        if first is None or track.last is None or first <= track.last + 1:
-            return
-        self.gaps += first - track.last - 1
-        logger.warning("%d messages of %r lost here", first - track.last - 1, topic)
-        track.last = first - 1
+    async def _read_after(self, topic: str, after: int) -> Slice:
+        backend: Backend = self._backend()
+        return await backend.fetch(topic, self._policy(topic), after, READ_CHUNK)
 
     # -- resume and read -----------------------------------------------------------
 
@@ -350,6 +339,8 @@ class History:
             track = self._tracks[topic] = Track()
         port = next(reversed(self._hub.topics.subscribers(topic)))  # type: ignore[call-overload]
         assert getattr(port, "ws", ws) is ws, "the newest subscriber is ws"
+        if self._sweeper is None:
+            self._sweeper = arm(self._tick)
         self._resumes += 1
         token = track.hold[port] = HOLD_ALL + self._resumes
         replay = Replay(self, ws, port, topic, policy, track, token)
@@ -402,12 +393,3 @@ class History:
             for offset, opcode, payload, _ in chunk.items
         ]
         return Position(chunk.epoch, chunk.last), items
-
-
-def _skipped(sender: Any, exclude: Iterable[object]) -> frozenset[object]:
-    """The sockets a publish skips, as a record carries them: the ``exclude``
-    sockets and the sender's (a record's sender is a port or this set)."""
-    skipped = set(exclude)
-    if sender is not None:
-        skipped.add(sender.ws)
-    return frozenset(skipped)

@@ -137,10 +137,8 @@ class Replay:
     def _current(self) -> bool:
         """The socket is still subscribed and held by this resume (not
         unsubscribed, closed, or resumed again since)."""
-        port = self.port
-        return self.track.hold.get(port) == self.token and (
-            self.history._hub.is_subscribed(port, self.topic)
-        )
+        held = self.track.hold.get(self.port) == self.token
+        return held and self.ws.is_subscribed(self.topic)
 
     def _covered(self, after: int) -> bool:
         """The ring holds every live message after ``after`` (without a hole:

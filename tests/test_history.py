@@ -278,7 +278,7 @@ async def test_replay_respects_backpressure(
     served = await aiohttp_server(app)
     for i in range(3000):
         server.publish(TOPIC, f"{i:04d}" + "z" * 1020)
-    epoch = server.history.fetcher().__self__.epoch
+    epoch = (await server.history.read(TOPIC))[0].epoch
     ws = await connect_ws(ws_url(served))
     await ws.send_str(f"{epoch}:0")
     got = [await text(ws) for _ in range(3001)]

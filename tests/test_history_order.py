@@ -6,11 +6,12 @@ the hub's port, as in tests/test_hub.py."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from aiohttp_upgrade import LocalBroker, Position, ReadyState
 from aiohttp_upgrade._history import History
-from aiohttp_upgrade._history_local import Item, Slice
+from aiohttp_upgrade._history_local import IDLE_KEEP, Item, Slice
 from aiohttp_upgrade._hub import Hub
 from aiohttp_upgrade._positions import Policy
 
@@ -201,3 +202,23 @@ async def test_a_second_resume_on_one_socket_delivers_each_offset_once() -> None
     live(history, 301, 306)
     assert (first.reason, resumed.recovered) == ("dropped", True)
     assert sock.port.outbox.offsets == [*range(1, 101), *range(291, 307)]
+
+
+async def test_the_sweep_frees_expired_history_and_unused_tracks() -> None:
+    """The periodic sweep (armed by the first delivery) drops messages past
+    their ttl, the track of a topic nobody here subscribes to any more, and a
+    topic's empty history once idle for IDLE_KEEP."""
+    hub = Hub()
+    history = History(hub, LocalBroker(), 1 << 20)
+    history.enable(TOPIC, ttl=1)
+    sock = Socket(hub)
+    await history.resume(sock, TOPIC)  # type: ignore[arg-type]
+    hub.publish(TOPIC, 2, b"1", False, 1)
+    assert sock.port.outbox.offsets == [1] and history._sweeper is not None
+    hub.unsubscribe(sock.port, TOPIC)  # type: ignore[arg-type]
+    local, now = history._local, time.monotonic()
+    assert local is not None
+    history.sweep(now + 2)
+    assert not local._rings[TOPIC].items and not history._tracks
+    history.sweep(now + IDLE_KEEP + 2)
+    assert not local._rings
