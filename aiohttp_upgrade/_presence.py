@@ -83,12 +83,13 @@ def encode_meta(meta: object, limit: int) -> Any:
     ``limit`` bytes (ASCII, compact).
 
     Raises:
-        TypeError: ``meta`` is not JSON (a set, an object, NaN, a cycle ...).
+        TypeError: ``meta`` is not JSON (a set, an object, NaN, a cycle, or
+            nested too deep to encode ...).
         ValueError: its JSON is longer than ``limit``.
     """
     try:
         text = json.dumps(meta, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise TypeError(f"presence meta must be a JSON value: {exc}") from None
     if len(text) > limit:
         raise ValueError(

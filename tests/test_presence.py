@@ -182,12 +182,21 @@ async def test_the_meta_is_copied_at_the_call(
     assert served.server.presence.get(ROOM, "erin") == [{"name": "Erin"}]
 
 
+def _nested(depth: int) -> list[object]:
+    """A list nested ``depth`` deep (deeper than the JSON encoder recurses)."""
+    meta: list[object] = []
+    for _ in range(depth):
+        meta = [meta]
+    return meta
+
+
 BAD_CALLS: list[tuple[Action, type[BaseException], str]] = [
     (track(42), TypeError, "presence key must be a str"),
     (track(""), ValueError, "must not be empty"),
     (track("k", {1, 2}), TypeError, "JSON value"),
     (track("k", object()), TypeError, "JSON value"),
     (track("k", math.nan), TypeError, "JSON value"),
+    (track("k", _nested(100_000)), TypeError, "JSON value"),
     (track("k", "x" * 200), ValueError, "max_presence_meta_length"),
     (track("k", topic=""), ValueError, "topic must not be empty"),
     (lambda ws: ws.update_presence(ROOM, 1), InvalidStateError, "not tracked"),
@@ -203,6 +212,7 @@ BAD_CALLS: list[tuple[Action, type[BaseException], str]] = [
         "set-meta",
         "object-meta",
         "nan-meta",
+        "deep-meta",
         "oversized-meta",
         "empty-topic",
         "update-untracked",
