@@ -9,6 +9,8 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from aiohttp_upgrade import LocalBroker, Position, ReadyState
 from aiohttp_upgrade._history import History
 from aiohttp_upgrade._history_local import IDLE_KEEP, Item, Slice
@@ -222,3 +224,24 @@ async def test_the_sweep_frees_expired_history_and_unused_tracks() -> None:
     assert not local._rings[TOPIC].items and not history._tracks
     history.sweep(now + IDLE_KEEP + 2)
     assert not local._rings
+
+
+async def test_an_unexpected_repair_failure_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A repair that fails unexpectedly is logged when it ends, not lost."""
+    hub, stream = Hub(), Stream()
+    history = History(hub, Remote(stream), 1 << 20)
+    history.enable(TOPIC)
+    Socket(hub).subscribe(TOPIC)
+    stream.extend(5)
+    live(history, 1, 5)
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    stream.on_fetch = boom
+    history.check(TOPIC)
+    await asyncio.wait(list(history._tasks))
+    assert "repairing a history topic failed" in caplog.text
+    assert "boom" in caplog.text

@@ -272,3 +272,37 @@ async def test_a_gap_in_a_process_deltas_asks_it_for_its_state(
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await listener.aclose()
+
+
+async def test_a_failing_forget_is_logged_and_expiry_goes_on(
+    node: StartNode,
+    connect_ws: ConnectWs,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When forgetting one silent process raises, the error is logged and the
+    expiry timer still removes the members of another silent process."""
+    a, a_handler, a_url = await node(heartbeat_interval=0.1)
+    b, b_handler, _ = await node(heartbeat_interval=0.1)
+    c, c_handler, c_url = await node(heartbeat_interval=0.1)
+    for server in (a, b, c):
+        await started(server)
+    await run(a_handler, await connect_ws(a_url), track("ivy", 1))
+    await run(c_handler, await connect_ws(c_url), track("jo", 2))
+    await diff_with(b_handler, lambda d: "jo" in d[1] or "ivy" in d[1])
+    await wait_until(lambda: len(b.presence.list(ROOM)) == 2, what="both members")
+    view, forget = b.presence, type(b.presence).forget
+    failures: list[str] = []
+
+    def failing(self: Any, node: str) -> None:
+        if self is view and not failures:
+            failures.append(node)
+            raise RuntimeError("forget failed")
+        forget(self, node)
+
+    monkeypatch.setattr(type(view), "forget", failing)
+    for server in (a, c):
+        server.presence.attach(None)  # their sockets stay tracked, untold ...
+        await server.broker.close()  # ... and they stop beating
+    await wait_until(lambda: len(b.presence.list(ROOM)) == 1, what="one expired")
+    assert "forget failed" in caplog.text

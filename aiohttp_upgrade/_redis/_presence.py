@@ -246,6 +246,9 @@ class RedisPresence:
             if now - last >= self.timeout:
                 del self.heard[node]
                 self.expected.pop(node, None)
-                if view is not None:
-                    view.forget(node)
+                try:
+                    if view is not None:
+                        view.forget(node)
+                except Exception:  # the others still expire, the timer re-arms
+                    logger.exception("forgetting presence process %s failed", node)
         self._arm()
