@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from itertools import islice
 from typing import Any, Final, NamedTuple, Protocol
 
 from ._errors import BrokerUnavailableError
@@ -149,7 +150,7 @@ class LocalHistory:
         items = ring.items
         first = items[0][0] if items else ring.last + 1
         if tail:
-            chosen = list(items)[-limit:] if limit > 0 else []
+            chosen = list(islice(reversed(items), max(limit, 0)))[::-1]
             return Slice(ring.epoch, ring.last, chosen, True)
         complete = after >= first - 1
         start = max(after + 1 - first, 0)

@@ -326,3 +326,36 @@ async def test_exclude_skips_sockets_through_redis(
             "shown",
         ]
     assert (await text(excluded)).endswith("|shown")
+
+
+def hash_tag(key: bytes) -> bytes:
+    """What Redis Cluster hashes of ``key``: its first non-empty ``{...}``
+    section, else the whole key."""
+    start = key.find(b"{")
+    end = key.find(b"}", start + 1)
+    if start < 0 or end < 0 or end == start + 1:
+        return key
+    return key[start + 1 : end]
+
+
+async def test_a_topics_keys_share_one_non_empty_hash_tag(worker: Start) -> None:
+    """Both keys of a topic hash to one slot, whatever braces the topic has (one
+    starting with '}' included), and distinct topics get distinct keys."""
+    backend = (await worker()).broker.history_backend()
+    topics = ["h:a", "}h", "}", "h:}x", "h:{y}", "{}", "}}"]
+    keys = [backend.keys(topic) for topic in topics]
+    for meta, stream in keys:
+        assert hash_tag(meta) == hash_tag(stream) != meta
+    assert len({key for pair in keys for key in pair}) == 2 * len(topics)
+
+
+async def test_a_read_only_topic_expires_after_its_ttl(
+    worker: Start, redis: RedisProcess, request: pytest.FixtureRequest
+) -> None:
+    """Reading a topic nobody published to creates its hash for the topic's ttl
+    (600 s in the app), not for the day a published topic keeps it."""
+    topic = topic_for(request)
+    a = await worker()
+    await a.server.history.read(topic)
+    meta, _ = a.broker.history_backend().keys(topic)
+    assert 0 < int(redis.raw_command(b"PTTL", meta)) <= 600_000

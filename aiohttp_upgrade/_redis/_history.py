@@ -7,6 +7,10 @@ Keys of a topic, hash-tagged so that a Redis Cluster keeps them on one shard::
     {prefix}h:{<topic>}:s   stream: one entry per message, ID "<offset>-0",
                             fields r = record, t = Redis time in ms
 
+A topic starting with ``}`` would make an empty hash tag (the whole key hashed,
+the two keys on different slots): its keys are ``{prefix}h!{<hash>}<topic>:m``
+and ``:s``, ``<hash>`` 16 hex digits of the topic's SHA-1.
+
 One ``EVAL`` per run of consecutive history publishes to one topic in a writer
 pipeline: it creates the epoch if the hash is missing (a Redis restarted empty,
 a flush, the key expired: the stream is deleted with it), adds the run's count
@@ -25,6 +29,7 @@ History envelope (the writer builds all but the epoch and offset)::
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import re
@@ -86,7 +91,11 @@ if not m[1] then
   redis.call('HSET', KEYS[1], 'e', ARGV[4], 'o', 0)
   m = {ARGV[4], '0'}
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if m[2] == '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+end
 local items = {}
 local limit = tonumber(ARGV[2])
 if limit > 0 then
@@ -129,7 +138,12 @@ class RedisHistory:
 
     def keys(self, topic: str) -> tuple[bytes, bytes]:
         """The hash and the stream of ``topic``."""
-        base = self.config.prefix + b"h:{" + topic.encode() + b"}:"
+        name = topic.encode()
+        if name.startswith(b"}"):  # "{}" is no hash tag: tag a digest instead
+            tag = hashlib.sha1(name, usedforsecurity=False).hexdigest()[:16]
+            base = self.config.prefix + b"h!{" + tag.encode() + b"}" + name + b":"
+        else:
+            base = self.config.prefix + b"h:{" + name + b"}:"
         return base + b"m", base + b"s"
 
     # -- publishing ------------------------------------------------------------------
@@ -293,7 +307,8 @@ class RedisHistory:
             raise HistoryUnavailable("Redis unreachable")
         meta, stream = self.keys(topic)
         ttl = int(policy.ttl * 1000)
-        args = (after, limit, int(tail), _epoch(), max(ttl, META_TTL_MS))
+        # A topic never published to is kept for its ttl only (ARGV[6]).
+        args = (after, limit, int(tail), _epoch(), max(ttl, META_TTL_MS), max(ttl, 1))
         try:
             async with asyncio.timeout(self.config.stall_timeout):
                 reply = await client.eval(READ_SCRIPT, 2, meta, stream, *args)
