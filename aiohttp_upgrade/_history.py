@@ -23,13 +23,13 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import InvalidStateError
 from ._history_local import Backend, LocalHistory, Record, Slice
 from ._history_upkeep import arm, log_failure, repair, skipped
-from ._hub import Hub, _fan_out
+from ._hub import Hub, SocketPort, _fan_out
 from ._positions import (
     DEFAULT_HISTORY_SIZE,
     DEFAULT_HISTORY_TTL,
@@ -47,6 +47,7 @@ from ._topics import check_topic
 
 if TYPE_CHECKING:
     from ._broker import Broker
+    from ._history_local import Fetch, RemoteBackend, Skip
     from ._websocket import ServerWebSocket
 
 __all__ = ["History", "Track"]
@@ -69,7 +70,7 @@ class Track:
         self.epoch: str | None = None
         self.last: int | None = None  # the last offset delivered here
         self.recent: deque[tuple[int, int, bytes, bool, object]] = deque(maxlen=RECENT)
-        self.hold: dict[Any, int] = {}  # port -> deliver only offsets above
+        self.hold: dict[SocketPort, int] = {}  # deliver only offsets above
         self.held: dict[int, Record] = {}  # early messages, waiting for a gap
         self.repair: asyncio.Task[None] | None = None
         self.again = False  # check() was called while the repair ran: read again
@@ -134,17 +135,20 @@ class History:
         self.policies.add(topic, policy, prefix)
         self._hub.history = self
 
-    def fetcher(self) -> Any:
+    def fetcher(self) -> Fetch:
         """The ``fetch`` of the history's backend (in-process or Redis)."""
         return self._backend().fetch
 
-    def _backend(self) -> Any:
-        broker = self._broker
-        if not broker.remote:
+    def _backend(self) -> Backend:
+        if not self._broker.remote:
             if self._local is None:
                 self._local = LocalHistory()
             return self._local
-        backend: Backend | None = broker.history_backend()
+        return self._remote()
+
+    def _remote(self) -> RemoteBackend:
+        broker = self._broker
+        backend = broker.history_backend()
         if backend is None:
             raise InvalidStateError(
                 f"{type(broker).__name__} keeps no history: use LocalBroker or "
@@ -169,7 +173,7 @@ class History:
         opcode: int,
         payload: bytes,
         compress: bool,
-        sender: Any,
+        sender: SocketPort | None,
         exclude: Iterable[object] | None = None,
     ) -> int:
         """A publish to a history topic (``Hub.publish`` calls it).
@@ -179,21 +183,17 @@ class History:
         delivered here (as on every process) when Redis sends it back. The
         sockets to skip (``sender``, ``exclude``) travel with the message.
         """
-        if exclude:
-            sender = skipped(sender, exclude)
-        backend = self._backend()
+        skip: Skip = skipped(sender, exclude) if exclude else sender
         local = self._local
-        if backend is not local or local is None:
-            code: int = backend.publish(
-                topic, policy, opcode, payload, compress, sender
-            )
-            return code
+        if self._broker.remote or local is None:
+            remote = self._remote()
+            return remote.publish(topic, policy, opcode, payload, compress, skip)
         epoch, offset = local.append(topic, policy, opcode, payload, compress)
-        return self.accept(topic, epoch, [(offset, opcode, payload, compress, sender)])
+        return self.accept(topic, epoch, [(offset, opcode, payload, compress, skip)])
 
     # -- delivery, in offset order ---------------------------------------------------
 
-    def accept(self, topic: str, epoch: str, records: list[Record]) -> int:
+    def accept(self, topic: str, epoch: str, records: Sequence[Record]) -> int:
         """Deliver messages of ``topic`` (live, or read to fill a gap) to the
         subscribers here, in offset order, each once; return the publish code
         of the last one delivered."""
@@ -232,17 +232,19 @@ class History:
     def _deliver(
         self, topic: str, track: Track, policy: Policy | None, record: Record
     ) -> int:
-        offset, opcode, payload, compress, sender = record
+        offset, opcode, payload, compress, skip = record
         track.last = offset
         assert track.epoch is not None
         opcode, payload, message = formatted(
             policy, track.epoch, offset, opcode, payload
         )
-        members: Any = self._hub.topics.subscribers(topic)
-        subscribers = members
-        if type(sender) is frozenset:  # exclude=: the sockets (ws) to skip
-            subscribers = [p for p in members if p.ws not in sender]
-            sender = None
+        members = self._hub.topics.subscribers(topic)
+        subscribers: Collection[SocketPort] = members
+        sender = None
+        if isinstance(skip, frozenset):  # exclude=: the sockets (ws) to skip
+            subscribers = [p for p in members if p.ws not in skip]
+        else:
+            sender = skip
         hold = track.hold
         if hold:  # a resume may need it (kept only while one runs)
             track.recent.append((offset, opcode, payload, compress, message))
@@ -337,7 +339,9 @@ class History:
         track = self._tracks.get(topic)
         if track is None:
             track = self._tracks[topic] = Track()
-        port = next(reversed(self._hub.topics.subscribers(topic)))  # type: ignore[call-overload]
+        members = self._hub.topics.subscribers(topic)
+        assert isinstance(members, dict), "insertion-ordered: ws's port is last"
+        port: SocketPort = next(reversed(members))
         assert getattr(port, "ws", ws) is ws, "the newest subscriber is ws"
         if self._sweeper is None:
             self._sweeper = arm(self._tick)

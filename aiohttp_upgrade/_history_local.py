@@ -10,19 +10,26 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from itertools import islice
-from typing import Any, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, TypeAlias
 
 from ._errors import BrokerUnavailableError
 from ._positions import Policy, PolicyTable
 
+if TYPE_CHECKING:
+    from ._hub import SocketPort
+
 __all__ = [
     "IDLE_KEEP",
     "Backend",
+    "Fetch",
     "HistoryUnavailable",
     "Item",
     "LocalHistory",
     "Record",
+    "RemoteBackend",
+    "Skip",
     "Slice",
 ]
 
@@ -34,7 +41,11 @@ IDLE_KEEP: Final = 86_400.0
 Item = tuple[int, int, bytes, bool]
 """(offset, opcode, payload, compress): one stored message."""
 
-Record = tuple[int, int, bytes, bool, Any]
+Skip: TypeAlias = "SocketPort | frozenset[object] | None"
+"""Who a message skips: the sender's port, the sockets (ws) of ``exclude``
+with the sender's, or nobody."""
+
+Record = tuple[int, int, bytes, bool, Skip]
 """(offset, opcode, payload, compress, skip): one message to deliver; skip is
 the sender port, the frozenset of sockets (ws) a publish excluded, or None."""
 
@@ -71,6 +82,26 @@ class Backend(Protocol):
         Raises:
             HistoryUnavailable: the history could not be read.
         """
+        ...
+
+
+Fetch = Callable[[str, Policy, int, int], Awaitable[Slice]]
+"""A backend's ``fetch`` (``tail`` left False)."""
+
+
+class RemoteBackend(Backend, Protocol):
+    """A history kept by a broker (Redis): it assigns the offsets."""
+
+    def publish(
+        self,
+        topic: str,
+        policy: Policy,
+        opcode: int,
+        payload: bytes,
+        compress: bool,
+        sender: Skip,
+    ) -> int:
+        """Queue a message; its publish code (-1 queued, 0 dropped)."""
         ...
 
 

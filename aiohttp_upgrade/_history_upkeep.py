@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from ._errors import InvalidStateError
 from ._history_local import HistoryUnavailable, Slice
 
 if TYPE_CHECKING:
     from ._history import History, Track
+    from ._hub import SocketPort
 
 __all__ = ["SWEEP_INTERVAL", "arm", "log_failure", "repair", "skipped"]
 
@@ -86,7 +87,7 @@ def arm(tick: Callable[[], None]) -> asyncio.TimerHandle | None:
     return loop.call_later(SWEEP_INTERVAL, tick)
 
 
-def skipped(sender: Any, exclude: Iterable[object]) -> frozenset[object]:
+def skipped(sender: SocketPort | None, exclude: Iterable[object]) -> frozenset[object]:
     """The sockets a publish skips, as a record carries them: the ``exclude``
     sockets and the sender's (a record's skip is a port, this set, or None)."""
     excluded = set(exclude)

@@ -22,6 +22,7 @@ from ._protocol import ReadyState
 
 if TYPE_CHECKING:
     from ._history import History, Track
+    from ._hub import SocketPort
     from ._websocket import ServerWebSocket
 
 __all__ = ["CHUNK", "READ_CHUNK", "Replay"]
@@ -41,7 +42,7 @@ class Replay:
         self,
         history: History,
         ws: ServerWebSocket[Any],
-        port: Any,
+        port: SocketPort,
         topic: str,
         policy: Policy,
         track: Track,

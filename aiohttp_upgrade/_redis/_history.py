@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._envelope import ORIGIN_SIZE
 from .._frames import OP_BINARY, OP_TEXT
-from .._history_local import HistoryUnavailable, Item, Record, Slice
+from .._history_local import HistoryUnavailable, Item, Record, Skip, Slice
 from .._positions import Policy
 from ._config import Config, Counters, Session, describe
 from ._link import EXPECTED
@@ -132,7 +132,7 @@ class RedisHistory:
         self.queued = False  # a history message waits in the writer's queue
         # topic -> (size, ttl ms) of the messages queued for the next pipeline
         self.policies: dict[str, tuple[int, int]] = {}
-        self.senders: dict[int, Any] = {}  # tag -> the publishing socket
+        self.senders: dict[int, Skip] = {}  # tag -> who the publish skips
         self.tag = 0
         self.header = MAGIC + session.origin
 
@@ -155,7 +155,7 @@ class RedisHistory:
         opcode: int,
         payload: bytes,
         compress: bool,
-        sender: Any,
+        sender: Skip,
     ) -> int:
         """Queue a history message for the writer's next pipeline; -1 when
         queued, 0 when dropped (Redis unreachable, or the queue full)."""
@@ -247,7 +247,7 @@ class RedisHistory:
         except AttributeError:  # a host that keeps no history
             return None
 
-    def _sender(self, tag: int) -> Any:
+    def _sender(self, tag: int) -> Skip:
         """The socket that published the message ``tag`` here (to skip it)."""
         senders = self.senders
         sender = None
