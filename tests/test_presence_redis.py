@@ -17,7 +17,7 @@ from aiohttp_upgrade import RedisBroker, Server
 
 from .conftest import ConnectWs, upgrade_with_data
 from .redis_support import RedisProcess, requires_redis, wait_until
-from .test_presence import ROOM, Diff, Tracker, run, track
+from .test_presence import ROOM, Action, Diff, Tracker, run, track
 
 pytestmark = [pytest.mark.redis, requires_redis]
 
@@ -306,3 +306,49 @@ async def test_a_failing_forget_is_logged_and_expiry_goes_on(
         await server.broker.close()  # ... and they stop beating
     await wait_until(lambda: len(b.presence.list(ROOM)) == 1, what="one expired")
     assert "forget failed" in caplog.text
+
+
+def track_many(topics: int, meta: str) -> Action:
+    """Track the socket in ``topics`` topics, each entry with ``meta``."""
+
+    def action(ws: Any) -> None:
+        for index in range(topics):
+            ws.track(f"room-{index}", "many", meta)
+
+    return action
+
+
+async def test_a_state_larger_than_the_pubsub_buffer_arrives_in_parts(
+    node: StartNode, connect_ws: ConnectWs, redis: RedisProcess
+) -> None:
+    """A process's state bigger than a subscriber's output-buffer limit reaches
+    a process started later whole: it is sent in parts of at most
+    max_batch_bytes, the last one replacing what the receiver knew."""
+    redis.raw_command(
+        b"CONFIG", b"SET", b"client-output-buffer-limit", b"pubsub 262144 0 0"
+    )
+    a, a_handler, a_url = await node(max_batch_bytes=65_536)
+    await started(a)
+    await run(a_handler, await connect_ws(a_url), track_many(1000, "m" * 500))
+    b, _, _ = await node()
+    await started(b)
+    await wait_until(lambda: len(b.presence.topics()) == 1000, what="the state")
+    assert b.presence.get("room-999", "many") == ["m" * 500]
+
+
+async def test_a_delta_larger_than_the_pubsub_buffer_arrives_in_parts(
+    node: StartNode, connect_ws: ConnectWs, redis: RedisProcess
+) -> None:
+    """A turn's changes bigger than a subscriber's output-buffer limit reach
+    the other process: they are sent as several deltas of at most
+    max_batch_bytes."""
+    redis.raw_command(
+        b"CONFIG", b"SET", b"client-output-buffer-limit", b"pubsub 262144 0 0"
+    )
+    a, a_handler, a_url = await node(max_batch_bytes=65_536)
+    b, _, _ = await node()
+    await started(a)
+    await started(b)
+    await run(a_handler, await connect_ws(a_url), track_many(1000, "m" * 500))
+    await wait_until(lambda: len(b.presence.topics()) == 1000, what="the deltas")
+    assert b.presence.get("room-0", "many") == ["m" * 500]
