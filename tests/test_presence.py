@@ -317,6 +317,39 @@ async def test_an_async_hook_gets_the_diffs_in_order(
     assert await next_diff(handler) == (ROOM, {}, {"hal": [1]})
 
 
+async def test_changes_during_a_slow_async_hook_merge_into_one_diff(
+    serve: ServeFactory, connect_ws: ConnectWs
+) -> None:
+    """Changes made while an async hook is still awaited reach it as one diff
+    per topic when it returns (a join and leave meanwhile cancel out), not as a
+    queue of every batch."""
+
+    class Blocked(Tracker):
+        release = asyncio.Event()
+
+        async def presence(  # type: ignore[override]
+            self,
+            topic: str,
+            joins: dict[str, list[Any]],
+            leaves: dict[str, list[Any]],
+        ) -> None:
+            self.diffs.put_nowait((topic, joins, leaves))
+            await self.release.wait()
+
+    handler = Blocked()
+    served = await serve(handler)
+    presence = served.server.presence
+    first, second = await connect_ws(served.url), await connect_ws(served.url)
+    await run(handler, first, track("hal", 1))
+    presence.flush()
+    assert await next_diff(handler) == (ROOM, {"hal": [1]}, {})  # hook blocked
+    for action in (track("ivy", 2), lambda ws: ws.untrack(ROOM), track("jo", 3)):
+        await run(handler, second, action)
+        presence.flush()
+    handler.release.set()
+    assert await next_diff(handler) == (ROOM, {"jo": [3]}, {})
+
+
 async def test_a_failing_hook_is_logged_and_closes_nothing(
     serve: ServeFactory, connect_ws: ConnectWs, caplog: pytest.LogCaptureFixture
 ) -> None:
