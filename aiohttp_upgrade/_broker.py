@@ -35,9 +35,10 @@ brokers; only the hub and the server call them.
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
+    from ._history_local import RemoteBackend
     from ._presence_api import Presence
 
 __all__ = ["Broker", "BrokerHost", "LocalBroker"]
@@ -104,7 +105,7 @@ class Broker(abc.ABC):
     async def cluster_count(self, topic: str) -> int:
         """Subscribers of ``topic`` on every live process, this one included."""
 
-    def history_backend(self) -> Any:
+    def history_backend(self) -> RemoteBackend | None:
         """Where topic histories live with this broker (docs/history.rst), or
         None (the default) if it keeps none: ``server.history.enable`` then
         raises. :class:`LocalBroker`'s are kept by the server itself."""

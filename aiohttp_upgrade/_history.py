@@ -21,12 +21,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections import deque
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import InvalidStateError
-from ._history_local import Backend, HistoryUnavailable, LocalHistory, Record, Slice
-from ._hub import Hub, _fan_out
+from ._history_local import Backend, LocalHistory, Record, Slice
+from ._history_upkeep import arm, log_failure, repair, skipped
+from ._hub import Hub, SocketPort, _fan_out
 from ._positions import (
     DEFAULT_HISTORY_SIZE,
     DEFAULT_HISTORY_TTL,
@@ -44,28 +47,33 @@ from ._topics import check_topic
 
 if TYPE_CHECKING:
     from ._broker import Broker
+    from ._history_local import Fetch, RemoteBackend, Skip
     from ._websocket import ServerWebSocket
 
 __all__ = ["History", "Track"]
 
 logger = logging.getLogger("aiohttp_upgrade")
 
-HOLD_ALL: Final = sys.maxsize  # a held port that takes no live message yet
+# A hold at or above this is a running resume's token: the port takes no live
+# message yet (each resume has its own, so that a later resume of the same
+# socket is told from an earlier one still ending).
+HOLD_ALL: Final = sys.maxsize >> 1
 RECENT: Final = 1024  # live messages a track keeps for resumes finishing
 
 
 class Track:
     """One history topic as this process delivers it."""
 
-    __slots__ = ("epoch", "held", "hold", "last", "recent", "repair")
+    __slots__ = ("again", "epoch", "held", "hold", "last", "recent", "repair")
 
     def __init__(self) -> None:
         self.epoch: str | None = None
         self.last: int | None = None  # the last offset delivered here
         self.recent: deque[tuple[int, int, bytes, bool, object]] = deque(maxlen=RECENT)
-        self.hold: dict[Any, int] = {}  # port -> deliver only offsets above
+        self.hold: dict[SocketPort, int] = {}  # deliver only offsets above
         self.held: dict[int, Record] = {}  # early messages, waiting for a gap
         self.repair: asyncio.Task[None] | None = None
+        self.again = False  # check() was called while the repair ran: read again
 
 
 class History:
@@ -86,6 +94,8 @@ class History:
         """Which topics keep history (``policies.get(topic)``: a policy or None)."""
         self._tracks: dict[str, Track] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._resumes = 0  # resumes started: the next one's hold token
+        self._sweeper: asyncio.TimerHandle | None = None
         self.gaps = 0
         """How many messages live subscribers here never got, because they were
         trimmed from the history before a gap could be filled (monotonic)."""
@@ -125,17 +135,20 @@ class History:
         self.policies.add(topic, policy, prefix)
         self._hub.history = self
 
-    def fetcher(self) -> Any:
+    def fetcher(self) -> Fetch:
         """The ``fetch`` of the history's backend (in-process or Redis)."""
         return self._backend().fetch
 
-    def _backend(self) -> Any:
-        broker = self._broker
-        if not broker.remote:
+    def _backend(self) -> Backend:
+        if not self._broker.remote:
             if self._local is None:
                 self._local = LocalHistory()
             return self._local
-        backend: Backend | None = broker.history_backend()
+        return self._remote()
+
+    def _remote(self) -> RemoteBackend:
+        broker = self._broker
+        backend = broker.history_backend()
         if backend is None:
             raise InvalidStateError(
                 f"{type(broker).__name__} keeps no history: use LocalBroker or "
@@ -160,32 +173,32 @@ class History:
         opcode: int,
         payload: bytes,
         compress: bool,
-        sender: Any,
+        sender: SocketPort | None,
+        exclude: Iterable[object] | None = None,
     ) -> int:
         """A publish to a history topic (``Hub.publish`` calls it).
 
         In-process: the message gets its offset and is delivered here now.
         Through a broker: it is queued for Redis, which assigns the offset, and
-        delivered here (as on every process) when Redis sends it back.
+        delivered here (as on every process) when Redis sends it back. The
+        sockets to skip (``sender``, ``exclude``) travel with the message.
         """
-        backend = self._backend()
+        skip: Skip = skipped(sender, exclude) if exclude else sender
         local = self._local
-        if backend is not local or local is None:
-            code: int = backend.publish(
-                topic, policy, opcode, payload, compress, sender
-            )
-            return code
-        offset = local.append(topic, policy, opcode, payload, compress)
-        return self.accept(
-            topic, local.epoch, [(offset, opcode, payload, compress, sender)]
-        )
+        if self._broker.remote or local is None:
+            remote = self._remote()
+            return remote.publish(topic, policy, opcode, payload, compress, skip)
+        epoch, offset = local.append(topic, policy, opcode, payload, compress)
+        return self.accept(topic, epoch, [(offset, opcode, payload, compress, skip)])
 
     # -- delivery, in offset order ---------------------------------------------------
 
-    def accept(self, topic: str, epoch: str, records: list[Record]) -> int:
+    def accept(self, topic: str, epoch: str, records: Sequence[Record]) -> int:
         """Deliver messages of ``topic`` (live, or read to fill a gap) to the
         subscribers here, in offset order, each once; return the publish code
         of the last one delivered."""
+        if self._sweeper is None:
+            self._sweeper = arm(self._tick)
         track = self._tracks.get(topic)
         if track is None:
             if not self._hub.count(topic):
@@ -197,7 +210,7 @@ class History:
             track.epoch, track.last = epoch, None
             track.held.clear()
             track.recent.clear()
-            for port in [p for p, above in track.hold.items() if above != HOLD_ALL]:
+            for port in [p for p, above in track.hold.items() if above < HOLD_ALL]:
                 del track.hold[port]  # offsets of the old history
         policy = self.policies.get(topic)
         code = 0
@@ -219,18 +232,23 @@ class History:
     def _deliver(
         self, topic: str, track: Track, policy: Policy | None, record: Record
     ) -> int:
-        offset, opcode, payload, compress, sender = record
+        offset, opcode, payload, compress, skip = record
         track.last = offset
         assert track.epoch is not None
         opcode, payload, message = formatted(
             policy, track.epoch, offset, opcode, payload
         )
-        members: Any = self._hub.topics.subscribers(topic)
-        subscribers = members
+        members = self._hub.topics.subscribers(topic)
+        subscribers: Collection[SocketPort] = members
+        sender = None
+        if isinstance(skip, frozenset):  # exclude=: the sockets (ws) to skip
+            subscribers = [p for p in members if p.ws not in skip]
+        else:
+            sender = skip
         hold = track.hold
         if hold:  # a resume may need it (kept only while one runs)
             track.recent.append((offset, opcode, payload, compress, message))
-            subscribers = [p for p in members if hold.get(p, -1) < offset]
+            subscribers = [p for p in subscribers if hold.get(p, -1) < offset]
             for port in [p for p, v in hold.items() if v < offset or p not in members]:
                 del hold[port]  # passed, or closed meanwhile
             if not hold:
@@ -248,53 +266,45 @@ class History:
         """Read what this process may have missed of ``topic`` (after a gap, a
         resume, a new Redis subscription) and deliver it in order."""
         track = track or self._tracks.get(topic)
-        if track is None or track.repair is not None or track.last is None:
+        if track is None or track.last is None:
+            return
+        if track.repair is not None:
+            track.again = True  # its read may be older than what prompted this
             return
         if self._backend() is self._local:
             return  # nothing is ever missed in-process
         task = track.repair = asyncio.get_running_loop().create_task(
-            self._repair(topic, track)
+            repair(self, topic, track, self._read_after)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(log_failure)
 
-    async def _repair(self, topic: str, track: Track) -> None:
+    # -- freeing memory ----------------------------------------------------------
+
+    def sweep(self, now: float | None = None) -> None:
+        """Free what nothing needs any more (every few seconds
+        while history is in use here): messages past their ttl, idle emptied
+        in-process histories, the tracks of topics nobody here subscribes to."""
+        if self._local is not None:
+            self._local.sweep(self.policies, time.monotonic() if now is None else now)
+        count = self._hub.count
+        for topic, track in list(self._tracks.items()):
+            if not (count(topic) or track.hold or track.held or track.repair):
+                del self._tracks[topic]
+
+    def _tick(self) -> None:
+        self._sweeper = None
         try:
-            while track.last is not None:
-                last, epoch = track.last, track.epoch
-                chunk = await self._backend().fetch(
-                    topic, self._policy(topic), last, READ_CHUNK
-                )
-                if chunk.epoch != epoch or track.last != last:
-                    if chunk.epoch != epoch:
-                        break  # a new history: accept() starts over with it
-                    continue
-                if not chunk.complete:
-                    self._skip(topic, track, chunk)
-                self.accept(topic, chunk.epoch, [(*item, None) for item in chunk.items])
-                if track.last is None or chunk.last <= track.last:
-                    break  # caught up with the history as read
-        except (HistoryUnavailable, InvalidStateError) as exc:
-            logger.warning("reading the history of %r failed: %s", topic, exc)
-            self._skip(topic, track, None)
-        finally:
-            track.repair = None
-        if track.held:
-            self.accept(topic, track.epoch or "", [])
+            self.sweep()
+        except Exception:
+            logger.exception("sweeping the history failed")
+        if self._tracks or self._local:
+            self._sweeper = arm(self._tick)  # else armed by the next delivery
 
-    def _skip(self, topic: str, track: Track, chunk: Slice | None) -> None:
-        """Messages are gone from the history before this process got them:
-        deliver on from the oldest one kept (counted in ``gaps``)."""
-        first = chunk.items[0][0] if chunk and chunk.items else None
-        if first is None and track.held:
-            first = min(track.held)
-        if first is None and chunk is not None:
-            first = chunk.last + 1  # nothing after track.last is kept
-        if first is None or track.last is None or first <= track.last + 1:
-            return
-        self.gaps += first - track.last - 1
-        logger.warning("%d messages of %r lost here", first - track.last - 1, topic)
-        track.last = first - 1
+    async def _read_after(self, topic: str, after: int) -> Slice:
+        backend: Backend = self._backend()
+        return await backend.fetch(topic, self._policy(topic), after, READ_CHUNK)
 
     # -- resume and read -----------------------------------------------------------
 
@@ -329,18 +339,23 @@ class History:
         track = self._tracks.get(topic)
         if track is None:
             track = self._tracks[topic] = Track()
-        port = next(reversed(self._hub.topics.subscribers(topic)))  # type: ignore[call-overload]
+        members = self._hub.topics.subscribers(topic)
+        assert isinstance(members, dict), "insertion-ordered: ws's port is last"
+        port: SocketPort = next(reversed(members))
         assert getattr(port, "ws", ws) is ws, "the newest subscriber is ws"
-        track.hold[port] = HOLD_ALL
-        replay = Replay(self, ws, port, topic, policy, track)
+        if self._sweeper is None:
+            self._sweeper = arm(self._tick)
+        self._resumes += 1
+        token = track.hold[port] = HOLD_ALL + self._resumes
+        replay = Replay(self, ws, port, topic, policy, track, token)
         try:
             resumed = await replay.run(wanted, since is not None)
             self._hub.counters.history_replays += resumed.replayed
             return resumed
         finally:
-            if track.hold.get(port) == HOLD_ALL:
+            if track.hold.get(port) == token:
                 del track.hold[port]
-            if HOLD_ALL not in track.hold.values():
+            if all(above < HOLD_ALL for above in track.hold.values()):
                 track.recent.clear()  # only a running resume reads it
 
     async def read(

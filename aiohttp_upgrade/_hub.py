@@ -266,7 +266,9 @@ class Hub:
             policy = history.policies.get(topic)
             if policy is not None:  # positions first, through the broker if any
                 skip = None if self._publish_to_self else sender
-                return history.publish(topic, policy, opcode, payload, compress, skip)
+                return history.publish(
+                    topic, policy, opcode, payload, compress, skip, exclude
+                )
         relay = self._relay
         if relay is not None:
             relay(topic, opcode, payload, compress)

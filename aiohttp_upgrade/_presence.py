@@ -83,12 +83,13 @@ def encode_meta(meta: object, limit: int) -> Any:
     ``limit`` bytes (ASCII, compact).
 
     Raises:
-        TypeError: ``meta`` is not JSON (a set, an object, NaN, a cycle ...).
+        TypeError: ``meta`` is not JSON (a set, an object, NaN, a cycle, or
+            nested too deep to encode ...).
         ValueError: its JSON is longer than ``limit``.
     """
     try:
         text = json.dumps(meta, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise TypeError(f"presence meta must be a JSON value: {exc}") from None
     if len(text) > limit:
         raise ValueError(
@@ -314,10 +315,15 @@ class PresenceTable:
             change[2] = after  # the meta before the batch stays
 
     def flush(self) -> None:
-        """Hand the batched changes to the hook, one diff per topic."""
+        """Hand the batched changes to the hook, one diff per topic (to an
+        async hook still awaited: when it returns, merged with later ones)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._runner is None:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
         pending, self._pending = self._pending, {}
         for topic, changes in pending.items():
             joins: Members = {}
@@ -350,7 +356,10 @@ class PresenceTable:
         hook = self._hook
         assert hook is not None
         try:
-            while self._queue:
+            while self._queue or self._pending:
+                if not self._queue:
+                    self._hand_over()  # what changed while the hook ran
+                    continue
                 topic, joins, leaves = self._queue.popleft()
                 try:
                     await hook(topic, joins, leaves)  # type: ignore[misc]

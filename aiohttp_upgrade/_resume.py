@@ -22,6 +22,7 @@ from ._protocol import ReadyState
 
 if TYPE_CHECKING:
     from ._history import History, Track
+    from ._hub import SocketPort
     from ._websocket import ServerWebSocket
 
 __all__ = ["CHUNK", "READ_CHUNK", "Replay"]
@@ -41,10 +42,11 @@ class Replay:
         self,
         history: History,
         ws: ServerWebSocket[Any],
-        port: Any,
+        port: SocketPort,
         topic: str,
         policy: Policy,
         track: Track,
+        token: int,
     ) -> None:
         self.history = history
         self.ws = ws
@@ -52,6 +54,7 @@ class Replay:
         self.topic = topic
         self.policy = policy
         self.track = track
+        self.token = token  # this resume's hold value (track.hold[port])
         self.buffered = min(MAX_BUFFERED, max(history.backpressure_limit // 4, 1))
 
     async def run(self, wanted: Position | None, given: bool) -> Resumed:
@@ -72,7 +75,7 @@ class Replay:
         while True:
             sent, after, ok = await self._send(chunk.items, after, epoch)
             replayed += sent
-            if not ok:
+            if not ok or not self._current():
                 return self._finish(epoch, after, replayed, "dropped")
             track = self.track
             live = track.last if track.epoch == epoch else None
@@ -96,6 +99,8 @@ class Replay:
         turn; return (sent, last sent, socket ok)."""
         total = 0
         for start in range(0, len(items), CHUNK):
+            if not self._current():
+                return total, after, False
             chunk = partial(self._chunk, items[start : start + CHUNK], after, epoch)
             sent, after, ok = self.ws.cork(chunk)
             total += sent
@@ -130,6 +135,12 @@ class Replay:
         while ws.get_buffered_amount() > self.buffered and ws.ready_state is _OPEN:  # noqa: ASYNC110
             await asyncio.sleep(0.002)
 
+    def _current(self) -> bool:
+        """The socket is still subscribed and held by this resume (not
+        unsubscribed, closed, or resumed again since)."""
+        held = self.track.hold.get(self.port) == self.token
+        return held and self.ws.is_subscribed(self.topic)
+
     def _covered(self, after: int) -> bool:
         """The ring holds every live message after ``after`` (without a hole:
         it is only filled while a resume runs)."""
@@ -156,6 +167,8 @@ class Replay:
     def _finish(self, epoch: str, after: int, replayed: int, reason: str) -> Resumed:
         """Hand the socket over to live delivery (synchronously)."""
         track, port, history = self.track, self.port, self.history
+        if not self._current():  # the hold is not this resume's to hand over
+            return Resumed(False, Position(epoch, after), replayed, "dropped")
         if track.epoch != epoch or track.last is None:
             # This process delivers nothing of the topic yet: live starts after.
             track.epoch, track.last = epoch, after

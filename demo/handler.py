@@ -397,7 +397,9 @@ class ChatHandler(WebSocketHandler[SocketData]):
             data.rooms.add(room)
             resumed = await self.server.history.resume(ws, room_topic(room), since)
             position = str(resumed.position) if resumed.position else None
-            if resumed.reason in ("closed", "subscribed"):
+            # The socket may have closed (or left the room) during the replay.
+            gone = resumed.reason in ("closed", "subscribed", "dropped")
+            if gone or ws.ready_state is not ReadyState.OPEN:
                 data.rooms.discard(room)
                 return
             ws.track(room_topic(room), str(data.user_id), {"name": data.user_name})

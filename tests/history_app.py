@@ -12,6 +12,7 @@ Text commands on ``/ws``, each answered on the same socket::
     resume TOPIC [SINCE]  -> "resumed <recovered> <position> <replayed> <reason>"
     pub TOPIC TEXT        -> publishes TEXT with ws.publish (no answer)
     spub TOPIC TEXT       -> publishes TEXT with server.publish (no answer)
+    xpub TOPIC TEXT       -> server.publish excluding this socket (no answer)
     sub TOPIC             -> "sub TOPIC True" (a plain subscribe)
     echo TEXT             -> "TEXT"
 
@@ -63,10 +64,12 @@ class HistoryHandler(WebSocketHandler[None]):
             ws.send(f"sub {rest} {ws.subscribe(rest)}")
         elif command == "echo":
             ws.send(rest)
-        elif command in ("pub", "spub"):
+        elif command in ("pub", "spub", "xpub"):
             topic, _, text = rest.partition(" ")
             if command == "pub":
                 ws.publish(topic, text)
+            elif command == "xpub":
+                self.server.publish(topic, text, exclude=[ws])
             else:
                 self.server.publish(topic, text)
 

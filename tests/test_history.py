@@ -278,7 +278,7 @@ async def test_replay_respects_backpressure(
     served = await aiohttp_server(app)
     for i in range(3000):
         server.publish(TOPIC, f"{i:04d}" + "z" * 1020)
-    epoch = server.history.fetcher().__self__.epoch
+    epoch = (await server.history.read(TOPIC))[0].epoch
     ws = await connect_ws(ws_url(served))
     await ws.send_str(f"{epoch}:0")
     got = [await text(ws) for _ in range(3001)]
@@ -339,3 +339,17 @@ async def test_a_broker_without_history_refuses_enable() -> None:
     with pytest.raises(InvalidStateError, match="keeps no history"):
         server.history.enable("h:x")
     assert server.history.policies.get("h:x") is None
+
+
+async def test_exclude_skips_sockets_on_a_history_topic(
+    app: TestServer, connect_ws: ConnectWs
+) -> None:
+    """server.publish(..., exclude=[ws]) to a history topic skips ws and reaches
+    the other subscribers."""
+    excluded, other = await connect_ws(ws_url(app)), await connect_ws(ws_url(app))
+    for ws in (excluded, other):
+        await resume(ws)
+    await excluded.send_str(f"xpub {TOPIC} hidden")
+    await excluded.send_str(f"spub {TOPIC} shown")
+    assert [(await text(other)).split("|")[1] for _ in range(2)] == ["hidden", "shown"]
+    assert (await text(excluded)).endswith("|shown")

@@ -6,11 +6,14 @@ the hub's port, as in tests/test_hub.py."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
+
+import pytest
 
 from aiohttp_upgrade import LocalBroker, Position, ReadyState
 from aiohttp_upgrade._history import History
-from aiohttp_upgrade._history_local import Item, Slice
+from aiohttp_upgrade._history_local import IDLE_KEEP, Item, Slice
 from aiohttp_upgrade._hub import Hub
 from aiohttp_upgrade._positions import Policy
 
@@ -138,3 +141,107 @@ async def test_a_resume_after_an_ended_hold_replays_without_a_hole() -> None:
     await settle(history)
     assert resumed.recovered
     assert second.port.outbox.offsets == list(range(6, 311))
+
+
+class LateStream(Stream):
+    """A stream whose ``on_fetch`` runs after the read is answered (live
+    messages arriving while the reply is on its way)."""
+
+    async def fetch(
+        self, topic: str, policy: Policy, after: int, limit: int, tail: bool = False
+    ) -> Slice:
+        chosen = [item for item in self.items if item[0] > after][:limit]
+        answer = Slice(EPOCH, self.items[-1][0] if self.items else 0, chosen, True)
+        hook, self.on_fetch = self.on_fetch, None
+        if hook is not None:
+            hook()
+        return answer
+
+
+async def test_a_message_held_during_a_repair_is_not_stuck() -> None:
+    """A message that arrives after a gap while a repair's read is on its way
+    is delivered (with the missing one) when that repair ends, not only at the
+    next publish."""
+    hub, stream = Hub(), LateStream()
+    history = History(hub, Remote(stream), 1 << 20)
+    history.enable(TOPIC)
+    bystander = Socket(hub)
+    bystander.subscribe(TOPIC)
+    stream.extend(5)
+    live(history, 1, 5)
+
+    def missed_six() -> None:
+        stream.extend(7)
+        live(history, 7, 7)  # 6 never came live; 7 waits behind it
+
+    stream.on_fetch = missed_six
+    history.check(TOPIC)  # e.g. Redis confirmed the SUBSCRIBE again
+    await settle(history)
+    assert bystander.port.outbox.offsets == list(range(1, 8))
+
+
+async def test_a_second_resume_on_one_socket_delivers_each_offset_once() -> None:
+    """A socket that unsubscribes during its replay and resumes again gets no
+    more of the first replay: each offset reaches it once."""
+    hub, stream = Hub(), Stream()
+    history = History(hub, Remote(stream), 1 << 20)
+    history.enable(TOPIC)
+    stream.extend(300)
+    live(history, 1, 300)
+    sock = Socket(hub)
+    second: list[asyncio.Task[Any]] = []
+
+    def again() -> None:  # during the first replay's second read
+        hub.unsubscribe(sock.port, TOPIC)  # type: ignore[arg-type]
+        resume = history.resume(sock, TOPIC, Position(EPOCH, 290))  # type: ignore[arg-type]
+        second.append(asyncio.create_task(resume))
+
+    stream.on_fetch = lambda: setattr(stream, "on_fetch", again)
+    first = await history.resume(sock, TOPIC, Position(EPOCH, 0))  # type: ignore[arg-type]
+    resumed = await second[0]
+    await settle(history)
+    stream.extend(306)
+    live(history, 301, 306)
+    assert (first.reason, resumed.recovered) == ("dropped", True)
+    assert sock.port.outbox.offsets == [*range(1, 101), *range(291, 307)]
+
+
+async def test_the_sweep_frees_expired_history_and_unused_tracks() -> None:
+    """The periodic sweep (armed by the first delivery) drops messages past
+    their ttl, the track of a topic nobody here subscribes to any more, and a
+    topic's empty history once idle for IDLE_KEEP."""
+    hub = Hub()
+    history = History(hub, LocalBroker(), 1 << 20)
+    history.enable(TOPIC, ttl=1)
+    sock = Socket(hub)
+    await history.resume(sock, TOPIC)  # type: ignore[arg-type]
+    hub.publish(TOPIC, 2, b"1", False, 1)
+    assert sock.port.outbox.offsets == [1] and history._sweeper is not None
+    hub.unsubscribe(sock.port, TOPIC)  # type: ignore[arg-type]
+    local, now = history._local, time.monotonic()
+    assert local is not None
+    history.sweep(now + 2)
+    assert not local._rings[TOPIC].items and not history._tracks
+    history.sweep(now + IDLE_KEEP + 2)
+    assert not local._rings
+
+
+async def test_an_unexpected_repair_failure_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A repair that fails unexpectedly is logged when it ends, not lost."""
+    hub, stream = Hub(), Stream()
+    history = History(hub, Remote(stream), 1 << 20)
+    history.enable(TOPIC)
+    Socket(hub).subscribe(TOPIC)
+    stream.extend(5)
+    live(history, 1, 5)
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    stream.on_fetch = boom
+    history.check(TOPIC)
+    await asyncio.wait(list(history._tasks))
+    assert "repairing a history topic failed" in caplog.text
+    assert "boom" in caplog.text

@@ -302,3 +302,60 @@ async def test_plain_subscribe_gets_positioned_messages_through_redis(
     line = await text(ws)
     epoch = (await a.server.history.read(topic))[0].epoch
     assert line == f"{epoch}:1|first"
+
+
+async def test_exclude_skips_sockets_through_redis(
+    worker: Start, connect_ws: ConnectWs, request: pytest.FixtureRequest
+) -> None:
+    """server.publish(..., exclude=[ws]) to a history topic skips ws when the
+    message comes back from Redis, and reaches the others on both workers."""
+    topic = topic_for(request)
+    a, b = await worker(), await worker()
+    excluded, local, remote = (
+        await connect_ws(ws_url(a.http)),
+        await connect_ws(ws_url(a.http)),
+        await connect_ws(ws_url(b.http)),
+    )
+    for ws in (excluded, local, remote):
+        await resume(ws, topic)
+    await excluded.send_str(f"xpub {topic} hidden")
+    await excluded.send_str(f"spub {topic} shown")
+    for ws in (local, remote):
+        assert [line.split("|")[1] for line in await lines(ws, 2)] == [
+            "hidden",
+            "shown",
+        ]
+    assert (await text(excluded)).endswith("|shown")
+
+
+def hash_tag(key: bytes) -> bytes:
+    """What Redis Cluster hashes of ``key``: its first non-empty ``{...}``
+    section, else the whole key."""
+    start = key.find(b"{")
+    end = key.find(b"}", start + 1)
+    if start < 0 or end < 0 or end == start + 1:
+        return key
+    return key[start + 1 : end]
+
+
+async def test_a_topics_keys_share_one_non_empty_hash_tag(worker: Start) -> None:
+    """Both keys of a topic hash to one slot, whatever braces the topic has (one
+    starting with '}' included), and distinct topics get distinct keys."""
+    backend = (await worker()).broker.history_backend()
+    topics = ["h:a", "}h", "}", "h:}x", "h:{y}", "{}", "}}"]
+    keys = [backend.keys(topic) for topic in topics]
+    for meta, stream in keys:
+        assert hash_tag(meta) == hash_tag(stream) != meta
+    assert len({key for pair in keys for key in pair}) == 2 * len(topics)
+
+
+async def test_a_read_only_topic_expires_after_its_ttl(
+    worker: Start, redis: RedisProcess, request: pytest.FixtureRequest
+) -> None:
+    """Reading a topic nobody published to creates its hash for the topic's ttl
+    (600 s in the app), not for the day a published topic keeps it."""
+    topic = topic_for(request)
+    a = await worker()
+    await a.server.history.read(topic)
+    meta, _ = a.broker.history_backend().keys(topic)
+    assert 0 < int(redis.raw_command(b"PTTL", meta)) <= 600_000

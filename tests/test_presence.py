@@ -182,12 +182,21 @@ async def test_the_meta_is_copied_at_the_call(
     assert served.server.presence.get(ROOM, "erin") == [{"name": "Erin"}]
 
 
+def _nested(depth: int) -> list[object]:
+    """A list nested ``depth`` deep (deeper than the JSON encoder recurses)."""
+    meta: list[object] = []
+    for _ in range(depth):
+        meta = [meta]
+    return meta
+
+
 BAD_CALLS: list[tuple[Action, type[BaseException], str]] = [
     (track(42), TypeError, "presence key must be a str"),
     (track(""), ValueError, "must not be empty"),
     (track("k", {1, 2}), TypeError, "JSON value"),
     (track("k", object()), TypeError, "JSON value"),
     (track("k", math.nan), TypeError, "JSON value"),
+    (track("k", _nested(100_000)), TypeError, "JSON value"),
     (track("k", "x" * 200), ValueError, "max_presence_meta_length"),
     (track("k", topic=""), ValueError, "topic must not be empty"),
     (lambda ws: ws.update_presence(ROOM, 1), InvalidStateError, "not tracked"),
@@ -203,6 +212,7 @@ BAD_CALLS: list[tuple[Action, type[BaseException], str]] = [
         "set-meta",
         "object-meta",
         "nan-meta",
+        "deep-meta",
         "oversized-meta",
         "empty-topic",
         "update-untracked",
@@ -305,6 +315,39 @@ async def test_an_async_hook_gets_the_diffs_in_order(
     assert await next_diff(handler) == (ROOM, {"hal": [1]}, {})
     await run(handler, client, lambda ws: ws.untrack(ROOM))
     assert await next_diff(handler) == (ROOM, {}, {"hal": [1]})
+
+
+async def test_changes_during_a_slow_async_hook_merge_into_one_diff(
+    serve: ServeFactory, connect_ws: ConnectWs
+) -> None:
+    """Changes made while an async hook is still awaited reach it as one diff
+    per topic when it returns (a join and leave meanwhile cancel out), not as a
+    queue of every batch."""
+
+    class Blocked(Tracker):
+        release = asyncio.Event()
+
+        async def presence(  # type: ignore[override]
+            self,
+            topic: str,
+            joins: dict[str, list[Any]],
+            leaves: dict[str, list[Any]],
+        ) -> None:
+            self.diffs.put_nowait((topic, joins, leaves))
+            await self.release.wait()
+
+    handler = Blocked()
+    served = await serve(handler)
+    presence = served.server.presence
+    first, second = await connect_ws(served.url), await connect_ws(served.url)
+    await run(handler, first, track("hal", 1))
+    presence.flush()
+    assert await next_diff(handler) == (ROOM, {"hal": [1]}, {})  # hook blocked
+    for action in (track("ivy", 2), lambda ws: ws.untrack(ROOM), track("jo", 3)):
+        await run(handler, second, action)
+        presence.flush()
+    handler.release.set()
+    assert await next_diff(handler) == (ROOM, {"jo": [3]}, {})
 
 
 async def test_a_failing_hook_is_logged_and_closes_nothing(

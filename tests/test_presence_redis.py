@@ -17,7 +17,7 @@ from aiohttp_upgrade import RedisBroker, Server
 
 from .conftest import ConnectWs, upgrade_with_data
 from .redis_support import RedisProcess, requires_redis, wait_until
-from .test_presence import ROOM, Diff, Tracker, run, track
+from .test_presence import ROOM, Action, Diff, Tracker, run, track
 
 pytestmark = [pytest.mark.redis, requires_redis]
 
@@ -272,3 +272,83 @@ async def test_a_gap_in_a_process_deltas_asks_it_for_its_state(
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await listener.aclose()
+
+
+async def test_a_failing_forget_is_logged_and_expiry_goes_on(
+    node: StartNode,
+    connect_ws: ConnectWs,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When forgetting one silent process raises, the error is logged and the
+    expiry timer still removes the members of another silent process."""
+    a, a_handler, a_url = await node(heartbeat_interval=0.1)
+    b, b_handler, _ = await node(heartbeat_interval=0.1)
+    c, c_handler, c_url = await node(heartbeat_interval=0.1)
+    for server in (a, b, c):
+        await started(server)
+    await run(a_handler, await connect_ws(a_url), track("ivy", 1))
+    await run(c_handler, await connect_ws(c_url), track("jo", 2))
+    await diff_with(b_handler, lambda d: "jo" in d[1] or "ivy" in d[1])
+    await wait_until(lambda: len(b.presence.list(ROOM)) == 2, what="both members")
+    view, forget = b.presence, type(b.presence).forget
+    failures: list[str] = []
+
+    def failing(self: Any, node: str) -> None:
+        if self is view and not failures:
+            failures.append(node)
+            raise RuntimeError("forget failed")
+        forget(self, node)
+
+    monkeypatch.setattr(type(view), "forget", failing)
+    for server in (a, c):
+        server.presence.attach(None)  # their sockets stay tracked, untold ...
+        await server.broker.close()  # ... and they stop beating
+    await wait_until(lambda: len(b.presence.list(ROOM)) == 1, what="one expired")
+    assert "forget failed" in caplog.text
+
+
+def track_many(topics: int, meta: str) -> Action:
+    """Track the socket in ``topics`` topics, each entry with ``meta``."""
+
+    def action(ws: Any) -> None:
+        for index in range(topics):
+            ws.track(f"room-{index}", "many", meta)
+
+    return action
+
+
+async def test_a_state_larger_than_the_pubsub_buffer_arrives_in_parts(
+    node: StartNode, connect_ws: ConnectWs, redis: RedisProcess
+) -> None:
+    """A process's state bigger than a subscriber's output-buffer limit reaches
+    a process started later whole: it is sent in parts of at most
+    max_batch_bytes, the last one replacing what the receiver knew."""
+    redis.raw_command(
+        b"CONFIG", b"SET", b"client-output-buffer-limit", b"pubsub 262144 0 0"
+    )
+    a, a_handler, a_url = await node(max_batch_bytes=65_536)
+    await started(a)
+    await run(a_handler, await connect_ws(a_url), track_many(1000, "m" * 500))
+    b, _, _ = await node()
+    await started(b)
+    await wait_until(lambda: len(b.presence.topics()) == 1000, what="the state")
+    assert b.presence.get("room-999", "many") == ["m" * 500]
+
+
+async def test_a_delta_larger_than_the_pubsub_buffer_arrives_in_parts(
+    node: StartNode, connect_ws: ConnectWs, redis: RedisProcess
+) -> None:
+    """A turn's changes bigger than a subscriber's output-buffer limit reach
+    the other process: they are sent as several deltas of at most
+    max_batch_bytes."""
+    redis.raw_command(
+        b"CONFIG", b"SET", b"client-output-buffer-limit", b"pubsub 262144 0 0"
+    )
+    a, a_handler, a_url = await node(max_batch_bytes=65_536)
+    b, _, _ = await node()
+    await started(a)
+    await started(b)
+    await run(a_handler, await connect_ws(a_url), track_many(1000, "m" * 500))
+    await wait_until(lambda: len(b.presence.topics()) == 1000, what="the deltas")
+    assert b.presence.get("room-0", "many") == ["m" * 500]

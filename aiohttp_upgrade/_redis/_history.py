@@ -7,6 +7,10 @@ Keys of a topic, hash-tagged so that a Redis Cluster keeps them on one shard::
     {prefix}h:{<topic>}:s   stream: one entry per message, ID "<offset>-0",
                             fields r = record, t = Redis time in ms
 
+A topic starting with ``}`` would make an empty hash tag (the whole key hashed,
+the two keys on different slots): its keys are ``{prefix}h!{<hash>}<topic>:m``
+and ``:s``, ``<hash>`` 16 hex digits of the topic's SHA-1.
+
 One ``EVAL`` per run of consecutive history publishes to one topic in a writer
 pipeline: it creates the epoch if the hash is missing (a Redis restarted empty,
 a flush, the key expired: the stream is deleted with it), adds the run's count
@@ -25,6 +29,7 @@ History envelope (the writer builds all but the epoch and offset)::
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import re
@@ -33,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._envelope import ORIGIN_SIZE
 from .._frames import OP_BINARY, OP_TEXT
-from .._history_local import HistoryUnavailable, Item, Record, Slice
+from .._history_local import HistoryUnavailable, Item, Record, Skip, Slice
 from .._positions import Policy
 from ._config import Config, Counters, Session, describe
 from ._link import EXPECTED
@@ -86,7 +91,11 @@ if not m[1] then
   redis.call('HSET', KEYS[1], 'e', ARGV[4], 'o', 0)
   m = {ARGV[4], '0'}
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if m[2] == '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+end
 local items = {}
 local limit = tonumber(ARGV[2])
 if limit > 0 then
@@ -123,13 +132,18 @@ class RedisHistory:
         self.queued = False  # a history message waits in the writer's queue
         # topic -> (size, ttl ms) of the messages queued for the next pipeline
         self.policies: dict[str, tuple[int, int]] = {}
-        self.senders: dict[int, Any] = {}  # tag -> the publishing socket
+        self.senders: dict[int, Skip] = {}  # tag -> who the publish skips
         self.tag = 0
         self.header = MAGIC + session.origin
 
     def keys(self, topic: str) -> tuple[bytes, bytes]:
         """The hash and the stream of ``topic``."""
-        base = self.config.prefix + b"h:{" + topic.encode() + b"}:"
+        name = topic.encode()
+        if name.startswith(b"}"):  # "{}" is no hash tag: tag a digest instead
+            tag = hashlib.sha1(name, usedforsecurity=False).hexdigest()[:16]
+            base = self.config.prefix + b"h!{" + tag.encode() + b"}" + name + b":"
+        else:
+            base = self.config.prefix + b"h:{" + name + b"}:"
         return base + b"m", base + b"s"
 
     # -- publishing ------------------------------------------------------------------
@@ -141,7 +155,7 @@ class RedisHistory:
         opcode: int,
         payload: bytes,
         compress: bool,
-        sender: Any,
+        sender: Skip,
     ) -> int:
         """Queue a history message for the writer's next pipeline; -1 when
         queued, 0 when dropped (Redis unreachable, or the queue full)."""
@@ -233,7 +247,7 @@ class RedisHistory:
         except AttributeError:  # a host that keeps no history
             return None
 
-    def _sender(self, tag: int) -> Any:
+    def _sender(self, tag: int) -> Skip:
         """The socket that published the message ``tag`` here (to skip it)."""
         senders = self.senders
         sender = None
@@ -293,7 +307,8 @@ class RedisHistory:
             raise HistoryUnavailable("Redis unreachable")
         meta, stream = self.keys(topic)
         ttl = int(policy.ttl * 1000)
-        args = (after, limit, int(tail), _epoch(), max(ttl, META_TTL_MS))
+        # A topic never published to is kept for its ttl only (ARGV[6]).
+        args = (after, limit, int(tail), _epoch(), max(ttl, META_TTL_MS), max(ttl, 1))
         try:
             async with asyncio.timeout(self.config.stall_timeout):
                 reply = await client.eval(READ_SCRIPT, 2, meta, stream, *args)

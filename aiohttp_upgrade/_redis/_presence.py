@@ -9,12 +9,17 @@ with its bookkeeping::
                          a delta: entries joined or changed, or left ([n])
     {"o": id, "t": "s", "s": seq, "e": [[n, topic, key, meta], ...]}
                          a state: all of the sender's entries (a resync)
+    {"o": id, "t": "p", "s": seq, "e": [...]}
+                         a part of the state of the same seq that follows
     {"o": id, "t": "b", "s": seq}      a heartbeat, with the last seq sent
     {"o": id, "t": "h", "to": id|null} a hello: send me your state (null: all)
 
 A receiver applies a delta in O(1) per change and a state as a replacement
 (only differences count as changes: nobody sees anyone leave and rejoin). Each
-sender numbers its deltas and states; a receiver that sees a gap (a message
+sender numbers its deltas and states; a message longer than ``max_batch_bytes``
+is split (a subscriber sent more than Redis's pubsub output-buffer limit at once
+is disconnected): a delta into several deltas, a state into parts and a last
+message that applies the whole; a receiver that sees a gap (a message
 lost, a process it has not heard the state of) asks that process for its state.
 A process asks everyone when its reader has subscribed (at start and after
 every reconnect, as after a Redis restart), and sends its state whenever its
@@ -64,8 +69,10 @@ class RedisPresence:
         "expected",
         "heard",
         "hello_all",
+        "limit",
         "node",
         "outgoing",
+        "parts",
         "seq",
         "state_due",
         "timeout",
@@ -89,6 +96,8 @@ class RedisPresence:
         self.timeout = config.heartbeat_interval * EXPIRY_HEARTBEATS
         self.node = session.proc_id.decode()
         self.seq = 0  # of our last delta or state
+        self.limit = config.max_batch_bytes  # the longest message we send
+        self.parts: dict[str, tuple[int, list[Any]]] = {}  # node -> seq, entries
         self.outgoing: list[list[Any]] = []  # our changes not sent yet
         self.state_due = False
         self.hello_all = False
@@ -137,22 +146,46 @@ class RedisPresence:
             self.hello_all = False
             self.asked.clear()
         entries = view.own_entries() if fresh or self.state_due else None
+        channel, node = self.channel, self.node
+        encoded = [json.dumps({"o": node, **message}).encode() for message in messages]
         if entries is not None and (entries or self.seq):
             self.seq += 1
             state = [[number, *entry] for number, entry in entries.items()]
-            messages.append({"t": "s", "s": self.seq, "e": state})
+            *parts, last = self._split(state)
+            encoded += [self._encode("p", part) for part in parts]
+            encoded.append(self._encode("s", last))
         elif self.outgoing:
-            self.seq += 1
-            messages.append({"t": "d", "s": self.seq, "c": self.outgoing})
+            for part in self._split(self.outgoing):
+                self.seq += 1
+                encoded.append(self._encode("d", part))
         elif beat and self.seq:
-            messages.append({"t": "b", "s": self.seq})
+            encoded.append(self._encode("b", None))
         self.outgoing = []
         self.state_due = False
-        channel, node = self.channel, self.node
-        return [
-            ("PUBLISH", channel, json.dumps({"o": node, **message}).encode())
-            for message in messages
-        ]
+        return [("PUBLISH", channel, data) for data in encoded]
+
+    def _encode(self, kind: str, items: list[Any] | None) -> bytes:
+        message: dict[str, Any] = {"o": self.node, "t": kind, "s": self.seq}
+        if items is not None:
+            message["c" if kind == "d" else "e"] = items
+        return json.dumps(message).encode()
+
+    def _split(self, items: list[Any]) -> list[list[Any]]:
+        """``items`` in parts whose message is at most ``limit`` bytes (an
+        item longer than that alone); one part when all fit (the usual case)."""
+        room = self.limit - 100  # the message's other fields
+        if len(json.dumps(items)) <= room:
+            return [items]
+        parts: list[list[Any]] = [[]]
+        size = 0
+        for item in items:
+            length = len(json.dumps(item)) + 2
+            if parts[-1] and size + length > room:
+                parts.append([])
+                size = 0
+            parts[-1].append(item)
+            size += length
+        return parts
 
     # -- the others' -------------------------------------------------------------------
 
@@ -202,10 +235,17 @@ class RedisPresence:
                 self._wakeup.wake()
             return
         seq = message["s"]
-        if kind == "s":
+        if kind == "p":  # a part of the state that follows
+            known = self.parts.get(node)
+            if known is None or known[0] != seq:
+                known = self.parts[node] = (seq, [])
+            known[1].extend(message["e"])
+        elif kind == "s":
+            known = self.parts.pop(node, None)
+            items = known[1] if known is not None and known[0] == seq else []
             entries: dict[int, Entry] = {
                 int(n): (str(topic), str(key), meta)
-                for n, topic, key, meta in message["e"]
+                for n, topic, key, meta in items + message["e"]
             }
             view.replace(node, entries)
         elif kind == "d":
@@ -246,6 +286,10 @@ class RedisPresence:
             if now - last >= self.timeout:
                 del self.heard[node]
                 self.expected.pop(node, None)
-                if view is not None:
-                    view.forget(node)
+                self.parts.pop(node, None)
+                try:
+                    if view is not None:
+                        view.forget(node)
+                except Exception:  # the others still expire, the timer re-arms
+                    logger.exception("forgetting presence process %s failed", node)
         self._arm()
