@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# The reference documents the Python sources, whatever is built: the compiled
+# twins would show their own module names (``_hub_c``) in signatures.
+os.environ["AIOHTTP_UPGRADE_NO_EXTENSIONS"] = "1"
 
 import aiohttp_upgrade  # noqa: E402
 
@@ -31,6 +35,7 @@ nitpick_ignore_regex = [
     ("py:class", r"aiohttp_upgrade\._broker\.BrokerHost"),
     # The history's internals in the signatures of its hub-facing methods.
     ("py:class", r"aiohttp_upgrade\._(positions\.Policy|history\.Track)"),
+    ("py:class", r"(aiohttp_upgrade\._\w+\.)?(SocketPort|RemoteBackend|Backend)"),
     ("py:.*", r"web\.(Request|BaseRequest|Application|StreamResponse|AppKey)"),
     ("py:class", r"(Awaitable|Callable|Iterable|Mapping|Any|Headers)"),
     # Type variables: DataT is the type of ``ws.data``; T a callback's result.
