@@ -36,8 +36,6 @@ until they count as dead), ``cluster_count`` raises rather than undercount.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any, Final
 
 try:
@@ -52,9 +50,9 @@ except ModuleNotFoundError as exc:  # the extra is not installed
     ) from exc
 
 from ._broker import Broker, BrokerHost
-from ._errors import BrokerUnavailableError, InvalidOptionError, InvalidStateError
+from ._errors import InvalidOptionError, InvalidStateError
+from ._redis._cluster import Cluster
 from ._redis._config import (
-    CLOSE_TIMEOUT,
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_CAP,
     DEFAULT_CHANNEL_PREFIX,
@@ -63,19 +61,11 @@ from ._redis._config import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_QUEUE_BYTES,
     DEFAULT_STALL_TIMEOUT,
-    STARTUP_TIMEOUT,
     Config,
     Counters,
-    Session,
-    Wakeup,
-    describe,
 )
-from ._redis._counts import Counts
-from ._redis._link import EXPECTED, Link, Outage, new_client
-from ._redis._presence import RedisPresence
-from ._redis._reader import Reader
-from ._redis._supervisor import Heartbeat, Supervisor, Watchdog
-from ._redis._writer import Writer
+from ._redis._link import new_client
+from ._redis._shard import Shard
 
 __all__ = [
     "DEFAULT_BACKOFF_BASE",
@@ -156,6 +146,7 @@ class RedisBroker(Broker):
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        cluster: bool = False,
     ) -> None:
         if isinstance(url_or_client, str):
             self._url: str | None = url_or_client
@@ -173,6 +164,8 @@ class RedisBroker(Broker):
                 "RedisBroker needs a Redis URL or a redis.asyncio.Redis client, "
                 f"got {type(url_or_client).__name__}"
             )
+        if not isinstance(cluster, bool):
+            raise InvalidOptionError("cluster", f"must be a bool, got {cluster!r}")
         self._config = Config(
             channel_prefix=channel_prefix,
             max_queue=max_queue,
@@ -182,27 +175,19 @@ class RedisBroker(Broker):
             max_batch_bytes=max_batch_bytes,
             max_queue_bytes=max_queue_bytes,
             stall_timeout=stall_timeout,
+            sharded=cluster,
         )
         self._counters = Counters()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._assemble(None, None)
+        self._client: Redis | None = None
+        self._engine: Shard | Cluster = self._new_engine(None, None)
 
-    def _assemble(self, host: BrokerHost | None, client: Redis | None) -> None:
-        """Build the broker's parts afresh (for a start, with a new identity)."""
-        config, counters = self._config, self._counters
-        session = self._session = Session(config, host, client)
-        pub, sub, wakeup = Link(), Link(), Wakeup()
-        session.presence = RedisPresence(config, counters, session, (pub, sub), wakeup)
-        counts = self._counts = Counts(config, session)
-        outage = self._outage = Outage(counters, session, pub, sub, counts, wakeup)
-        reader = self._reader = Reader(config, counters, session, sub, outage, wakeup)
-        self._writer = Writer(
-            config, counters, session, pub, outage, counts, reader, wakeup
-        )
-        self._wakeup = wakeup
-        self._supervisor = Supervisor(config, counters)
-        self._heartbeat = Heartbeat(config, counts, reader, wakeup)
-        self._watchdog = Watchdog(config, self._writer, reader)
+    def _new_engine(
+        self, host: BrokerHost | None, client: Redis | None
+    ) -> Shard | Cluster:
+        """The broker's parts for one start (with a new identity)."""
+        if self._config.sharded:
+            return Cluster(self._config, self._counters, host, client)
+        return Shard(self._config, self._counters, host, client)
 
     # -- options and counters -----------------------------------------------------
 
@@ -269,113 +254,74 @@ class RedisBroker(Broker):
         return self._config.channel(topic)
 
     @property
+    def cluster(self) -> bool:
+        """True when the broker runs on a Redis Cluster (sharded pub/sub)."""
+        return self._config.sharded
+
+    @property
     def process_id(self) -> str:
         """This process's id in the cluster-count keys (new at each start)."""
-        return self._session.proc_id.decode()
+        return self._engine.session.proc_id.decode()
 
     @property
     def connected(self) -> bool:
-        """True while both connections to Redis are up and this process's
-        counts are registered on the current one."""
-        return (
-            self._writer.link.up
-            and self._reader.link.up
-            and self._counts.registered.is_set()
-        )
+        """True while both connections to Redis (on a cluster: to every
+        primary) are up and this process's counts are registered."""
+        return self._engine.connected
 
     @property
     def queued_bytes(self) -> int:
         """Payload bytes waiting for Redis now: queued, being sent, or sent and
-        not answered yet (bounded by ``max_queue_bytes``)."""
-        return self._writer.pending_bytes
+        not answered yet (bounded by ``max_queue_bytes``, per primary on a
+        cluster)."""
+        return self._engine.queued_bytes
 
     async def start(self, host: BrokerHost) -> None:
-        """Connect both connections, then register this process's counts
-        (waiting at most ``STARTUP_TIMEOUT`` s for each), then run the broker's
-        tasks. If Redis is unreachable, log it and keep retrying in the
-        background: local delivery works meanwhile."""
-        if self._session.host is not None:
+        """Connect both connections (on a cluster: read the slot map from the
+        seed, then connect to every primary), then register this process's
+        counts (waiting at most ``STARTUP_TIMEOUT`` s for each), then run the
+        broker's tasks. If Redis is unreachable, log it and keep retrying in
+        the background: local delivery works meanwhile."""
+        if self._engine.session.host is not None:
             raise InvalidStateError("this RedisBroker is already started")
         client = self._given_client
         if client is None:
             assert self._url is not None
             client = new_client(self._url)
-        self._assemble(host, client)
+        self._client = client
+        engine = self._engine = self._new_engine(host, client)
         for topic, count in host.local_counts().items():
             self.subscription(topic, count, 0)
-        try:
-            async with asyncio.timeout(STARTUP_TIMEOUT):
-                await self._writer.connect()
-                await self._reader.connect()
-        except EXPECTED as exc:
-            self._outage.failed(exc)
-        else:
-            # Connected: a slow answer is the watchdog's to judge, not an outage.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._counts.registered.wait(), STARTUP_TIMEOUT)
-        spawn = self._supervisor.spawn
-        writer, reader = self._writer, self._reader
-        self._tasks = {
-            _WRITER: spawn(_WRITER, writer.run, writer.reset),
-            _READER: spawn(_READER, reader.run, reader.reset),
-            _HEARTBEAT: spawn(_HEARTBEAT, self._heartbeat.run, None),
-            _WATCHDOG: spawn(_WATCHDOG, self._watchdog.run, None),
-        }
+        await engine.connect()
+        engine.spawn()
 
     async def close(self) -> None:
         """Send what is queued (for at most ``CLOSE_TIMEOUT`` s), remove this
         process from cluster counts, close the connections; idempotent."""
-        session = self._session
-        if session.host is None:
+        engine, client = self._engine, self._client
+        if engine.session.host is None or client is None:
             return
-        session.closing = True
-        writer, tasks = self._writer, self._tasks
-        if _HEARTBEAT in tasks:
-            tasks[_HEARTBEAT].cancel()
-        self._wakeup.wake()
-        if _WRITER in tasks:
-            await asyncio.wait([tasks[_WRITER]], timeout=CLOSE_TIMEOUT)
-        if writer.link.up:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(writer.replies_done.wait(), CLOSE_TIMEOUT)
-        for task in tasks.values():
-            task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
-        self._tasks = {}
-        client = session.client
-        assert client is not None
-        if writer.link.up:
-            try:
-                async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await self._counts.unregister(client)
-            except EXPECTED:
-                pass  # the key expires anyway
-        await writer.drop()
-        await self._reader.link.drop(client)
+        await engine.close(unregister=True)
         if self._given_client is None:
             await client.aclose()
-        session.client = None
-        session.host = None
-        writer.link.up = self._reader.link.up = False
+        self._client = None
+        engine.session.client = None
+        engine.session.host = None
 
     def subscription(self, topic: str, new_count: int, old_count: int) -> None:
         """Track interest: 0 -> n subscribes ``topic``'s channel, n -> 0
         unsubscribes it (at the next loop turn); counts are reported too."""
-        self._reader.track(topic, new_count, old_count)
-        # Without a connection, nothing to report: a new connection rewrites
-        # every count.
-        if self._writer.link.connection is not None:
-            self._counts.changed.add(topic)
-            self._wakeup.wake()
+        self._engine.track(topic, new_count, old_count)
+        self._engine.count_changed(topic)
 
     def history_backend(self) -> Any:  # see Broker.history_backend: Redis Streams
-        return self._reader.history
+        return self._engine.history
 
     def publish(self, topic: str, opcode: int, payload: bytes, compress: bool) -> None:
         """Queue the message for one pipeline at the end of this loop turn; drop it
         (counted) while Redis is unreachable, or when ``max_queue`` messages or
         ``max_queue_bytes`` of payload already wait."""
-        self._writer.publish(topic, opcode, payload, compress)
+        self._engine.publish(topic, opcode, payload, compress)
 
     async def cluster_count(self, topic: str) -> int:
         """This process's count now plus the others' as last reported.
@@ -388,13 +334,8 @@ class RedisBroker(Broker):
                 why, with the underlying error), or it lost the counts and a
                 process seen before has not registered again yet.
         """
-        host, client = self._session.host, self._session.client
-        if host is None or client is None:
+        host = self._engine.session.host
+        if host is None or self._client is None:
             raise InvalidStateError("the broker is not started")
-        if not self._writer.link.up:
-            # Whatever Redis holds now may lack this process or others.
-            raise BrokerUnavailableError(
-                f"Redis unreachable: {describe(self._outage.last_error)}"
-            )
-        remote = await self._counts.query(client, topic.encode())
+        remote = await self._engine.cluster_count(topic)
         return host.subscriber_count(topic) + remote

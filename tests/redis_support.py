@@ -24,9 +24,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import pytest
+
+if TYPE_CHECKING:
+    from aiohttp_upgrade import RedisBroker
+    from aiohttp_upgrade._redis._shard import Shard
 
 from aiohttp_upgrade import ServerWebSocket, WebSocketHandler
 
@@ -319,3 +323,12 @@ class Subscribe(WebSocketHandler[Any]):
 
     def open(self, ws: ServerWebSocket[Any]) -> None:
         ws.subscribe(ROOM)
+
+
+def single_shard(broker: RedisBroker) -> Shard:
+    """The parts of a broker on one Redis (for tests that break one on purpose)."""
+    from aiohttp_upgrade._redis._shard import Shard
+
+    engine = broker._engine
+    assert isinstance(engine, Shard)
+    return engine

@@ -38,6 +38,7 @@ from .redis_support import (
     Subscribe,
     module_redis,  # noqa: F401 - the redis fixture
     requires_redis,
+    single_shard,
     wait_subscribed,
     wait_until,
 )
@@ -371,7 +372,7 @@ async def test_the_reader_survives_an_unexpected_exception(
     _, far_broker, far_url = await node(channel_prefix="crash-reader:")
     far = await connect_ws(far_url)
     await wait_subscribed(redis, "crash-reader:room", 1)
-    real = far_broker._reader.on_reply
+    real = single_shard(far_broker).reader.on_reply
     calls: list[Any] = []
 
     def fail_once(reply: Any) -> None:
@@ -380,7 +381,7 @@ async def test_the_reader_survives_an_unexpected_exception(
             raise RuntimeError("injected reader fault")
         real(reply)
 
-    monkeypatch.setattr(far_broker._reader, "on_reply", fail_once)
+    monkeypatch.setattr(single_shard(far_broker).reader, "on_reply", fail_once)
     server.publish(TOPIC, "lost")  # at most once: the failing reply is not retried
     await wait_until(lambda: far_broker.task_failures == 1, what="a reader failure")
     await wait_until(lambda: far_broker.connected, what="the reader to reconnect")
@@ -392,8 +393,8 @@ async def test_the_reader_survives_an_unexpected_exception(
 @pytest.mark.parametrize(
     ("task", "part", "method"),
     [
-        ("heartbeat", lambda broker: broker._reader, "ping"),
-        ("watchdog", lambda broker: broker._watchdog, "check_stalls"),
+        ("heartbeat", lambda broker: single_shard(broker).reader, "ping"),
+        ("watchdog", lambda broker: single_shard(broker).watchdog, "check_stalls"),
     ],
     ids=["heartbeat", "watchdog"],
 )
@@ -445,7 +446,7 @@ async def test_a_persistent_fault_restarts_with_backoff(
         times.append(loop.time())
         raise RuntimeError("injected persistent fault")
 
-    monkeypatch.setattr(broker._watchdog, "check_stalls", always_fail)
+    monkeypatch.setattr(single_shard(broker).watchdog, "check_stalls", always_fail)
     await wait_until(lambda: len(times) >= 5, what="five failures")
     assert broker.task_failures >= 5
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
@@ -556,7 +557,7 @@ async def test_memory_while_sending_stays_within_twice_the_byte_bound(
     server, broker, _ = await node(
         client=stoppable.url, max_queue_bytes=bound, stall_timeout=60
     )
-    writer = broker._writer
+    writer = single_shard(broker).writer
     await wait_until(lambda: not writer.in_flight, what="nothing in flight")
     os.kill(stoppable.pid, signal.SIGSTOP)
     tracemalloc.start()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from .._envelope import envelope_header, new_origin
 from .._errors import InvalidOptionError
+from ._slots import topic_tag
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -87,13 +89,20 @@ class Config:
         "backoff_base",
         "backoff_cap",
         "channel_prefix",
+        "control_prefix",
         "heartbeat_interval",
         "max_batch_bytes",
         "max_queue",
         "max_queue_bytes",
+        "message_kind",
         "prefix",
         "procs_key",
+        "publish_command",
+        "sharded",
         "stall_timeout",
+        "subscribe_command",
+        "subscribed_kind",
+        "unsubscribe_command",
     )
 
     def __init__(
@@ -107,10 +116,17 @@ class Config:
         max_batch_bytes: int,
         max_queue_bytes: int,
         stall_timeout: float,
+        sharded: bool = False,
     ) -> None:
         """Raises InvalidOptionError (a value out of range) or TypeError."""
         if not isinstance(channel_prefix, str):
             raise TypeError("channel_prefix must be a str")
+        if sharded and (not channel_prefix or {"{", "}"} & set(channel_prefix)):
+            raise InvalidOptionError(
+                "channel_prefix",
+                "on a Redis Cluster it must be non-empty, without { or }: "
+                f"it is the hash tag of the broker's own keys, got {channel_prefix!r}",
+            )
         _positive("max_queue", max_queue, integer=True)
         _positive("heartbeat_interval", heartbeat_interval)
         _positive("backoff_base", backoff_base)
@@ -127,11 +143,27 @@ class Config:
         self.backoff_cap = max(float(backoff_cap), self.backoff_base)
         self.max_batch_bytes = max_batch_bytes
         self.prefix = channel_prefix.encode()
-        self.procs_key = self.prefix + b"procs"  # the set of live process ids
+        # On a cluster, sharded pub/sub, and the keys and the channel that are
+        # no topic's (counts, presence) hash-tagged together on one slot.
+        self.sharded = sharded
+        self.control_prefix = b"{" + self.prefix + b"}" if sharded else self.prefix
+        self.procs_key = self.control_key(b"procs")  # the set of live process ids
+        self.publish_command = "SPUBLISH" if sharded else "PUBLISH"
+        self.subscribe_command = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
+        self.unsubscribe_command = "SUNSUBSCRIBE" if sharded else "UNSUBSCRIBE"
+        self.message_kind = b"smessage" if sharded else b"message"
+        self.subscribed_kind = b"ssubscribe" if sharded else b"subscribe"
 
     def channel(self, topic: str) -> bytes:
-        """The Redis channel of ``topic``."""
+        """The Redis channel of ``topic``: on a cluster, hash-tagged as its
+        history keys are, so both live on the topic's shard."""
+        if self.sharded:
+            return self.prefix + b"c" + topic_tag(topic.encode())
         return self.prefix + topic.encode()
+
+    def control_key(self, name: bytes) -> bytes:
+        """A key (or channel) of the broker's own that is no topic's."""
+        return self.control_prefix + name
 
     def backoff(self, failures: int) -> float:
         """Seconds to wait after ``failures`` consecutive failures: from
@@ -171,25 +203,37 @@ class Session:
         "closing",
         "header",
         "host",
+        "label",
         "origin",
         "presence",
         "proc_id",
         "proc_key",
+        "suspect",
     )
 
     presence: RedisPresence  # set by the broker once its links exist
 
     def __init__(
-        self, config: Config, host: BrokerHost | None, client: Redis | None
+        self,
+        config: Config,
+        host: BrokerHost | None,
+        client: Redis | None,
+        origin: bytes | None = None,
     ) -> None:
         self.host = host
         self.client = client
         self.closing = False
-        # The origin tells our own messages apart when Redis sends them back.
-        self.origin = new_origin() if host is not None else b""
+        # The origin tells our own messages apart when Redis sends them back
+        # (one for every shard of a cluster).
+        if origin is None:
+            origin = new_origin() if host is not None else b""
+        self.origin = origin
+        # On a cluster: which node, in logs; what to call on a MOVED reply.
+        self.label = ""
+        self.suspect: Callable[[BaseException], None] | None = None
         self.header = envelope_header(self.origin) if self.origin else b""
         self.proc_id = self.origin.hex().encode()
-        self.proc_key = config.prefix + b"proc:" + self.proc_id
+        self.proc_key = config.control_key(b"proc:" + self.proc_id)
 
 
 class Wakeup:

@@ -212,7 +212,7 @@ class Counts:
         if ids:
             pipe = client.pipeline(transaction=False)
             for proc_id in ids:
-                key = self._config.prefix + b"proc:" + proc_id
+                key = self._config.control_key(b"proc:" + proc_id)
                 pipe.hget(key, field)
                 pipe.exists(key)
             replies = await pipe.execute()

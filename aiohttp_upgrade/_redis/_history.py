@@ -29,7 +29,6 @@ History envelope (the writer builds all but the epoch and offset)::
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import re
@@ -42,6 +41,7 @@ from .._history_local import HistoryUnavailable, Item, Record, Skip, Slice
 from .._positions import Policy
 from ._config import Config, Counters, Session, describe
 from ._link import EXPECTED
+from ._slots import topic_tag
 
 if TYPE_CHECKING:
     from ._reader import Reader
@@ -59,7 +59,6 @@ MAX_SENDERS: Final = 65_536
 _RECORD: Final = struct.Struct("!IBI")
 _EPOCH: Final = re.compile(rb"[0-9a-f]{1,32}")
 _FLAGS: Final = frozenset((OP_TEXT, OP_BINARY, OP_TEXT | 0x80, OP_BINARY | 0x80))
-_SUBSCRIBE: Final = b"subscribe"
 
 PUBLISH_SCRIPT: Final = """
 local epoch = redis.call('HGET', KEYS[1], 'e')
@@ -83,6 +82,9 @@ redis.call('PUBLISH', ARGV[2], ARGV[6] .. epoch .. ';' ..
   string.format('%d', first) .. ';' .. table.concat(ARGV, '', 7))
 return last
 """
+
+# On a Redis Cluster: the sharded publish (the channel has the keys' hash tag).
+SHARDED_PUBLISH_SCRIPT: Final = PUBLISH_SCRIPT.replace("'PUBLISH'", "'SPUBLISH'")
 
 READ_SCRIPT: Final = """
 local m = redis.call('HMGET', KEYS[1], 'e', 'o')
@@ -135,15 +137,11 @@ class RedisHistory:
         self.senders: dict[int, Skip] = {}  # tag -> who the publish skips
         self.tag = 0
         self.header = MAGIC + session.origin
+        self.script = SHARDED_PUBLISH_SCRIPT if config.sharded else PUBLISH_SCRIPT
 
     def keys(self, topic: str) -> tuple[bytes, bytes]:
         """The hash and the stream of ``topic``."""
-        name = topic.encode()
-        if name.startswith(b"}"):  # "{}" is no hash tag: tag a digest instead
-            tag = hashlib.sha1(name, usedforsecurity=False).hexdigest()[:16]
-            base = self.config.prefix + b"h!{" + tag.encode() + b"}" + name + b":"
-        else:
-            base = self.config.prefix + b"h:{" + name + b"}:"
+        base = self.config.prefix + b"h" + topic_tag(topic.encode())
         return base + b"m", base + b"s"
 
     # -- publishing ------------------------------------------------------------------
@@ -213,7 +211,7 @@ class RedisHistory:
         size, ttl = self.policies.get(topic, (1000, 300_000))
         commands.append(
             (
-                *("EVAL", PUBLISH_SCRIPT, 2, meta, stream, _epoch()),
+                *("EVAL", self.script, 2, meta, stream, _epoch()),
                 *(self.config.channel(topic), size, ttl, max(ttl, META_TTL_MS)),
                 self.header,
                 *records,
@@ -289,7 +287,11 @@ class RedisHistory:
     def other_reply(self, reply: Any) -> None:
         """A reply on the subscriber connection that is not a message: after a
         SUBSCRIBE takes effect, read what was published before it."""
-        if isinstance(reply, list) and len(reply) == 3 and reply[0] == _SUBSCRIBE:
+        if (
+            isinstance(reply, list)
+            and len(reply) == 3
+            and reply[0] == self.config.subscribed_kind
+        ):
             topic = self.reader.topic_of.get(reply[1])
             history = self._history()
             if topic is not None and history is not None:

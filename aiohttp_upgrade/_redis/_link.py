@@ -105,6 +105,7 @@ class Outage:
         "_counts",
         "_session",
         "_wakeup",
+        "dropped_before",
         "last_error",
         "pub",
         "since",
@@ -128,6 +129,7 @@ class Outage:
         self.sub = sub
         self.since: float | None = None
         self.last_error: BaseException | None = None
+        self.dropped_before = 0  # the dropped counter when the outage began
 
     def failed(self, exc: BaseException) -> None:
         """A link failed: the outage starts (logged once) and the other link is
@@ -137,13 +139,18 @@ class Outage:
             return
         if self.since is None:
             self.since = asyncio.get_running_loop().time()
+            self.dropped_before = self._counters.dropped
             logger.warning(
-                "Redis unreachable (%s): publishes stay on this process until it "
-                "is back; retrying",
+                "Redis%s unreachable (%s): publishes stay on this process until "
+                "it is back; retrying",
+                self._session.label,
                 describe(exc),
             )
         self._counts.heartbeat_due = True
         self._wakeup.wake()
+        suspect = self._session.suspect
+        if suspect is not None:  # on a cluster: a failover, maybe
+            suspect(exc)
 
     async def recovered(self) -> None:
         """The outage ends once the reader has connected or received something,
@@ -170,10 +177,14 @@ class Outage:
             finally:
                 down = asyncio.get_running_loop().time() - since
                 self._counters.reconnects += 1
+                dropped = self._counters.dropped
                 logger.warning(
-                    "Redis reachable again after %.1f s; %d messages dropped so far",
+                    "Redis%s reachable again after %.1f s; %d messages dropped "
+                    "meanwhile, %d so far",
+                    self._session.label,
                     down,
-                    self._counters.dropped,
+                    dropped - self.dropped_before,
+                    dropped,
                 )
 
     async def _drop_idle_connections(self) -> None:

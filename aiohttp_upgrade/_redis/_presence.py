@@ -51,7 +51,6 @@ logger = logging.getLogger("aiohttp_upgrade")
 CHANNEL_SUFFIX: Final = b"\xffpresence"
 # Past this many changes waiting for one turn, a state replaces the deltas.
 MAX_DELTA: Final = 10_000
-_SUBSCRIBE: Final = b"subscribe"
 
 
 class RedisPresence:
@@ -60,8 +59,10 @@ class RedisPresence:
     __slots__ = (
         "_counters",
         "_pub",
+        "_publish",
         "_session",
         "_sub",
+        "_subscribed_kind",
         "_timer",
         "_wakeup",
         "asked",
@@ -92,7 +93,9 @@ class RedisPresence:
         self._pub, self._sub = links
         self._wakeup = wakeup
         self._timer: asyncio.TimerHandle | None = None
-        self.channel = config.prefix + CHANNEL_SUFFIX
+        self.channel = config.control_key(CHANNEL_SUFFIX)
+        self._subscribed_kind = config.subscribed_kind
+        self._publish = config.publish_command
         self.timeout = config.heartbeat_interval * EXPIRY_HEARTBEATS
         self.node = session.proc_id.decode()
         self.seq = 0  # of our last delta or state
@@ -162,7 +165,8 @@ class RedisPresence:
             encoded.append(self._encode("b", None))
         self.outgoing = []
         self.state_due = False
-        return [("PUBLISH", channel, data) for data in encoded]
+        publish = self._publish
+        return [(publish, channel, data) for data in encoded]
 
     def _encode(self, kind: str, items: list[Any] | None) -> bytes:
         message: dict[str, Any] = {"o": self.node, "t": kind, "s": self.seq}
@@ -195,7 +199,7 @@ class RedisPresence:
         if (
             isinstance(reply, list)
             and len(reply) == 3
-            and reply[0] == _SUBSCRIBE
+            and reply[0] == self._subscribed_kind
             and reply[1] == self.channel
             and self.view is not None
         ):

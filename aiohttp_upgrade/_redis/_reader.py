@@ -8,6 +8,7 @@ import math
 from typing import Any, Final
 
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ResponseError
 
 from .._envelope import MalformedEnvelope, decode_envelope
 from . import _compat
@@ -20,7 +21,7 @@ __all__ = ["Reader"]
 
 logger = logging.getLogger("aiohttp_upgrade")
 
-_MESSAGE: Final = b"message"
+_SUNSUBSCRIBE: Final = b"sunsubscribe"
 
 
 class Reader:
@@ -88,13 +89,21 @@ class Reader:
                 if channel in self.subscribed:
                     unsubscribe.append(channel)
                     self.subscribed.discard(channel)
-        commands: list[tuple[Any, ...]] = []
-        if subscribe:
-            commands.append(("SUBSCRIBE", *subscribe))
-        if unsubscribe:
-            commands.append(("UNSUBSCRIBE", *unsubscribe))
+        config = self.config
+        commands = self._commands(config.subscribe_command, subscribe)
+        commands += self._commands(config.unsubscribe_command, unsubscribe)
         if commands:
             await self._write(connection, commands)
+
+    def _commands(self, command: str, channels: list[bytes]) -> list[tuple[Any, ...]]:
+        """``command`` for ``channels``: at most ``SUBSCRIBE_CHUNK`` per command,
+        and on a cluster one per channel (their slots may differ)."""
+        if self.config.sharded:
+            return [(command, channel) for channel in channels]
+        return [
+            (command, *channels[start : start + SUBSCRIBE_CHUNK])
+            for start in range(0, len(channels), SUBSCRIBE_CHUNK)
+        ]
 
     async def _write(
         self, connection: AbstractConnection, commands: list[tuple[Any, ...]]
@@ -115,12 +124,17 @@ class Reader:
         connection = await link.open(self.session.client, self.config.stall_timeout)
         _compat.return_push_messages(connection)
         # From this snapshot on, interest changes wait for the writer.
-        channels = [*self.interest.values(), self.session.presence.channel]
+        channels = [*self.interest.values()]
+        if self.session.presence.channel:
+            channels.append(self.session.presence.channel)
         self.subscribed = set(channels)
         self.interest_changed = set()
-        for start in range(0, len(channels), SUBSCRIBE_CHUNK):
-            chunk = channels[start : start + SUBSCRIBE_CHUNK]
-            await connection.send_command("SUBSCRIBE", *chunk, check_health=False)
+        commands = self._commands(self.config.subscribe_command, channels)
+        for start in range(0, len(commands), SUBSCRIBE_CHUNK):
+            await connection.send_packed_command(
+                connection.pack_commands(commands[start : start + SUBSCRIBE_CHUNK]),
+                check_health=False,
+            )
         link.seen = link.ok = asyncio.get_running_loop().time()
         self.ping_since = None
         link.up = True
@@ -142,9 +156,16 @@ class Reader:
                 if connection is None:
                     raise ConnectionError("no connection")
                 while True:
-                    reply = await connection.read_response(
-                        timeout=math.inf, disconnect_on_error=True, push_request=True
-                    )
+                    try:
+                        reply = await connection.read_response(
+                            timeout=math.inf,
+                            disconnect_on_error=True,
+                            push_request=True,
+                        )
+                    except ResponseError as exc:
+                        # The connection still works: a refused (S)SUBSCRIBE.
+                        self.refused(exc)
+                        continue
                     link.seen = loop.time()
                     self.on_reply(reply)
             except EXPECTED as exc:
@@ -157,7 +178,13 @@ class Reader:
 
     def on_reply(self, reply: Any) -> None:
         """Deliver a message from another process to the host."""
-        if not isinstance(reply, list) or len(reply) != 3 or reply[0] != _MESSAGE:
+        if (
+            not isinstance(reply, list)
+            or len(reply) != 3
+            or reply[0] != self.config.message_kind
+        ):
+            if isinstance(reply, list) and reply and reply[0] == _SUNSUBSCRIBE:
+                self.unsubscribed(reply[1])
             self.session.presence.confirmed(reply)  # subscribe confirmations, pongs
             self.history.other_reply(reply)
             return
@@ -192,6 +219,23 @@ class Reader:
             except Exception:
                 logger.exception("delivering a message from Redis failed")
         self.counters.received += len(records)
+
+    def refused(self, exc: ResponseError) -> None:
+        """Redis refused a (S)SUBSCRIBE: on a cluster, a slot that moved."""
+        suspect = self.session.suspect
+        if suspect is not None:
+            suspect(exc)
+        else:
+            logger.error("Redis refused a broker subscription: %s", exc)
+
+    def unsubscribed(self, channel: Any) -> None:
+        """An SUNSUBSCRIBE that we did not ask for (we ask for none that we
+        want): the channel's slot moved to another shard of the cluster."""
+        if channel in self.subscribed and channel in self.topic_of:
+            self.subscribed.discard(channel)
+            suspect = self.session.suspect
+            if suspect is not None:
+                suspect(ConnectionError(f"the slot of {channel!r} moved"))
 
     async def reset(self) -> None:
         """After an unexpected failure: drop the connection; ``run`` reconnects."""

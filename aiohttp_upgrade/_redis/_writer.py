@@ -30,6 +30,8 @@ logger = logging.getLogger("aiohttp_upgrade")
 # when it was sent, and the probes its first replies answer.
 _Pipeline = tuple[int, int, int, float, tuple[str, ...]]
 _NOTHING: Final[tuple[Message, ...]] = ()
+# Error replies of a Redis Cluster whose slot is served elsewhere.
+_MOVED: Final = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
 
 
 class Writer:
@@ -229,9 +231,9 @@ class Writer:
             )
             nbytes += history_bytes
             del batch
-            prefix = self.config.prefix
+            publish, channel = self.config.publish_command, self.config.channel
             for topic, envelope in envelopes:
-                commands.append(("PUBLISH", prefix + topic.encode(), envelope))
+                commands.append((publish, channel(topic), envelope))
             del envelopes
         if not commands:
             return
@@ -280,7 +282,7 @@ class Writer:
             try:
                 reply = await connection.read_response()
             except ResponseError as exc:  # an error reply; others follow
-                logger.error("Redis refused a broker command: %s", exc)
+                self.refused(exc)
                 reply = exc
             self.link.seen = loop.time()
             if index < len(probes):
@@ -295,6 +297,16 @@ class Writer:
         if self.outage.since is not None:
             self.link.ok = loop.time()
             await self.outage.recovered()
+
+    def refused(self, exc: ResponseError) -> None:
+        """An error reply: logged; on a cluster, a slot that moved (the message
+        is lost, counted) has the cluster's slot map read again."""
+        suspect = self.session.suspect
+        if suspect is not None and str(exc).startswith(_MOVED):
+            self.counters.dropped += 1
+            suspect(exc)
+            return
+        logger.error("Redis refused a broker command: %s", exc)
 
 
 def _handed_over(parts: list[bytes]) -> Iterator[bytes]:
