@@ -81,16 +81,16 @@ def _version(binary: str) -> tuple[int, int] | None:
         out = subprocess.run(
             [binary, "--version"], capture_output=True, text=True, timeout=10
         ).stdout
-    except OSError:
+    except (OSError, subprocess.TimeoutExpired):
         return None
     match = VERSION.search(out)
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def cluster_skip_reason() -> str | None:
+def cluster_skip_reason(server: str = REDIS_SERVER, cli: str = REDIS_CLI) -> str | None:
     """Why the cluster tests cannot run here, or None when they can: sharded
     pub/sub needs redis-server and redis-cli 7.0 or newer."""
-    for binary in (REDIS_SERVER, REDIS_CLI):
+    for binary in (server, cli):
         version = _version(binary)
         if version is None:
             return f"needs {binary} (make test installs Debian's redis-server as root)"
@@ -511,8 +511,8 @@ class RedisClusterProcess:
             raise ValueError(f"the node on port {port} is running")
         node.spawn()
         _wait_started([node], retry_busy=False)
-        view = await self.wait_ok(within)
-        return next(n for n in view if n.port == port)
+        await self.wait_ok(within)
+        return next(n for n in self.nodes() if n.port == port)
 
     async def migrate_slot(
         self, slot: int, to_port: int, hook: MigrationHook | None = None
