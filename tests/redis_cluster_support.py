@@ -156,14 +156,22 @@ def parse_cluster_nodes(text: str) -> list[ClusterNode]:
     return sorted(nodes, key=lambda node: node.node_id)
 
 
+def _two_ports() -> tuple[int, int]:
+    """Two different free ports: a node's client port and its cluster bus port
+    (set apart with ``--cluster-port``: port + 10000 may be out of range)."""
+    while (ports := (free_port(HOST), free_port(HOST)))[0] == ports[1]:
+        pass
+    return ports
+
+
 class _Node:
     """One ``redis-server`` process of the cluster, its ports and files."""
 
     def __init__(self, directory: Path, node_timeout_ms: int) -> None:
         self.directory = directory
         self.node_timeout_ms = node_timeout_ms
-        self.port = free_port(HOST)
-        self.bus_port = free_port(HOST)
+        self.port, self.bus_port = _two_ports()
+        self.log_start = 0  # where this run's lines start in the log
         self.process: subprocess.Popen[bytes] | None = None
         self.client: redis.Redis | None = None
 
@@ -177,7 +185,7 @@ class _Node:
 
     def spawn(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.log.unlink(missing_ok=True)
+        self.log_start = self.log.stat().st_size if self.log.exists() else 0
         self.process = subprocess.Popen(
             [
                 REDIS_SERVER,
@@ -202,22 +210,35 @@ class _Node:
             stderr=subprocess.STDOUT,
         )  # fmt: skip
 
-    def log_tail(self, lines: int = 20) -> str:
+    def _log_text(self) -> str:
+        """This run's log (a restarted node appends to the same file)."""
         try:
-            text = self.log.read_text(errors="replace")
+            with self.log.open("rb") as log:
+                log.seek(self.log_start)
+                return log.read().decode(errors="replace")
         except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+            return ""
 
-    def ready(self) -> bool | None:
-        """True once the node accepts connections, None while it starts, False
-        if it exited."""
-        try:
-            if READY in self.log.read_text(errors="replace"):
-                return True
-        except OSError:
-            pass
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self._log_text().splitlines()[-lines:]) or "(no log)"
+
+    def _state(self) -> bool | None:
+        """True once the node accepts connections, False if it exited, else None."""
+        if READY in self._log_text():
+            return True
         return None if self.running else False
+
+    def wait_ready(self) -> bool:
+        """Wait until the node accepts connections (True) or exits (False)."""
+        try:
+            poll_until(lambda: self._state() is not None, timeout=DEFAULT_WAIT)
+        except AssertionError:
+            self.kill()
+            raise AssertionError(
+                f"redis-server on port {self.port} did not start within "
+                f"{DEFAULT_WAIT} s:\n{self.log_tail()}"
+            ) from None
+        return bool(self._state())
 
     def sync(self) -> redis.Redis:
         """A synchronous client that fails at once (no retries) if the node is down."""
@@ -251,22 +272,14 @@ def _wait_started(nodes: list[_Node], retry_busy: bool) -> None:
     with the node's log tail."""
     for node in nodes:
         for attempt in range(START_ATTEMPTS):
-            started = (
-                poll_until(
-                    lambda node=node: node.ready() is not None,  # type: ignore[misc]
-                    timeout=DEFAULT_WAIT,
-                    what=f"redis-server on port {node.port}",
-                )
-                and node.ready()
-            )
-            if started:
+            if node.wait_ready():
                 break
             tail = node.log_tail()
             if not (retry_busy and BUSY in tail) or attempt == START_ATTEMPTS - 1:
                 raise AssertionError(
                     f"redis-server on port {node.port} did not start:\n{tail}"
                 )
-            node.port, node.bus_port = free_port(HOST), free_port(HOST)
+            node.port, node.bus_port = _two_ports()
             node.spawn()
 
 
@@ -277,7 +290,7 @@ class RedisClusterProcess:
     Args:
         node_timeout_ms: ``cluster-node-timeout``: how long a node may not answer
             before it is suspected down; a failover takes about twice that.
-        primaries: how many primaries (each gets one replica).
+        primaries: how many primaries, 3 or more (each gets one replica).
     """
 
     def __init__(
