@@ -515,6 +515,22 @@ class RedisClusterProcess:
         )
         return port
 
+    async def manual_failover(
+        self, replica_port: int, within: float = DEFAULT_WAIT
+    ) -> None:
+        """``CLUSTER FAILOVER`` on a replica: it and its primary swap roles with
+        no write lost (the old primary's shard subscribers get ``sunsubscribe``).
+        Returns once the cluster agrees that the replica is the primary."""
+        self.command(replica_port, "CLUSTER", "FAILOVER")
+        await wait_until(
+            lambda: any(
+                n.port == replica_port and n.role == "primary"
+                for n in self._settled() or ()
+            ),
+            within=within,
+            what=f"a manual failover to {replica_port}",
+        )
+
     async def restart(self, port: int, within: float = DEFAULT_WAIT) -> ClusterNode:
         """Start a killed node again with its config file (its node id): it
         rejoins, as a replica of whichever node took its slots. Returns it once

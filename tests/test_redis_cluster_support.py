@@ -284,6 +284,42 @@ async def test_spublish_mid_migration_reaches_the_source_subscribers(
         sub.close()
 
 
+async def test_replica_shard_subscribers_receive_the_primarys_spublish(
+    redis_cluster: RedisClusterProcess,
+) -> None:
+    """SSUBSCRIBE on a replica works and gets what is SPUBLISHed on its primary
+    (replicated), though SPUBLISH's count is the primary's subscribers only."""
+    owner = redis_cluster.primary_for_key(b"rep:{r}")
+    replica = next(n for n in redis_cluster.replicas() if n.primary_id == owner.node_id)
+    sub = await RawSubscriber.open(replica.port)
+    try:
+        await sub.send("SSUBSCRIBE", "rep:{r}")
+        await sub.expect(reply("ssubscribe", "rep:{r}", 1))
+        async with redis_cluster.client(owner.port) as node:
+            assert await command(node, "SPUBLISH", "rep:{r}", "x") == 0
+        await sub.expect(reply("smessage", "rep:{r}", "x"))
+    finally:
+        sub.close()
+
+
+async def test_a_manual_failover_sunsubscribes_the_old_primarys_subscribers(
+    redis_cluster: RedisClusterProcess,
+) -> None:
+    """After CLUSTER FAILOVER the demoted primary's shard subscribers get
+    ``sunsubscribe`` for their channels."""
+    owner = redis_cluster.primary_for_key(b"man:{f}")
+    replica = next(n for n in redis_cluster.replicas() if n.primary_id == owner.node_id)
+    sub = await RawSubscriber.open(owner.port)
+    try:
+        await sub.send("SSUBSCRIBE", "man:{f}")
+        await sub.expect(reply("ssubscribe", "man:{f}", 1))
+        await redis_cluster.manual_failover(replica.port)
+        assert redis_cluster.primary_for_key(b"man:{f}").port == replica.port
+        await sub.expect(reply("sunsubscribe", "man:{f}", 0))
+    finally:
+        sub.close()
+
+
 async def test_info_sections_are_parsed(redis_cluster: RedisClusterProcess) -> None:
     """info() gives INFO commandstats, cpu and replication as dicts."""
     owner = redis_cluster.primary_for_key(b"stats:{s}")
