@@ -301,6 +301,7 @@ class RedisClusterProcess:
         self._tmp: Path | None = None
         self._nodes: list[_Node] = []
         self._killed_slots: dict[int, tuple[tuple[int, int], ...]] = {}
+        #: How long start() took, from the first process to a settled cluster.
         self.startup_seconds = 0.0
 
     # -- lifecycle ---------------------------------------------------------
@@ -396,12 +397,16 @@ class RedisClusterProcess:
         raise AssertionError("no node of the cluster answers")
 
     def primaries(self) -> list[ClusterNode]:
-        """The primaries that serve slots and are not flagged failed."""
+        """The running primaries that serve slots (a killed one is left out
+        even before the cluster flags it failed)."""
         return [
-            n for n in self.nodes() if n.role == "primary" and n.slots and not n.failed
+            n
+            for n in self.nodes()
+            if n.role == "primary" and n.slots and n.pid is not None
         ]
 
     def replicas(self) -> list[ClusterNode]:
+        """The replicas, running or not (see ``pid`` and ``failed``)."""
         return [n for n in self.nodes() if n.role == "replica"]
 
     def primary_for_slot(self, slot: int) -> ClusterNode:

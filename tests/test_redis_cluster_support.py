@@ -215,12 +215,13 @@ async def test_script_spublish_to_another_slot_of_the_same_node_runs(
 async def test_migrate_slot_moves_the_slot_and_its_keys(
     redis_cluster: RedisClusterProcess,
 ) -> None:
-    """migrate_slot moves a slot with a key to another primary; the cluster
-    client still finds the key (it follows MOVED)."""
+    """migrate_slot moves a slot and its keys (more than one MIGRATE batch) to
+    another primary; the cluster client still finds them (it follows MOVED)."""
     slot = key_slot(b"mig:{k}")
     source = redis_cluster.primary_for_slot(slot)
     target = other_primary(redis_cluster, source.port)
     async with redis_cluster.cluster_client() as cluster:
+        await cluster.mset({f"mig:{{k}}:{i}": b"w" for i in range(250)})
         await cluster.set(b"mig:{k}", b"v")
         await redis_cluster.migrate_slot(slot, target)
         assert redis_cluster.primary_for_slot(slot).port == target
@@ -228,6 +229,7 @@ async def test_migrate_slot_moves_the_slot_and_its_keys(
         assert await cluster.get(b"mig:{k}") == b"v"
     async with redis_cluster.client(target) as node:
         assert await node.get(b"mig:{k}") == b"v"
+        assert await command(node, "CLUSTER", "COUNTKEYSINSLOT", str(slot)) == 251
 
 
 @pytest.mark.parametrize("protocol", [2, 3], ids=["resp2", "resp3"])
