@@ -81,16 +81,16 @@ def _version(binary: str) -> tuple[int, int] | None:
         out = subprocess.run(
             [binary, "--version"], capture_output=True, text=True, timeout=10
         ).stdout
-    except OSError:
+    except (OSError, subprocess.TimeoutExpired):
         return None
     match = VERSION.search(out)
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def cluster_skip_reason() -> str | None:
+def cluster_skip_reason(server: str = REDIS_SERVER, cli: str = REDIS_CLI) -> str | None:
     """Why the cluster tests cannot run here, or None when they can: sharded
     pub/sub needs redis-server and redis-cli 7.0 or newer."""
-    for binary in (REDIS_SERVER, REDIS_CLI):
+    for binary in (server, cli):
         version = _version(binary)
         if version is None:
             return f"needs {binary} (make test installs Debian's redis-server as root)"
@@ -156,14 +156,22 @@ def parse_cluster_nodes(text: str) -> list[ClusterNode]:
     return sorted(nodes, key=lambda node: node.node_id)
 
 
+def _two_ports() -> tuple[int, int]:
+    """Two different free ports: a node's client port and its cluster bus port
+    (set apart with ``--cluster-port``: port + 10000 may be out of range)."""
+    while (ports := (free_port(HOST), free_port(HOST)))[0] == ports[1]:
+        pass
+    return ports
+
+
 class _Node:
     """One ``redis-server`` process of the cluster, its ports and files."""
 
     def __init__(self, directory: Path, node_timeout_ms: int) -> None:
         self.directory = directory
         self.node_timeout_ms = node_timeout_ms
-        self.port = free_port(HOST)
-        self.bus_port = free_port(HOST)
+        self.port, self.bus_port = _two_ports()
+        self.log_start = 0  # where this run's lines start in the log
         self.process: subprocess.Popen[bytes] | None = None
         self.client: redis.Redis | None = None
 
@@ -177,7 +185,7 @@ class _Node:
 
     def spawn(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.log.unlink(missing_ok=True)
+        self.log_start = self.log.stat().st_size if self.log.exists() else 0
         self.process = subprocess.Popen(
             [
                 REDIS_SERVER,
@@ -202,22 +210,35 @@ class _Node:
             stderr=subprocess.STDOUT,
         )  # fmt: skip
 
-    def log_tail(self, lines: int = 20) -> str:
+    def _log_text(self) -> str:
+        """This run's log (a restarted node appends to the same file)."""
         try:
-            text = self.log.read_text(errors="replace")
+            with self.log.open("rb") as log:
+                log.seek(self.log_start)
+                return log.read().decode(errors="replace")
         except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+            return ""
 
-    def ready(self) -> bool | None:
-        """True once the node accepts connections, None while it starts, False
-        if it exited."""
-        try:
-            if READY in self.log.read_text(errors="replace"):
-                return True
-        except OSError:
-            pass
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self._log_text().splitlines()[-lines:]) or "(no log)"
+
+    def _state(self) -> bool | None:
+        """True once the node accepts connections, False if it exited, else None."""
+        if READY in self._log_text():
+            return True
         return None if self.running else False
+
+    def wait_ready(self) -> bool:
+        """Wait until the node accepts connections (True) or exits (False)."""
+        try:
+            poll_until(lambda: self._state() is not None, timeout=DEFAULT_WAIT)
+        except AssertionError:
+            self.kill()
+            raise AssertionError(
+                f"redis-server on port {self.port} did not start within "
+                f"{DEFAULT_WAIT} s:\n{self.log_tail()}"
+            ) from None
+        return bool(self._state())
 
     def sync(self) -> redis.Redis:
         """A synchronous client that fails at once (no retries) if the node is down."""
@@ -251,22 +272,14 @@ def _wait_started(nodes: list[_Node], retry_busy: bool) -> None:
     with the node's log tail."""
     for node in nodes:
         for attempt in range(START_ATTEMPTS):
-            started = (
-                poll_until(
-                    lambda node=node: node.ready() is not None,  # type: ignore[misc]
-                    timeout=DEFAULT_WAIT,
-                    what=f"redis-server on port {node.port}",
-                )
-                and node.ready()
-            )
-            if started:
+            if node.wait_ready():
                 break
             tail = node.log_tail()
             if not (retry_busy and BUSY in tail) or attempt == START_ATTEMPTS - 1:
                 raise AssertionError(
                     f"redis-server on port {node.port} did not start:\n{tail}"
                 )
-            node.port, node.bus_port = free_port(HOST), free_port(HOST)
+            node.port, node.bus_port = _two_ports()
             node.spawn()
 
 
@@ -277,7 +290,7 @@ class RedisClusterProcess:
     Args:
         node_timeout_ms: ``cluster-node-timeout``: how long a node may not answer
             before it is suspected down; a failover takes about twice that.
-        primaries: how many primaries (each gets one replica).
+        primaries: how many primaries, 3 or more (each gets one replica).
     """
 
     def __init__(
@@ -288,6 +301,7 @@ class RedisClusterProcess:
         self._tmp: Path | None = None
         self._nodes: list[_Node] = []
         self._killed_slots: dict[int, tuple[tuple[int, int], ...]] = {}
+        #: How long start() took, from the first process to a settled cluster.
         self.startup_seconds = 0.0
 
     # -- lifecycle ---------------------------------------------------------
@@ -383,12 +397,16 @@ class RedisClusterProcess:
         raise AssertionError("no node of the cluster answers")
 
     def primaries(self) -> list[ClusterNode]:
-        """The primaries that serve slots and are not flagged failed."""
+        """The running primaries that serve slots (a killed one is left out
+        even before the cluster flags it failed)."""
         return [
-            n for n in self.nodes() if n.role == "primary" and n.slots and not n.failed
+            n
+            for n in self.nodes()
+            if n.role == "primary" and n.slots and n.pid is not None
         ]
 
     def replicas(self) -> list[ClusterNode]:
+        """The replicas, running or not (see ``pid`` and ``failed``)."""
         return [n for n in self.nodes() if n.role == "replica"]
 
     def primary_for_slot(self, slot: int) -> ClusterNode:
@@ -502,6 +520,22 @@ class RedisClusterProcess:
         )
         return port
 
+    async def manual_failover(
+        self, replica_port: int, within: float = DEFAULT_WAIT
+    ) -> None:
+        """``CLUSTER FAILOVER`` on a replica: it and its primary swap roles with
+        no write lost (the old primary's shard subscribers get ``sunsubscribe``).
+        Returns once the cluster agrees that the replica is the primary."""
+        self.command(replica_port, "CLUSTER", "FAILOVER")
+        await wait_until(
+            lambda: any(
+                n.port == replica_port and n.role == "primary"
+                for n in self._settled() or ()
+            ),
+            within=within,
+            what=f"a manual failover to {replica_port}",
+        )
+
     async def restart(self, port: int, within: float = DEFAULT_WAIT) -> ClusterNode:
         """Start a killed node again with its config file (its node id): it
         rejoins, as a replica of whichever node took its slots. Returns it once
@@ -511,8 +545,8 @@ class RedisClusterProcess:
             raise ValueError(f"the node on port {port} is running")
         node.spawn()
         _wait_started([node], retry_busy=False)
-        view = await self.wait_ok(within)
-        return next(n for n in view if n.port == port)
+        await self.wait_ok(within)
+        return next(n for n in self.nodes() if n.port == port)
 
     async def migrate_slot(
         self, slot: int, to_port: int, hook: MigrationHook | None = None
