@@ -8,6 +8,7 @@ moves a slot, and the others look topics up live, so none depends on the order.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -159,13 +160,21 @@ async def test_each_channel_is_subscribed_on_its_own_primary_only(
     for primary in redis_cluster.primaries():
         mine = {channel(t) for t in topics if primary.owns(key_slot(channel(t)))}
         await wait_until(
-            lambda p=primary.port, m=mine: m <= sharded_channels(redis_cluster, p),
+            functools.partial(has_channels, redis_cluster, primary.port, mine),
             what="subscribed",
         )
         assert (
             sharded_channels(redis_cluster, primary.port) & {channel(t) for t in topics}
             == mine
         )
+
+
+def has_channels(cluster: RedisClusterProcess, port: int, wanted: set[bytes]) -> bool:
+    return wanted <= sharded_channels(cluster, port)
+
+
+def clients_are(cluster: RedisClusterProcess, port: int, expected: int) -> bool:
+    return pubsub_clients(cluster, port) == expected
 
 
 def pubsub_clients(cluster: RedisClusterProcess, port: int) -> int:
@@ -188,7 +197,7 @@ async def test_one_subscriber_connection_per_primary_per_process(
     await connect_ws(url_with(url, topics))
     for port, count in before.items():
         await wait_until(
-            lambda p=port, c=count: pubsub_clients(redis_cluster, p) == c + 1,
+            functools.partial(clients_are, redis_cluster, port, count + 1),
             what="one subscriber connection",
         )
 
@@ -242,7 +251,7 @@ async def test_history_resume_on_another_process(
             redis_cluster.seed_url, cluster=True, channel_prefix="hist:"
         )
         servers.append(await aiohttp_server(create_app(broker, 1000)))
-        await wait_until(lambda b=broker: b.connected, what="connected")
+        await wait_until(functools.partial(getattr, broker, "connected"))
     a, b = servers
     topic = "h:cluster"
     first = await connect_ws(ws_url(a))

@@ -25,6 +25,7 @@ import logging
 from typing import Final
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from .._broker import BrokerHost
 from .._errors import BrokerUnavailableError
@@ -43,6 +44,7 @@ logger = logging.getLogger("aiohttp_upgrade")
 # Seconds between two reads of the slot map; while a shard is unreachable.
 REFRESH_INTERVAL: Final = 5.0
 REFRESH_FAST: Final = 0.25
+REFUSALS_LOGGED_EVERY: Final = 10.0
 # Topics whose shard is remembered for publishing, at most.
 MAX_ROUTES: Final = 65_536
 
@@ -75,6 +77,8 @@ class Cluster:
         self.history = ClusterHistory(self)
         self.unreachable_since: float | None = None
         self.last_error: BaseException | None = None
+        self.refusals = 0  # MOVED, CLUSTERDOWN ... since last logged
+        self.refusals_logged = -REFUSALS_LOGGED_EVERY
 
     # -- the Broker side ----------------------------------------------------------
 
@@ -169,8 +173,21 @@ class Cluster:
     # -- the slot map -------------------------------------------------------------
 
     def suspect(self, exc: BaseException) -> None:
-        """Something says the slot map changed: read it again now."""
-        logger.debug("Redis Cluster: reading the slot map again (%s)", exc)
+        """Something says the slot map changed: read it again now. Refusals
+        are logged at most every ``REFUSALS_LOGGED_EVERY`` s, with a count."""
+        if isinstance(exc, ResponseError):
+            self.refusals += 1
+            now = asyncio.get_running_loop().time()
+            if now - self.refusals_logged >= REFUSALS_LOGGED_EVERY:
+                logger.warning(
+                    "Redis Cluster refused %d messages (the last: %s: %s); "
+                    "dropped, counted in RedisBroker.dropped",
+                    self.refusals,
+                    type(exc).__name__,
+                    exc,
+                )
+                self.refusals = 0
+                self.refusals_logged = now
         if self.wanted is not None:
             self.wanted.set()
 

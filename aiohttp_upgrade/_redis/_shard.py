@@ -25,7 +25,7 @@ from ._config import (
     Wakeup,
     describe,
 )
-from ._counts import Command, Counts
+from ._counts import PROBE_REGISTERED, Command, Counts
 from ._history import RedisHistory
 from ._link import EXPECTED, Link, Outage
 from ._presence import RedisPresence
@@ -61,16 +61,16 @@ class NoPresence:
 
 class _NoCounts(Counts):
     """Counts on a shard that does not keep them: a new connection counts as
-    registered at once, and nothing is sent."""
+    registered once a PING has been answered on it, and nothing else is sent."""
 
     __slots__ = ()
 
     def bookkeeping(self) -> tuple[list[Command], tuple[str, ...]]:
-        if self.rewrite:
-            self.rewrite = False
-            self.registered.set()
         self.changed.clear()
         self.heartbeat_due = False
+        if self.rewrite:  # a new connection: one round trip proves it works
+            self.rewrite = False
+            return [("PING",)], (PROBE_REGISTERED,)
         return [], ()
 
 

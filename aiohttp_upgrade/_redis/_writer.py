@@ -14,7 +14,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 
 from .._envelope import Message, pack_envelopes
 from ._config import Config, Counters, Session, Wakeup
@@ -30,8 +36,9 @@ logger = logging.getLogger("aiohttp_upgrade")
 # when it was sent, and the probes its first replies answer.
 _Pipeline = tuple[int, int, int, float, tuple[str, ...]]
 _NOTHING: Final[tuple[Message, ...]] = ()
-# Error replies of a Redis Cluster whose slot is served elsewhere.
-_MOVED: Final = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
+# Error replies of a Redis Cluster that say its slot map changed or is changing
+# (MovedError is an AskError, MasterDownError a ClusterDownError).
+_CLUSTER_REFUSALS: Final = (AskError, TryAgainError, ClusterDownError, ReadOnlyError)
 
 
 class Writer:
@@ -299,10 +306,10 @@ class Writer:
             await self.outage.recovered()
 
     def refused(self, exc: ResponseError) -> None:
-        """An error reply: logged; on a cluster, a slot that moved (the message
-        is lost, counted) has the cluster's slot map read again."""
+        """An error reply: logged; on a cluster, a refusal that says the slot
+        map changed (the message is lost, counted) has it read again."""
         suspect = self.session.suspect
-        if suspect is not None and str(exc).startswith(_MOVED):
+        if suspect is not None and isinstance(exc, _CLUSTER_REFUSALS):
             self.counters.dropped += 1
             suspect(exc)
             return
