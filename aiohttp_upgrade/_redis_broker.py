@@ -30,6 +30,11 @@ by default) after its last heartbeat. When Redis loses the counts (restarted
 empty), the processes seen before must register again: until they have (or
 until they count as dead), ``cluster_count`` raises rather than undercount.
 
+On a Redis Cluster (``cluster=True``) each primary gets its own pair of
+connections (a shard) and each topic goes through the primary of its hash slot
+with sharded pub/sub; the slot map is followed through failovers and slot
+migrations (``aiohttp_upgrade._redis._cluster``).
+
 ``RedisBroker`` composes the parts in the private package
 ``aiohttp_upgrade._redis``, one concern per module (see its docstring).
 """
@@ -119,6 +124,15 @@ class RedisBroker(Broker):
             each drawn at random between half and all of it.
         max_batch_bytes: largest envelope packing consecutive publishes to one
             topic (a single larger message is still sent, alone).
+        cluster: ``url_or_client`` is one node (any) of a Redis Cluster (or
+            Valkey cluster): the broker reads the slot map from it, then keeps
+            one writing and one reading connection per primary and uses
+            sharded pub/sub (``SPUBLISH``/``SSUBSCRIBE``), each topic on the
+            primary of its hash slot. It follows failovers and slot
+            migrations by itself. ``channel_prefix`` must then be non-empty
+            and without ``{`` or ``}``: it is the hash tag of the broker's own
+            keys. ``max_queue`` and ``max_queue_bytes`` apply per primary.
+            See docs/scaling.rst.
 
     Counters (monotonic, for metrics): ``published`` messages sent to
     Redis, ``received`` messages from other processes delivered here,

@@ -1,7 +1,11 @@
 """The parts of :class:`~aiohttp_upgrade.RedisBroker`, one concern per module.
 
-Private: nothing here is public API. ``redis_broker.RedisBroker`` composes them::
+Private: nothing here is public API. ``_redis_broker.RedisBroker`` composes them::
 
+    _shard       the parts connected to one Redis server, composed
+    _cluster     one shard per primary of a Redis Cluster, topics routed by slot
+    _topology    a cluster's slot map (CLUSTER SLOTS) and clients for its nodes
+    _slots       hash slots (CRC16) and the hash tag of a topic's keys
     _config      options (validated), counters, this start's identity, backoff
     _link        one dedicated connection (Link), the outage it may be part of
     _writer      the pipelined writer and the reader of its replies

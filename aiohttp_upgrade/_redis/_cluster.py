@@ -21,6 +21,7 @@ moved slot or a failed primary refuses is dropped and counted, never resent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Final
 
@@ -44,6 +45,8 @@ logger = logging.getLogger("aiohttp_upgrade")
 # Seconds between two reads of the slot map; while a shard is unreachable.
 REFRESH_INTERVAL: Final = 5.0
 REFRESH_FAST: Final = 0.25
+# After a sign of change (MOVED, a slot unsubscribed), read it that often this long.
+SUSPECT_FOR: Final = 5.0
 REFUSALS_LOGGED_EVERY: Final = 10.0
 # Topics whose shard is remembered for publishing, at most.
 MAX_ROUTES: Final = 65_536
@@ -77,6 +80,7 @@ class Cluster:
         self.history = ClusterHistory(self)
         self.unreachable_since: float | None = None
         self.last_error: BaseException | None = None
+        self.suspect_until = 0.0  # read the map often until then
         self.refusals = 0  # MOVED, CLUSTERDOWN ... since last logged
         self.refusals_logged = -REFUSALS_LOGGED_EVERY
 
@@ -189,23 +193,27 @@ class Cluster:
                 self.refusals = 0
                 self.refusals_logged = now
         if self.wanted is not None:
+            self.suspect_until = asyncio.get_running_loop().time() + SUSPECT_FOR
             self.wanted.set()
 
     async def run(self) -> None:
-        """Read the slot map now and then, and follow its changes."""
+        """Read the slot map now and then, and follow its changes: at most
+        every ``REFRESH_FAST`` s however often something asks, and that often
+        while a shard is unreachable or a change was announced and not seen
+        yet (for ``SUSPECT_FOR`` s)."""
         wanted = self.wanted
         assert wanted is not None
+        loop = asyncio.get_running_loop()
         while True:
-            down = not self.shards or any(
+            hurry = loop.time() < self.suspect_until or any(
                 shard.outage.since is not None for shard in self.shards.values()
             )
-            try:
-                delay = REFRESH_FAST if down else REFRESH_INTERVAL
+            delay = REFRESH_FAST if hurry or not self.shards else REFRESH_INTERVAL
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wanted.wait(), delay)
-            except TimeoutError:
-                pass
             wanted.clear()
             await self.refresh()
+            await asyncio.sleep(REFRESH_FAST)
 
     async def refresh(self) -> None:
         """Read the slot map from the nodes known (primaries first, then the
@@ -222,6 +230,7 @@ class Cluster:
             self.unreachable_since = None
             logger.warning("Redis Cluster: the slot map could be read again")
         if slot_map != self.slot_map:
+            self.suspect_until = 0.0
             await self._apply(slot_map)
 
     def _unreachable(self, exc: BaseException) -> None:
