@@ -32,6 +32,7 @@ every redis-server is pinned to CPU 1 too (as in benchmarks/cluster.py).
 
 Usage: python benchmarks/redis_cluster.py [--parts share cpu failover]
 [--repeat 5] [--failovers 5] [--n 1000] [--topics 1000] [--json PATH]
+[--server /path/to/valkey-server]
 (about 70 s with the defaults on 2 cores).
 """
 
@@ -47,6 +48,7 @@ import logging
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -82,6 +84,7 @@ from _common import (
 )
 from fanout import TOPIC, upgrade_with_path
 
+import tests.redis_cluster_support as cluster_support
 from tests.redis_cluster_support import ClusterNode, RedisClusterProcess
 
 SCRIPT: Final = os.path.abspath(__file__)
@@ -676,6 +679,21 @@ def report_failover(results: list[Failover]) -> None:
 # -- main ------------------------------------------------------------------------
 
 
+def use_server(path: str) -> str:
+    """Start every node and the single server from ``path`` (Valkey's
+    ``valkey-server``, say; the cluster is still created with ``redis-cli``).
+    The test helper and benchmarks/cluster.py read their binary from a module
+    constant at each start. Returns the server's ``--version`` line."""
+    path = os.path.abspath(path)
+    reason = cluster_support.cluster_skip_reason(server=path)
+    if reason is not None:
+        raise SystemExit(reason)
+    for module in (cluster_support, one_redis):
+        vars(module)["REDIS_SERVER"] = path
+    done = subprocess.run([path, "--version"], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
 def load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -687,7 +705,8 @@ async def main(args: argparse.Namespace) -> None:
     results: list[object] = []
     try:
         print(
-            f"cluster: 3 primaries + 3 replicas (redis-server, cluster-node-timeout"
+            f"cluster: 3 primaries + 3 replicas ({os.path.basename(args.server)},"
+            " cluster-node-timeout"
             f" {args.node_timeout} ms) started in {cluster.startup_seconds:.1f} s;"
             f" load average {load()}"
         )
@@ -748,6 +767,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--failover-warmup", type=float, default=1.0, help="s")
     parser.add_argument("--failover-after", type=float, default=1.0, help="s")
     parser.add_argument("--node-timeout", type=int, default=1000, help="ms")
+    parser.add_argument(
+        "--server",
+        default=one_redis.REDIS_SERVER,
+        help="the redis-server (or valkey-server) binary to run",
+    )
     add_json_option(parser)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
@@ -761,7 +785,9 @@ def run() -> None:
     if args.serve:
         asyncio.run(serve(args.redis, args.log))
         return
+    version = use_server(args.server)
     cpus = pin(CLIENT_CPU)
+    print(version)
     print(
         f"redis_cluster: app servers on CPU {SERVER_CPU} (asyncio), load generator"
         f" pid {os.getpid()} on CPUs {sorted(cpus)}, every redis-server pinned to"
