@@ -220,9 +220,10 @@ def pin_nodes(cluster: RedisClusterProcess) -> None:
             os.sched_setaffinity(node.pid, {CLIENT_CPU})
 
 
-def spublish_calls(cluster: RedisClusterProcess, port: int) -> int:
+def spublish_stats(cluster: RedisClusterProcess, port: int) -> tuple[int, int]:
+    """``SPUBLISH`` calls and the µs spent in them (``INFO commandstats``)."""
     stats = cluster.info(port, "commandstats").get("cmdstat_spublish", {})
-    return int(stats.get("calls", 0))
+    return int(stats.get("calls", 0)), int(stats.get("usec", 0))
 
 
 def node_cpu(cluster: RedisClusterProcess, port: int) -> float:
@@ -308,6 +309,7 @@ class Share:
     port: int
     topics: int
     spublish: int
+    spublish_usec: int  # in the command itself (commandstats)
     cpu: float
     home: bool  # also keeps the broker's counts (and presence)
 
@@ -340,7 +342,7 @@ async def bench_share(
         expected = 0
         for round_ in range(args.share_rounds):
             before = {
-                n.port: (spublish_calls(cluster, n.port), node_cpu(cluster, n.port))
+                n.port: (*spublish_stats(cluster, n.port), node_cpu(cluster, n.port))
                 for n in primaries
             }
             expected += len(topics) * args.share_messages
@@ -352,13 +354,15 @@ async def bench_share(
                 lambda target=expected: pb.deliveries >= target, "the deliveries", 60
             )
             for node in primaries:
-                calls, cpu = before[node.port]
+                calls, usec, cpu = before[node.port]
+                calls_now, usec_now = spublish_stats(cluster, node.port)
                 results.append(
                     Share(
                         round_,
                         node.port,
                         owned[node.port],
-                        spublish_calls(cluster, node.port) - calls,
+                        calls_now - calls,
+                        usec_now - usec,
                         node_cpu(cluster, node.port) - cpu,
                         node.owns(HOME_SLOT),
                     )
@@ -386,6 +390,8 @@ def report_share(results: list[Share], args: argparse.Namespace) -> None:
             "SPUBLISH share",
             "CPU ms/round",
             "CPU share",
+            "CPU µs/SPUBLISH",
+            "in command µs",
         ]
     ]
     worst_calls = worst_cpu = 0.0
@@ -406,6 +412,8 @@ def report_share(results: list[Share], args: argparse.Namespace) -> None:
                 spread([c * 100 for c in calls], 1) + " %",
                 spread([r.cpu * 1e3 for r in mine], 1),
                 spread([c * 100 for c in cpus], 1) + " %",
+                spread([r.cpu * 1e6 / r.spublish for r in mine]),
+                spread([r.spublish_usec / r.spublish for r in mine]),
             ]
         )
     print_table(rows)
