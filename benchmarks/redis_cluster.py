@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import functools
 import itertools
 import json
 import logging
@@ -53,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -121,7 +123,7 @@ def bench_app(seed_url: str) -> web.Application:
     tasks: set[asyncio.Task[None]] = set()
     stopping = asyncio.Event()
 
-    def start(coroutine: Any) -> None:
+    def start(coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -278,14 +280,19 @@ async def connect_peer(port: int) -> Peer:
     return peer
 
 
-async def wait_for(check: Any, what: str, within: float = 30.0) -> Any:
+async def wait_for(
+    check: Callable[[], object], what: str, within: float = 30.0
+) -> None:
     """Poll ``check()`` until it returns something true; a benchmark's setup."""
     deadline = time.monotonic() + within
-    while not (result := check()):
+    while not check():
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
-    return result
+
+
+def delivered(peer: Peer, count: int) -> bool:
+    return peer.deliveries >= count
 
 
 def start_servers(
@@ -350,9 +357,8 @@ async def bench_share(
                 f"spread {SHARE_TOPIC} {len(topics)} {args.share_messages} {args.size}"
             )
             await pa.ask(command)
-            await wait_for(
-                lambda target=expected: pb.deliveries >= target, "the deliveries", 60
-            )
+            check = functools.partial(delivered, pb, expected)
+            await wait_for(check, "the deliveries", 60)
             for node in primaries:
                 calls, usec, cpu = before[node.port]
                 calls_now, usec_now = spublish_stats(cluster, node.port)
