@@ -105,6 +105,7 @@ bench: $(VENV)/.installed build-ext
 	$(PY) benchmarks/backpressure.py
 	$(PY) benchmarks/connections.py
 	$(PY) benchmarks/cluster.py
+	$(PY) benchmarks/redis_cluster.py
 	$(PY) benchmarks/drain.py
 	$(PY) benchmarks/history.py
 

@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from aiohttp import web
 
@@ -89,7 +89,7 @@ REDIS_SERVER: Final = shutil.which("redis-server") or "/usr/bin/redis-server"
 # -- the server (run in the child processes) -------------------------------------
 
 
-def cluster_app(redis_url: str | None) -> web.Application:
+def cluster_app(redis_url: str | None, cluster: bool = False) -> web.Application:
     from aiohttp_upgrade import (
         Broker,
         RedisBroker,
@@ -128,7 +128,9 @@ def cluster_app(redis_url: str | None) -> web.Application:
                 server.publish(PUSH_TOPIC, b"%d" % i)
             await asyncio.sleep(0)
 
-    broker: Broker | None = RedisBroker(redis_url) if redis_url else None
+    broker: Broker | None = (
+        RedisBroker(redis_url, cluster=cluster) if redis_url else None
+    )
     server: Server[str] = Server(Room(), broker=broker)
 
     app = web.Application()
@@ -138,8 +140,8 @@ def cluster_app(redis_url: str | None) -> web.Application:
     return app
 
 
-async def serve(redis_url: str | None) -> None:
-    await serve_app(cluster_app(redis_url), backlog=4096)
+async def serve(redis_url: str | None, cluster: bool = False) -> None:
+    await serve_app(cluster_app(redis_url, cluster), backlog=4096)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -197,6 +199,14 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def server_flags(self) -> list[str]:
+        """The server processes' options that give them a broker on this Redis."""
+        return ["--redis", self.url]
+
+    def channel(self, topic: str) -> str:
+        """The Redis channel of ``topic`` (the default channel prefix)."""
+        return "aiohttp_upgrade:" + topic
+
     def numsub(self, channel: str) -> int:
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
             data = channel.encode()
@@ -214,6 +224,19 @@ class RedisServer:
         self.process.terminate()
         self.process.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Backend(Protocol):
+    """What the Redis setups need of their Redis: :class:`RedisServer` here, a
+    Redis Cluster in benchmarks/redis_cluster.py."""
+
+    def server_flags(self) -> list[str]: ...
+
+    def channel(self, topic: str) -> str: ...
+
+    def numsub(self, channel: str) -> int: ...
+
+    def cpu_seconds(self) -> float: ...
 
 
 # -- load generator -----------------------------------------------------------------
@@ -261,7 +284,7 @@ async def wait_for(check: object, what: str) -> None:
 
 async def measure(
     servers: list[ServerProcess],
-    redis: RedisServer,
+    redis: Backend,
     subscribers: list[Subscriber],
     publisher: Publisher,
     messages: int,
@@ -278,10 +301,12 @@ async def measure(
 
 
 async def bench_setup(
-    setup: str, round_: int, redis: RedisServer, args: argparse.Namespace
+    setup: str, round_: int, redis: Backend, args: argparse.Namespace
 ) -> list[Result]:
+    """Measure ``setup``: "single" (one process, no broker), or any other name
+    for two processes with a broker on ``redis``."""
     count = 1 if setup == "single" else 2
-    flags = ["--serve"] + (["--redis", redis.url] if setup == "redis" else [])
+    flags = ["--serve"] + (redis.server_flags() if setup != "single" else [])
     servers = [ServerProcess.start(SCRIPT, flags) for _ in range(count)]
     results = []
     try:
@@ -301,10 +326,10 @@ async def bench_setup(
                 return await control.subscribers() >= k
 
             await wait_for(counted, "subscribers")
-        if setup == "redis":
+        if setup != "single":
 
             async def subscribed() -> bool:
-                return redis.numsub("aiohttp_upgrade:" + TOPIC) == count
+                return redis.numsub(redis.channel(TOPIC)) == count
 
             await wait_for(subscribed, "Redis subscriptions")
         publisher = controls[0]
@@ -327,7 +352,7 @@ async def bench_setup(
                     percentile(run.latencies, 99) * 1e3,
                 )
             )
-        if setup == "redis":
+        if setup != "single":
             stats = await controls[0].stats()
             if stats["dropped"]:
                 print(f"  the broker dropped {stats['dropped']} messages")
@@ -408,8 +433,13 @@ async def bench_push(redis: RedisServer, args: argparse.Namespace) -> None:
         b.stop()
 
 
-def report(results: list[Result]) -> None:
-    single = {(r.round, r.mode): r for r in results if r.setup == "single"}
+def report(
+    results: list[Result],
+    setups: tuple[str, ...] = SETUPS,
+    reference: str = "single",
+) -> None:
+    """Print medians per (setup, mode); ratios against ``reference``, per round."""
+    single = {(r.round, r.mode): r for r in results if r.setup == reference}
     rows = [
         [
             "setup",
@@ -422,10 +452,10 @@ def report(results: list[Result]) -> None:
             "Redis µs/msg",
             "CPU ratio",
             "p99 ratio",
-            "p99 - single ms",
+            f"p99 - {reference} ms",
         ]
     ]
-    for setup in SETUPS:
+    for setup in setups:
         for mode in MODES:
             runs = [r for r in results if r.setup == setup and r.mode == mode]
             if not runs:
@@ -477,6 +507,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--push", type=int, default=200_000, help="0 to skip")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
+    parser.add_argument("--cluster", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -484,7 +515,7 @@ def run() -> None:
     args = parse_args()
     raise_nofile(args.n * 2 + 100)
     if args.serve:
-        asyncio.run(serve(args.redis))
+        asyncio.run(serve(args.redis, args.cluster))
         return
     cpus = pin(CLIENT_CPU)
     print(
