@@ -33,7 +33,8 @@ demo: $(VENV)/.installed-demo
 	$(PY) -m aiohttp.web -H $(HOST) -P $(PORT) demo.chat:init_app
 
 # WORKERS gunicorn workers on one port, sharing data/chat.sqlite3 and Redis: the
-# one in DEMO_REDIS_URL, else a redis-server started (and stopped) for the run.
+# one in DEMO_REDIS_URL, else a redis-server started (and stopped) for the run;
+# with DEMO_REDIS_CLUSTER=1, a Redis Cluster (a private one of 6 nodes without URL).
 demo-cluster: $(VENV)/.installed-demo-cluster
 	$(PY) -m demo.cluster --workers $(WORKERS) --host $(HOST) --port $(PORT)
 

@@ -323,16 +323,19 @@ def create_app(config: Config) -> web.Application:
 
 
 def _broker(config: Config) -> Broker | None:
-    """A RedisBroker when ``config`` names a Redis, else None (in-process)."""
+    """A RedisBroker when ``config`` names a Redis (or a Redis Cluster), else
+    None (in-process)."""
     if config.redis_url is None:
         return None
     from aiohttp_upgrade import RedisBroker  # needs the redis extra
 
-    log.info("publishing through Redis at %s", _without_password(config.redis_url))
+    where = "a Redis Cluster, seed" if config.redis_cluster else "Redis at"
+    log.info("publishing through %s %s", where, _without_password(config.redis_url))
     return RedisBroker(
         config.redis_url,
         channel_prefix="demo-chat:",
         heartbeat_interval=config.presence_heartbeat,
+        cluster=config.redis_cluster,
     )
 
 

@@ -11,9 +11,13 @@ with the same key), and runs gunicorn's aiohttp worker on one port::
 
     gunicorn demo.chat:gunicorn_app -k aiohttp.GunicornWebWorker -w 2 -b HOST:PORT
 
+With ``DEMO_REDIS_CLUSTER=1`` the workers use a Redis Cluster (sharded pub/sub):
+the one ``DEMO_REDIS_URL`` names a node of, else a private one of 6 nodes (3
+primaries, 3 replicas) started for the run (:mod:`demo.redis_cluster`).
+
 Ctrl+C (or SIGTERM) stops gunicorn, then the Redis it started. Needs the
 ``demo`` extra (gunicorn, redis-py) and, without ``DEMO_REDIS_URL``, Debian's
-``redis-server``.
+``redis-server`` (7 or newer for a cluster).
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+
+from .config import ConfigError, redis_cluster_setting
+from .redis_cluster import RedisClusterError, local_redis_cluster
 
 __all__ = [
     "DEFAULT_WORKERS",
@@ -179,7 +186,8 @@ def _redis_for(env: Mapping[str, str]) -> Iterator[str]:
     if configured:
         yield configured
         return
-    with local_redis() as url:
+    start = local_redis_cluster if redis_cluster_setting(env) else local_redis
+    with start() as url:
         yield url
 
 
@@ -188,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m demo.cluster",
         description="The chat demo on several gunicorn workers sharing SQLite "
-        "and Redis; DEMO_REDIS_URL picks a Redis (else a private one is started).",
+        "and Redis; DEMO_REDIS_URL picks a Redis (else a private one is started), "
+        "DEMO_REDIS_CLUSTER=1 makes it a Redis Cluster.",
     )
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
     parser.add_argument("--host", default="127.0.0.1")
@@ -197,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     try:
+        redis_cluster_setting(os.environ)  # a bad value stops before anything starts
         return run(args.workers, args.host, args.port, os.environ)
-    except LauncherError as exc:
+    except (LauncherError, RedisClusterError, ConfigError) as exc:
         print(f"demo-cluster: {exc}", file=sys.stderr)
         return 1
 

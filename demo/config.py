@@ -14,6 +14,10 @@ variable                     meaning                                         def
                              publishes cross to every worker through a
                              ``RedisBroker``; unset, the demo is one
                              process with the in-process broker
+``DEMO_REDIS_CLUSTER``       ``1``: ``DEMO_REDIS_URL`` is one node (the      ``0``
+                             seed) of a Redis Cluster, and the workers use
+                             ``RedisBroker(url, cluster=True)``; ``0``:
+                             it is one Redis
 ``DEMO_PRESENCE_HEARTBEAT``  seconds between a worker's presence             ``5``
                              heartbeats (its RedisBroker's); a killed
                              worker's people leave "Here now" within 3
@@ -43,6 +47,7 @@ __all__ = [
     "MIN_SECRET_LENGTH",
     "Config",
     "ConfigError",
+    "redis_cluster_setting",
 ]
 
 # Seconds between heartbeats: the RedisBroker's (a killed worker's people leave
@@ -61,6 +66,19 @@ class ConfigError(ValueError):
     """An environment variable holds a value the demo cannot use."""
 
 
+def redis_cluster_setting(env: Mapping[str, str]) -> bool:
+    """``DEMO_REDIS_CLUSTER`` of ``env``: ``1`` (a Redis Cluster) or ``0``, unset
+    or empty (one Redis).
+
+    Raises:
+        ConfigError: any other value.
+    """
+    raw = env.get("DEMO_REDIS_CLUSTER", "").strip()
+    if raw not in ("", "0", "1"):
+        raise ConfigError(f"DEMO_REDIS_CLUSTER must be 1 or 0, got {raw!r}")
+    return raw == "1"
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything the chat app needs to start.
@@ -77,6 +95,7 @@ class Config:
     clock: Callable[[], float] = field(default=time.time, compare=False)
     limits: Limits = field(default_factory=Limits)
     redis_url: str | None = None
+    redis_cluster: bool = False
     presence_heartbeat: float = DEFAULT_HEARTBEAT
 
     @property
@@ -130,6 +149,12 @@ class Config:
             raise ConfigError(
                 "DEMO_REDIS_URL must start with redis://, rediss:// or unix://"
             )
+        redis_cluster = redis_cluster_setting(env)
+        if redis_cluster and (redis_url is None or redis_url.startswith("unix://")):
+            raise ConfigError(
+                "DEMO_REDIS_CLUSTER=1 needs DEMO_REDIS_URL: a redis:// or rediss:// "
+                "URL of one node of the cluster"
+            )
         raw_heartbeat = env.get("DEMO_PRESENCE_HEARTBEAT", "")
         try:
             heartbeat = float(raw_heartbeat) if raw_heartbeat else DEFAULT_HEARTBEAT
@@ -143,5 +168,6 @@ class Config:
             allowed_origins=origins,
             session_ttl=ttl,
             redis_url=redis_url,
+            redis_cluster=redis_cluster,
             presence_heartbeat=heartbeat,
         )

@@ -102,9 +102,13 @@ async def start_python(
 
 @asynccontextmanager
 async def demo_worker(
-    data_dir: Path, redis_url: str | None, heartbeat: float = HEARTBEAT
+    data_dir: Path,
+    redis_url: str | None,
+    heartbeat: float = HEARTBEAT,
+    cluster: bool = False,
 ) -> AsyncIterator[DemoWorker]:
-    """Run one demo worker on a free loopback port until the block ends."""
+    """Run one demo worker on a free loopback port until the block ends (on a
+    Redis Cluster, ``redis_url`` a node of it, if ``cluster``)."""
     env = demo_env(
         data_dir,
         DEMO_SECRET=SECRET.decode(),
@@ -112,6 +116,8 @@ async def demo_worker(
     )
     if redis_url is not None:
         env["DEMO_REDIS_URL"] = redis_url
+    if cluster:
+        env["DEMO_REDIS_CLUSTER"] = "1"
     process = await start_python(
         *("-m", "aiohttp.web", "-H", "127.0.0.1", "-P", "0", "demo.chat:init_app"),
         env=env,
@@ -139,12 +145,13 @@ async def demo_worker(
 
 @asynccontextmanager
 async def demo_workers(
-    data_dir: Path, redis_url: str
+    data_dir: Path, redis_url: str, cluster: bool = False
 ) -> AsyncIterator[tuple[DemoWorker, DemoWorker]]:
-    """Run two demo workers sharing ``data_dir`` and Redis until the block ends."""
+    """Run two demo workers sharing ``data_dir`` and Redis (a Redis Cluster if
+    ``cluster``) until the block ends."""
     async with (
-        demo_worker(data_dir, redis_url) as a,
-        demo_worker(data_dir, redis_url) as b,
+        demo_worker(data_dir, redis_url, cluster=cluster) as a,
+        demo_worker(data_dir, redis_url, cluster=cluster) as b,
     ):
         yield a, b
 

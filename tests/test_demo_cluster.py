@@ -217,16 +217,34 @@ async def test_name_in_use_on_another_worker_is_refused(
 async def test_socket_cap_counts_both_workers(
     workers: tuple[DemoWorker, DemoWorker], people: list[Person]
 ) -> None:
-    """A session's sockets on two workers together are capped (5 by default)."""
+    """A session's sockets on two workers together are capped (5 by default):
+    once each worker has seen the other's, both refuse a 6th."""
     a, b = workers
-    ada = people[0]
+    ada, bob = people[0], people[1]
+    await bob.sign_in(a, "bob")
+    bob_on_a, bob_on_b = await bob.connect(a), await bob.connect(b)
+    await join(bob_on_a, "from-b")
+    await join(bob_on_b, "from-a")
     await ada.sign_in(a, "ada")
-    tabs = [await ada.connect(a if i % 2 else b) for i in range(5)]
+    tabs = [await ada.connect(a if i % 2 else b) for i in range(5)]  # 2 on A, 3 on B
+    # The cap counts the other worker's sockets through presence, which lags by
+    # a delta's trip through Redis (docs/demo.rst). A worker's presence deltas
+    # arrive in order, so Bob hearing that Ada joined a room on the other worker,
+    # which her tab there did after the 5 tabs opened, means that his worker
+    # has seen the 5 tabs.
+    for tab, room, observer in (
+        (tabs[3], "from-a", bob_on_b),
+        (tabs[4], "from-b", bob_on_a),
+    ):
+        await join(tab, room)
+        while (frame := await wait_for(observer, "member_joined"))["room"] != room:
+            pass
+        assert frame["user"]["name"] == "ada"
     for worker in (a, b):
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             await ada.session.ws_connect(worker.url + "/ws")
         assert info.value.status == 429
-    for tab in tabs:
+    for tab in (*tabs, bob_on_a, bob_on_b):
         await tab.close()
 
 

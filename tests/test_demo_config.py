@@ -78,3 +78,43 @@ def test_bad_values_are_refused(env: dict[str, str]) -> None:
     """An unusable value stops the start with ConfigError naming the variable."""
     with pytest.raises(ConfigError, match="DEMO_"):
         Config.from_env({**env, "DEMO_SECRET": env.get("DEMO_SECRET", "y" * 32)})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", True), (" 1 ", True), ("0", False), ("", False), (None, False)],
+    ids=["one", "one-spaced", "zero", "empty", "unset"],
+)
+def test_redis_cluster_setting_is_read(value: str | None, expected: bool) -> None:
+    """DEMO_REDIS_CLUSTER=1 makes DEMO_REDIS_URL a cluster's seed; 0, empty or
+    unset leave it one Redis."""
+    env = {"DEMO_SECRET": "y" * 32, "DEMO_REDIS_URL": "redis://node1:7000"}
+    if value is not None:
+        env["DEMO_REDIS_CLUSTER"] = value
+    config = Config.from_env(env)
+    assert (config.redis_url, config.redis_cluster) == ("redis://node1:7000", expected)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DEMO_REDIS_CLUSTER": "yes"}, "must be 1 or 0, got 'yes'"),
+        ({"DEMO_REDIS_CLUSTER": "true"}, "must be 1 or 0, got 'true'"),
+        ({"DEMO_REDIS_CLUSTER": "2"}, "must be 1 or 0, got '2'"),
+        ({"DEMO_REDIS_CLUSTER": "1", "DEMO_REDIS_URL": ""}, "needs DEMO_REDIS_URL"),
+        (
+            {"DEMO_REDIS_CLUSTER": "1", "DEMO_REDIS_URL": "unix:///run/redis.sock"},
+            "needs DEMO_REDIS_URL",
+        ),
+    ],
+    ids=["yes", "true", "two", "without-url", "unix-socket"],
+)
+def test_bad_redis_cluster_values_are_refused(
+    env: dict[str, str], message: str
+) -> None:
+    """A DEMO_REDIS_CLUSTER other than 1/0, or 1 without a redis:// or rediss://
+    URL of a node, stops the start with ConfigError naming DEMO_REDIS_CLUSTER."""
+    env = {"DEMO_SECRET": "y" * 32, "DEMO_REDIS_URL": "redis://node1:7000", **env}
+    with pytest.raises(ConfigError, match="DEMO_REDIS_CLUSTER") as info:
+        Config.from_env(env)
+    assert message in str(info.value)
