@@ -279,8 +279,8 @@ class RedisBroker(Broker):
 
     @property
     def connected(self) -> bool:
-        """True while both connections to Redis (on a cluster: to every
-        primary) are up and this process's counts are registered."""
+        """True while both connections to Redis are up (to every primary, on a
+        cluster) and this process's counts are registered."""
         return self._engine.connected
 
     @property
