@@ -29,6 +29,7 @@ MODULES = (
     "_hub",
     "_dispatcher",
     "_reads",
+    "_tcp",
     "_connection",
 )
 GENERATED = Path("build") / "cython"

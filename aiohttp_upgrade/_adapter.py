@@ -6,6 +6,7 @@ to aiohttp; the server's public ``handler()`` and ``upgrade()`` delegate to it.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import math
@@ -27,6 +28,7 @@ from ._hub import Hub
 from ._lifecycle import Lifecycle
 from ._origin import origin_allowed
 from ._outbox import Flusher
+from ._tcp import adopt
 from ._websocket import SocketContext
 
 if TYPE_CHECKING:
@@ -331,6 +333,10 @@ class HttpAdapter:
         )
         # From here on the socket owns the transport; the request ends now.
         tail = take_over(request, connection)
+        own = adopt(transport, connection)
+        if own is not None:  # asyncio's plain TCP transport, replaced by ours
+            transport = cast(asyncio.Transport, own)
+            connection.use_transport(transport)
         # Pause the protocol whenever a byte is buffered, so that "resumed" means
         # "empty": the drain hook relies on it.
         transport.set_write_buffer_limits(high=0)

@@ -133,6 +133,11 @@ class Connection(BufferedReads):
         )
         self.dispatcher = Dispatcher(self.ws, context, self)
 
+    def use_transport(self, transport: asyncio.Transport) -> None:
+        """Read from and write to ``transport`` from now on (``_tcp.adopt``)."""
+        self.transport = transport
+        self.outbox.use_transport(transport)
+
     @property
     def id(self) -> int:
         """This connection's number, in ``repr(ws)`` and log lines (``conn <id>``)."""

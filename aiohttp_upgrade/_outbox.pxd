@@ -4,6 +4,8 @@
 # sizes, turns and backlogs are bounded by memory and counters: C integers.
 cimport cython
 
+cdef tuple _TEXT_HEADERS, _BINARY_HEADERS
+
 
 cdef class Flusher:
     cdef list _dirty
@@ -40,6 +42,8 @@ cdef class Outbox:
         object frame=*,
         dict shared=*,
     ) except? -2
+    @cython.locals(opcode=int, length=Py_ssize_t)
+    cpdef Py_ssize_t send_message(self, object message, object counters) except? -2
     cpdef bint over_limit(self) except -1
     cpdef void _new_turn(self, Py_ssize_t waiting)
 

@@ -35,10 +35,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 from ._deflate import Compressor
-from ._frames import build_frame
+from ._frames import OP_BINARY, OP_TEXT, build_frame
+from ._payloads import message_payload
+
+if TYPE_CHECKING:
+    from ._metrics import Counters
 
 __all__ = [
     "FLUSH_THRESHOLD",
@@ -57,6 +61,11 @@ T = TypeVar("T")
 
 FLUSH_THRESHOLD: Final = 64 * 1024
 """Pending bytes at which a send writes at once instead of at the end of the turn."""
+
+
+# The headers of short final text and binary frames, by payload length.
+_TEXT_HEADERS: Final = tuple(bytes((0x80 | OP_TEXT, n)) for n in range(126))
+_BINARY_HEADERS: Final = tuple(bytes((0x80 | OP_BINARY, n)) for n in range(126))
 
 
 class OutboxOwner(Protocol):
@@ -198,6 +207,11 @@ class Outbox:
         """Set by every queued frame; the idle timer clears it."""
         self._owner = owner
 
+    def use_transport(self, transport: Transport) -> None:
+        """Write to ``transport`` from now on (one that replaced the first, with
+        nothing buffered in either)."""
+        self._transport = transport
+
     # -- queueing ----------------------------------------------------------------
 
     def send(
@@ -233,6 +247,28 @@ class Outbox:
         elif frame is None:
             frame = build_frame(opcode, payload)
         return self.enqueue(frame, len(payload), message)
+
+    def send_message(self, message: object, counters: Counters) -> int:
+        """``ws.send(message)`` uncompressed, the hot path: frame ``message`` (a
+        str as text, a bytes-like as binary), count it and queue it; return the
+        code. TypeError for anything else."""
+        dropped: object = message
+        if type(message) is str:
+            payload = message.encode()
+            opcode = OP_TEXT
+        else:
+            opcode, payload = message_payload(message)
+            if opcode != OP_TEXT:  # the hook gets the bytes made (not copied again)
+                dropped = payload
+        length = len(payload)
+        counters.messages_sent += 1
+        counters.bytes_sent += length
+        if length < 126:
+            headers = _TEXT_HEADERS if opcode == OP_TEXT else _BINARY_HEADERS
+            frame = headers[length] + payload
+        else:
+            frame = build_frame(opcode, payload)
+        return self.enqueue(frame, length, dropped)
 
     def over_limit(self) -> bool:
         """True when a message sent now would be dropped: the client is behind by

@@ -32,6 +32,7 @@ MODULES: Final = (
     "_hub",
     "_dispatcher",
     "_reads",
+    "_tcp",
     "_connection",
 )
 """The modules with a compiled twin, in dependency order (each twin imports the

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
-from ._bun_names import BunNames
+from ._bun_names import add_bun_names
 from ._closecode import CloseCode, check_close_code
 from ._dispatcher import HookTable
 from ._frames import (
@@ -92,7 +92,7 @@ class SocketOwner(SocketPort, Protocol):
         """Bytes queued, not yet handed to the kernel."""
 
 
-class ServerWebSocket(PresenceSocket, BunNames, Generic[DataT]):
+class ServerWebSocket(PresenceSocket, Generic[DataT]):
     """An upgraded connection, Bun's ``ServerWebSocket``; created by the server, never
     by you. Hooks receive it as ``ws``.
 
@@ -173,21 +173,14 @@ class ServerWebSocket(PresenceSocket, BunNames, Generic[DataT]):
         """
         if self.ready_state is not _OPEN:
             return 0
+        if not compress:
+            return self._outbox.send_message(message, self._ctx.counters)
         opcode, payload = _payload(message)
         # What ``dropped`` gets: the str, or the payload already made bytes (a
         # bytes-like is not copied again for the hook).
         dropped = message if opcode == OP_TEXT else payload
-        length = len(payload)
-        counters = self._ctx.counters
-        counters.messages_sent += 1
-        counters.bytes_sent += length
-        if compress:
-            return self._outbox.send(opcode, payload, compress, dropped)
-        if length < 126:  # build_frame() inlined for the commonest case
-            frame = bytes((0x80 | opcode, length)) + payload
-        else:
-            frame = build_frame(opcode, payload)
-        return self._outbox.enqueue(frame, length, dropped)
+        self._ctx.counters.sent(len(payload))
+        return self._outbox.send(opcode, payload, compress, dropped)
 
     def send_text(self, message: str, compress: bool = False) -> int:
         """Send a text frame; returns like :meth:`send`. TypeError if ``message`` is
@@ -387,3 +380,6 @@ class ServerWebSocket(PresenceSocket, BunNames, Generic[DataT]):
         it cuts the closing handshake short (the hook has run). Idempotent."""
         if self.ready_state is not _CLOSED:
             self._conn.terminate()
+
+
+add_bun_names(ServerWebSocket)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import aiohttp_upgrade
+from aiohttp_upgrade._bun_names import BunName
 from aiohttp_upgrade import (
     BrokerUnavailableError,
     HistoryUnavailable,
@@ -203,7 +204,12 @@ def public_members(cls: type) -> set[str]:
     names: set[str] = set()
     for klass in cls.__mro__:
         if klass.__module__.startswith("aiohttp_upgrade"):
-            names.update(vars(klass))
+            # Not Bun's names, which only raise an AttributeError (_bun_names).
+            names.update(
+                name
+                for name, value in vars(klass).items()
+                if not isinstance(value, BunName)
+            )
     sample = SAMPLES.get(cls.__name__)
     if sample is not None:
         names.update(getattr(sample(), "__dict__", {}))

@@ -38,25 +38,35 @@ Publish = Callable[[ServerWebSocket[Any], Server[Any], Any], object]
 
 
 class Tap:
-    """Records every buffer the server hands to one socket's transport."""
+    """Records every buffer the server hands to one socket's transport, and makes
+    its writes fail on demand: it takes the transport's place (``attach``) once
+    the socket is open; ``transport`` is the socket's own."""
 
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
+    def __init__(self) -> None:
         self.writes: list[list[bytes]] = []
-        write = transport.write
-        writelines = transport.writelines
+        self.transport: Any = None
+        self.fail_with: Exception | None = None
 
-        def tapped_write(data: Any) -> None:
-            self.writes.append([data])
-            write(data)
+    def attach(self, ws: ServerWebSocket[Any]) -> None:
+        connection = ws._conn
+        self.transport = connection.transport
+        connection.use_transport(self)
 
-        def tapped_writelines(lines: Iterable[Any]) -> None:
-            buffers = list(lines)
-            self.writes.append(buffers)
-            writelines(buffers)
+    def write(self, data: Any) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.writes.append([data])
+        self.transport.write(data)
 
-        setattr(transport, "write", tapped_write)  # noqa: B010
-        setattr(transport, "writelines", tapped_writelines)  # noqa: B010
+    def writelines(self, lines: Iterable[Any]) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        buffers = list(lines)
+        self.writes.append(buffers)
+        self.transport.writelines(buffers)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 def tapped(request: web.Request, server: Server[Any]) -> web.StreamResponse | None:
@@ -66,7 +76,7 @@ def tapped(request: web.Request, server: Server[Any]) -> web.StreamResponse | No
     if "slow" in request.query:
         sock = transport.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SLOW_BUFFER)
-    if server.upgrade(request, data=Tap(transport)):
+    if server.upgrade(request, data=Tap()):
         return None
     return web.Response(status=400)
 
@@ -101,12 +111,19 @@ async def start(serve: ServeFactory, **options: Any) -> tuple[Served, Watcher]:
     return served, handler
 
 
+def attached(ws: ServerWebSocket[Any]) -> ServerWebSocket[Any]:
+    """``ws``, its :class:`Tap` (if it has one) in its transport's place."""
+    if isinstance(ws.data, Tap):
+        ws.data.attach(ws)
+    return ws
+
+
 async def connect(
     served: Served, handler: Recorder, session: aiohttp.ClientSession
 ) -> tuple[aiohttp.ClientWebSocketResponse, ServerWebSocket[Any]]:
     """Connect an aiohttp client; return it and its server-side socket."""
     client = await session.ws_connect(served.url)
-    return client, (await handler.next("open")).ws
+    return client, attached((await handler.next("open")).ws)
 
 
 async def receive(client: aiohttp.ClientWebSocketResponse) -> str | bytes:
@@ -217,7 +234,7 @@ async def connect_raw(
 ) -> tuple[RawClient, ServerWebSocket[Any]]:
     client = await RawClient.connect(served, slow=slow, deflate=deflate)
     clients.append(client)
-    return client, (await handler.next("open")).ws
+    return client, attached((await handler.next("open")).ws)
 
 
 async def backlog(ws: ServerWebSocket[Any], size: int) -> None:
@@ -796,12 +813,7 @@ async def test_fan_out_continues_past_failing_write(
     for _, ws in pairs:
         ws.subscribe(TOPIC)
 
-    def broken(data: Any) -> None:
-        raise OSError("broken transport")
-
-    failing = pairs[1][1]
-    setattr(failing.data.transport, "write", broken)  # noqa: B010
-    setattr(failing.data.transport, "writelines", broken)  # noqa: B010
+    pairs[1][1].data.fail_with = OSError("broken transport")
     served.server.publish(TOPIC, "one")
     served.server.publish(TOPIC, "two")
     first, last = pairs[0][0], pairs[2][0]
@@ -817,10 +829,7 @@ async def test_failing_write_aborts_that_subscriber(
     _, ws = await connect(served, handler, client_session)
     ws.subscribe(TOPIC)
 
-    def broken(data: Any) -> None:
-        raise OSError("broken transport")
-
-    setattr(ws.data.transport, "write", broken)  # noqa: B010
+    ws.data.fail_with = OSError("broken transport")
     served.server.publish(TOPIC, "lost")
     event = await handler.next("close")
     assert (event.ws, event.args[0]) == (ws, 1006)

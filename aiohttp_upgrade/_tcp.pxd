@@ -1,0 +1,30 @@
+# C declarations for the compiled twin of _tcp.py (aiohttp_upgrade._tcp_c): the
+# per-read and per-write path of our own transport. The .py is the reference.
+cimport cython
+
+
+cdef class SocketTransport:
+    cdef object _loop
+    cdef object _sock
+    cdef int _fd
+    cdef object _protocol
+    cdef dict _extra
+    cdef list _buffer
+    cdef Py_ssize_t _buffered
+    cdef Py_ssize_t _high
+    cdef Py_ssize_t _low
+    cdef bint _protocol_paused
+    cdef bint _closing
+    cdef bint _eof
+    cdef bint _lost
+    cdef bint _writing
+    cdef bint _reading
+
+    @cython.locals(nbytes=Py_ssize_t)
+    cpdef void _read_ready(self)
+    @cython.locals(sent=Py_ssize_t)
+    cpdef void write(self, object data)
+    @cython.locals(sent=Py_ssize_t)
+    cpdef void _write_ready(self)
+    cpdef Py_ssize_t get_write_buffer_size(self)
+    cpdef bint is_closing(self)

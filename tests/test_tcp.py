@@ -1,0 +1,280 @@
+"""Our own plain-TCP transport (``_tcp.SocketTransport``): asyncio's semantics on
+real sockets.
+
+The socket-level tests run through it on asyncio's loop already; these pin the
+transport's own contract on a socket pair (partial writes, flow control, EOF,
+close, abort, errors) and when the server adopts it (plain TCP on asyncio's
+selector loop only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from aiohttp_upgrade._tcp import SocketTransport, adopt
+
+from .conftest import Echo, Recorder, ServeFactory
+from .wire import OP_TEXT, client_frame, connect, read_frame
+
+BIG = 8 * 1024 * 1024  # more than a socket pair's buffers hold
+
+
+class Peer(asyncio.BufferedProtocol):
+    """A protocol that records what the transport tells it."""
+
+    def __init__(self) -> None:
+        self.buffer = memoryview(bytearray(64 * 1024))
+        self.data = bytearray()
+        self.events: list[str] = []
+        self.lost: asyncio.Future[Exception | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.eof = asyncio.get_running_loop().create_future()
+        self.fail_with: Exception | None = None
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.data += self.buffer[:nbytes]
+
+    def eof_received(self) -> bool | None:
+        self.events.append("eof")
+        self.eof.set_result(None)
+        return None
+
+    def pause_writing(self) -> None:
+        self.events.append("pause_writing")
+
+    def resume_writing(self) -> None:
+        self.events.append("resume_writing")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.append("connection_lost")
+        self.lost.set_result(exc)
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[SocketTransport, Peer, socket.socket]]:
+    """Our transport on one end of a socket pair; the other end, blocking-free,
+    for the test to read and write."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    peer = Peer()
+    transport = SocketTransport(asyncio.get_running_loop(), ours, peer, {"socket": ours})
+    yield transport, peer, theirs
+    transport.abort()
+    await peer.lost
+    theirs.close()
+
+
+async def read_all(sock: socket.socket, size: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    data = bytearray()
+    while len(data) < size:
+        chunk = await loop.sock_recv(sock, 1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+async def read_to_eof(sock: socket.socket) -> bytes:
+    loop = asyncio.get_running_loop()
+    data = bytearray()
+    while chunk := await loop.sock_recv(sock, 1 << 20):
+        data += chunk
+    return bytes(data)
+
+
+async def test_reads_go_to_the_protocol_and_eof_closes(
+    pair: tuple[SocketTransport, Peer, socket.socket],
+) -> None:
+    transport, peer, theirs = pair
+    theirs.send(b"hello")
+    theirs.shutdown(socket.SHUT_WR)
+    await peer.lost
+    assert bytes(peer.data) == b"hello"
+    assert peer.events == ["eof", "connection_lost"]
+    assert transport.is_closing()
+
+
+async def test_what_the_kernel_refuses_is_buffered_then_written_in_order(
+    pair: tuple[SocketTransport, Peer, socket.socket],
+) -> None:
+    transport, peer, theirs = pair
+    transport.set_write_buffer_limits(high=0)
+    payload = bytes(range(256)) * (BIG // 256)
+    transport.write(payload[: BIG // 2])
+    transport.write(bytearray(payload[BIG // 2 :]))
+    assert transport.get_write_buffer_size() > 0
+    assert peer.events == ["pause_writing"]
+    assert await read_all(theirs, BIG) == payload
+    # resume_writing comes once everything is written: the buffer is empty then.
+    while "resume_writing" not in peer.events:
+        await asyncio.sleep(0)
+    assert transport.get_write_buffer_size() == 0
+    assert peer.events == ["pause_writing", "resume_writing"]
+
+
+async def test_close_writes_the_buffer_first(
+    pair: tuple[SocketTransport, Peer, socket.socket],
+) -> None:
+    transport, peer, theirs = pair
+    payload = b"x" * BIG
+    transport.write(payload)
+    transport.close()
+    assert not peer.lost.done()
+    assert await read_to_eof(theirs) == payload
+    assert await peer.lost is None
+    assert peer.events.count("connection_lost") == 1
+
+
+async def test_abort_drops_the_buffer_and_reports_once(
+    pair: tuple[SocketTransport, Peer, socket.socket],
+) -> None:
+    transport, peer, theirs = pair
+    transport.write(b"y" * BIG)
+    transport.abort()
+    transport.abort()
+    transport.close()
+    assert await peer.lost is None
+    received = await read_to_eof(theirs)
+    assert len(received) < BIG
+    assert peer.events.count("connection_lost") == 1
+
+
+async def test_write_eof_waits_for_the_buffer(
+    pair: tuple[SocketTransport, Peer, socket.socket],
+) -> None:
+    transport, peer, theirs = pair
+    assert transport.can_write_eof()
+    transport.write(b"z" * BIG)
+    transport.write_eof()
+    with pytest.raises(RuntimeError, match="write_eof"):
+        transport.write(b"more")
+    assert await read_to_eof(theirs) == b"z" * BIG
+    # Half-closed only: the peer can still send.
+    theirs.send(b"still open")
+    while bytes(peer.data) != b"still open":
+        await asyncio.sleep(0)
+    assert not peer.lost.done()
+
+
+async def test_pause_and_resume_reading(
+    pair: tuple[SocketTransport, Peer, socket.socket],
+) -> None:
+    transport, peer, theirs = pair
+    transport.pause_reading()
+    assert not transport.is_reading()
+    theirs.send(b"held")
+    await asyncio.sleep(0.05)  # nothing to wait for: a read that must not happen
+    assert peer.data == b""
+    transport.resume_reading()
+    assert transport.is_reading()
+    while bytes(peer.data) != b"held":
+        await asyncio.sleep(0)
+
+
+async def test_a_protocol_that_raises_is_reported_and_closed(
+    pair: tuple[SocketTransport, Peer, socket.socket],
+) -> None:
+    transport, peer, theirs = pair
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, ctx: errors.append(ctx))
+    peer.fail_with = ValueError("broken protocol")
+    theirs.send(b"boom")
+    exc = await peer.lost
+    assert isinstance(exc, ValueError)
+    assert [ctx["exception"] for ctx in errors] == [exc]
+    assert errors[0]["transport"] is transport
+
+
+async def test_a_reset_peer_ends_the_connection_quietly(
+    pair: tuple[SocketTransport, Peer, socket.socket],
+) -> None:
+    transport, peer, theirs = pair
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, ctx: errors.append(ctx))
+    theirs.close()
+    for _ in range(64):  # writes until the kernel reports the peer gone
+        transport.write(b"w" * 65536)
+        if peer.lost.done():
+            break
+        await asyncio.sleep(0)
+    assert isinstance(await peer.lost, OSError) or peer.events[0] == "eof"
+    assert errors == []
+
+
+async def test_extra_info_and_protocol(
+    pair: tuple[SocketTransport, Peer, socket.socket],
+) -> None:
+    transport, peer, _ = pair
+    assert isinstance(transport.get_extra_info("socket"), socket.socket)
+    assert transport.get_extra_info("peername", "none") == "none"
+    assert transport.get_protocol() is peer
+    assert "open" in repr(transport)
+    with pytest.raises(ValueError):
+        transport.set_write_buffer_limits(high=1, low=2)
+
+
+async def test_the_server_adopts_plain_tcp_on_asyncio(serve: ServeFactory) -> None:
+    """An upgraded plain-TCP socket on asyncio's loop runs on our transport, and
+    echoes through it; on uvloop the loop's own transport stays."""
+    handler = Recorder()
+    served = await serve(handler)
+    raw = await connect(served.port)
+    ws = (await handler.next("open")).ws
+    transport = ws._conn.transport
+    on_uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+    assert isinstance(transport, SocketTransport) is not on_uvloop
+    raw.writer.write(client_frame(OP_TEXT, b"ping"))
+    assert (await handler.next("message")).args == ("ping",)
+    await raw.close()
+    await handler.next("close")
+
+
+async def test_adopt_declines_what_it_cannot_take() -> None:
+    """Not asyncio's plain selector transport, or one with bytes buffered: None."""
+    loop = asyncio.get_running_loop()
+    peer = Peer()
+    ours, theirs = socket.socketpair()
+    try:
+        transport, _ = await loop.connect_accepted_socket(lambda: peer, ours)
+        assert adopt(object(), peer) is None  # type: ignore[arg-type]
+        if type(loop).__module__.startswith("uvloop"):
+            assert adopt(transport, peer) is None
+            return
+        assert isinstance(transport, asyncio.Transport)
+        transport.set_write_buffer_limits(high=1 << 30)
+        transport.write(b"q" * BIG)  # more than the socket takes at once
+        assert transport.get_write_buffer_size()
+        assert adopt(transport, peer) is None
+        transport.abort()
+    finally:
+        theirs.close()
+
+
+async def test_echo_with_many_clients_through_our_transport(
+    serve: ServeFactory,
+) -> None:
+    """Frames of every length form echo intact over 8 sockets read into one buffer."""
+    served = await serve(Echo())
+    clients = [await connect(served.port) for _ in range(8)]
+    sizes = [0, 1, 125, 126, 65535, 65536, 70_000]
+    frames = [client_frame(OP_TEXT, b"a" * size) for size in sizes]
+    for raw in clients:
+        raw.writer.write(b"".join(frames))
+    for raw in clients:
+        for size in sizes:
+            assert await read_frame(raw.reader) == (True, OP_TEXT, b"a" * size)
+    for raw in clients:
+        await raw.close()
