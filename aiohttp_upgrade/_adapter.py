@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from aiohttp import web
 
+from ._adopt import adopt
 from ._closecode import CloseCode
 from ._compat import compiled_mask, reads_as_upgrade, take_over
 from ._connection import Connection
@@ -28,7 +29,6 @@ from ._hub import Hub
 from ._lifecycle import Lifecycle
 from ._origin import origin_allowed
 from ._outbox import Flusher
-from ._tcp import adopt
 from ._websocket import SocketContext
 
 if TYPE_CHECKING:
@@ -336,7 +336,7 @@ class HttpAdapter:
         own = adopt(transport, connection)
         if own is not None:  # asyncio's plain TCP transport, replaced by ours
             transport = cast(asyncio.Transport, own)
-            connection.use_transport(transport)
+            connection.use_transport(transport, own.turn)
         # Pause the protocol whenever a byte is buffered, so that "resumed" means
         # "empty": the drain hook relies on it.
         transport.set_write_buffer_limits(high=0)

@@ -82,7 +82,8 @@ class BunNames:
 
 class BunName:
     """Bun's name for an attribute of a class (``readyState``): reading it raises
-    :func:`missing`'s AttributeError, on an instance and on the class."""
+    :func:`missing`'s AttributeError, on an instance and on the class (so
+    ``help()`` does not list it)."""
 
     __slots__ = ("name",)
 
@@ -101,7 +102,9 @@ def _camel(name: str) -> str:
 def add_bun_names(cls: type) -> None:
     """Give ``cls`` a :class:`BunName` for the camelCase spelling of each of its
     public snake_case names and for each of its :data:`RENAMED` names: what
-    :class:`BunNames` does, without a ``__getattr__``."""
+    :class:`BunNames` does, without a ``__getattr__``, which would take every
+    attribute lookup on ``cls`` off CPython's fast path (the socket's are on the
+    hot path)."""
     public = [name for name in dir(cls) if not name.startswith("_")]
     names = {_camel(name) for name in public if "_" in name}
     names.update(RENAMED.get(cls.__name__, {}))

@@ -1,16 +1,14 @@
-"""One upgraded connection: the asyncio protocol that owns everything of a socket.
+"""One upgraded connection: the protocol that owns everything of a socket.
 
-After the 101, :func:`aiohttp_upgrade._compat.take_over` hands the transport to a
-:class:`Connection`. It builds, in dependency order, the socket's
-:class:`~aiohttp_upgrade._outbox.Outbox` (pending output, flow control), its
-sans-I/O :class:`~aiohttp_upgrade._protocol.ServerProtocol` (the frame parser and
-the close state machine), the :class:`~aiohttp_upgrade._websocket.ServerWebSocket`
-that hooks see (a facade over this object) and its
-:class:`~aiohttp_upgrade._dispatcher.Dispatcher` (hooks). Reads, into the server's
-buffer (``_reads``), go straight into the parser, whose data events become hook
-dispatches; what the protocol decides on closing (write a Close, half-close, abort,
-arm the close timeout, report the close) is carried out here and nowhere else.
-Nothing else runs per socket: no task, no aiohttp object.
+After the 101 the transport is handed to a :class:`Connection` (``_compat.take_over``,
+then our own transport for plain TCP: ``_adopt``). It builds the socket's
+:class:`~aiohttp_upgrade._outbox.Outbox`, its sans-I/O
+:class:`~aiohttp_upgrade._protocol.ServerProtocol` (frame parser, close state
+machine), the :class:`~aiohttp_upgrade._websocket.ServerWebSocket` that hooks see
+and its :class:`~aiohttp_upgrade._dispatcher.Dispatcher`. Reads (into the server's
+buffer: ``_reads``) go straight into the parser, whose events become hook
+dispatches; what the protocol decides on closing is carried out here and nowhere
+else. Nothing else runs per socket: no task, no aiohttp object.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ from ._compat import ready_callbacks
 from ._deflate import DeflateParams
 from ._dispatcher import Dispatcher, Kind
 from ._frames import OP_PING, OP_PONG, build_frame
-from ._hub import Relayed
 from ._outbox import Outbox
 from ._pausing import ALL
 from ._protocol import (
@@ -133,10 +130,12 @@ class Connection(BufferedReads):
         )
         self.dispatcher = Dispatcher(self.ws, context, self)
 
-    def use_transport(self, transport: asyncio.Transport) -> None:
-        """Read from and write to ``transport`` from now on (``_tcp.adopt``)."""
+    def use_transport(self, transport: asyncio.Transport, turn: Sized) -> None:
+        """Read from and write to ``transport`` from now on (``_adopt``); ``turn``
+        holds the reads still to come in this turn (``data_received``)."""
         self.transport = transport
         self.outbox.use_transport(transport)
+        self._turn = turn
 
     @property
     def id(self) -> int:
@@ -161,8 +160,7 @@ class Connection(BufferedReads):
                 self.parser.feed(data)
             finally:
                 outbox.held = False
-                turn = self._turn
-                if turn and outbox.pending:
+                if self._turn and outbox.pending:
                     outbox.flush_later()
                 else:
                     outbox.flush()
@@ -272,12 +270,6 @@ class Connection(BufferedReads):
         if ctx.options.close_on_backpressure_limit:
             self.terminate("backpressure limit exceeded")
         elif message is not None and ctx.hooks[_DROPPED] is not None:
-            # Sends hand over their bytes payload; a bytes-like from elsewhere (a
-            # server publish) is copied only here, for a hook that gets it.
-            if type(message) is Relayed:  # a relayed text message, decoded only now
-                message = message.decode()
-            elif isinstance(message, bytearray | memoryview):  # as ``message`` gets it
-                message = bytes(message)
             self.dispatcher.dropped(message)
 
     def write_failed(self, exc: Exception) -> None:

@@ -27,6 +27,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._hooks import HOOK_NAMES, HOOKS, Hook, HookTable, Kind
+from ._hub import Relayed
 from ._pausing import INBOX as _INBOX
 
 if TYPE_CHECKING:
@@ -186,6 +187,12 @@ class Dispatcher:
             return
         self._in_dropped = True
         try:
+            # Sends hand over their bytes payload; a bytes-like from elsewhere (a
+            # server publish) is copied only here, for a hook that gets it.
+            if type(message) is Relayed:  # a relayed text message, decoded only now
+                message = message.decode()
+            elif isinstance(message, bytearray | memoryview):  # as ``message`` gets it
+                message = bytes(message)
             self.dispatch(_DROPPED, message)
         finally:
             self._in_dropped = False

@@ -17,6 +17,7 @@ __all__ = [
     "OP_PING",
     "OP_PONG",
     "OP_TEXT",
+    "SHORT_HEADERS",
     "Mask",
     "build_close_frame",
     "build_frame",
@@ -37,6 +38,12 @@ RSV1: Final = 0x40
 
 MAX_CONTROL_PAYLOAD: Final = 125  # RFC 6455 5.5
 MAX_CLOSE_REASON: Final = MAX_CONTROL_PAYLOAD - 2
+
+SHORT_HEADERS: Final = tuple(
+    tuple(bytes((FIN | opcode, n)) for n in range(126)) for opcode in range(3)
+)
+"""``SHORT_HEADERS[opcode][length]``: the header of a final data frame (opcode 0 to
+2) whose payload has at most 125 bytes."""
 
 _pack_16 = struct.Struct("!BBH").pack
 _pack_64 = struct.Struct("!BBQ").pack

@@ -4,8 +4,6 @@
 # sizes, turns and backlogs are bounded by memory and counters: C integers.
 cimport cython
 
-cdef tuple _TEXT_HEADERS, _BINARY_HEADERS
-
 
 cdef class Flusher:
     cdef list _dirty

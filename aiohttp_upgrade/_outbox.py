@@ -13,21 +13,9 @@ Codes (Bun's): the payload length when the frame went onto an idle connection;
 will be delivered; the ``drain`` callback follows once everything left); ``0``
 when it was dropped because the client is behind by more than ``limit`` bytes.
 
-The limit measures the client, not the sender: the bytes waiting in the
-transport's write buffer when this socket's first send of the current loop turn
-came, which the client had at least one turn to take (everything sent earlier
-was written by then). What this turn sends is not counted against it, so one
-burst larger than the limit reaches a client that reads, and from the next turn
-on, a client that took too little of it misses messages (or is closed). Within a
-turn, :func:`hard_limit` bounds the burst: a send is dropped while the socket
-holds more than ``max(4 x limit, 64 MiB)`` bytes, so memory per client is bounded
-by that plus one frame however many sends one turn makes. The turns are
-counted by the :class:`Flusher`, whose callback ends each turn in which an
-outbox wrote or queued something.
-
-The outbox needs only a transport (``write``, ``get_write_buffer_size``,
-``is_closing``, ``abort``) and a loop to schedule on, so it is tested without
-sockets.
+The limit measures the client, not the sender (``_sendlimits``), by turns that
+the :class:`Flusher` counts. The outbox needs only a transport and a loop to
+schedule on, so it is tested without sockets.
 """
 
 from __future__ import annotations
@@ -35,11 +23,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ._deflate import Compressor
-from ._frames import OP_BINARY, OP_TEXT, build_frame
+from ._frames import OP_TEXT, SHORT_HEADERS, build_frame
 from ._payloads import message_payload
+from ._sendlimits import (
+    FLUSH_THRESHOLD,
+    HARD_LIMIT_FACTOR,
+    HARD_LIMIT_FLOOR,
+    hard_limit,
+)
 
 if TYPE_CHECKING:
     from ._metrics import Counters
@@ -58,14 +52,6 @@ __all__ = [
 logger = logging.getLogger("aiohttp_upgrade")
 
 T = TypeVar("T")
-
-FLUSH_THRESHOLD: Final = 64 * 1024
-"""Pending bytes at which a send writes at once instead of at the end of the turn."""
-
-
-# The headers of short final text and binary frames, by payload length.
-_TEXT_HEADERS: Final = tuple(bytes((0x80 | OP_TEXT, n)) for n in range(126))
-_BINARY_HEADERS: Final = tuple(bytes((0x80 | OP_BINARY, n)) for n in range(126))
 
 
 class OutboxOwner(Protocol):
@@ -127,23 +113,6 @@ class Flusher:
             outbox.flush()
         dirty.clear()
         self._spare = dirty
-
-
-# The bound on one turn's burst. A turn can send without end (one read of ~10,000
-# tiny frames, each answered with a large send, to a client that never reads), so
-# what the transport holds must be capped within the turn too. 4 x the limit lets a
-# burst three times the limit onto a client already at it, and the 64 MiB floor
-# keeps a small limit (256 KiB, for slow clients) from cutting an ordinary burst
-# (a history replay, 32 MiB in tests/test_backpressure_burst.py) to a reader. With
-# the default 16 MiB limit both give 64 MiB.
-HARD_LIMIT_FACTOR: Final = 4
-HARD_LIMIT_FLOOR: Final = 64 * 1024 * 1024
-
-
-def hard_limit(limit: int) -> int:
-    """The most a socket may hold buffered before a send is dropped even within the
-    turn that queued it: ``max(HARD_LIMIT_FACTOR x limit, HARD_LIMIT_FLOOR)``."""
-    return max(HARD_LIMIT_FACTOR * limit, HARD_LIMIT_FLOOR)
 
 
 class Outbox:
@@ -208,8 +177,7 @@ class Outbox:
         self._owner = owner
 
     def use_transport(self, transport: Transport) -> None:
-        """Write to ``transport`` from now on (one that replaced the first, with
-        nothing buffered in either)."""
+        """Write to ``transport`` from now on (nothing may be buffered)."""
         self._transport = transport
 
     # -- queueing ----------------------------------------------------------------
@@ -249,23 +217,20 @@ class Outbox:
         return self.enqueue(frame, len(payload), message)
 
     def send_message(self, message: object, counters: Counters) -> int:
-        """``ws.send(message)`` uncompressed, the hot path: frame ``message`` (a
-        str as text, a bytes-like as binary), count it and queue it; return the
-        code. TypeError for anything else."""
-        dropped: object = message
-        if type(message) is str:
-            payload = message.encode()
-            opcode = OP_TEXT
+        """``ws.send(message)`` uncompressed, the hot path: frame ``message``, count
+        it and queue it; return the code (TypeError as ``message_payload``)."""
+        dropped: object
+        if type(message) is str:  # message_payload() inlined for the commonest case
+            opcode, payload, dropped = OP_TEXT, message.encode(), message
         else:
             opcode, payload = message_payload(message)
-            if opcode != OP_TEXT:  # the hook gets the bytes made (not copied again)
-                dropped = payload
+            # The hook gets the str, or the bytes made (not copied again).
+            dropped = message if opcode == OP_TEXT else payload
         length = len(payload)
         counters.messages_sent += 1
         counters.bytes_sent += length
         if length < 126:
-            headers = _TEXT_HEADERS if opcode == OP_TEXT else _BINARY_HEADERS
-            frame = headers[length] + payload
+            frame = SHORT_HEADERS[opcode][length] + payload
         else:
             frame = build_frame(opcode, payload)
         return self.enqueue(frame, length, dropped)

@@ -3,7 +3,22 @@
 cimport cython
 
 
+cdef class Poller:
+    cdef object _epoll
+    cdef int _fd
+    cdef Py_ssize_t _left
+    cdef dict _transports
+    cdef public bint closed
+    cdef public object loop
+
+    cpdef void watch(self, SocketTransport transport, int fd, int events)
+    cpdef void forget(self, int fd)
+    @cython.locals(left=Py_ssize_t, fd=int, events=int, transport=SocketTransport)
+    cpdef void _poll(self)
+
+
 cdef class SocketTransport:
+    cdef Poller _poller
     cdef object _loop
     cdef object _sock
     cdef int _fd
@@ -20,6 +35,8 @@ cdef class SocketTransport:
     cdef bint _writing
     cdef bint _reading
 
+    cpdef void on_events(self, int events)
+    cpdef void _watch(self)
     @cython.locals(nbytes=Py_ssize_t)
     cpdef void _read_ready(self)
     @cython.locals(sent=Py_ssize_t)

@@ -1,25 +1,19 @@
 """Our own transport for upgraded plain-TCP sockets on asyncio's selector loop.
 
-asyncio's socket transport spends, per read and per write, more interpreted
-Python than the rest of an echo (``_read_ready__get_buffer``, ``write``,
-``get_write_buffer_size``: about 1 µs of a 7 µs round trip, docs/performance.rst).
-After the take-over this transport replaces it: the event loop calls
-:meth:`SocketTransport._read_ready` for a readable socket, which reads with
-``recv_into`` into the buffer the protocol lends (the server's shared buffer)
-and hands the byte count to ``buffer_updated``; :meth:`SocketTransport.write`
-sends at once and registers a writer only for what the kernel refused. Compiled,
-both are C; pure Python, they are still shorter than asyncio's.
-
-Only a plain TCP transport of asyncio's selector loop is adopted
-(:func:`adopt`): TLS and uvloop keep their own transports. The socket is
-duplicated, the duplicate is ours, and asyncio's transport is aborted without a
-byte lost: nothing is buffered in it (checked) and nothing it has not read yet is
-lost, the kernel's receive buffer being shared by both descriptors.
+asyncio's socket transport and its loop spend, per read and per write, more
+interpreted Python than the rest of an echo (docs/performance.rst). After the
+take-over (:mod:`~aiohttp_upgrade._adopt`) a :class:`SocketTransport` replaces
+it. The sockets of a loop are in one epoll instance, a :class:`Poller`, that the
+loop watches as a single reader: one callback per poll hands each ready socket
+to its transport, which reads with ``recv_into`` into the buffer the protocol
+lends (the server's shared buffer) and hands the byte count to
+``buffer_updated``. ``write`` sends at once and watches for writability only
+while the kernel refuses bytes. Compiled, all of it is C calls.
 
 The protocol interface is ``asyncio.BufferedProtocol``'s (``get_buffer``,
 ``buffer_updated``, ``eof_received``, ``pause_writing``, ``resume_writing``,
-``connection_lost``), and the transport's is the part of ``asyncio.Transport``
-that :class:`~aiohttp_upgrade._connection.Connection` and the outbox use, with
+``connection_lost``); the transport's is the part of ``asyncio.Transport`` that
+:class:`~aiohttp_upgrade._connection.Connection` and the outbox use, with
 asyncio's semantics: ``close`` writes what is buffered first, ``abort`` does not,
 ``connection_lost`` comes in a later callback, exactly once.
 """
@@ -27,69 +21,103 @@ asyncio's semantics: ``close`` writes what is buffered first, ``abort`` does not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import select
 import socket
-from asyncio import selector_events
 from typing import Any, Final
 
-__all__ = ["SocketTransport", "adopt"]
+__all__ = ["MAX_EVENTS", "Poller", "SocketTransport"]
 
 logger = logging.getLogger("aiohttp_upgrade")
 
 _RETRY: Final = (BlockingIOError, InterruptedError)
-_SELECTOR_TRANSPORT: Final[type] = getattr(
-    selector_events, "_SelectorSocketTransport", type(None)
-)
+_READ: Final = getattr(select, "EPOLLIN", 1)
+_WRITE: Final = getattr(select, "EPOLLOUT", 4)
+MAX_EVENTS: Final = 1024
+"""Ready sockets handled per poll at most (the rest are in the next one)."""
 
 
-class _Released(asyncio.Protocol):
-    """The protocol of asyncio's transport once it is ours: it hears nothing."""
+class Poller:
+    """The sockets of one event loop on our transport, in one epoll instance that
+    the loop watches as a single reader.
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        pass
-
-
-def adopt(
-    transport: asyncio.BaseTransport, protocol: asyncio.BufferedProtocol
-) -> SocketTransport | None:
-    """Replace ``transport`` (already given to ``protocol``) with our own, or None.
-
-    Only asyncio's plain-TCP selector transport with nothing buffered is adopted;
-    anything else (TLS, uvloop, a transport holding unsent bytes) stays as it is
-    and None is returned. ``protocol`` then hears from the new transport only.
+    The loop then runs one callback per poll, not one per ready socket (asyncio's
+    selector loop spends about 0.5 µs of interpreted Python on each), and the
+    callback hands each ready socket to its transport. As a ``Sized`` it is the
+    sockets' turn: its length is the number of ready sockets of the current poll
+    still to be handled, so that a connection knows whether its read is the last
+    of the batch (``Connection._turn``). It closes itself when its last socket is
+    gone.
     """
-    if type(transport) is not _SELECTOR_TRANSPORT or not isinstance(
-        transport, asyncio.Transport
-    ):
-        return None
-    if transport.get_write_buffer_size() or transport.is_closing():
-        return None
-    raw = transport.get_extra_info("socket")
-    if raw is None:
-        return None
-    extra = {name: transport.get_extra_info(name) for name in ("peername", "sockname")}
-    loop = asyncio.get_running_loop()
-    try:
-        sock = raw.dup()
-    except OSError as exc:  # out of descriptors: asyncio's transport stays
-        logger.debug("keeping asyncio's transport: dup() failed: %s", exc)
-        return None
-    transport.pause_reading()
-    transport.set_protocol(_Released())
-    transport.abort()  # closes its descriptor in a later callback; ours stays open
-    sock.setblocking(False)
-    extra["socket"] = sock
-    return SocketTransport(loop, sock, protocol, extra)
+
+    __slots__ = ("_epoll", "_fd", "_left", "_transports", "closed", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._epoll = select.epoll()
+        self._fd = self._epoll.fileno()
+        self._transports: dict[int, SocketTransport] = {}
+        self._left = 0
+        self.closed = False
+        loop.add_reader(self._fd, self._poll)
+
+    def __len__(self) -> int:
+        return self._left
+
+    def watch(self, transport: SocketTransport, fd: int, events: int) -> None:
+        """Poll ``fd`` for ``events`` (a mask of EPOLLIN and EPOLLOUT; 0: not at
+        all, so that a hung-up socket nobody reads does not wake the loop)."""
+        transports = self._transports
+        if fd not in transports:
+            transports[fd] = transport
+            if events:
+                self._epoll.register(fd, events)
+        elif events:
+            try:
+                self._epoll.modify(fd, events)
+            except FileNotFoundError:  # not registered: it watched nothing
+                self._epoll.register(fd, events)
+        else:
+            self._epoll.unregister(fd)
+
+    def forget(self, fd: int) -> None:
+        """Stop polling ``fd`` (before it is closed); close once nothing is left."""
+        if self._transports.pop(fd, None) is None:
+            return
+        with contextlib.suppress(OSError):  # it watched nothing
+            self._epoll.unregister(fd)
+        if not self._transports:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.loop.remove_reader(self._fd)
+            self._epoll.close()
+
+    def _poll(self) -> None:
+        try:
+            ready = self._epoll.poll(0, MAX_EVENTS)
+        except InterruptedError:
+            return
+        transports = self._transports
+        left = len(ready)
+        try:
+            for fd, events in ready:
+                left -= 1
+                self._left = left
+                transport = transports.get(fd)
+                if transport is not None:  # else forgotten earlier in the batch
+                    transport.on_events(events)
+        finally:
+            self._left = 0
 
 
 class SocketTransport:
-    """A plain-TCP transport with asyncio's semantics (see the module docstring).
-
-    Writes go to the kernel at once; what it refuses is buffered and written when
-    the socket is writable. ``pause_writing`` is called once more than ``high``
-    bytes are buffered (``set_write_buffer_limits``), ``resume_writing`` once at
-    most ``low`` are.
-    """
+    """A plain-TCP transport with asyncio's semantics (see the module docstring):
+    ``pause_writing`` once more than ``high`` bytes wait for the kernel,
+    ``resume_writing`` once at most ``low`` do (``set_write_buffer_limits``)."""
 
     __slots__ = (
         "_buffer",
@@ -102,6 +130,7 @@ class SocketTransport:
         "_loop",
         "_lost",
         "_low",
+        "_poller",
         "_protocol",
         "_protocol_paused",
         "_reading",
@@ -111,12 +140,13 @@ class SocketTransport:
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        poller: Poller,
         sock: socket.socket,
         protocol: asyncio.BufferedProtocol,
         extra: dict[str, Any],
     ) -> None:
-        self._loop = loop
+        self._poller = poller
+        self._loop = poller.loop
         self._sock = sock
         self._fd = sock.fileno()
         self._protocol: Any = protocol
@@ -131,7 +161,25 @@ class SocketTransport:
         self._lost = False  # connection_lost scheduled
         self._writing = False  # a writer is registered
         self._reading = True
-        loop.add_reader(self._fd, self._read_ready)
+        poller.watch(self, self._fd, _READ)
+
+    @property
+    def turn(self) -> Poller:
+        """The sockets' turn (see :class:`Poller`)."""
+        return self._poller
+
+    def on_events(self, events: int) -> None:
+        """The poller found the socket ready: ``events``, an epoll mask. A hang-up
+        or an error goes to whichever of reading and writing is watched: the call
+        that fails reports it."""
+        if self._writing and events & ~_READ:
+            self._write_ready()
+        if self._reading and events & ~_WRITE:
+            self._read_ready()
+
+    def _watch(self) -> None:
+        events = (_READ if self._reading else 0) | (_WRITE if self._writing else 0)
+        self._poller.watch(self, self._fd, events)
 
     # -- reading ------------------------------------------------------------------
 
@@ -165,25 +213,21 @@ class SocketTransport:
         self.pause_reading()
         try:
             keep_open = self._protocol.eof_received()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
+        except Exception as exc:
             self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
             return
         if not keep_open:
             self.close()
 
     def pause_reading(self) -> None:
-        if self._closing or not self._reading:
-            return
-        self._reading = False
-        self._loop.remove_reader(self._fd)
+        if not self._closing:
+            self._stop(reading=True, writing=False)
 
     def resume_reading(self) -> None:
         if self._closing or self._reading:
             return
         self._reading = True
-        self._loop.add_reader(self._fd, self._read_ready)
+        self._watch()
 
     def is_reading(self) -> bool:
         return self._reading and not self._closing
@@ -208,13 +252,16 @@ class SocketTransport:
             if sent == len(data):
                 return
             data = data[sent:]
-            self._loop.add_writer(self._fd, self._write_ready)
             self._writing = True
+            self._watch()
         self._buffer.append(bytes(data))
         self._buffered += len(data)
         if not self._protocol_paused and self._buffered > self._high:
             self._protocol_paused = True
-            self._call_protocol("pause_writing")
+            try:
+                self._protocol.pause_writing()
+            except Exception as exc:
+                self._report(exc, "protocol.pause_writing() failed")
 
     def _write_ready(self) -> None:
         buffer = self._buffer
@@ -226,7 +273,7 @@ class SocketTransport:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            self._stop_writing()
+            self._stop(reading=False, writing=True)
             buffer.clear()
             self._buffered = 0
             self._fatal_error(exc, "Fatal write error on socket transport")
@@ -237,10 +284,13 @@ class SocketTransport:
         self._buffered = len(data) - sent
         if self._protocol_paused and self._buffered <= self._low:
             self._protocol_paused = False
-            self._call_protocol("resume_writing")
+            try:
+                self._protocol.resume_writing()
+            except Exception as exc:
+                self._report(exc, "protocol.resume_writing() failed")
         if self._buffered:
             return
-        self._stop_writing()
+        self._stop(reading=False, writing=True)
         if self._closing:
             self._schedule_connection_lost(None)
         elif self._eof:
@@ -251,16 +301,8 @@ class SocketTransport:
                     exc, "Fatal error shutting the socket down for writing"
                 )
 
-    def _stop_writing(self) -> None:
-        if self._writing:
-            self._writing = False
-            self._loop.remove_writer(self._fd)
-
     def get_write_buffer_size(self) -> int:
         return self._buffered
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._low, self._high
 
     def set_write_buffer_limits(
         self, high: int | None = None, low: int | None = None
@@ -294,7 +336,7 @@ class SocketTransport:
         if self._closing:
             return
         self._closing = True
-        self._stop_reading()
+        self._stop(reading=True, writing=False)
         if not self._buffered:
             self._schedule_connection_lost(None)
 
@@ -302,34 +344,32 @@ class SocketTransport:
         """Close at once, dropping what is buffered; ``connection_lost`` follows."""
         self._force_close(None)
 
+    def _report(self, exc: BaseException, message: str) -> None:
+        context = {"message": message, "exception": exc, "transport": self}
+        self._loop.call_exception_handler(context | {"protocol": self._protocol})
+
     def _fatal_error(self, exc: BaseException, message: str) -> None:
         if isinstance(exc, OSError):  # the peer is gone: routine
             logger.debug("%r: %s", self, exc)
         else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
+            self._report(exc, message)
         self._force_close(exc if isinstance(exc, Exception) else None)
 
     def _force_close(self, exc: Exception | None) -> None:
         if self._lost:
             return
         self._closing = True
-        self._stop_reading()
-        self._stop_writing()
+        self._stop(reading=True, writing=True)
         self._buffer.clear()
         self._buffered = 0
         self._schedule_connection_lost(exc)
 
-    def _stop_reading(self) -> None:
-        if self._reading:
-            self._reading = False
-            self._loop.remove_reader(self._fd)
+    def _stop(self, reading: bool, writing: bool) -> None:
+        """Stop watching for what is asked and watched."""
+        if (reading and self._reading) or (writing and self._writing):
+            self._reading = self._reading and not reading
+            self._writing = self._writing and not writing
+            self._watch()
 
     def _schedule_connection_lost(self, exc: Exception | None) -> None:
         if not self._lost:
@@ -340,22 +380,8 @@ class SocketTransport:
         try:
             self._protocol.connection_lost(exc)
         finally:
+            self._poller.forget(self._fd)
             self._sock.close()
-
-    def _call_protocol(self, name: str) -> None:
-        try:
-            getattr(self._protocol, name)()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler(
-                {
-                    "message": f"protocol.{name}() failed.",
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
 
     # -- the rest of asyncio.Transport ---------------------------------------------
 

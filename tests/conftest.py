@@ -236,3 +236,14 @@ class Echo(WebSocketHandler[Any]):
 
     def message(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
         ws.send(message)
+
+
+class OpenedEcho(Echo):
+    """An echo that keeps its sockets, in the order they opened."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.opened: list[ServerWebSocket[Any]] = []
+
+    def open(self, ws: ServerWebSocket[Any]) -> None:
+        self.opened.append(ws)

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 import aiohttp_upgrade
-from aiohttp_upgrade._bun_names import BunName
 from aiohttp_upgrade import (
     BrokerUnavailableError,
     HistoryUnavailable,
@@ -35,6 +34,7 @@ from aiohttp_upgrade import (
     WebSocketError,
     WebSocketHandler,
 )
+from aiohttp_upgrade._bun_names import BunName
 from aiohttp_upgrade._hooks import HOOK_NAMES
 
 API_RST = Path(__file__).resolve().parent.parent / "docs" / "api.rst"

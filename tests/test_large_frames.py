@@ -8,14 +8,10 @@ public API), so the test proves the frame did reach the server in pieces.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
-from aiohttp import web
 
-from aiohttp_upgrade import Server
-
-from .conftest import Echo, ServeFactory
+from .conftest import OpenedEcho, ServeFactory
 from .wire import OP_BINARY, OP_TEXT, client_frame, connect
 
 MEGABYTE = 1024 * 1024
@@ -62,18 +58,12 @@ async def test_megabyte_frame_in_small_segments_arrives_intact(
     serve: ServeFactory, opcode: int, segment: int
 ) -> None:
     """A 1 MiB frame written in small TCP segments reaches the server in many reads and is delivered whole and unchanged."""
-    transports: list[asyncio.Transport] = []
-
-    def fetch(request: web.Request, server: Server[Any]) -> None:
-        assert request.transport is not None  # and None once taken over
-        transports.append(request.transport)
-        assert server.upgrade(request)
-
-    served = await serve(Echo(max_payload_length=MEGABYTE), fetch)
+    handler = OpenedEcho(max_payload_length=MEGABYTE)
+    served = await serve(handler)
     raw = await connect(served.port)
     await raw.send(OP_BINARY, b"taken over")
     assert await raw.recv() == (True, OP_BINARY, b"taken over")
-    (transport,) = transports
+    transport = handler.opened[0]._conn.transport  # the socket's own
     counter = ReadCounter(transport.get_protocol())
     transport.set_protocol(counter)
     if opcode == OP_TEXT:

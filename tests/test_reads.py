@@ -16,14 +16,12 @@ import os
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from aiohttp_upgrade import Server
 from aiohttp_upgrade._compat import compiled_mask, ready_callbacks
 from aiohttp_upgrade._frames import xor_mask
 from aiohttp_upgrade._parser import FrameParser
 
-from .conftest import ConnectRaw, Echo, Served, ServeFactory
+from .conftest import ConnectRaw, Echo, OpenedEcho, Served, ServeFactory
 from .test_parser import Sink
 from .wire import (
     OP_BINARY,
@@ -116,21 +114,15 @@ async def open_tapped(
 ) -> tuple[Served, list[Tapped]]:
     """Serve an echo and open ``count`` raw clients (closed when the test ends),
     each read through a tap."""
-    transports: list[asyncio.Transport] = []
-
-    def fetch(request: web.Request, server: Server[Any]) -> None:
-        assert request.transport is not None
-        transports.append(request.transport)
-        assert server.upgrade(request)
-
-    served = await serve(Echo(max_payload_length=1 << 20), fetch)
+    handler = OpenedEcho(max_payload_length=1 << 20)
+    served = await serve(handler)
     clients = []
     for index in range(count):
         raw = await connect_raw(served.port)
         # One echo first: the socket has been taken over once it answers.
         await raw.send(OP_BINARY, b"taken over")
         assert await raw.recv() == (True, OP_BINARY, b"taken over")
-        transport = transports[index]
+        transport = handler.opened[index]._conn.transport  # the socket's own
         tap = ReadTap(transport.get_protocol())
         transport.set_protocol(tap)
         clients.append(Tapped(raw, tap))

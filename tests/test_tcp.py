@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from aiohttp_upgrade._tcp import SocketTransport, adopt
+from aiohttp_upgrade._adopt import adopt
+from aiohttp_upgrade._tcp import Poller, SocketTransport
 
 from .conftest import Echo, Recorder, ServeFactory
 from .wire import OP_TEXT, client_frame, connect, read_frame
@@ -36,6 +37,18 @@ class Peer(asyncio.BufferedProtocol):
         )
         self.eof = asyncio.get_running_loop().create_future()
         self.fail_with: Exception | None = None
+        self._changed = asyncio.Event()
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Wait until ``condition()`` holds, checked each time an event comes."""
+        async with asyncio.timeout(10):
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def _note(self, event: str) -> None:
+        self.events.append(event)
+        self._changed.set()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.buffer
@@ -44,6 +57,7 @@ class Peer(asyncio.BufferedProtocol):
         if self.fail_with is not None:
             raise self.fail_with
         self.data += self.buffer[:nbytes]
+        self._changed.set()
 
     def eof_received(self) -> bool | None:
         self.events.append("eof")
@@ -51,10 +65,10 @@ class Peer(asyncio.BufferedProtocol):
         return None
 
     def pause_writing(self) -> None:
-        self.events.append("pause_writing")
+        self._note("pause_writing")
 
     def resume_writing(self) -> None:
-        self.events.append("resume_writing")
+        self._note("resume_writing")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.events.append("connection_lost")
@@ -69,7 +83,8 @@ async def pair() -> AsyncIterator[tuple[SocketTransport, Peer, socket.socket]]:
     ours.setblocking(False)
     theirs.setblocking(False)
     peer = Peer()
-    transport = SocketTransport(asyncio.get_running_loop(), ours, peer, {"socket": ours})
+    poller = Poller(asyncio.get_running_loop())
+    transport = SocketTransport(poller, ours, peer, {"socket": ours})
     yield transport, peer, theirs
     transport.abort()
     await peer.lost
@@ -119,8 +134,7 @@ async def test_what_the_kernel_refuses_is_buffered_then_written_in_order(
     assert peer.events == ["pause_writing"]
     assert await read_all(theirs, BIG) == payload
     # resume_writing comes once everything is written: the buffer is empty then.
-    while "resume_writing" not in peer.events:
-        await asyncio.sleep(0)
+    await peer.until(lambda: "resume_writing" in peer.events)
     assert transport.get_write_buffer_size() == 0
     assert peer.events == ["pause_writing", "resume_writing"]
 
@@ -164,8 +178,7 @@ async def test_write_eof_waits_for_the_buffer(
     assert await read_to_eof(theirs) == b"z" * BIG
     # Half-closed only: the peer can still send.
     theirs.send(b"still open")
-    while bytes(peer.data) != b"still open":
-        await asyncio.sleep(0)
+    await peer.until(lambda: peer.data == b"still open")
     assert not peer.lost.done()
 
 
@@ -176,12 +189,12 @@ async def test_pause_and_resume_reading(
     transport.pause_reading()
     assert not transport.is_reading()
     theirs.send(b"held")
-    await asyncio.sleep(0.05)  # nothing to wait for: a read that must not happen
+    for _ in range(20):  # loop turns in which a read would have come
+        await asyncio.sleep(0)
     assert peer.data == b""
     transport.resume_reading()
     assert transport.is_reading()
-    while bytes(peer.data) != b"held":
-        await asyncio.sleep(0)
+    await peer.until(lambda: peer.data == b"held")
 
 
 async def test_a_protocol_that_raises_is_reported_and_closed(

@@ -1,0 +1,79 @@
+"""The take-over of an upgraded socket's transport by our own (``_tcp``).
+
+Only asyncio's plain-TCP transport of its selector loop is replaced, on Linux
+(epoll): TLS and uvloop keep their own transports. The socket is duplicated, the
+duplicate is ours, and asyncio's transport is aborted without a byte lost:
+nothing is buffered in it (checked), and what it has not read yet stays in the
+kernel's receive buffer, which both descriptors share. asyncio's transport then
+leaves its server (``Server._detach``), so ``Server.close_clients()`` and
+``wait_closed()`` no longer see upgraded sockets: closing them is
+``server.shutdown()``'s job, as for every upgraded socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import select
+import weakref
+from asyncio import selector_events
+from typing import Final
+
+from ._tcp import Poller, SocketTransport
+
+__all__ = ["adopt"]
+
+logger = logging.getLogger("aiohttp_upgrade")
+
+_SELECTOR_TRANSPORT: Final[type] = getattr(
+    selector_events, "_SelectorSocketTransport", type(None)
+)
+_EPOLL: Final = hasattr(select, "epoll")
+_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class _Released(asyncio.Protocol):
+    """The protocol of asyncio's transport once it is ours: it hears nothing."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+def adopt(
+    transport: asyncio.BaseTransport, protocol: asyncio.BufferedProtocol
+) -> SocketTransport | None:
+    """Replace ``transport`` (already given to ``protocol``) with our own, or None.
+
+    Only asyncio's plain-TCP selector transport with nothing buffered is adopted;
+    anything else (TLS, uvloop, a transport holding unsent bytes) stays as it is
+    and None is returned. ``protocol`` then hears from the new transport only.
+    """
+    if (
+        not _EPOLL
+        or type(transport) is not _SELECTOR_TRANSPORT
+        or not isinstance(transport, asyncio.Transport)
+    ):
+        return None
+    if transport.get_write_buffer_size() or transport.is_closing():
+        return None
+    raw = transport.get_extra_info("socket")
+    if raw is None:
+        return None
+    extra = {name: transport.get_extra_info(name) for name in ("peername", "sockname")}
+    loop = asyncio.get_running_loop()
+    try:
+        sock = raw.dup()
+    except OSError as exc:  # out of descriptors: asyncio's transport stays
+        logger.debug("keeping asyncio's transport: dup() failed: %s", exc)
+        return None
+    transport.pause_reading()
+    transport.set_protocol(_Released())
+    transport.abort()  # closes its descriptor in a later callback; ours stays open
+    sock.setblocking(False)
+    extra["socket"] = sock
+    poller = _pollers.get(loop)
+    if poller is None or poller.closed:  # one per loop, while it has sockets
+        poller = _pollers[loop] = Poller(loop)
+    return SocketTransport(poller, sock, protocol, extra)
