@@ -130,12 +130,15 @@ class Connection(BufferedReads):
         )
         self.dispatcher = Dispatcher(self.ws, context, self)
 
-    def use_transport(self, transport: asyncio.Transport, turn: Sized) -> None:
-        """Read from and write to ``transport`` from now on (``_adopt``); ``turn``
-        holds the reads still to come in this turn (``data_received``)."""
+    def use_transport(
+        self, transport: asyncio.Transport, turn: Sized | None = None
+    ) -> None:
+        """Read from and write to ``transport`` from now on (``_adopt``); ``turn``,
+        if given, holds the reads still to come in this turn (``data_received``)."""
         self.transport = transport
         self.outbox.use_transport(transport)
-        self._turn = turn
+        if turn is not None:
+            self._turn = turn
 
     @property
     def id(self) -> int:
