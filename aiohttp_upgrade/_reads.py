@@ -47,6 +47,7 @@ class Reader(Protocol):
 
     def get_buffer(self, sizehint: int) -> memoryview: ...
     def buffer_updated(self, nbytes: int) -> None: ...
+    def data_received(self, data: bytes) -> None: ...
     def eof_received(self) -> bool | None: ...
     def pause_writing(self) -> None: ...
     def resume_writing(self) -> None: ...
@@ -69,6 +70,11 @@ class ProtocolAdapter(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._connection.buffer_updated(nbytes)
+
+    def data_received(self, data: bytes) -> None:
+        # Not called for a buffered protocol; but without it uvloop's set_protocol()
+        # keeps the previous protocol's (aiohttp's request handler alive through it).
+        self._connection.data_received(data)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport

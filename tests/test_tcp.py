@@ -59,6 +59,10 @@ class Peer(asyncio.BufferedProtocol):
         self.data += self.buffer[:nbytes]
         self._changed.set()
 
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        self._changed.set()
+
     def eof_received(self) -> bool | None:
         self.events.append("eof")
         self.eof.set_result(None)
