@@ -29,6 +29,7 @@ from ._hub import Hub
 from ._lifecycle import Lifecycle
 from ._origin import origin_allowed
 from ._outbox import Flusher
+from ._reads import ProtocolAdapter
 from ._websocket import SocketContext
 
 if TYPE_CHECKING:
@@ -332,7 +333,7 @@ class HttpAdapter:
             upgrade.accept.deflate,
         )
         # From here on the socket owns the transport; the request ends now.
-        tail = take_over(request, connection)
+        tail = take_over(request, ProtocolAdapter(connection))
         own = adopt(transport, connection)
         if own is not None:  # asyncio's plain TCP transport, replaced by ours
             transport = cast(asyncio.Transport, own)

@@ -19,6 +19,7 @@ import weakref
 from asyncio import selector_events
 from typing import Final
 
+from ._reads import Reader
 from ._tcp import Poller, SocketTransport
 
 __all__ = ["adopt"]
@@ -41,9 +42,7 @@ class _Released(asyncio.Protocol):
         pass
 
 
-def adopt(
-    transport: asyncio.BaseTransport, protocol: asyncio.BufferedProtocol
-) -> SocketTransport | None:
+def adopt(transport: asyncio.BaseTransport, protocol: Reader) -> SocketTransport | None:
     """Replace ``transport`` (already given to ``protocol``) with our own, or None.
 
     Only asyncio's plain-TCP selector transport with nothing buffered is adopted;

@@ -1,12 +1,9 @@
 """One upgraded connection: the protocol that owns everything of a socket.
 
-After the 101 the transport is handed to a :class:`Connection` (``_compat.take_over``,
-then our own transport for plain TCP: ``_adopt``). It builds the socket's
-:class:`~aiohttp_upgrade._outbox.Outbox`, its sans-I/O
-:class:`~aiohttp_upgrade._protocol.ServerProtocol` (frame parser, close state
-machine), the :class:`~aiohttp_upgrade._websocket.ServerWebSocket` that hooks see
-and its :class:`~aiohttp_upgrade._dispatcher.Dispatcher`. Reads (into the server's
-buffer: ``_reads``) go straight into the parser, whose events become hook
+After the 101 the transport is handed to a :class:`Connection` (``_compat``, then
+``_adopt``), which builds the socket's outbox, its sans-I/O protocol (frame
+parser, close state machine), the ``ServerWebSocket`` hooks see and its
+dispatcher. Reads go straight into the parser, whose events become hook
 dispatches; what the protocol decides on closing is carried out here and nowhere
 else. Nothing else runs per socket: no task, no aiohttp object.
 """
@@ -38,7 +35,6 @@ from ._protocol import (
     ServerProtocol,
 )
 from ._ratelimit import limit_reads
-from ._reads import BufferedReads
 from ._websocket import ServerWebSocket
 
 if TYPE_CHECKING:
@@ -58,31 +54,19 @@ _IDLE_PING: Final = build_frame(OP_PING, b"")
 T = TypeVar("T")
 
 
-def _abort_transport(transport: asyncio.Transport) -> None:
-    """``transport.abort()``; what it raises is logged: it must not stop a close."""
-    try:
-        transport.abort()
-    except Exception as exc:
-        logger.warning("aborting a connection failed", exc_info=exc)
-
-
-class Connection(BufferedReads):
-    """The protocol of one upgraded connection (see the module docstring).
-
-    Args:
-        transport: the upgraded connection's transport.
-        context: what the server shares with its sockets.
-        data, subprotocol, remote_address: the socket's (see ``ServerWebSocket``).
-        deflate: the negotiated permessage-deflate parameters, if any.
-
-    ``ws`` is the socket's facade, ``id`` its number in log lines, ``idle_ticks``
-    counts idle-timer ticks since the client last sent a frame.
-    """
+class Connection:
+    """The protocol of one upgraded connection (see the module docstring): on
+    ``transport``, with the server's ``context``; ``data``, ``subprotocol`` and
+    ``remote_address`` are the socket's, ``deflate`` the negotiated
+    permessage-deflate parameters, if any. ``ws`` is the socket's facade, ``id``
+    its number in log lines, ``idle_ticks`` the idle timer's ticks since the
+    client last sent a frame."""
 
     __slots__ = (
         "_close_timer",
         "_ctx",
         "_paused",
+        "_read_buffer",
         "_turn",
         "dispatcher",
         "idle_ticks",
@@ -117,12 +101,9 @@ class Connection(BufferedReads):
             deflate.new_compressor() if deflate else None,
             self,
         )
+        inflater = deflate.new_inflater(options.max_payload_length) if deflate else None
         self.protocol = protocol = ServerProtocol(
-            self,
-            options.max_payload_length,
-            deflate.new_inflater(options.max_payload_length) if deflate else None,
-            context.mask,
-            remote_address,
+            self, options.max_payload_length, inflater, context.mask, remote_address
         )
         self.parser = limit_reads(self, protocol.parser, context)  # through any limit
         self.ws: ServerWebSocket[Any] = ServerWebSocket(
@@ -133,8 +114,7 @@ class Connection(BufferedReads):
     def use_transport(
         self, transport: asyncio.Transport, turn: Sized | None = None
     ) -> None:
-        """Read from and write to ``transport`` from now on (``_adopt``); ``turn``,
-        if given, holds the reads still to come in this turn (``data_received``)."""
+        """Use ``transport`` (``_adopt``) and ``turn``, if given, from now on."""
         self.transport = transport
         self.outbox.use_transport(transport)
         if turn is not None:
@@ -145,13 +125,28 @@ class Connection(BufferedReads):
         """This connection's number, in ``repr(ws)`` and log lines (``conn <id>``)."""
         return self.protocol.id
 
-    # -- asyncio.BufferedProtocol (reads: see _reads.BufferedReads) ---------------
+    # -- asyncio.BufferedProtocol's interface (reads: see _reads) ---------------------
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def read_into(self, buffer: memoryview) -> None:
+        """Read into ``buffer``, a view of the server's buffer (``_ratelimit``)."""
+        self._read_buffer = buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._read_buffer[:nbytes])
+
+    def eof_received(self) -> None:
+        """The transport closes: ``connection_lost`` follows."""
+
+    def pause_writing(self) -> None:
+        """Nothing: the outbox looks at the transport's buffer itself."""
 
     def data_received(self, data: bytes | memoryview) -> None:
-        # A read, or the handshake's leftover. What the hooks send in answer goes
-        # out in one write: at the end of the read if it is the turn's last callback,
-        # else with the per-turn flush after the other sockets' reads (a write per
-        # message mid-turn: ~10 % more server CPU, 50 echo clients, benchmarks/echo.py).
+        # A read, or the handshake's leftover. What hooks send in answer goes out in
+        # one write: at the end of the read if it is the turn's last, else with the
+        # per-turn flush (a write per read: 8 % more CPU, 50 echo clients).
         outbox = self.outbox
         self._ctx.counters.bytes_in += len(data)
         try:
@@ -289,23 +284,22 @@ class Connection(BufferedReads):
 
     def pause_reading(self, reason: int) -> None:
         paused, self._paused = self._paused, self._paused | reason
-        try:
-            if not paused:
-                self.transport.pause_reading()
-        except Exception as exc:
-            logger.debug("conn %d: pause_reading failed: %r", self.id, exc)
+        if not paused:
+            self._read(False)
 
     def resume_reading(self, reason: int) -> None:
         paused, self._paused = self._paused, self._paused & ~reason
+        if paused and not self._paused:
+            self._read(True)
+
+    def _read(self, on: bool) -> None:
         try:
-            if paused and not self._paused:
-                self.transport.resume_reading()
+            self.transport.resume_reading() if on else self.transport.pause_reading()
         except Exception as exc:
-            logger.debug("conn %d: resume_reading failed: %r", self.id, exc)
+            logger.debug("conn %d: pausing/resuming failed: %r", self.id, exc)
 
     def hooks_running(self, running: bool) -> None:
-        # While a task runs hooks its sends are written at once: its turn ends at
-        # an await nobody sees.
+        # A task's sends are written at once: its turn ends at an await nobody sees.
         self.outbox.write_now = running
 
     def hook_failed(self) -> None:
@@ -345,7 +339,7 @@ class Connection(BufferedReads):
             self.outbox.flush()  # never raises
         elif type(action) is Abort:
             self.outbox.discard()
-            _abort_transport(self.transport)
+            self._abort()
         else:
             self._end(action)
 
@@ -382,7 +376,13 @@ class Connection(BufferedReads):
                 logger.warning(
                     "conn %d: ending %r failed; aborting", self.id, self, exc_info=exc
                 )
-            _abort_transport(transport)
+            self._abort()
+
+    def _abort(self) -> None:
+        try:  # what it raises is logged: it must not stop a close
+            self.transport.abort()
+        except Exception as exc:
+            logger.warning("aborting a connection failed", exc_info=exc)
 
     def _arm_close_timeout(self) -> None:
         # A client that stops reading, or never closes, must not pin the connection.

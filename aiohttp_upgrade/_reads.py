@@ -1,9 +1,10 @@
 """The read buffer that the sockets of one server share, and the protocol half
 that reads into it.
 
-Each socket's :class:`~aiohttp_upgrade._connection.Connection` is an
-``asyncio.BufferedProtocol``: the event loop reads with ``recv_into`` into the
-buffer that ``get_buffer`` returns, instead of allocating a new 256 KiB bytes
+Each socket's :class:`~aiohttp_upgrade._connection.Connection` reads as an
+``asyncio.BufferedProtocol`` (our transport calls it, asyncio's TLS and uvloop's
+transports call its :class:`ProtocolAdapter`): the transport reads with
+``recv_into`` into the buffer that ``get_buffer`` returns, instead of allocating a new 256 KiB bytes
 object per read (``sock.recv(256 KiB)``) that glibc serves with ``mmap``,
 ``mremap`` and ``munmap`` on a process whose allocator has not adapted yet. All
 sockets of a server read into the same buffer, one read at a time: the parser
@@ -22,9 +23,9 @@ can only abort one (aborting reads nothing).
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+from typing import Final, Protocol
 
-__all__ = ["READ_BUFFER_SIZE", "BufferedReads", "new_read_buffer"]
+__all__ = ["READ_BUFFER_SIZE", "ProtocolAdapter", "Reader", "new_read_buffer"]
 
 READ_BUFFER_SIZE: Final = 256 * 1024
 """Bytes per read at most: asyncio's own read size for a plain protocol."""
@@ -40,26 +41,49 @@ def new_read_buffer() -> memoryview:
     return memoryview(bytearray(READ_BUFFER_SIZE))
 
 
-class BufferedReads(asyncio.BufferedProtocol):
-    """The reading half of a socket's protocol: the event loop reads into
-    ``_read_buffer`` (the server's, set by the subclass), and each read goes to
-    ``data_received`` as a view of the bytes read, valid until it returns."""
+class Reader(Protocol):
+    """What our transport and :class:`ProtocolAdapter` call: the methods of an
+    ``asyncio.BufferedProtocol`` (a connection)."""
 
-    __slots__ = ("_read_buffer",)
+    def get_buffer(self, sizehint: int) -> memoryview: ...
+    def buffer_updated(self, nbytes: int) -> None: ...
+    def data_received(self, data: bytes) -> None: ...
+    def eof_received(self) -> bool | None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
+    def connection_lost(self, exc: Exception | None) -> None: ...
 
-    _read_buffer: memoryview
+
+class ProtocolAdapter(asyncio.BufferedProtocol):
+    """asyncio's protocol for a connection on a transport that is not ours (TLS,
+    uvloop): it passes every call on. A connection is a C class when compiled,
+    which cannot derive from asyncio's protocol classes; our own transport
+    (``_tcp``) calls it directly."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: Reader) -> None:
+        self._connection = connection
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._read_buffer
-
-    def read_into(self, buffer: memoryview) -> None:
-        """Read into ``buffer`` from now on: a view of the server's buffer, shorter
-        to keep each read within a rate limit (``_ratelimit``)."""
-        self._read_buffer = buffer
+        return self._connection.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self._read_buffer[:nbytes])
+        self._connection.buffer_updated(nbytes)
 
-    def data_received(self, data: bytes | memoryview) -> None:
-        """Handle ``data``, which the next read may overwrite once this returns."""
-        raise NotImplementedError
+    def data_received(self, data: bytes) -> None:
+        # Not called for a buffered protocol; but without it uvloop's set_protocol()
+        # keeps the previous protocol's (aiohttp's request handler alive through it).
+        self._connection.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport
+
+    def pause_writing(self) -> None:
+        pass  # the outbox looks at the transport's buffer itself
+
+    def resume_writing(self) -> None:
+        self._connection.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connection.connection_lost(exc)

@@ -3,7 +3,7 @@
 A read is parsed and dispatched whole before its socket's budget is checked:
 a 256 KiB read is ~43,000 empty frames, each answered and dispatched. So the
 :class:`~aiohttp_upgrade._ratelimit.ReadLimiter` hands its socket a shorter view
-of the server's buffer (``BufferedReads.read_into``) after each read: at most the
+of the server's buffer (``Connection.read_into``) after each read: at most the
 bytes left in the byte budget, and 6 bytes (the smallest client frame) per frame
 left plus a header and the rest of a frame being read; at least
 :data:`READ_FLOOR`. Such a read holds at most two or three frames past the

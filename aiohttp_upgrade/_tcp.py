@@ -10,12 +10,10 @@ lends (the server's shared buffer) and hands the byte count to
 ``buffer_updated``. ``write`` sends at once and watches for writability only
 while the kernel refuses bytes. Compiled, all of it is C calls.
 
-The protocol interface is ``asyncio.BufferedProtocol``'s (``get_buffer``,
-``buffer_updated``, ``eof_received``, ``pause_writing``, ``resume_writing``,
-``connection_lost``); the transport's is the part of ``asyncio.Transport`` that
-:class:`~aiohttp_upgrade._connection.Connection` and the outbox use, with
-asyncio's semantics: ``close`` writes what is buffered first, ``abort`` does not,
-``connection_lost`` comes in a later callback, exactly once.
+The protocol interface is ``asyncio.BufferedProtocol``'s (``_reads.Reader``);
+the transport's is the part of ``asyncio.Transport`` that the connection and the
+outbox use, with asyncio's semantics: ``close`` writes what is buffered first,
+``abort`` does not, ``connection_lost`` comes in a later callback, exactly once.
 """
 
 from __future__ import annotations
@@ -25,7 +23,10 @@ import contextlib
 import logging
 import select
 import socket
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from ._reads import Reader
 
 __all__ = ["MAX_EVENTS", "Poller", "SocketTransport"]
 
@@ -142,7 +143,7 @@ class SocketTransport:
         self,
         poller: Poller,
         sock: socket.socket,
-        protocol: asyncio.BufferedProtocol,
+        protocol: Reader,
         extra: dict[str, Any],
     ) -> None:
         self._poller = poller
@@ -164,8 +165,7 @@ class SocketTransport:
         poller.watch(self, self._fd, _READ)
 
     @property
-    def turn(self) -> Poller:
-        """The sockets' turn (see :class:`Poller`)."""
+    def turn(self) -> Poller:  # the sockets' turn (see Poller)
         return self._poller
 
     def on_events(self, events: int) -> None:

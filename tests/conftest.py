@@ -11,7 +11,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from aiohttp_upgrade import Server, ServerWebSocket, WebSocketHandler
+from aiohttp_upgrade._connection import Connection
 
 from .wire import Raw, connect
 
@@ -236,6 +237,11 @@ class Echo(WebSocketHandler[Any]):
 
     def message(self, ws: ServerWebSocket[Any], message: str | bytes) -> None:
         ws.send(message)
+
+
+def connection_of(ws: ServerWebSocket[Any]) -> Connection:
+    """The connection behind ``ws`` (tests look inside)."""
+    return cast(Connection, ws._conn)
 
 
 class OpenedEcho(Echo):

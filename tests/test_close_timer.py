@@ -13,13 +13,36 @@ import gc
 import weakref
 from typing import Any
 
-import pytest
-
 from aiohttp_upgrade import ServerWebSocket, WebSocketHandler
-from aiohttp_upgrade._connection import Connection
 
-from .conftest import ServeFactory
+from .conftest import ServeFactory, connection_of
 from .wire import OP_CLOSE, close_payload, connect, parse_close
+
+
+class LostSpy(asyncio.BufferedProtocol):
+    """Put in front of a socket's protocol: passes every call on, lets go of the
+    protocol at ``connection_lost`` and then sets ``lost``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.lost = asyncio.Event()
+
+    def get_buffer(self, sizehint: int) -> Any:
+        return self.inner.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.inner.buffer_updated(nbytes)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()  # type: ignore[no-any-return]
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        inner, self.inner = self.inner, None
+        inner.connection_lost(exc)
+        self.lost.set()
 
 
 class ClosesOnOpen(WebSocketHandler[Any]):
@@ -31,25 +54,21 @@ class ClosesOnOpen(WebSocketHandler[Any]):
         super().__init__(close_timeout=600.0)
         self.socket: weakref.ref[ServerWebSocket[Any]] | None = None
         self.opened = asyncio.Event()
+        self.spy: LostSpy | None = None
 
     def open(self, ws: ServerWebSocket[Any]) -> None:
         self.socket = weakref.ref(ws)
+        transport = connection_of(ws).transport
+        self.spy = LostSpy(transport.get_protocol())
+        transport.set_protocol(self.spy)
         self.opened.set()
         ws.close(1000, "bye")
 
 
 async def test_a_cleanly_closed_connection_is_freed_at_once(
-    serve: ServeFactory, monkeypatch: pytest.MonkeyPatch
+    serve: ServeFactory,
 ) -> None:
     """After ws.close() and the client's Close and FIN, the connection and its socket can be collected as soon as connection_lost ran, not close_timeout later."""
-    lost = asyncio.Event()
-    connection_lost = Connection.connection_lost
-
-    def spy(self: Connection, exc: Exception | None) -> None:
-        connection_lost(self, exc)
-        lost.set()
-
-    monkeypatch.setattr(Connection, "connection_lost", spy)
     handler = ClosesOnOpen()
     served = await serve(handler)
     raw = await connect(served.port)
@@ -59,7 +78,8 @@ async def test_a_cleanly_closed_connection_is_freed_at_once(
         assert (opcode, parse_close(payload)[0]) == (OP_CLOSE, 1000)
         await raw.send(OP_CLOSE, close_payload(1000))
         await raw.close()
-        await lost.wait()
+        assert handler.spy is not None
+        await handler.spy.lost.wait()
     gc.collect()
     assert handler.socket is not None
     assert handler.socket() is None

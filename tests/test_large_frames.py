@@ -8,10 +8,11 @@ public API), so the test proves the frame did reach the server in pieces.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from .conftest import OpenedEcho, ServeFactory
+from .conftest import OpenedEcho, ServeFactory, connection_of
 from .wire import OP_BINARY, OP_TEXT, client_frame, connect
 
 MEGABYTE = 1024 * 1024
@@ -20,8 +21,8 @@ MEGABYTE = 1024 * 1024
 class ReadCounter(asyncio.BufferedProtocol):
     """Passes everything on to the server's protocol, counting the reads."""
 
-    def __init__(self, inner: asyncio.BaseProtocol) -> None:
-        assert isinstance(inner, asyncio.BufferedProtocol)  # reads into a buffer
+    def __init__(self, inner: Any) -> None:
+        assert hasattr(inner, "get_buffer")  # reads into a buffer
         self.inner = inner
         self.reads = 0
 
@@ -33,7 +34,7 @@ class ReadCounter(asyncio.BufferedProtocol):
         self.inner.buffer_updated(nbytes)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
+        return self.inner.eof_received()  # type: ignore[no-any-return]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.inner.connection_lost(exc)
@@ -63,7 +64,7 @@ async def test_megabyte_frame_in_small_segments_arrives_intact(
     raw = await connect(served.port)
     await raw.send(OP_BINARY, b"taken over")
     assert await raw.recv() == (True, OP_BINARY, b"taken over")
-    transport = handler.opened[0]._conn.transport  # the socket's own
+    transport = connection_of(handler.opened[0]).transport
     counter = ReadCounter(transport.get_protocol())
     transport.set_protocol(counter)
     if opcode == OP_TEXT:

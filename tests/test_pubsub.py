@@ -12,7 +12,7 @@ import socket
 import struct
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -20,7 +20,7 @@ from aiohttp import web
 
 from aiohttp_upgrade import Server, ServerWebSocket
 
-from .conftest import Recorder, Served, ServeFactory
+from .conftest import Recorder, Served, ServeFactory, connection_of
 from .wire import OP_CLOSE, client_frame, close_payload, request_bytes
 
 TOPIC = "room"
@@ -48,9 +48,9 @@ class Tap:
         self.fail_with: Exception | None = None
 
     def attach(self, ws: ServerWebSocket[Any]) -> None:
-        connection = ws._conn
+        connection = connection_of(ws)
         self.transport = connection.transport
-        connection.use_transport(self)
+        connection.use_transport(cast(asyncio.Transport, self))
 
     def write(self, data: Any) -> None:
         if self.fail_with is not None:

@@ -21,7 +21,7 @@ from aiohttp_upgrade._compat import compiled_mask, ready_callbacks
 from aiohttp_upgrade._frames import xor_mask
 from aiohttp_upgrade._parser import FrameParser
 
-from .conftest import ConnectRaw, Echo, OpenedEcho, Served, ServeFactory
+from .conftest import ConnectRaw, Echo, OpenedEcho, Served, ServeFactory, connection_of
 from .test_parser import Sink
 from .wire import (
     OP_BINARY,
@@ -41,7 +41,7 @@ class ReadTap(asyncio.BufferedProtocol):
     """Passes every read on to the server's protocol, recording the buffers it
     hands out and the bytes read; a plain ``asyncio.Protocol`` gets a copy."""
 
-    def __init__(self, inner: asyncio.BaseProtocol) -> None:
+    def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.buffers: list[Any] = []
         self.received = 0
@@ -52,9 +52,7 @@ class ReadTap(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> Any:
         inner = self.inner
         buffer = (
-            inner.get_buffer(sizehint)
-            if isinstance(inner, asyncio.BufferedProtocol)
-            else self._own
+            inner.get_buffer(sizehint) if hasattr(inner, "get_buffer") else self._own
         )
         self.buffers.append(buffer)
         self._current = buffer
@@ -62,7 +60,7 @@ class ReadTap(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         inner = self.inner
-        if isinstance(inner, asyncio.BufferedProtocol):
+        if hasattr(inner, "get_buffer"):
             inner.buffer_updated(nbytes)
         else:
             assert isinstance(inner, asyncio.Protocol)
@@ -82,7 +80,7 @@ class ReadTap(asyncio.BufferedProtocol):
             self._waiters.remove((count, waiter))
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()  # type: ignore[attr-defined, no-any-return]
+        return self.inner.eof_received()  # type: ignore[no-any-return]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.inner.connection_lost(exc)
@@ -122,7 +120,7 @@ async def open_tapped(
         # One echo first: the socket has been taken over once it answers.
         await raw.send(OP_BINARY, b"taken over")
         assert await raw.recv() == (True, OP_BINARY, b"taken over")
-        transport = handler.opened[index]._conn.transport  # the socket's own
+        transport = connection_of(handler.opened[index]).transport
         tap = ReadTap(transport.get_protocol())
         transport.set_protocol(tap)
         clients.append(Tapped(raw, tap))

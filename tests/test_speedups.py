@@ -22,6 +22,7 @@ MODULES = (
     "_hub",
     "_dispatcher",
     "_reads",
+    "_tcp",
     "_connection",
 )
 
@@ -29,11 +30,11 @@ MODULES = (
 REPORT = """
 import json, aiohttp_upgrade
 from aiohttp_upgrade import _speedups, _frames, _parser, _outbox, _hub
-from aiohttp_upgrade import _dispatcher, _reads, _connection
+from aiohttp_upgrade import _dispatcher, _reads, _tcp, _connection
 probes = {"_frames": _frames.build_frame, "_parser": _parser.FrameParser,
           "_outbox": _outbox.Outbox, "_hub": _hub.Hub,
-          "_dispatcher": _dispatcher.Dispatcher, "_reads": _reads.BufferedReads,
-          "_connection": _connection.Connection}
+          "_dispatcher": _dispatcher.Dispatcher, "_reads": _reads.ProtocolAdapter,
+          "_tcp": _tcp.SocketTransport, "_connection": _connection.Connection}
 print(json.dumps({"compiled": _speedups.COMPILED,
                   "modules": {k: v.__module__ for k, v in probes.items()}}))
 """

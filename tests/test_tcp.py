@@ -19,7 +19,7 @@ import pytest
 from aiohttp_upgrade._adopt import adopt
 from aiohttp_upgrade._tcp import Poller, SocketTransport
 
-from .conftest import Echo, Recorder, ServeFactory
+from .conftest import Echo, Recorder, ServeFactory, connection_of
 from .wire import OP_TEXT, client_frame, connect, read_frame
 
 BIG = 8 * 1024 * 1024  # more than a socket pair's buffers hold
@@ -57,6 +57,10 @@ class Peer(asyncio.BufferedProtocol):
         if self.fail_with is not None:
             raise self.fail_with
         self.data += self.buffer[:nbytes]
+        self._changed.set()
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
         self._changed.set()
 
     def eof_received(self) -> bool | None:
@@ -246,7 +250,7 @@ async def test_the_server_adopts_plain_tcp_on_asyncio(serve: ServeFactory) -> No
     served = await serve(handler)
     raw = await connect(served.port)
     ws = (await handler.next("open")).ws
-    transport = ws._conn.transport
+    transport = connection_of(ws).transport
     on_uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
     assert isinstance(transport, SocketTransport) is not on_uvloop
     raw.writer.write(client_frame(OP_TEXT, b"ping"))
