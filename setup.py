@@ -25,11 +25,11 @@ PACKAGE = "aiohttp_upgrade"
 MODULES = (
     "_frames",
     "_parser",
+    "_tcp",
     "_outbox",
     "_hub",
     "_dispatcher",
     "_reads",
-    "_tcp",
     "_connection",
 )
 GENERATED = Path("build") / "cython"

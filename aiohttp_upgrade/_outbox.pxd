@@ -4,6 +4,8 @@
 # sizes, turns and backlogs are bounded by memory and counters: C integers.
 cimport cython
 
+from aiohttp_upgrade._tcp_c cimport SocketTransport as CTransport
+
 
 cdef class Flusher:
     cdef list _dirty
@@ -13,10 +15,13 @@ cdef class Flusher:
 
     cpdef void add(self, Outbox outbox)
     cpdef void next_turn(self)
+    @cython.locals(dirty=list, outbox=Outbox)
+    cpdef void _flush(self)
 
 
 cdef class Outbox:
-    cdef public object _transport  # tests put a faulty transport in its place
+    cdef public object _transport
+    cdef CTransport _tcp  # _transport if it is ours: C calls
     cdef Flusher _flusher
     cdef object _limit
     cdef object _hard_limit
@@ -45,13 +50,15 @@ cdef class Outbox:
     cpdef bint over_limit(self) except -1
     cpdef void _new_turn(self, Py_ssize_t waiting)
 
-    @cython.locals(waiting=Py_ssize_t, size=Py_ssize_t, write_now=bint, pending=list)
+    @cython.locals(
+        waiting=Py_ssize_t, size=Py_ssize_t, write_now=bint, pending=list, tcp=CTransport
+    )
     cpdef Py_ssize_t enqueue(
         self, object frame, Py_ssize_t length, object message=*
     ) except? -2
     cpdef void enqueue_control(self, object frame)
     cpdef Py_ssize_t _drop(self, object message) except? -2
-    @cython.locals(pending=list)
+    @cython.locals(pending=list, tcp=CTransport, waiting=Py_ssize_t)
     cpdef void flush(self)
     cpdef void flush_later(self)
     cpdef void writable(self)

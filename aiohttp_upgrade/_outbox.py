@@ -13,9 +13,8 @@ Codes (Bun's): the payload length when the frame went onto an idle connection;
 will be delivered; the ``drain`` callback follows once everything left); ``0``
 when it was dropped because the client is behind by more than ``limit`` bytes.
 
-The limit measures the client, not the sender (``_sendlimits``), by turns that
-the :class:`Flusher` counts. The outbox needs only a transport and a loop to
-schedule on, so it is tested without sockets.
+The limit measures the client, not the sender (``_sendlimits``), by the turns
+the :class:`Flusher` counts. The outbox is tested without sockets.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from ._sendlimits import (
     HARD_LIMIT_FLOOR,
     hard_limit,
 )
+from ._tcp import SocketTransport
 
 if TYPE_CHECKING:
     from ._metrics import Counters
@@ -116,19 +116,11 @@ class Flusher:
 
 
 class Outbox:
-    """The pending output of one socket.
-
-    Args:
-        transport: where frames go.
-        flusher: the shared per-turn flusher.
-        limit: ``backpressure_limit``: a message is dropped (code 0) when more
-            than this many bytes were waiting in the transport at this socket's
-            first send of the current loop turn, or when more than
-            ``hard_limit(limit)`` are buffered (see the module docstring).
-        compressor: the socket's permessage-deflate compressor, if negotiated.
-        owner: told when output drained, a message was dropped or a write failed
-            (None: nothing is told; a failed write aborts the transport).
-    """
+    """The pending output of one socket, written to ``transport`` once per turn
+    of ``flusher``. ``limit`` is ``backpressure_limit`` (``_sendlimits``);
+    ``compressor`` the socket's permessage-deflate compressor, if negotiated;
+    ``owner`` is told when output drained, a message was dropped or a write
+    failed (None: nothing is told; a failed write aborts the transport)."""
 
     __slots__ = (
         "_backlog",
@@ -139,6 +131,7 @@ class Outbox:
         "_owner",
         "_pending",
         "_size",
+        "_tcp",
         "_transport",
         "_turn",
         "compressor",
@@ -155,7 +148,7 @@ class Outbox:
         compressor: Compressor | None = None,
         owner: OutboxOwner | None = None,
     ) -> None:
-        self._transport = transport
+        self.use_transport(transport)
         self._flusher = flusher
         self._limit = limit
         self._hard_limit = hard_limit(limit)
@@ -169,9 +162,7 @@ class Outbox:
         self.write_now = False
         """Write each frame at once (set while an async hook runs)."""
         self.held = False
-        """Leave the flush to the caller, which flushes when it is done (set while
-        the connection handles one read: what the read's hooks send goes out in
-        one write at its end, without the per-turn flusher)."""
+        """Leave the flush to the caller (the connection, while it handles a read)."""
         self.sent = False
         """Set by every queued frame; the idle timer clears it."""
         self._owner = owner
@@ -179,6 +170,8 @@ class Outbox:
     def use_transport(self, transport: Transport) -> None:
         """Write to ``transport`` from now on (nothing may be buffered)."""
         self._transport = transport
+        # Ours is called directly, with C calls when compiled: no method lookups.
+        self._tcp = transport if type(transport) is SocketTransport else None
 
     # -- queueing ----------------------------------------------------------------
 
@@ -255,8 +248,11 @@ class Outbox:
 
     def enqueue(self, frame: bytes, length: int, message: object = None) -> int:
         """Queue a built frame; return ``length``, -1 or 0 (dropped)."""
-        transport = self._transport
-        waiting = transport.get_write_buffer_size()
+        tcp = self._tcp
+        if tcp is not None:
+            waiting = tcp.get_write_buffer_size()
+        else:
+            waiting = self._transport.get_write_buffer_size()
         flusher = self._flusher
         if self._turn != flusher.turn:  # _new_turn(), inlined: once per turn
             self._turn = flusher.turn
@@ -280,7 +276,7 @@ class Outbox:
         self.sent = True
         if write_now or size >= FLUSH_THRESHOLD:
             self.flush()
-            waiting = transport.get_write_buffer_size()
+            waiting = self._transport.get_write_buffer_size()
         if waiting:
             self._drain_wanted = True
             return -1
@@ -321,27 +317,31 @@ class Outbox:
         self._flusher.add(self)
 
     def flush(self) -> None:
-        """Write the pending frames now, in one write.
-
-        Never raises: a failing ``transport.write`` goes to the owner's
-        ``write_failed`` (or aborts the transport), so one broken socket cannot stop the flush of
-        the others.
-        """
+        """Write the pending frames now, in one write. Never raises: a failing
+        ``write`` goes to the owner's ``write_failed`` (or aborts the transport)."""
         pending = self._pending
         if not pending:
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
         self._size = 0
-        transport = self._transport
-        if transport.is_closing():
-            return
+        tcp = self._tcp
         try:
-            transport.write(data)
-        except Exception as exc:
+            if tcp is not None:  # the same calls as below, in C when compiled
+                if tcp.is_closing():
+                    return
+                tcp.write(data)
+                waiting = tcp.get_write_buffer_size()
+            else:
+                transport = self._transport
+                if transport.is_closing():
+                    return
+                transport.write(data)
+                waiting = transport.get_write_buffer_size()
+        except Exception as exc:  # from write(): the others do not raise
             self._write_failed(exc)
             return
-        if transport.get_write_buffer_size():
+        if waiting:
             # The kernel did not take it all: the limit must look at the
             # transport's buffer afresh next turn, even if nothing else runs.
             self._flusher.next_turn()

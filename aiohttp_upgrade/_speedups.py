@@ -28,11 +28,11 @@ __all__ = ["COMPILED", "MODULES", "NO_EXTENSIONS"]
 MODULES: Final = (
     "_frames",
     "_parser",
+    "_tcp",
     "_outbox",
     "_hub",
     "_dispatcher",
     "_reads",
-    "_tcp",
     "_connection",
 )
 """The modules with a compiled twin, in dependency order (each twin imports the

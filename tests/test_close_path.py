@@ -307,8 +307,7 @@ def inject(
     and the connection's real transport; return it."""
     connection = cast(Connection, ws._conn)
     faulty = FaultyTransport(connection.transport, failing, half_close)
-    connection.transport = cast(asyncio.Transport, faulty)
-    connection.outbox._transport = faulty
+    connection.use_transport(cast(asyncio.Transport, faulty))
     return faulty
 
 

@@ -18,11 +18,11 @@ FORCE_PURE = ("AIOHTTP_UPGRADE_NO_EXTENSIONS", "AIOHTTP_NO_EXTENSIONS")
 MODULES = (
     "_frames",
     "_parser",
+    "_tcp",
     "_outbox",
     "_hub",
     "_dispatcher",
     "_reads",
-    "_tcp",
     "_connection",
 )
 
