@@ -337,7 +337,7 @@ class HttpAdapter:
         own = adopt(transport, connection)
         if own is not None:  # asyncio's plain TCP transport, replaced by ours
             transport = cast(asyncio.Transport, own)
-            connection.use_transport(transport, own.turn)
+            connection.use_transport(transport, own.poller)
         # Pause the protocol whenever a byte is buffered, so that "resumed" means
         # "empty": the drain hook relies on it.
         transport.set_write_buffer_limits(high=0)

@@ -1,7 +1,7 @@
 """The take-over of an upgraded socket's transport by our own (``_tcp``).
 
-Only asyncio's plain-TCP transport of its selector loop is replaced, on Linux
-(epoll): TLS and uvloop keep their own transports. The socket is duplicated, the
+Only asyncio's plain socket transport of its selector loop (TCP, or Unix for
+``UnixSite``) is replaced, on Linux (epoll): TLS and uvloop keep their own. The socket is duplicated, the
 duplicate is ours, and asyncio's transport is aborted without a byte lost:
 nothing is buffered in it (checked), and what it has not read yet stays in the
 kernel's receive buffer, which both descriptors share. asyncio's transport then
@@ -17,6 +17,7 @@ import logging
 import select
 import weakref
 from asyncio import selector_events
+from asyncio.trsock import TransportSocket
 from typing import Final
 
 from ._reads import Reader
@@ -30,7 +31,9 @@ _SELECTOR_TRANSPORT: Final[type] = getattr(
     selector_events, "_SelectorSocketTransport", type(None)
 )
 _EPOLL: Final = hasattr(select, "epoll")
-_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = (
+# Weakly both ways: a loop that ends without closing its sockets is collected,
+# and its sockets with it (each transport holds its poller).
+_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[Poller]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -62,17 +65,25 @@ def adopt(transport: asyncio.BaseTransport, protocol: Reader) -> SocketTransport
         return None
     extra = {name: transport.get_extra_info(name) for name in ("peername", "sockname")}
     loop = asyncio.get_running_loop()
-    try:
+    sock = poller = None
+    try:  # all that can fail, before asyncio's transport is let go
         sock = raw.dup()
+        sock.setblocking(False)
+        extra["socket"] = TransportSocket(sock)
+        known = _pollers.get(loop)
+        poller = known() if known is not None else None
+        if poller is None or poller.closed:  # one per loop, while it has sockets
+            poller = Poller(loop)
+            _pollers[loop] = weakref.ref(poller)
+        ours = SocketTransport(poller, sock, protocol, extra)
     except OSError as exc:  # out of descriptors: asyncio's transport stays
-        logger.debug("keeping asyncio's transport: dup() failed: %s", exc)
+        logger.debug("keeping asyncio's transport: %s", exc)
+        if sock is not None:
+            sock.close()
+        if poller is not None:
+            poller.close_if_idle()
         return None
     transport.pause_reading()
     transport.set_protocol(_Released())
     transport.abort()  # closes its descriptor in a later callback; ours stays open
-    sock.setblocking(False)
-    extra["socket"] = sock
-    poller = _pollers.get(loop)
-    if poller is None or poller.closed:  # one per loop, while it has sockets
-        poller = _pollers[loop] = Poller(loop)
-    return SocketTransport(poller, sock, protocol, extra)
+    return ours

@@ -7,16 +7,14 @@ no underscores), so ``readyState`` finds ``ready_state`` and
 ``pendingWebSockets`` finds ``pending_websockets``; Bun names whose Python
 counterpart is spelt with other words are listed in :data:`RENAMED`. The hint is
 computed only when the normal lookup has already failed (``__getattr__``), so
-it costs nothing on ordinary attribute access; on the socket, whose attributes
-the hot path reads, Bun's names are descriptors instead (:func:`add_bun_names`):
-a class with a ``__getattr__`` is not on CPython's fast attribute path.
+it costs nothing on ordinary attribute access.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-__all__ = ["RENAMED", "BunName", "BunNames", "add_bun_names", "hint", "missing"]
+__all__ = ["RENAMED", "BunNames", "hint", "missing"]
 
 RENAMED: Final[dict[str, dict[str, str]]] = {
     "ServerWebSocket": {
@@ -52,7 +50,7 @@ def hint(obj: object, name: str) -> str | None:
         return None
     normal = _normal(name)
     for public in dir(obj):
-        if public != name and not public.startswith("_") and _normal(public) == normal:
+        if not public.startswith("_") and _normal(public) == normal:
             return public
     return None
 
@@ -78,36 +76,3 @@ class BunNames:
 
         def __getattr__(self, name: str) -> object:
             raise missing(self, name)
-
-
-class BunName:
-    """Bun's name for an attribute of a class (``readyState``): reading it raises
-    :func:`missing`'s AttributeError, on an instance and on the class (so
-    ``help()`` does not list it)."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj: object, owner: type | None = None) -> object:
-        raise missing(owner if obj is None else obj, self.name)
-
-
-def _camel(name: str) -> str:
-    first, *rest = name.split("_")
-    return first + "".join(word.capitalize() for word in rest)
-
-
-def add_bun_names(cls: type) -> None:
-    """Give ``cls`` a :class:`BunName` for the camelCase spelling of each of its
-    public snake_case names and for each of its :data:`RENAMED` names: what
-    :class:`BunNames` does, without a ``__getattr__``, which would take every
-    attribute lookup on ``cls`` off CPython's fast path (the socket's are on the
-    hot path)."""
-    public = [name for name in dir(cls) if not name.startswith("_")]
-    names = {_camel(name) for name in public if "_" in name}
-    names.update(RENAMED.get(cls.__name__, {}))
-    for name in names:
-        if not hasattr(cls, name):
-            setattr(cls, name, BunName(name))

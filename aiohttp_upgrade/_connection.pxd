@@ -17,7 +17,7 @@ cdef class Connection:
     cdef public COutbox outbox
     cdef public object parser
     cdef public object protocol
-    cdef public object transport
+    cdef readonly object transport  # use_transport() keeps the outbox in step
     cdef public object ws
 
     cpdef object get_buffer(self, Py_ssize_t sizehint)

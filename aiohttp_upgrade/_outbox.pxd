@@ -20,7 +20,7 @@ cdef class Flusher:
 
 
 cdef class Outbox:
-    cdef public object _transport
+    cdef readonly object _transport  # use_transport() keeps _tcp in step
     cdef CTransport _tcp  # _transport if it is ours: C calls
     cdef Flusher _flusher
     cdef object _limit

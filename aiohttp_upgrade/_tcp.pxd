@@ -10,6 +10,7 @@ cdef class Poller:
     cdef dict _transports
     cdef public bint closed
     cdef public object loop
+    cdef object __weakref__  # _adopt keeps a loop's poller weakly
 
     cpdef void watch(self, SocketTransport transport, int fd, int events)
     cpdef void forget(self, int fd)
@@ -18,16 +19,15 @@ cdef class Poller:
 
 
 cdef class SocketTransport:
-    cdef Poller _poller
-    cdef object _loop
+    cdef readonly Poller poller
     cdef object _sock
     cdef int _fd
     cdef object _protocol
     cdef dict _extra
-    cdef list _buffer
+    cdef object _buffer  # a deque of memoryviews
     cdef Py_ssize_t _buffered
-    cdef Py_ssize_t _high
-    cdef Py_ssize_t _low
+    cdef object _high  # any int, as asyncio's
+    cdef object _low
     cdef bint _protocol_paused
     cdef bint _closing
     cdef bint _eof
@@ -41,7 +41,7 @@ cdef class SocketTransport:
     cpdef void _read_ready(self)
     @cython.locals(sent=Py_ssize_t)
     cpdef void write(self, object data)
-    @cython.locals(sent=Py_ssize_t)
+    @cython.locals(sent=Py_ssize_t, size=Py_ssize_t)
     cpdef void _write_ready(self)
     cpdef Py_ssize_t get_write_buffer_size(self)
     cpdef bint is_closing(self)

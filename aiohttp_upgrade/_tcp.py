@@ -1,28 +1,25 @@
-"""Our own transport for upgraded plain-TCP sockets on asyncio's selector loop.
+"""Our own transport for upgraded plain sockets on asyncio's selector loop.
 
-asyncio's socket transport and its loop spend, per read and per write, more
-interpreted Python than the rest of an echo (docs/performance.rst). After the
-take-over (:mod:`~aiohttp_upgrade._adopt`) a :class:`SocketTransport` replaces
-it. The sockets of a loop are in one epoll instance, a :class:`Poller`, that the
-loop watches as a single reader: one callback per poll hands each ready socket
-to its transport, which reads with ``recv_into`` into the buffer the protocol
-lends (the server's shared buffer) and hands the byte count to
-``buffer_updated``. ``write`` sends at once and watches for writability only
-while the kernel refuses bytes. Compiled, all of it is C calls.
-
-The protocol interface is ``asyncio.BufferedProtocol``'s (``_reads.Reader``);
-the transport's is the part of ``asyncio.Transport`` that the connection and the
-outbox use, with asyncio's semantics: ``close`` writes what is buffered first,
-``abort`` does not, ``connection_lost`` comes in a later callback, exactly once.
+After the take-over (:mod:`~aiohttp_upgrade._adopt`) a :class:`SocketTransport`
+replaces asyncio's, whose loop and transport spend more interpreted Python per
+read and write than the rest of an echo (docs/performance.rst). The sockets of a
+loop are in one :class:`Poller`; a ready socket's transport reads with
+``recv_into`` into the buffer the protocol lends (``_reads.Reader``) and hands
+it the byte count; ``write`` sends at once and watches for writability only
+while the kernel refuses bytes. Otherwise asyncio's semantics: ``close`` writes
+what is buffered first, ``abort`` does not, ``connection_lost`` comes once, in a
+later callback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import select
 import socket
+from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -35,24 +32,25 @@ logger = logging.getLogger("aiohttp_upgrade")
 _RETRY: Final = (BlockingIOError, InterruptedError)
 _READ: Final = getattr(select, "EPOLLIN", 1)
 _WRITE: Final = getattr(select, "EPOLLOUT", 4)
-MAX_EVENTS: Final = 1024
-"""Ready sockets handled per poll at most (the rest are in the next one)."""
+_MAX_BUFFERS: Final = 512  # per sendmsg(), under Linux's IOV_MAX (1024)
+MAX_EVENTS: Final = 1024  # ready sockets handled per poll at most; the rest next
 
 
 class Poller:
     """The sockets of one event loop on our transport, in one epoll instance that
-    the loop watches as a single reader.
+    the loop watches as one reader: one loop callback per poll, not per socket.
+    Its length is the ready sockets of the current poll still to be handled (the
+    sockets' turn: ``Connection._turn``). It closes when its last socket is gone."""
 
-    The loop then runs one callback per poll, not one per ready socket (asyncio's
-    selector loop spends about 0.5 µs of interpreted Python on each), and the
-    callback hands each ready socket to its transport. As a ``Sized`` it is the
-    sockets' turn: its length is the number of ready sockets of the current poll
-    still to be handled, so that a connection knows whether its read is the last
-    of the batch (``Connection._turn``). It closes itself when its last socket is
-    gone.
-    """
-
-    __slots__ = ("_epoll", "_fd", "_left", "_transports", "closed", "loop")
+    __slots__ = (
+        "__weakref__",
+        "_epoll",
+        "_fd",
+        "_left",
+        "_transports",
+        "closed",
+        "loop",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -71,9 +69,9 @@ class Poller:
         all, so that a hung-up socket nobody reads does not wake the loop)."""
         transports = self._transports
         if fd not in transports:
-            transports[fd] = transport
             if events:
                 self._epoll.register(fd, events)
+            transports[fd] = transport
         elif events:
             try:
                 self._epoll.modify(fd, events)
@@ -88,6 +86,11 @@ class Poller:
             return
         with contextlib.suppress(OSError):  # it watched nothing
             self._epoll.unregister(fd)
+        if not self._transports:
+            self.close()
+
+    def close_if_idle(self) -> None:
+        """Close if no socket is left (a transport that could not be made)."""
         if not self._transports:
             self.close()
 
@@ -128,15 +131,14 @@ class SocketTransport:
         "_extra",
         "_fd",
         "_high",
-        "_loop",
         "_lost",
         "_low",
-        "_poller",
         "_protocol",
         "_protocol_paused",
         "_reading",
         "_sock",
         "_writing",
+        "poller",
     )
 
     def __init__(
@@ -146,13 +148,12 @@ class SocketTransport:
         protocol: Reader,
         extra: dict[str, Any],
     ) -> None:
-        self._poller = poller
-        self._loop = poller.loop
+        self.poller = poller  # also the sockets' turn (see Poller)
         self._sock = sock
         self._fd = sock.fileno()
         self._protocol: Any = protocol
         self._extra = extra
-        self._buffer: list[bytes] = []
+        self._buffer: deque[memoryview] = deque()
         self._buffered = 0
         self._high = 64 * 1024
         self._low = 16 * 1024
@@ -163,10 +164,6 @@ class SocketTransport:
         self._writing = False  # a writer is registered
         self._reading = True
         poller.watch(self, self._fd, _READ)
-
-    @property
-    def turn(self) -> Poller:  # the sockets' turn (see Poller)
-        return self._poller
 
     def on_events(self, events: int) -> None:
         """The poller found the socket ready: ``events``, an epoll mask. A hang-up
@@ -179,7 +176,7 @@ class SocketTransport:
 
     def _watch(self) -> None:
         events = (_READ if self._reading else 0) | (_WRITE if self._writing else 0)
-        self._poller.watch(self, self._fd, events)
+        self.poller.watch(self, self._fd, events)
 
     # -- reading ------------------------------------------------------------------
 
@@ -205,19 +202,19 @@ class SocketTransport:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            self._fatal_error(
-                exc, "Fatal error: protocol.buffer_updated() call failed."
-            )
+            self._fatal_error(exc, "Fatal error: protocol.buffer_updated() failed.")
 
     def _read_eof(self) -> None:
         self.pause_reading()
         try:
             keep_open = self._protocol.eof_received()
-        except Exception as exc:
-            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
-            return
-        if not keep_open:
-            self.close()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.eof_received() failed.")
+        else:
+            if not keep_open:
+                self.close()
 
     def pause_reading(self) -> None:
         if not self._closing:
@@ -251,11 +248,14 @@ class SocketTransport:
                 return
             if sent == len(data):
                 return
-            data = data[sent:]
             self._writing = True
             self._watch()
-        self._buffer.append(bytes(data))
-        self._buffered += len(data)
+        else:
+            sent = 0
+        # A view of what is left, of a copy if the caller's buffer may change.
+        chunk = memoryview(data if type(data) is bytes else bytes(data))[sent:]
+        self._buffer.append(chunk)
+        self._buffered += len(chunk)
         if not self._protocol_paused and self._buffered > self._high:
             self._protocol_paused = True
             try:
@@ -265,9 +265,8 @@ class SocketTransport:
 
     def _write_ready(self) -> None:
         buffer = self._buffer
-        data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
-        try:
-            sent = self._sock.send(data)
+        try:  # the views as they are (nothing joined, nothing copied)
+            sent = self._sock.sendmsg(itertools.islice(buffer, _MAX_BUFFERS))
         except _RETRY:
             return
         except (SystemExit, KeyboardInterrupt):
@@ -278,10 +277,14 @@ class SocketTransport:
             self._buffered = 0
             self._fatal_error(exc, "Fatal write error on socket transport")
             return
-        buffer.clear()
-        if sent < len(data):
-            buffer.append(data[sent:])
-        self._buffered = len(data) - sent
+        self._buffered -= sent
+        while sent:
+            size = len(buffer[0])
+            if size > sent:
+                buffer[0] = buffer[0][sent:]
+                break
+            buffer.popleft()
+            sent -= size
         if self._protocol_paused and self._buffered <= self._low:
             self._protocol_paused = False
             try:
@@ -307,14 +310,11 @@ class SocketTransport:
     def set_write_buffer_limits(
         self, high: int | None = None, low: int | None = None
     ) -> None:
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
+        high = (64 * 1024 if low is None else 4 * low) if high is None else high
+        low = high // 4 if low is None else low
         if not high >= low >= 0:
             raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high = high
-        self._low = low
+        self._high, self._low = high, low
 
     def can_write_eof(self) -> bool:
         return True
@@ -346,7 +346,7 @@ class SocketTransport:
 
     def _report(self, exc: BaseException, message: str) -> None:
         context = {"message": message, "exception": exc, "transport": self}
-        self._loop.call_exception_handler(context | {"protocol": self._protocol})
+        self.poller.loop.call_exception_handler(context | {"protocol": self._protocol})
 
     def _fatal_error(self, exc: BaseException, message: str) -> None:
         if isinstance(exc, OSError):  # the peer is gone: routine
@@ -374,13 +374,13 @@ class SocketTransport:
     def _schedule_connection_lost(self, exc: Exception | None) -> None:
         if not self._lost:
             self._lost = True
-            self._loop.call_soon(self._connection_lost, exc)
+            self.poller.loop.call_soon(self._connection_lost, exc)
 
     def _connection_lost(self, exc: Exception | None) -> None:
         try:
             self._protocol.connection_lost(exc)
         finally:
-            self._poller.forget(self._fd)
+            self.poller.forget(self._fd)
             self._sock.close()
 
     # -- the rest of asyncio.Transport ---------------------------------------------

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
-from ._bun_names import add_bun_names
+from ._bun_names import BunNames
 from ._closecode import CloseCode, check_close_code
 from ._dispatcher import HookTable
 from ._frames import (
@@ -92,7 +92,7 @@ class SocketOwner(SocketPort, Protocol):
         """Bytes queued, not yet handed to the kernel."""
 
 
-class ServerWebSocket(PresenceSocket, Generic[DataT]):
+class ServerWebSocket(PresenceSocket, BunNames, Generic[DataT]):
     """An upgraded connection, Bun's ``ServerWebSocket``; created by the server, never
     by you. Hooks receive it as ``ws``.
 
@@ -380,6 +380,3 @@ class ServerWebSocket(PresenceSocket, Generic[DataT]):
         it cuts the closing handshake short (the hook has run). Idempotent."""
         if self.ready_state is not _CLOSED:
             self._conn.terminate()
-
-
-add_bun_names(ServerWebSocket)

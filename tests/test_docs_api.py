@@ -34,7 +34,6 @@ from aiohttp_upgrade import (
     WebSocketError,
     WebSocketHandler,
 )
-from aiohttp_upgrade._bun_names import BunName
 from aiohttp_upgrade._hooks import HOOK_NAMES
 
 API_RST = Path(__file__).resolve().parent.parent / "docs" / "api.rst"
@@ -204,12 +203,7 @@ def public_members(cls: type) -> set[str]:
     names: set[str] = set()
     for klass in cls.__mro__:
         if klass.__module__.startswith("aiohttp_upgrade"):
-            # Not Bun's names, which only raise an AttributeError (_bun_names).
-            names.update(
-                name
-                for name, value in vars(klass).items()
-                if not isinstance(value, BunName)
-            )
+            names.update(vars(klass))
     sample = SAMPLES.get(cls.__name__)
     if sample is not None:
         names.update(getattr(sample(), "__dict__", {}))

@@ -10,7 +10,12 @@ selector loop only).
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
+import resource
 import socket
+import warnings
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -295,3 +300,60 @@ async def test_echo_with_many_clients_through_our_transport(
             assert await read_frame(raw.reader) == (True, OP_TEXT, b"a" * size)
     for raw in clients:
         await raw.close()
+
+
+def adopt_on(loop: asyncio.AbstractEventLoop) -> tuple[Any, Peer, socket.socket]:
+    """On ``loop``: asyncio's transport for one end of a socket pair, given to a
+    Peer, then adopted; returns what adopt returned, the Peer and the other end."""
+    ours, theirs = socket.socketpair()
+
+    async def make() -> tuple[Any, Peer]:
+        peer = Peer()
+        transport, _ = await loop.connect_accepted_socket(lambda: peer, ours)
+        return adopt(transport, peer), peer
+
+    own, peer = loop.run_until_complete(make())
+    return own, peer, theirs
+
+
+def test_a_loop_left_with_open_sockets_is_collected_with_them() -> None:
+    """The per-loop poller holds no loop alive: a loop closed without closing its
+    adopted sockets is collected, and the sockets are closed with it."""
+    if type(asyncio.get_event_loop_policy()).__module__.startswith("uvloop"):
+        pytest.skip("adopt() takes asyncio's selector transports only")
+    loop = asyncio.SelectorEventLoop()
+    own, peer, theirs = adopt_on(loop)
+    assert isinstance(own, SocketTransport)
+    loop.run_until_complete(asyncio.sleep(0))  # asyncio's transport lets go
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop, own, peer
+    with warnings.catch_warnings():  # the socket's "unclosed" warning: the point
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    assert gone() is None
+    theirs.settimeout(10)
+    assert theirs.recv(1) == b""  # closed by the collector: EOF
+    theirs.close()
+
+
+def test_adopt_keeps_asyncio_transport_when_it_cannot_make_its_own() -> None:
+    """With one file descriptor left, dup() gets it and epoll() fails: asyncio's
+    transport stays, open and working, and nothing leaks."""
+    loop = asyncio.SelectorEventLoop()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        probe = os.open(os.devnull, os.O_RDONLY)
+        os.close(probe)  # the lowest free descriptor; two are made below first
+        resource.setrlimit(resource.RLIMIT_NOFILE, (probe + 3, hard))
+        own, peer, theirs = adopt_on(loop)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert own is None
+        theirs.send(b"still asyncio's")
+        loop.run_until_complete(peer.until(lambda: peer.data == b"still asyncio's"))
+    finally:
+        theirs.close()
+        loop.run_until_complete(peer.lost)
+        loop.close()
