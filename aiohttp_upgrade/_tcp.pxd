@@ -5,7 +5,6 @@ cimport cython
 
 cdef class Poller:
     cdef object _epoll
-    cdef int _fd
     cdef Py_ssize_t _left
     cdef dict _transports
     cdef public bint closed

@@ -42,24 +42,15 @@ class Poller:
     Its length is the ready sockets of the current poll still to be handled (the
     sockets' turn: ``Connection._turn``). It closes when its last socket is gone."""
 
-    __slots__ = (
-        "__weakref__",
-        "_epoll",
-        "_fd",
-        "_left",
-        "_transports",
-        "closed",
-        "loop",
-    )
+    __slots__ = ("__weakref__", "_epoll", "_left", "_transports", "closed", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._epoll = select.epoll()
-        self._fd = self._epoll.fileno()
         self._transports: dict[int, SocketTransport] = {}
         self._left = 0
         self.closed = False
-        loop.add_reader(self._fd, self._poll)
+        loop.add_reader(self._epoll.fileno(), self._poll)
 
     def __len__(self) -> int:
         return self._left
@@ -97,7 +88,7 @@ class Poller:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.loop.remove_reader(self._fd)
+            self.loop.remove_reader(self._epoll.fileno())
             self._epoll.close()
 
     def _poll(self) -> None:
@@ -153,7 +144,7 @@ class SocketTransport:
         self._fd = sock.fileno()
         self._protocol: Any = protocol
         self._extra = extra
-        self._buffer: deque[memoryview] = deque()
+        self._buffer: deque[memoryview] | None = None  # made when needed: 760 B
         self._buffered = 0
         self._high = 64 * 1024
         self._low = 16 * 1024
@@ -166,9 +157,8 @@ class SocketTransport:
         poller.watch(self, self._fd, _READ)
 
     def on_events(self, events: int) -> None:
-        """The poller found the socket ready: ``events``, an epoll mask. A hang-up
-        or an error goes to whichever of reading and writing is watched: the call
-        that fails reports it."""
+        """Ready for ``events`` (epoll's mask); a hang-up or an error goes to what is
+        watched, whose call fails and reports it."""
         if self._writing and events & ~_READ:
             self._write_ready()
         if self._reading and events & ~_WRITE:
@@ -254,6 +244,8 @@ class SocketTransport:
             sent = 0
         # A view of what is left, of a copy if the caller's buffer may change.
         chunk = memoryview(data if type(data) is bytes else bytes(data))[sent:]
+        if self._buffer is None:
+            self._buffer = deque()
         self._buffer.append(chunk)
         self._buffered += len(chunk)
         if not self._protocol_paused and self._buffered > self._high:
@@ -265,6 +257,8 @@ class SocketTransport:
 
     def _write_ready(self) -> None:
         buffer = self._buffer
+        if buffer is None:  # nothing buffered: a stale event
+            return
         try:  # the views as they are (nothing joined, nothing copied)
             sent = self._sock.sendmsg(itertools.islice(buffer, _MAX_BUFFERS))
         except _RETRY:
@@ -273,7 +267,7 @@ class SocketTransport:
             raise
         except BaseException as exc:
             self._stop(reading=False, writing=True)
-            buffer.clear()
+            self._buffer = None
             self._buffered = 0
             self._fatal_error(exc, "Fatal write error on socket transport")
             return
@@ -293,6 +287,7 @@ class SocketTransport:
                 self._report(exc, "protocol.resume_writing() failed")
         if self._buffered:
             return
+        self._buffer = None
         self._stop(reading=False, writing=True)
         if self._closing:
             self._schedule_connection_lost(None)
@@ -360,7 +355,7 @@ class SocketTransport:
             return
         self._closing = True
         self._stop(reading=True, writing=True)
-        self._buffer.clear()
+        self._buffer = None
         self._buffered = 0
         self._schedule_connection_lost(exc)
 
