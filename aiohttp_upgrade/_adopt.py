@@ -48,7 +48,7 @@ class _Released(asyncio.Protocol):
 def adopt(transport: asyncio.BaseTransport, protocol: Reader) -> SocketTransport | None:
     """Replace ``transport`` (already given to ``protocol``) with our own, or None.
 
-    Only asyncio's plain-TCP selector transport with nothing buffered is adopted;
+    Only asyncio's plain selector transport with nothing buffered is adopted;
     anything else (TLS, uvloop, a transport holding unsent bytes) stays as it is
     and None is returned. ``protocol`` then hears from the new transport only.
     """
