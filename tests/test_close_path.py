@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import errno
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any, cast
 
 import pytest
@@ -156,17 +156,6 @@ def assert_half_close_failed(caplog: pytest.LogCaptureFixture) -> None:
         and record.getMessage().endswith("; aborting it")
         for record in caplog.records
     ), [record.getMessage() for record in caplog.records]
-
-
-@pytest.fixture
-async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
-    """What reached the event loop's exception handler during the test."""
-    errors: list[dict[str, Any]] = []
-    loop = asyncio.get_running_loop()
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _, context: errors.append(context))
-    yield errors
-    loop.set_exception_handler(previous)
 
 
 # -- real sockets: the peer is gone when the server closes ------------------------

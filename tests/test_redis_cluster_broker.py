@@ -27,7 +27,7 @@ from aiohttp_upgrade import (
 )
 from aiohttp_upgrade._redis._slots import key_slot
 
-from .conftest import ConnectWs, upgrade_with_data
+from .conftest import ConnectWs, Fetch, upgrade_with_data
 from .history_app import create_app
 from .redis_cluster_support import (
     RedisClusterProcess,
@@ -76,18 +76,32 @@ async def node(
         handler: WebSocketHandler[Any] | None = None, **options: Any
     ) -> Node:
         options.setdefault("channel_prefix", PREFIX)
-        broker = RedisBroker(redis_cluster.seed_url, cluster=True, **options)
-        server: Server[Any] = Server(handler or Topics(), broker=broker)
-        app = web.Application()
-        server.setup(app)
         fetch = fetch_topics if handler is None else upgrade_with_data()
-        app.router.add_get("/ws", server.handler(fetch))
-        http = await aiohttp_server(app)
-        url = str(http.make_url("/ws")).replace("http://", "ws://", 1)
-        await wait_until(lambda: broker.connected, what="broker connected")
-        return server, broker, url
+        return await start_node(
+            aiohttp_server, redis_cluster, handler or Topics(), fetch, **options
+        )
 
     yield start
+
+
+async def start_node(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    cluster: RedisClusterProcess,
+    handler: WebSocketHandler[Any],
+    fetch: Fetch,
+    **options: Any,
+) -> Node:
+    """A Server with a cluster RedisBroker (``options``) behind ``/ws`` on a
+    loopback port, once the broker is connected."""
+    broker = RedisBroker(cluster.seed_url, cluster=True, **options)
+    server: Server[Any] = Server(handler, broker=broker)
+    app = web.Application()
+    server.setup(app)
+    app.router.add_get("/ws", server.handler(fetch))
+    http = await aiohttp_server(app)
+    url = str(http.make_url("/ws")).replace("http://", "ws://", 1)
+    await wait_until(lambda: broker.connected, what="broker connected")
+    return server, broker, url
 
 
 def channel(topic: str) -> bytes:

@@ -13,10 +13,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from aiohttp_upgrade import RedisBroker, Server, WebSocketHandler
+from aiohttp_upgrade import RedisBroker, WebSocketHandler
 from aiohttp_upgrade._redis._slots import key_slot
 
 from .redis_cluster_support import (
@@ -27,10 +26,12 @@ from .redis_cluster_support import (
 from .redis_support import wait_until
 from .test_presence import ROOM, Tracker, run, track
 from .test_redis_cluster_broker import (
+    Node,
     Topics,
     arrives,
     channel,
     fetch_topics,
+    start_node,
     url_with,
 )
 
@@ -38,8 +39,6 @@ pytestmark = [pytest.mark.redis, requires_redis_cluster]
 
 PREFIX = "fo:"
 HOME_SLOT = key_slot(b"{" + PREFIX.encode() + b"}")
-
-Node = tuple[Server[Any], RedisBroker, str]
 
 
 @pytest.fixture
@@ -50,22 +49,16 @@ async def node(
     """Start a Server with a cluster RedisBroker that reconnects quickly."""
 
     async def start(handler: WebSocketHandler[Any] | None = None) -> Node:
-        broker = RedisBroker(
-            redis_cluster.seed_url,
-            cluster=True,
+        return await start_node(
+            aiohttp_server,
+            redis_cluster,
+            handler or Topics(),
+            fetch_topics,
             channel_prefix=PREFIX,
             backoff_base=0.05,
             backoff_cap=0.5,
             heartbeat_interval=1.0,
         )
-        server: Server[Any] = Server(handler or Topics(), broker=broker)
-        app = web.Application()
-        server.setup(app)
-        app.router.add_get("/ws", server.handler(fetch_topics))
-        http = await aiohttp_server(app)
-        url = str(http.make_url("/ws")).replace("http://", "ws://", 1)
-        await wait_until(lambda: broker.connected, what="broker connected")
-        return server, broker, url
 
     yield start
 

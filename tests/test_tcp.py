@@ -208,24 +208,22 @@ async def test_pause_and_resume_reading(
 
 async def test_a_protocol_that_raises_is_reported_and_closed(
     pair: tuple[SocketTransport, Peer, socket.socket],
+    loop_errors: list[dict[str, Any]],
 ) -> None:
     transport, peer, theirs = pair
-    errors: list[dict[str, Any]] = []
-    asyncio.get_running_loop().set_exception_handler(lambda _, ctx: errors.append(ctx))
     peer.fail_with = ValueError("broken protocol")
     theirs.send(b"boom")
     exc = await peer.lost
     assert isinstance(exc, ValueError)
-    assert [ctx["exception"] for ctx in errors] == [exc]
-    assert errors[0]["transport"] is transport
+    assert [ctx["exception"] for ctx in loop_errors] == [exc]
+    assert loop_errors[0]["transport"] is transport
 
 
 async def test_a_reset_peer_ends_the_connection_quietly(
     pair: tuple[SocketTransport, Peer, socket.socket],
+    loop_errors: list[dict[str, Any]],
 ) -> None:
     transport, peer, theirs = pair
-    errors: list[dict[str, Any]] = []
-    asyncio.get_running_loop().set_exception_handler(lambda _, ctx: errors.append(ctx))
     theirs.close()
     for _ in range(64):  # writes until the kernel reports the peer gone
         transport.write(b"w" * 65536)
@@ -233,7 +231,7 @@ async def test_a_reset_peer_ends_the_connection_quietly(
             break
         await asyncio.sleep(0)
     assert isinstance(await peer.lost, OSError) or peer.events[0] == "eof"
-    assert errors == []
+    assert loop_errors == []
 
 
 async def test_extra_info_and_protocol(
