@@ -48,7 +48,8 @@ class Presence:
 
     def list(self, topic: str) -> Members:
         """The members of ``topic``: key -> the metas of its entries, in the
-        order they joined (a new dict; ``{}`` for a topic nobody is in).
+        order this process saw them join (processes may differ), as a new dict
+        (``{}`` for a topic nobody is in).
 
         Raises:
             TypeError: ``topic`` is not a str.
