@@ -1,10 +1,10 @@
 """The take-over of an upgraded socket's transport by our own (``_tcp``).
 
 Only asyncio's plain socket transport of its selector loop (TCP, or Unix for
-``UnixSite``) is replaced, on Linux (epoll): TLS and uvloop keep their own. The socket is duplicated, the
-duplicate is ours, and asyncio's transport is aborted without a byte lost:
-nothing is buffered in it (checked), and what it has not read yet stays in the
-kernel's receive buffer, which both descriptors share. asyncio's transport then
+``UnixSite``) is replaced, on Linux (epoll): TLS and uvloop keep their own. The
+socket is duplicated, the duplicate is ours, and asyncio's transport is aborted
+without a byte lost: nothing is buffered in it (checked), and what it has not
+read yet stays in the kernel's receive buffer, which both descriptors share. asyncio's transport then
 leaves its server (``Server._detach``), so ``Server.close_clients()`` and
 ``wait_closed()`` no longer see upgraded sockets: closing them is
 ``server.shutdown()``'s job, as for every upgraded socket.

@@ -57,10 +57,9 @@ T = TypeVar("T")
 class Connection:
     """The protocol of one upgraded connection (see the module docstring): on
     ``transport``, with the server's ``context``; ``data``, ``subprotocol`` and
-    ``remote_address`` are the socket's, ``deflate`` the negotiated
-    permessage-deflate parameters, if any. ``ws`` is the socket's facade, ``id``
-    its number in log lines, ``idle_ticks`` the idle timer's ticks since the
-    client last sent a frame."""
+    ``remote_address`` are the socket's, ``deflate`` the negotiated compression,
+    if any. ``ws`` is the socket's facade, ``id`` its number in log lines,
+    ``idle_ticks`` the idle timer's ticks since the client last sent a frame."""
 
     __slots__ = (
         "_close_timer",
@@ -293,10 +292,11 @@ class Connection:
             self._read(True)
 
     def _read(self, on: bool) -> None:
+        name = "resume_reading" if on else "pause_reading"
         try:
-            self.transport.resume_reading() if on else self.transport.pause_reading()
+            getattr(self.transport, name)()
         except Exception as exc:
-            logger.debug("conn %d: pausing/resuming failed: %r", self.id, exc)
+            logger.debug("conn %d: %s failed: %r", self.id, name, exc)
 
     def hooks_running(self, running: bool) -> None:
         # A task's sends are written at once: its turn ends at an await nobody sees.

@@ -77,10 +77,10 @@ class ProtocolAdapter(asyncio.BufferedProtocol):
         self._connection.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return None  # close the transport
+        return self._connection.eof_received()
 
     def pause_writing(self) -> None:
-        pass  # the outbox looks at the transport's buffer itself
+        self._connection.pause_writing()
 
     def resume_writing(self) -> None:
         self._connection.resume_writing()

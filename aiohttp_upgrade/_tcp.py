@@ -77,8 +77,7 @@ class Poller:
             return
         with contextlib.suppress(OSError):  # it watched nothing
             self._epoll.unregister(fd)
-        if not self._transports:
-            self.close()
+        self.close_if_idle()
 
     def close_if_idle(self) -> None:
         """Close if no socket is left (a transport that could not be made)."""
@@ -110,7 +109,7 @@ class Poller:
 
 
 class SocketTransport:
-    """A plain-TCP transport with asyncio's semantics (see the module docstring):
+    """A plain-socket transport with asyncio's semantics (see the module docstring):
     ``pause_writing`` once more than ``high`` bytes wait for the kernel,
     ``resume_writing`` once at most ``low`` do (``set_write_buffer_limits``)."""
 
@@ -265,10 +264,7 @@ class SocketTransport:
             return
         except (SystemExit, KeyboardInterrupt):
             raise
-        except BaseException as exc:
-            self._stop(reading=False, writing=True)
-            self._buffer = None
-            self._buffered = 0
+        except BaseException as exc:  # _force_close() drops the buffer
             self._fatal_error(exc, "Fatal write error on socket transport")
             return
         self._buffered -= sent
