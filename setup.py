@@ -32,6 +32,8 @@ MODULES = (
     "_reads",
     "_connection",
 )
+# C-only twins of pure helpers: .pxd of inline functions that twins cimport.
+HEADERS = ("_syscalls",)
 GENERATED = Path("build") / "cython"
 # What setuptools raises when there is no working C compiler.
 COMPILER_ERRORS = ("CompileError", "LinkError", "CCompilerError")
@@ -112,6 +114,8 @@ class BuildExt(build_ext):
         package.mkdir(parents=True, exist_ok=True)
         (package / "__init__.py").touch()  # so that Cython names the package
         extensions = []
+        for name in HEADERS:
+            copy_if_changed(ROOT / PACKAGE / f"{name}.pxd", package / f"{name}.pxd")
         for name in MODULES:
             copy_if_changed(ROOT / PACKAGE / f"{name}.py", package / f"{name}_c.py")
             declarations = ROOT / PACKAGE / f"{name}.pxd"  # none: compiled as is

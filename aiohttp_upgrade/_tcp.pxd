@@ -2,6 +2,8 @@
 # per-read and per-write path of our own transport. The .py is the reference.
 cimport cython
 
+from aiohttp_upgrade._syscalls cimport recv_into, send
+
 
 cdef class Poller:
     cdef object _epoll

@@ -22,6 +22,13 @@ import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
+try:
+    import cython
+except ImportError:  # run as Python, without Cython installed
+    from . import _nocython as cython
+if not cython.compiled:  # else the C twins, cimported by _tcp.pxd
+    from ._syscalls import recv_into, send
+
 if TYPE_CHECKING:
     from ._reads import Reader
 
@@ -175,7 +182,7 @@ class SocketTransport:
             buffer = protocol.get_buffer(-1)
             if not len(buffer):
                 raise RuntimeError("get_buffer() returned an empty buffer")
-            nbytes = self._sock.recv_into(buffer)
+            nbytes = recv_into(self._sock, self._fd, buffer)
         except _RETRY:
             return
         except (SystemExit, KeyboardInterrupt):
@@ -227,7 +234,7 @@ class SocketTransport:
             return
         if not self._buffered:
             try:
-                sent = self._sock.send(data)
+                sent = send(self._sock, self._fd, data)
             except _RETRY:
                 sent = 0
             except (SystemExit, KeyboardInterrupt):

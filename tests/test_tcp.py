@@ -234,6 +234,50 @@ async def test_a_reset_peer_ends_the_connection_quietly(
     assert loop_errors == []
 
 
+async def test_every_kind_of_buffer_is_written_as_the_socket_would(
+    pair: tuple[SocketTransport, Peer, socket.socket],
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    """bytes, bytearray and views go out whole (the compiled transport sends them
+    from C); a buffer the socket cannot send fails as its ``send`` does."""
+    transport, peer, theirs = pair
+    data = bytearray(b"0123456789")
+    transport.write(b"ab")
+    transport.write(data)
+    transport.write(memoryview(data)[2:4])
+    assert await read_all(theirs, 14) == b"ab012345678923"
+    transport.write(memoryview(b"abcdef")[::2])  # not contiguous
+    assert isinstance(await peer.lost, (TypeError, BufferError))
+    assert len(loop_errors) == 1
+
+
+async def test_a_read_into_what_the_socket_cannot_fill_fails_as_it_would(
+    pair: tuple[SocketTransport, Peer, socket.socket],
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    _, peer, theirs = pair
+    peer.buffer = bytearray(16)  # type: ignore[assignment]  # not a view: fine
+    theirs.send(b"first")
+    await peer.until(lambda: bytes(peer.data) == b"first")
+    peer.buffer = memoryview(b"read-only buffer")
+    theirs.send(b"second")
+    assert isinstance(await peer.lost, TypeError)
+    assert len(loop_errors) == 1
+
+
+async def test_a_reset_on_read_ends_the_connection_quietly(
+    pair: tuple[SocketTransport, Peer, socket.socket],
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    """The peer closes with a write of ours unread: Linux fails our read with
+    ECONNRESET, the socket's error, which is routine and only logged."""
+    transport, peer, theirs = pair
+    transport.write(b"unread")
+    theirs.close()
+    assert isinstance(await peer.lost, ConnectionResetError)
+    assert loop_errors == []
+
+
 async def test_extra_info_and_protocol(
     pair: tuple[SocketTransport, Peer, socket.socket],
 ) -> None:
