@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent
 PACKAGE = "aiohttp_upgrade"
 # As _speedups.MODULES: each twin imports the ones before it.
 MODULES = (
+    "_counters",
     "_frames",
     "_parser",
     "_tcp",

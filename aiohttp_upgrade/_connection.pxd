@@ -3,11 +3,13 @@
 # C struct. The .py is the reference: nothing here may change what it does.
 cimport cython
 
+from aiohttp_upgrade._counters_c cimport Counters as CCounters
 from aiohttp_upgrade._outbox_c cimport Outbox as COutbox
 
 
 cdef class Connection:
     cdef object _close_timer
+    cdef CCounters _counters
     cdef object _ctx
     cdef int _paused
     cdef object _read_buffer

@@ -3,12 +3,14 @@
 # The .py is the reference: nothing here may change what it does.
 cimport cython
 
+from aiohttp_upgrade._counters_c cimport Counters as CCounters
+
 
 cdef class Dispatcher:
     cdef object _ws
     cdef object _hooks
     cdef object _tasks
-    cdef object _counters
+    cdef CCounters _counters
     cdef object _owner
     cdef object _inbox
     cdef object _task

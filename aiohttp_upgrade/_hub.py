@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._frames import OP_TEXT, build_frame
-from ._metrics import Counters
+from ._counters import Counters
 from ._topics import TopicRegistry
 
 if TYPE_CHECKING:

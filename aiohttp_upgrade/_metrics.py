@@ -22,7 +22,7 @@ that runs anyway, never a per-subscriber cost on a publish. Where each is kept:
 ``history_replays`` ``History.resume``, per message a resume replayed
 =================== =================================================================
 
-:meth:`Counters.snapshot` reads them, with the gauges that are read only then
+:func:`snapshot` reads them, with the gauges that are read only then
 (open sockets, topics, the broker's own counters, presence members), into a
 :class:`Metrics`: what ``server.metrics()`` returns.
 """
@@ -33,7 +33,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["COUNTERS", "GAUGES", "REFUSAL_REASONS", "Counters", "Metrics"]
+from ._counters import Counters
+
+__all__ = ["COUNTERS", "GAUGES", "REFUSAL_REASONS", "Counters", "Metrics", "snapshot"]
 
 REFUSAL_REASONS: Final = ("origin", "version", "handshake", "shutting_down")
 """Why a handshake was refused: a disallowed ``Origin`` (403), an unsupported
@@ -132,86 +134,40 @@ class Metrics:
     presence_members: int
 
 
-class Counters:
-    """The counters of one server (see the module docstring): attributes the
-    code that does the work adds to."""
+def snapshot(
+    counters: Counters,
+    open_sockets: int,
+    topics: int,
+    broker: object,
+    presence_members: int = 0,
+) -> Metrics:
+    """``counters`` now, with the gauges given and ``broker``'s counters
+    (read by name, 0 for a broker without them)."""
 
-    __slots__ = (
-        "backpressure",
-        "bytes_delivered",
-        "bytes_in",
-        "bytes_sent",
-        "closes",
-        "deliveries",
-        "dropped",
-        "history_replays",
-        "hook_failures",
-        "messages_in",
-        "messages_sent",
-        "publishes",
-        "rate_limited",
-        "refused",
+    def of_broker(name: str) -> int:
+        value = getattr(broker, name, 0)
+        return value if type(value) is int else 0
+
+    return Metrics(
+        open_sockets=open_sockets,
+        topics=topics,
+        messages_in=counters.messages_in,
+        messages_out=counters.messages_sent + counters.deliveries,
+        bytes_in=counters.bytes_in,
+        bytes_out=counters.bytes_sent + counters.bytes_delivered,
+        publishes=counters.publishes,
+        deliveries=counters.deliveries,
+        dropped=counters.dropped,
+        backpressure=counters.backpressure,
+        closes=dict(counters.closes),
+        upgrades_refused=dict(counters.refused),
+        hook_failures=counters.hook_failures,
+        rate_limited=counters.rate_limited,
+        broker_published=of_broker("published"),
+        broker_received=of_broker("received"),
+        broker_dropped=of_broker("dropped"),
+        broker_outages=of_broker("reconnects"),
+        broker_up=int(getattr(broker, "connected", True) is not False),
+        history_replays=counters.history_replays,
+        presence_members=presence_members,
     )
-
-    def __init__(self) -> None:
-        self.messages_in = 0
-        self.messages_sent = 0  # by sends; messages_out adds the deliveries
-        self.bytes_in = 0
-        self.bytes_sent = 0
-        self.publishes = 0
-        self.deliveries = 0
-        self.bytes_delivered = 0
-        self.dropped = 0
-        self.backpressure = 0
-        self.hook_failures = 0
-        self.rate_limited = 0
-        self.history_replays = 0  # one per message a resume replayed
-        self.closes: dict[int, int] = {}
-        self.refused: dict[str, int] = {}
-
-    def closed(self, code: int) -> None:
-        """A socket closed with ``code``."""
-        self.closes[code] = self.closes.get(code, 0) + 1
-
-    def refuse(self, reason: str) -> None:
-        """A handshake was refused for ``reason`` (one of :data:`REFUSAL_REASONS`)."""
-        self.refused[reason] = self.refused.get(reason, 0) + 1
-
-    def sent(self, payload_length: int) -> None:
-        """A message was sent (queued) to one socket."""
-        self.messages_sent += 1
-        self.bytes_sent += payload_length
-
-    def snapshot(
-        self, open_sockets: int, topics: int, broker: object, presence_members: int = 0
-    ) -> Metrics:
-        """These counters now, with the gauges given and ``broker``'s counters
-        (read by name, 0 for a broker without them)."""
-
-        def of_broker(name: str) -> int:
-            value = getattr(broker, name, 0)
-            return value if type(value) is int else 0
-
-        return Metrics(
-            open_sockets=open_sockets,
-            topics=topics,
-            messages_in=self.messages_in,
-            messages_out=self.messages_sent + self.deliveries,
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_sent + self.bytes_delivered,
-            publishes=self.publishes,
-            deliveries=self.deliveries,
-            dropped=self.dropped,
-            backpressure=self.backpressure,
-            closes=dict(self.closes),
-            upgrades_refused=dict(self.refused),
-            hook_failures=self.hook_failures,
-            rate_limited=self.rate_limited,
-            broker_published=of_broker("published"),
-            broker_received=of_broker("received"),
-            broker_dropped=of_broker("dropped"),
-            broker_outages=of_broker("reconnects"),
-            broker_up=int(getattr(broker, "connected", True) is not False),
-            history_replays=self.history_replays,
-            presence_members=presence_members,
-        )

@@ -4,4 +4,6 @@ A hot-path module tests ``cython.compiled`` to take C twins of its helpers (as
 ``_tcp`` takes ``_syscalls.pxd``'s) when compiled; run as Python, it is False.
 """
 
+__all__ = ["compiled"]
+
 compiled = False

@@ -4,6 +4,7 @@
 # sizes, turns and backlogs are bounded by memory and counters: C integers.
 cimport cython
 
+from aiohttp_upgrade._counters_c cimport Counters as CCounters
 from aiohttp_upgrade._tcp_c cimport SocketTransport as CTransport
 
 
@@ -46,7 +47,7 @@ cdef class Outbox:
         dict shared=*,
     ) except? -2
     @cython.locals(opcode=int, length=Py_ssize_t)
-    cpdef Py_ssize_t send_message(self, object message, object counters) except? -2
+    cpdef Py_ssize_t send_message(self, object message, CCounters counters) except? -2
     cpdef bint over_limit(self) except -1
     cpdef void _new_turn(self, Py_ssize_t waiting)
 

@@ -36,7 +36,7 @@ from ._sendlimits import (
 from ._tcp import SocketTransport
 
 if TYPE_CHECKING:
-    from ._metrics import Counters
+    from ._counters import Counters
 
 __all__ = [
     "FLUSH_THRESHOLD",

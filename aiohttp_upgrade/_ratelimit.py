@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from ._closecode import CloseCode
 from ._errors import InvalidOptionError
 from ._hooks import Kind
-from ._metrics import Counters
+from ._counters import Counters
 from ._pausing import RATE as _RATE
 from ._readsize import fit_read
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ._bun_names import BunNames
-from ._metrics import Metrics
+from ._metrics import Metrics, snapshot
 from ._topics import check_topic
 
 if TYPE_CHECKING:
@@ -57,8 +57,8 @@ class ServerOps(BunNames, Generic[DataT]):
         hub = self._hub
         table = hub.presence
         members = table.member_count if table is not None else 0
-        return hub.counters.snapshot(
-            len(self._lifecycle.open), len(hub.topics), self.broker, members
+        return snapshot(
+            hub.counters, len(self._lifecycle.open), len(hub.topics), self.broker, members
         )
 
     @property

@@ -26,6 +26,7 @@ from typing import Final
 __all__ = ["COMPILED", "MODULES", "NO_EXTENSIONS"]
 
 MODULES: Final = (
+    "_counters",
     "_frames",
     "_parser",
     "_tcp",

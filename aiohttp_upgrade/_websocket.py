@@ -27,7 +27,7 @@ from ._frames import (
     xor_mask,
 )
 from ._hub import Hub, SocketPort
-from ._metrics import Counters
+from ._counters import Counters
 from ._outbox import Flusher, Outbox
 from ._payloads import control_payload as _control_payload
 from ._payloads import message_payload as _payload

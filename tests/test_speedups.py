@@ -16,6 +16,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FORCE_PURE = ("AIOHTTP_UPGRADE_NO_EXTENSIONS", "AIOHTTP_NO_EXTENSIONS")
 MODULES = (
+    "_counters",
     "_frames",
     "_parser",
     "_tcp",
@@ -30,8 +31,8 @@ MODULES = (
 REPORT = """
 import json, aiohttp_upgrade
 from aiohttp_upgrade import _speedups, _frames, _parser, _outbox, _hub
-from aiohttp_upgrade import _dispatcher, _reads, _tcp, _connection
-probes = {"_frames": _frames.build_frame, "_parser": _parser.FrameParser,
+from aiohttp_upgrade import _dispatcher, _reads, _tcp, _connection, _counters
+probes = {"_counters": _counters.Counters, "_frames": _frames.build_frame, "_parser": _parser.FrameParser,
           "_outbox": _outbox.Outbox, "_hub": _hub.Hub,
           "_dispatcher": _dispatcher.Dispatcher, "_reads": _reads.ProtocolAdapter,
           "_tcp": _tcp.SocketTransport, "_connection": _connection.Connection}
