@@ -29,8 +29,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from ._frames import OP_TEXT, build_frame
 from ._counters import Counters
+from ._frames import OP_TEXT, build_frame
 from ._topics import TopicRegistry
 
 if TYPE_CHECKING:

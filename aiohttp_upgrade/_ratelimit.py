@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._closecode import CloseCode
+from ._counters import Counters
 from ._errors import InvalidOptionError
 from ._hooks import Kind
-from ._counters import Counters
 from ._pausing import RATE as _RATE
 from ._readsize import fit_read
 

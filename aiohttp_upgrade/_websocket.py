@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 from ._bun_names import BunNames
 from ._closecode import CloseCode, check_close_code
+from ._counters import Counters
 from ._dispatcher import HookTable
 from ._frames import (
     OP_BINARY,
@@ -27,7 +28,6 @@ from ._frames import (
     xor_mask,
 )
 from ._hub import Hub, SocketPort
-from ._counters import Counters
 from ._outbox import Flusher, Outbox
 from ._payloads import control_payload as _control_payload
 from ._payloads import message_payload as _payload
