@@ -4,6 +4,14 @@
 # 64-bit (RFC 6455 5.2: up to 2**64 - 1, rejected from 2**63 on by _check_header).
 cimport cython
 
+from aiohttp_upgrade._buffers cimport (
+    bytearray_at,
+    bytes_at,
+    decode_utf8,
+    readable,
+    start_of,
+)
+
 cdef int OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
 
 
@@ -37,6 +45,7 @@ cdef class FrameParser:
     cpdef void feed(self, object data)
 
     @cython.locals(
+        raw="const unsigned char *",
         size=Py_ssize_t,
         available=Py_ssize_t,
         first=int,

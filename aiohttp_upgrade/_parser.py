@@ -25,6 +25,13 @@ from ._frames import (
 )
 from ._sinks import CloseSink, DataSink, FrameSink
 
+try:
+    import cython
+except ImportError:  # run as Python, without Cython installed
+    from . import _nocython as cython
+if not cython.compiled:  # else the C twins, cimported by _parser.pxd
+    from ._buffers import bytearray_at, bytes_at, decode_utf8, readable, start_of
+
 __all__ = ["Chunk", "CloseSink", "DataSink", "FrameParser", "FrameSink"]
 
 PROTOCOL_ERROR: Final = CloseCode.PROTOCOL_ERROR
@@ -159,20 +166,22 @@ class FrameParser:
             self._on_error(error)
 
     def _parse(self, data: Chunk, pos: int) -> None:
+        data = readable(data)
+        raw = start_of(data)  # compiled: a pointer to data's bytes
         size = len(data)
         while pos < size and not self.stopped:
             available = size - pos
             if available < 2:
                 break
-            first = data[pos]
-            second = data[pos + 1]
+            first = raw[pos]
+            second = raw[pos + 1]
             length = second & 0x7F
             if length < 126:
                 start = pos + 2
             elif length == 126:
                 if available < 4:
                     break
-                length = (data[pos + 2] << 8) | data[pos + 3]
+                length = (raw[pos + 2] << 8) | raw[pos + 3]
                 start = pos + 4
             else:
                 if available < 10:
@@ -189,15 +198,9 @@ class FrameParser:
                 self._start_partial(data, first, start, length)
                 return
             payload: bytes | bytearray
-            if length:
-                # Copied once and unmasked in place. From 16 KiB up through a
-                # memoryview, as slicing first copies twice (2x slower at 64 KiB);
-                # below that the slice is cheaper than making the view.
-                if length < 16384:
-                    payload = bytearray(data[start + 4 : end])
-                else:
-                    payload = bytearray(memoryview(data)[start + 4 : end])
-                self._mask(bytes(data[start : start + 4]), payload)  # not a view
+            if length:  # copied once and unmasked in place
+                payload = bytearray_at(raw, start + 4, end)
+                self._mask(bytes_at(raw, start, start + 4), payload)
             else:
                 payload = b""
             pos = end
@@ -331,7 +334,7 @@ class FrameParser:
             payload = self._inflater.inflate(payload)
         if opcode == OP_TEXT:
             try:
-                text = payload.decode("utf-8")
+                text = decode_utf8(payload)
             except UnicodeDecodeError:
                 raise ProtocolError(INVALID_PAYLOAD, "invalid UTF-8 in text") from None
             self._on_message(text)

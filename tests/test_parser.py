@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import tracemalloc
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
@@ -140,6 +140,34 @@ def test_several_frames_in_one_read_are_all_delivered_in_order() -> None:
     """Frames that arrive in one read are delivered one by one, in order."""
     events = parse(frame(OP_TEXT, b"a"), frame(OP_BINARY, b"b"), frame(OP_TEXT, b"c"))
     assert events == [("message", "a"), ("message", b"b"), ("message", "c")]
+
+
+def as_bytearray(data: bytes) -> bytearray:
+    return bytearray(data)
+
+
+def as_view_inside(data: bytes) -> memoryview:
+    """A view into a larger buffer, as the server's shared read buffer lends."""
+    return memoryview(b"\xff" * 3 + data + b"\xff")[3:-1]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [bytes, as_bytearray, as_view_inside],
+    ids=lambda k: k.__name__,
+)
+def test_every_kind_of_chunk_is_parsed_alike(
+    kind: Callable[[bytes], bytes | bytearray | memoryview],
+) -> None:
+    """The compiled parser reads bytes, bytearrays and views through a pointer
+    (``_buffers``); what it makes of them is what the pure one makes."""
+    big = bytes(range(256)) * 300  # an extended length, and a copy through a view
+    frames = frame(OP_TEXT, "héllo".encode()) + frame(OP_BINARY, big) + frame(OP_PING)
+    sink = Sink()
+    parser = FrameParser(sink, 1 << 20)
+    parser.feed(kind(frames[:5]))  # a header cut short: kept for the next read
+    parser.feed(kind(frames[5:]))
+    assert sink.events == [("message", "héllo"), ("message", big), ("ping", b"")]
 
 
 def test_frame_fed_byte_by_byte_is_delivered_once() -> None:
