@@ -1,24 +1,27 @@
 """The take-over of an upgraded socket's transport by our own (``_tcp``).
 
-Only asyncio's plain socket transport of its selector loop (TCP, or Unix for
-``UnixSite``) is replaced, on Linux (epoll): TLS and uvloop keep their own. The
-socket is duplicated, the duplicate is ours, and asyncio's transport is aborted
-without a byte lost: nothing is buffered in it (checked), and what it has not
-read yet stays in the kernel's receive buffer, which both descriptors share. asyncio's transport then
-leaves its server (``Server._detach``), so ``Server.close_clients()`` and
+The plain socket transport (TCP, or Unix for ``UnixSite``) of asyncio's selector
+loop or of uvloop is replaced, on Linux (epoll); TLS keeps its own. The socket is
+duplicated, the duplicate is ours, and the loop's transport is aborted without a
+byte lost: nothing is buffered in it (checked), and what it has not read yet
+stays in the kernel's receive buffer, which both descriptors share. The loop's
+transport then leaves its server, so ``Server.close_clients()`` and
 ``wait_closed()`` no longer see upgraded sockets: closing them is
-``server.shutdown()``'s job, as for every upgraded socket.
+``server.shutdown()``'s job, as for every upgraded socket. On uvloop, our poller
+is one of the loop's readers like any other (``loop.add_reader``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import select
+import socket
 import weakref
 from asyncio import selector_events
 from asyncio.trsock import TransportSocket
-from typing import Final
+from typing import Final, cast
 
 from ._reads import Reader
 from ._tcp import Poller, SocketTransport
@@ -31,6 +34,7 @@ _SELECTOR_TRANSPORT: Final[type] = getattr(
     selector_events, "_SelectorSocketTransport", type(None)
 )
 _EPOLL: Final = hasattr(select, "epoll")
+_UVLOOP_TRANSPORTS: Final = ("TCPTransport", "UnixTransport")  # of uvloop.loop
 # Weakly both ways: a loop that ends without closing its sockets is collected,
 # and its sockets with it (each transport holds its poller).
 _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[Poller]] = (
@@ -48,16 +52,17 @@ class _Released(asyncio.Protocol):
 def adopt(transport: asyncio.BaseTransport, protocol: Reader) -> SocketTransport | None:
     """Replace ``transport`` (already given to ``protocol``) with our own, or None.
 
-    Only asyncio's plain selector transport with nothing buffered is adopted;
-    anything else (TLS, uvloop, a transport holding unsent bytes) stays as it is
-    and None is returned. ``protocol`` then hears from the new transport only.
+    Only a plain socket transport of asyncio's selector loop or of uvloop with
+    nothing buffered is adopted; anything else (TLS, a transport holding unsent
+    bytes) stays as it is and None is returned. ``protocol`` then hears from the new transport only.
     """
-    if (
-        not _EPOLL
-        or type(transport) is not _SELECTOR_TRANSPORT
-        or not isinstance(transport, asyncio.Transport)
+    kind = type(transport)
+    if not _EPOLL or not (
+        kind is _SELECTOR_TRANSPORT
+        or (kind.__module__ == "uvloop.loop" and kind.__name__ in _UVLOOP_TRANSPORTS)
     ):
         return None
+    transport = cast(asyncio.Transport, transport)  # uvloop's are not registered
     if transport.get_write_buffer_size() or transport.is_closing():
         return None
     raw = transport.get_extra_info("socket")
@@ -67,7 +72,7 @@ def adopt(transport: asyncio.BaseTransport, protocol: Reader) -> SocketTransport
     loop = asyncio.get_running_loop()
     sock = poller = None
     try:  # all that can fail, before asyncio's transport is let go
-        sock = raw.dup()
+        sock = socket.socket(fileno=os.dup(raw.fileno()))  # uvloop's has no dup()
         sock.setblocking(False)
         extra["socket"] = TransportSocket(sock)
         known = _pollers.get(loop)

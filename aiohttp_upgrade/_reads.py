@@ -2,8 +2,8 @@
 that reads into it.
 
 Each socket's :class:`~aiohttp_upgrade._connection.Connection` reads as an
-``asyncio.BufferedProtocol`` (our transport calls it, asyncio's TLS and uvloop's
-transports call its :class:`ProtocolAdapter`): the transport reads with
+``asyncio.BufferedProtocol`` (our transport calls it, TLS transports call its
+:class:`ProtocolAdapter`): the transport reads with
 ``recv_into`` into the buffer that ``get_buffer`` returns, instead of allocating a new 256 KiB bytes
 object per read (``sock.recv(256 KiB)``) that glibc serves with ``mmap``,
 ``mremap`` and ``munmap`` on a process whose allocator has not adapted yet. All
@@ -55,8 +55,8 @@ class Reader(Protocol):
 
 
 class ProtocolAdapter(asyncio.BufferedProtocol):
-    """asyncio's protocol for a connection on a transport that is not ours (TLS,
-    uvloop): it passes every call on. A connection is a C class when compiled,
+    """asyncio's protocol for a connection on a transport that is not ours (TLS;
+    any other until ``_adopt`` replaces it): it passes every call on. A connection is a C class when compiled,
     which cannot derive from asyncio's protocol classes; our own transport
     (``_tcp``) calls it directly."""
 

@@ -58,7 +58,11 @@ class ServerOps(BunNames, Generic[DataT]):
         table = hub.presence
         members = table.member_count if table is not None else 0
         return snapshot(
-            hub.counters, len(self._lifecycle.open), len(hub.topics), self.broker, members
+            hub.counters,
+            len(self._lifecycle.open),
+            len(hub.topics),
+            self.broker,
+            members,
         )
 
     @property

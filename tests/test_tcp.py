@@ -290,16 +290,15 @@ async def test_extra_info_and_protocol(
         transport.set_write_buffer_limits(high=1, low=2)
 
 
-async def test_the_server_adopts_plain_tcp_on_asyncio(serve: ServeFactory) -> None:
-    """An upgraded plain-TCP socket on asyncio's loop runs on our transport, and
-    echoes through it; on uvloop the loop's own transport stays."""
+async def test_the_server_adopts_plain_tcp(serve: ServeFactory) -> None:
+    """An upgraded plain-TCP socket runs on our transport, on asyncio's loop and
+    on uvloop, and echoes through it."""
     handler = Recorder()
     served = await serve(handler)
     raw = await connect(served.port)
     ws = (await handler.next("open")).ws
     transport = connection_of(ws).transport
-    on_uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
-    assert isinstance(transport, SocketTransport) is not on_uvloop
+    assert isinstance(transport, SocketTransport)
     raw.writer.write(client_frame(OP_TEXT, b"ping"))
     assert (await handler.next("message")).args == ("ping",)
     await raw.close()
@@ -307,17 +306,14 @@ async def test_the_server_adopts_plain_tcp_on_asyncio(serve: ServeFactory) -> No
 
 
 async def test_adopt_declines_what_it_cannot_take() -> None:
-    """Not asyncio's plain selector transport, or one with bytes buffered: None."""
+    """Not a plain transport of asyncio's or uvloop's, or one with bytes buffered:
+    None."""
     loop = asyncio.get_running_loop()
     peer = Peer()
     ours, theirs = socket.socketpair()
     try:
         transport, _ = await loop.connect_accepted_socket(lambda: peer, ours)
         assert adopt(object(), peer) is None  # type: ignore[arg-type]
-        if type(loop).__module__.startswith("uvloop"):
-            assert adopt(transport, peer) is None
-            return
-        assert isinstance(transport, asyncio.Transport)
         transport.set_write_buffer_limits(high=1 << 30)
         transport.write(b"q" * BIG)  # more than the socket takes at once
         assert transport.get_write_buffer_size()
@@ -361,8 +357,6 @@ def adopt_on(loop: asyncio.AbstractEventLoop) -> tuple[Any, Peer, socket.socket]
 def test_a_loop_left_with_open_sockets_is_collected_with_them() -> None:
     """The per-loop poller holds no loop alive: a loop closed without closing its
     adopted sockets is collected, and the sockets are closed with it."""
-    if type(asyncio.get_event_loop_policy()).__module__.startswith("uvloop"):
-        pytest.skip("adopt() takes asyncio's selector transports only")
     loop = asyncio.SelectorEventLoop()
     own, peer, theirs = adopt_on(loop)
     assert isinstance(own, SocketTransport)
