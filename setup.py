@@ -34,7 +34,7 @@ MODULES = (
     "_connection",
 )
 # C-only twins of pure helpers: .pxd of inline functions that twins cimport.
-HEADERS = ("_buffers", "_syscalls")
+HEADERS = ("_cbuffers", "_csyscalls")
 GENERATED = Path("build") / "cython"
 # What setuptools raises when there is no working C compiler.
 COMPILER_ERRORS = ("CompileError", "LinkError", "CCompilerError")

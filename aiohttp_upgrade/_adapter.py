@@ -335,7 +335,7 @@ class HttpAdapter:
         # From here on the socket owns the transport; the request ends now.
         tail = take_over(request, ProtocolAdapter(connection))
         own = adopt(transport, connection)
-        if own is not None:  # asyncio's plain TCP transport, replaced by ours
+        if own is not None:  # the loop's plain socket transport, replaced by ours
             transport = cast(asyncio.Transport, own)
             connection.use_transport(transport, own.poller)
         # Pause the protocol whenever a byte is buffered, so that "resumed" means

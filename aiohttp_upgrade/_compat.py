@@ -158,11 +158,13 @@ def ready_callbacks(loop: asyncio.AbstractEventLoop) -> Sized:
 
     asyncio's private ``_ready`` deque: non-empty in ``data_received`` when other
     sockets' reads (or other callbacks) follow in the same turn; tests/test_compat.py
-    pins it. uvloop calls ``buffer_updated`` from libuv's poll phase and keeps its
-    queue in a C attribute, so whether another read follows cannot be known there:
-    on a loop without ``_ready`` this is a constant non-empty sized, and every read
-    is answered with the per-turn flush (measured cheaper on uvloop than a write per
-    read with 50 echo clients: docs/performance.rst, "uvloop").
+    pins it. It serves the sockets on a transport of the loop's (TLS); ours use
+    their poller's turn (``_tcp.Poller``). uvloop calls ``buffer_updated`` from
+    libuv's poll phase and keeps its queue in a C attribute, so whether another
+    read follows cannot be known there: on a loop without ``_ready`` this is a
+    constant non-empty sized, and every read is answered with the per-turn flush
+    (measured cheaper on uvloop than a write per read with 50 echo clients:
+    docs/performance.rst, "uvloop").
     """
     ready = getattr(loop, "_ready", None)
     return ready if isinstance(ready, deque) else _EVERY_READ

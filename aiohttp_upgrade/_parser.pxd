@@ -4,7 +4,7 @@
 # 64-bit (RFC 6455 5.2: up to 2**64 - 1, rejected from 2**63 on by _check_header).
 cimport cython
 
-from aiohttp_upgrade._buffers cimport (
+from aiohttp_upgrade._cbuffers cimport (
     bytearray_at,
     bytes_at,
     decode_utf8,

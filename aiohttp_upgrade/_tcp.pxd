@@ -2,7 +2,7 @@
 # per-read and per-write path of our own transport. The .py is the reference.
 cimport cython
 
-from aiohttp_upgrade._syscalls cimport recv_into, send
+from aiohttp_upgrade._csyscalls cimport recv_into, send
 
 
 cdef class Poller:

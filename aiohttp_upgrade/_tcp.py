@@ -1,8 +1,9 @@
-"""Our own transport for upgraded plain sockets on asyncio's selector loop.
+"""Our own transport for upgraded plain sockets, on asyncio's selector loop or uvloop.
 
 After the take-over (:mod:`~aiohttp_upgrade._adopt`) a :class:`SocketTransport`
-replaces asyncio's, whose loop and transport spend more interpreted Python per
-read and write than the rest of an echo (docs/performance.rst). The sockets of a
+replaces the loop's: asyncio's spends more interpreted Python per read and write
+than the rest of an echo (docs/performance.rst), and uvloop's cannot tell a read
+that ends its loop turn, for the per-turn flush. The sockets of a
 loop are in one :class:`Poller`; a ready socket's transport reads with
 ``recv_into`` into the buffer the protocol lends (``_reads.Reader``) and hands
 it the byte count; ``write`` sends at once and watches for writability only
@@ -380,6 +381,7 @@ class SocketTransport:
         finally:
             self.poller.forget(self._fd)
             self._sock.close()
+            self._fd = -1  # never a descriptor number that may be reused
 
     # -- the rest of asyncio.Transport ---------------------------------------------
 

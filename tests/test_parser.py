@@ -147,27 +147,58 @@ def as_bytearray(data: bytes) -> bytearray:
 
 
 def as_view_inside(data: bytes) -> memoryview:
-    """A view into a larger buffer, as the server's shared read buffer lends."""
-    return memoryview(b"\xff" * 3 + data + b"\xff")[3:-1]
+    """A view into a larger bytearray, as the server's shared read buffer lends."""
+    return memoryview(bytearray(b"\xff" * 3 + data + b"\xff"))[3:-1]
+
+
+def as_strided_view(data: bytes) -> memoryview:
+    """A view whose bytes are not next to each other in memory."""
+    spaced = bytearray(2 * len(data))
+    spaced[::2] = data
+    return memoryview(spaced)[::2]
+
+
+BIG = bytes(range(256)) * 300  # an extended length; a copy through a view
+FRAMES = frame(OP_TEXT, "héllo".encode()) + frame(OP_BINARY, BIG) + frame(OP_PING)
+EXPECTED = [("message", "héllo"), ("message", BIG), ("ping", b"")]
 
 
 @pytest.mark.parametrize(
     "kind",
-    [bytes, as_bytearray, as_view_inside],
+    [bytes, as_bytearray, as_view_inside, as_strided_view],
     ids=lambda k: k.__name__,
 )
 def test_every_kind_of_chunk_is_parsed_alike(
     kind: Callable[[bytes], bytes | bytearray | memoryview],
 ) -> None:
     """The compiled parser reads bytes, bytearrays and views through a pointer
-    (``_buffers``); what it makes of them is what the pure one makes."""
-    big = bytes(range(256)) * 300  # an extended length, and a copy through a view
-    frames = frame(OP_TEXT, "héllo".encode()) + frame(OP_BINARY, big) + frame(OP_PING)
+    (``_cbuffers.pxd``); what it makes of them is what the pure one makes."""
+    sink = Sink()
+    FrameParser(sink, 1 << 20).feed(kind(FRAMES))
+    assert sink.events == EXPECTED
+
+
+@pytest.mark.parametrize(
+    "kind", [bytes, as_bytearray, as_view_inside], ids=lambda k: k.__name__
+)
+def test_every_kind_of_chunk_is_parsed_alike_across_reads(
+    kind: Callable[[bytes], bytes | bytearray | memoryview],
+) -> None:
+    """Cut inside the big payload and inside the ping's header: the frame's start
+    is kept from a chunk of that kind, and completed by another."""
     sink = Sink()
     parser = FrameParser(sink, 1 << 20)
-    parser.feed(kind(frames[:5]))  # a header cut short: kept for the next read
-    parser.feed(kind(frames[5:]))
-    assert sink.events == [("message", "héllo"), ("message", big), ("ping", b"")]
+    cut = len(FRAMES) - 1
+    for chunk in (FRAMES[:100], FRAMES[100:cut], FRAMES[cut:]):
+        parser.feed(kind(chunk))
+    assert sink.events == EXPECTED
+
+
+def test_a_released_view_fails_as_in_python() -> None:
+    view = memoryview(bytearray(FRAMES))
+    view.release()
+    with pytest.raises(ValueError, match="released"):
+        FrameParser(Sink(), 1 << 20).feed(view)
 
 
 def test_frame_fed_byte_by_byte_is_delivered_once() -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from aiohttp_upgrade._adopt import adopt
+from aiohttp_upgrade._speedups import COMPILED
 from aiohttp_upgrade._tcp import Poller, SocketTransport
 
 from .conftest import Echo, Recorder, ServeFactory, connection_of
@@ -290,15 +291,22 @@ async def test_extra_info_and_protocol(
         transport.set_write_buffer_limits(high=1, low=2)
 
 
+def adopted_here() -> bool:
+    """Whether adopt() takes the running loop's plain transports: asyncio's always,
+    uvloop's (C) only for our compiled transport."""
+    on_uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+    return COMPILED or not on_uvloop
+
+
 async def test_the_server_adopts_plain_tcp(serve: ServeFactory) -> None:
     """An upgraded plain-TCP socket runs on our transport, on asyncio's loop and
-    on uvloop, and echoes through it."""
+    (compiled) on uvloop, and echoes through it."""
     handler = Recorder()
     served = await serve(handler)
     raw = await connect(served.port)
     ws = (await handler.next("open")).ws
     transport = connection_of(ws).transport
-    assert isinstance(transport, SocketTransport)
+    assert isinstance(transport, SocketTransport) is adopted_here()
     raw.writer.write(client_frame(OP_TEXT, b"ping"))
     assert (await handler.next("message")).args == ("ping",)
     await raw.close()
@@ -321,6 +329,43 @@ async def test_adopt_declines_what_it_cannot_take() -> None:
         transport.abort()
     finally:
         theirs.close()
+
+
+def is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+async def test_adopting_a_unix_socket_lets_the_loops_descriptor_go() -> None:
+    """The loop's transport of a Unix socket is adopted: its descriptor is closed
+    once it lets go, ours (a duplicate) carries the bytes both ways."""
+    if not adopted_here():
+        pytest.skip("uvloop's transport stays with pure Python")
+    loop = asyncio.get_running_loop()
+    peer = Peer()
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    transport, _ = await loop.connect_accepted_socket(lambda: peer, ours)
+    loops = transport.get_extra_info("socket").fileno()
+    own = adopt(transport, peer)
+    assert isinstance(own, SocketTransport)
+    mine = own.get_extra_info("socket").fileno()
+    assert transport.is_closing()
+    let_go = Peer()  # hears the loop's transport end, in place of adopt's protocol
+    transport.set_protocol(let_go)
+    assert await let_go.lost is None
+    assert not is_open(loops) and is_open(mine)
+    theirs.send(b"hello")
+    await peer.until(lambda: bytes(peer.data) == b"hello")
+    own.write(b"world")
+    assert await read_all(theirs, 5) == b"world"
+    own.close()
+    assert await peer.lost is None
+    assert not is_open(mine)
+    theirs.close()
 
 
 async def test_echo_with_many_clients_through_our_transport(

@@ -1,8 +1,9 @@
 # The compiled parser's way of reading a chunk (see _buffers.py, the reference):
-# through a pointer to its bytes. readable() returns an object whose buffer stays
-# put while held (bytes; a contiguous memoryview, which also stops a bytearray
-# under it from being resized), so that the pointer start_of() gives stays valid
-# as long as the parser holds that object.
+# through a pointer to its bytes. readable() returns an object whose bytes stay put
+# while it is held: bytes, or a memoryview of contiguous single bytes (which also
+# stops a bytearray under it from being resized); anything else is copied to bytes
+# (or raises as the copy does: a released view's ValueError). The pointer that
+# start_of() gives is valid as long as the parser holds that object.
 from cpython.buffer cimport Py_buffer, PyBuffer_IsContiguous
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
@@ -10,14 +11,24 @@ from cpython.memoryview cimport PyMemoryView_GET_BUFFER
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 
 
+cdef inline bint is_plain_view(object view):
+    """A memoryview, not released, of contiguous single bytes."""
+    cdef Py_buffer *buffer = PyMemoryView_GET_BUFFER(view)
+    return (
+        <void *>buffer.obj != NULL  # released: obj is cleared
+        and buffer.itemsize == 1
+        and PyBuffer_IsContiguous(buffer, b'C')
+    )
+
+
 cdef inline object readable(object data):
     if type(data) is bytes:
         return data
-    if type(data) is memoryview:
-        if PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(data), b'C'):
-            return data
-        return bytes(data)
-    return memoryview(data)
+    if type(data) is not memoryview:
+        data = memoryview(data)
+    if is_plain_view(data):
+        return data
+    return bytes(data)
 
 
 cdef inline const unsigned char *start_of(object data):

@@ -2,8 +2,12 @@
 # recv() and send() on the file descriptor, for the buffers a read and a write
 # pass; anything else goes to the socket's method. The socket is non-blocking, so
 # the GIL is kept. Errors are raised as the socket's methods raise them: from errno,
-# as OSError's subclass for it (EAGAIN: BlockingIOError).
-from cpython.buffer cimport Py_buffer, PyBuffer_IsContiguous
+# as OSError's subclass for it (EAGAIN: BlockingIOError). A view that is read-only
+# (for a read), released or not contiguous goes to the socket's method, which
+# raises what it raises for it. No MSG_NOSIGNAL: as the socket's send(), which
+# relies on Python ignoring SIGPIPE.
+from aiohttp_upgrade._cbuffers cimport is_plain_view
+from cpython.buffer cimport Py_buffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_SetFromErrno
@@ -18,10 +22,10 @@ cdef extern from "sys/socket.h" nogil:
 cdef inline Py_ssize_t recv_into(object sock, int fd, object buffer) except -1:
     cdef Py_buffer *view
     cdef Py_ssize_t nbytes
-    if type(buffer) is not memoryview:
+    if type(buffer) is not memoryview or not is_plain_view(buffer):
         return sock.recv_into(buffer)
     view = PyMemoryView_GET_BUFFER(buffer)
-    if view.readonly or not PyBuffer_IsContiguous(view, b'C'):
+    if view.readonly:
         return sock.recv_into(buffer)
     nbytes = libc_recv(fd, view.buf, view.len, 0)
     if nbytes < 0:
@@ -40,11 +44,9 @@ cdef inline Py_ssize_t send(object sock, int fd, object data) except -1:
         start = PyByteArray_AS_STRING(data)
         size = PyByteArray_GET_SIZE(data)
     else:
-        if type(data) is not memoryview:
+        if type(data) is not memoryview or not is_plain_view(data):
             return sock.send(data)
         view = PyMemoryView_GET_BUFFER(data)
-        if not PyBuffer_IsContiguous(view, b'C'):
-            return sock.send(data)
         start = <const char *>view.buf
         size = view.len
     sent = libc_send(fd, start, size, 0)
