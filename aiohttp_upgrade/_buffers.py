@@ -1,7 +1,7 @@
 """How the frame parser (``_parser``) reads the bytes of a received chunk.
 
 As Python, the chunk is indexed and sliced as it is. The compiled parser takes
-the C twins of ``_buffers.pxd`` instead: it reads the chunk's bytes through a
+the C twins of ``_cbuffers.pxd`` instead: it reads the chunk's bytes through a
 pointer and copies payloads and keys out of it at once, with no index object,
 slice or view made per frame.
 """

@@ -1,7 +1,7 @@
 """The two socket calls of a read and a write on our transport (``_tcp``).
 
 As Python, these are the socket's own methods. The compiled transport takes the
-C twins of ``_syscalls.pxd`` instead: the same calls on the file descriptor,
+C twins of ``_csyscalls.pxd`` instead: the same calls on the file descriptor,
 straight to libc, without parsing arguments or releasing the GIL (the socket is
 non-blocking: the call returns at once). Either raises what the socket method
 raises: ``BlockingIOError`` when the kernel has nothing to give or take.
