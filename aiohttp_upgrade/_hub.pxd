@@ -3,6 +3,8 @@
 # to extend); the loop gets C locals. The .py is the reference.
 cimport cython
 
+from aiohttp_upgrade._outbox_c cimport Outbox as COutbox
+
 
 @cython.locals(
     length=Py_ssize_t,
@@ -12,6 +14,8 @@ cimport cython
     queued=bint,
     shared=dict,
     built=Py_ssize_t,
+    box=COutbox,
+    typed=bint,
 )
 cpdef Py_ssize_t _fan_out(
     object subscribers,

@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._counters import Counters
 from ._frames import OP_TEXT, build_frame
+from ._outbox import Outbox
 from ._topics import TopicRegistry
+
+try:
+    import cython
+except ImportError:  # run as Python, without Cython installed
+    from . import _nocython as cython
 
 if TYPE_CHECKING:
     from ._history import History
@@ -329,6 +335,9 @@ def _fan_out(
     last: object = None
     zframe = frame
     delivered = dropped = queued = False
+    # Compiled, a socket's own outbox is called in C (box); other sinks, and all as
+    # Python, through the method.
+    typed = cython.compiled
     # A snapshot: a subscriber closed by its backpressure limit leaves mid-loop.
     # A socket closed meanwhile takes nothing (enqueue returns 0).
     for port in tuple(subscribers):
@@ -336,7 +345,10 @@ def _fan_out(
             continue
         delivered = True
         outbox = port.outbox
-        if shared is None or (compressor := outbox.compressor) is None:
+        if typed and shared is None and type(outbox) is Outbox:
+            box = outbox
+            code = box.enqueue(frame, length, message)
+        elif shared is None or (compressor := outbox.compressor) is None:
             code = outbox.enqueue(frame, length, message)
         elif compressor is last:
             code = outbox.enqueue(zframe, length, message)
