@@ -1,9 +1,9 @@
 # The compiled parser's way of reading a chunk (see _buffers.py, the reference):
 # through a pointer to its bytes. readable() returns an object whose bytes stay put
 # while it is held: bytes, or a memoryview of contiguous single bytes (which also
-# stops a bytearray under it from being resized); anything else is copied to bytes
-# (or raises as the copy does: a released view's ValueError). The pointer that
-# start_of() gives is valid as long as the parser holds that object.
+# stops a bytearray under it from being resized); anything else is copied to bytes.
+# A released view raises ValueError, as any use of it in Python does. The pointer
+# that start_of() gives is valid as long as the parser holds that object.
 from cpython.buffer cimport Py_buffer, PyBuffer_IsContiguous
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
@@ -11,14 +11,13 @@ from cpython.memoryview cimport PyMemoryView_GET_BUFFER
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 
 
-cdef inline bint is_plain_view(object view):
-    """A memoryview, not released, of contiguous single bytes."""
-    cdef Py_buffer *buffer = PyMemoryView_GET_BUFFER(view)
-    return (
-        <void *>buffer.obj != NULL  # released: obj is cleared
-        and buffer.itemsize == 1
-        and PyBuffer_IsContiguous(buffer, b'C')
-    )
+cdef inline bint is_plain_view(object view) except -1:
+    """A memoryview of contiguous single bytes; ValueError if it is released (its
+    buffer fields are left as they were: only its length says so)."""
+    cdef Py_buffer *buffer
+    len(view)
+    buffer = PyMemoryView_GET_BUFFER(view)
+    return buffer.itemsize == 1 and PyBuffer_IsContiguous(buffer, b'C')
 
 
 cdef inline object readable(object data):

@@ -3,8 +3,8 @@
 # pass; anything else goes to the socket's method. The socket is non-blocking, so
 # the GIL is kept. Errors are raised as the socket's methods raise them: from errno,
 # as OSError's subclass for it (EAGAIN: BlockingIOError). A view that is read-only
-# (for a read), released or not contiguous goes to the socket's method, which
-# raises what it raises for it. No MSG_NOSIGNAL: as the socket's send(), which
+# (for a read), not contiguous or not of single bytes goes to the socket's method,
+# which raises what it raises for it; a released one raises ValueError, as there. No MSG_NOSIGNAL: as the socket's send(), which
 # relies on Python ignoring SIGPIPE.
 from aiohttp_upgrade._cbuffers cimport is_plain_view
 from cpython.buffer cimport Py_buffer

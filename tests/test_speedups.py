@@ -83,6 +83,22 @@ def test_the_compiled_twins_are_in_use_when_built() -> None:
     }
 
 
+@pytest.mark.skipif(not built(), reason="the C extensions are not built")
+def test_the_compiled_fan_out_sees_the_compiled_outbox() -> None:
+    """The fan-out's C call to a socket's outbox is taken for the compiled Outbox
+    only (``type(outbox) is Outbox`` in ``_hub``): both must be the same class."""
+    code = (
+        "import aiohttp_upgrade, aiohttp_upgrade._hub_c as hub, "
+        "aiohttp_upgrade._outbox_c as outbox; print(hub.Outbox is outbox.Outbox)"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in FORCE_PURE}
+    clean["PYTHONPATH"] = str(REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=clean, capture_output=True, text=True
+    )
+    assert result.stdout.strip() == "True", result.stderr
+
+
 def test_a_missing_twin_means_pure_python(tmp_path: Path) -> None:
     """A package with its compiled twins missing (no compiler) runs pure Python."""
     copy = tmp_path / "aiohttp_upgrade"

@@ -266,6 +266,23 @@ async def test_a_read_into_what_the_socket_cannot_fill_fails_as_it_would(
     assert len(loop_errors) == 1
 
 
+async def test_a_released_view_fails_as_in_python(
+    pair: tuple[SocketTransport, Peer, socket.socket],
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    """Released views are refused before any system call, compiled or not: for a
+    write at once, for a read as the protocol's buffer (the read fails)."""
+    transport, peer, theirs = pair
+    released = memoryview(bytearray(16))
+    released.release()
+    with pytest.raises(ValueError, match="released"):
+        transport.write(released)
+    peer.buffer = released
+    theirs.send(b"data")
+    assert isinstance(await peer.lost, ValueError)
+    assert len(loop_errors) == 1
+
+
 async def test_a_reset_on_read_ends_the_connection_quietly(
     pair: tuple[SocketTransport, Peer, socket.socket],
     loop_errors: list[dict[str, Any]],
