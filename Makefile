@@ -141,6 +141,14 @@ $(VENV)/.installed-dist: $(VENV)/.installed
 dist: $(VENV)/.installed-dist
 	rm -rf dist
 	$(PY) -m build --outdir dist . >/dev/null
+	# pip unpacks a .tar.gz as a zip if its last 64 KiB happen to hold a zip
+	# end-of-directory signature (2 of 3 builds did on 2026-12-03): then the sdist
+	# is built again, and its new timestamps change its compressed bytes.
+	for attempt in 1 2 3 4 5; do \
+	  $(PY) -c 'import glob, sys, zipfile; sys.exit(zipfile.is_zipfile(glob.glob("dist/*.tar.gz")[0]))' && break; \
+	  echo "the sdist looks like a zip to pip; building it again"; \
+	  rm dist/*.tar.gz; sleep 1; $(PY) -m build --sdist --outdir dist . >/dev/null; \
+	done
 	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/auditwheel repair -w dist dist/*-linux_*.whl
 	rm dist/*-linux_*.whl
 	$(VENV)/bin/twine check --strict dist/*

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import zipfile
 from pathlib import Path
 
 import aiohttp
@@ -56,6 +57,8 @@ FORCE_PURE = ("AIOHTTP_UPGRADE_NO_EXTENSIONS", "AIOHTTP_NO_EXTENSIONS")
 def outside(artifact: Path) -> None:
     """Make the clean virtualenv, install ``artifact`` into it, run the check inside."""
     sdist = artifact.name.endswith(".tar.gz")
+    if sdist and zipfile.is_zipfile(artifact):  # make dist builds it again first
+        raise SystemExit(f"{artifact.name}: pip would unpack it as a zip archive")
     env = {
         k: v for k, v in os.environ.items() if k != "PYTHONPATH" and k not in FORCE_PURE
     }
