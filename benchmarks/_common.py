@@ -334,6 +334,10 @@ class ServerProcess:
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
 
+    def cpu_times(self) -> tuple[float, float]:
+        """The server's user and kernel CPU seconds so far."""
+        return cpu_times(self.pid)
+
     def stop(self) -> None:
         self.process.terminate()
         try:

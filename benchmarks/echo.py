@@ -5,7 +5,11 @@ The server runs in a child process pinned to CPU 0; this process runs K clients
 keeps one text message in flight: it sends the next as soon as the echo of the
 previous one arrives. Printed per (server, K): round trips/s, p50/p99 round-trip
 latency, server CPU µs per round trip (utime+stime from /proc/<pid>/stat over the
-measured interval) and its ratio against plain aiohttp in the same run.
+measured interval) and its ratio against plain aiohttp in the same run; then the
+kernel's part of it (stime: the server's system calls, and on loopback the TCP
+receive path of the client's socket, which runs in the sender's send()), alone
+and over plain aiohttp's whole CPU per round trip: the ratio the server would
+reach if its own code cost nothing.
 
 Servers: plain aiohttp (``async for msg in ws: await ws.send_str(msg.data)``),
 aiohttp-upgrade with a plain ``def message`` hook (dispatched straight from the
@@ -224,10 +228,15 @@ class Result:
     server_cpu: float
     p50: float
     p99: float
+    server_sys: float = 0.0  # the kernel's part of server_cpu
 
     @property
     def server_us(self) -> float:
         return self.server_cpu / self.round_trips * 1e6
+
+    @property
+    def kernel_us(self) -> float:
+        return self.server_sys / self.round_trips * 1e6
 
 
 def launch(impl: str, state: str, args: argparse.Namespace) -> ServerProcess:
@@ -276,10 +285,10 @@ async def measure(
     for client in echo_clients:
         client.latencies.clear()
     trips0 = sum(c.round_trips for c in echo_clients)
-    cpu0 = server.cpu_seconds()
+    user0, sys0 = server.cpu_times()
     t0 = time.monotonic()
     await asyncio.sleep(args.seconds)
-    cpu1 = server.cpu_seconds()
+    user1, sys1 = server.cpu_times()
     elapsed = time.monotonic() - t0
     trips = sum(c.round_trips for c in echo_clients) - trips0
     latencies = [x for c in echo_clients for x in c.latencies]
@@ -291,9 +300,10 @@ async def measure(
         count,
         trips,
         elapsed,
-        cpu1 - cpu0,
+        user1 + sys1 - user0 - sys0,
         percentile(latencies, 50) * 1e6,
         percentile(latencies, 99) * 1e6,
+        sys1 - sys0,
     )
 
 
@@ -336,6 +346,8 @@ def report(results: list[Result]) -> None:
             "p99 µs",
             "server µs/round trip",
             "CPU ratio",
+            "kernel µs",
+            "kernel/aiohttp",
             *(["fresh/warm"] if both else []),
         ]
     ]
@@ -361,6 +373,14 @@ def report(results: list[Result]) -> None:
             spread([r.p99 for r in runs], 0),
             spread([r.server_us for r in runs]),
             spread(ratios),
+            spread([r.kernel_us for r in runs]),
+            spread(
+                [
+                    r.kernel_us / p.server_us
+                    for r, p in zip(runs, plain, strict=True)
+                    if p
+                ]
+            ),
         ]
         if both:
             warm = [by_key.get((r.round, clients, impl, "warm")) for r in runs]

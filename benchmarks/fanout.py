@@ -22,7 +22,11 @@ Printed per (N, mode, server): deliveries/s, p50/p99 delivery latency, server CP
 µs per delivery (utime+stime from /proc/<pid>/stat over the measured interval),
 the load generator's own CPU per delivery, and the ratios of server CPU per
 delivery against plain aiohttp and against Bun, and of p99 latency against
-plain aiohttp, in the same round.
+plain aiohttp, in the same round; then the kernel's part of the server's CPU
+per delivery (stime: its send() calls, and on loopback the TCP receive path of
+the subscriber's socket, which runs in them), alone and over plain aiohttp's
+whole CPU per delivery: the ratio the server would reach if its own code cost
+nothing.
 
 Each figure is the median over --repeat rounds (servers alternating order), with
 [min-max] after it; ratios are taken within each round.
@@ -437,10 +441,15 @@ class Result:
     p99: float
     app_p99: float
     rate: float | None = None  # paced: the messages/s asked for
+    server_sys: float = 0.0  # the kernel's part of server_cpu
 
     @property
     def server_us(self) -> float:
         return self.server_cpu / self.deliveries * 1e6
+
+    @property
+    def kernel_us(self) -> float:
+        return self.server_sys / self.deliveries * 1e6
 
     @property
     def behind(self) -> bool:
@@ -515,13 +524,16 @@ async def measure(
     publisher: Publisher,
     messages: int,
     rate: float | None,
-) -> tuple[Run, float, float, float]:
-    """Publish ``messages`` (back to back, or at ``rate``) and wait for every delivery."""
+) -> tuple[Run, float, tuple[float, float], float]:
+    """Publish ``messages`` (back to back, or at ``rate``) and wait for every
+    delivery; return the run, its seconds, the server's user and kernel CPU
+    seconds, and this process's CPU seconds."""
     run = new_run(subscribers, messages)
-    cpu0 = server.cpu_seconds()
+    user0, sys0 = server.cpu_times()
     own0 = own_cpu()
     elapsed = await publish_and_wait(run, publisher, messages, rate)
-    return run, elapsed, server.cpu_seconds() - cpu0, own_cpu() - own0
+    user1, sys1 = server.cpu_times()
+    return run, elapsed, (user1 - user0, sys1 - sys0), own_cpu() - own0
 
 
 async def bench_server(
@@ -541,7 +553,7 @@ async def bench_server(
             print(f"  server pid {server.pid} on CPUs {sorted(server.cpus())}")
         await measure(server, subs, publisher, 20, None)  # warm-up
         for mode, messages, rate_or_none in batches(args, n):
-            run, seconds, server_cpu, client_cpu = await measure(
+            run, seconds, (server_user, server_sys), client_cpu = await measure(
                 server, subs, publisher, messages, rate_or_none
             )
             results.append(
@@ -553,12 +565,13 @@ async def bench_server(
                     messages,
                     run.received,
                     seconds,
-                    server_cpu,
+                    server_user + server_sys,
                     client_cpu,
                     percentile(run.latencies, 50) * 1e3,
                     percentile(run.latencies, 99) * 1e3,
                     percentile(run.app_latencies, 99) * 1e3,
                     rate_or_none,
+                    server_sys,
                 )
             )
         for subscriber in subs:
@@ -605,6 +618,8 @@ def report(results: list[Result]) -> None:
             "CPU/Bun",
             "p99/aiohttp",
             "behind",
+            "kernel µs/d",
+            "kernel/aiohttp",
         ]
     ]
     for (n, mode, impl), runs in sorted(
@@ -630,6 +645,8 @@ def report(results: list[Result]) -> None:
                 cpu_ratios(runs, bun),
                 spread([r.p99 / ref.p99 for r, ref in pairs]),
                 f"{sum(r.behind for r in runs)}/{len(runs)}" if mode == "paced" else "",
+                spread([r.kernel_us for r in runs]),
+                spread([r.kernel_us / ref.server_us for r, ref in pairs]),
             ]
         )
     print_table(rows)
