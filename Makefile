@@ -90,7 +90,7 @@ UVLOOP_TESTS := tests/test_tls.py tests/test_upgrade.py tests/test_compat.py \
 	tests/test_ready_state_closing.py tests/test_subscribers.py tests/test_shutting_down.py \
 	tests/test_bun_names.py tests/test_max_lifetime.py tests/test_ping_interval.py tests/test_drain.py \
 	tests/test_history.py tests/test_history_redis.py tests/test_tcp.py tests/test_reads.py \
-	tests/test_pubsub.py
+	tests/test_pubsub.py tests/test_sendbatch.py
 test-uvloop: $(VENV)/.installed system-deps build-ext
 	$(PY) -m pytest --loop=uvloop $(UVLOOP_TESTS) $(PYTEST_ARGS)
 

@@ -26,7 +26,9 @@ MODULES = (
     "_counters",
     "_frames",
     "_parser",
+    "_sendbatch",
     "_tcp",
+    "_poller",
     "_outbox",
     "_hub",
     "_dispatcher",
@@ -34,7 +36,7 @@ MODULES = (
     "_connection",
 )
 # C-only twins of pure helpers: .pxd of inline functions that twins cimport.
-HEADERS = ("_cbuffers", "_csyscalls")
+HEADERS = ("_cbuffers", "_csendring", "_csyscalls")
 GENERATED = Path("build") / "cython"
 # What setuptools raises when there is no working C compiler.
 COMPILER_ERRORS = ("CompileError", "LinkError", "CCompilerError")

@@ -24,9 +24,10 @@ from asyncio import selector_events
 from asyncio.trsock import TransportSocket
 from typing import Final, cast
 
+from ._poller import Poller
 from ._reads import Reader
 from ._speedups import COMPILED
-from ._tcp import Poller, SocketTransport
+from ._tcp import SocketTransport
 
 __all__ = ["adopt"]
 

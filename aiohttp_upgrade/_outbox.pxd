@@ -5,6 +5,7 @@
 cimport cython
 
 from aiohttp_upgrade._counters_c cimport Counters as CCounters
+from aiohttp_upgrade._sendbatch_c cimport SendBatch as CSendBatch
 from aiohttp_upgrade._tcp_c cimport SocketTransport as CTransport
 
 
@@ -16,8 +17,9 @@ cdef class Flusher:
 
     cpdef void add(self, Outbox outbox)
     cpdef void next_turn(self)
-    @cython.locals(dirty=list, outbox=Outbox)
+    @cython.locals(dirty=list, outbox=Outbox, batch=CSendBatch)
     cpdef void _flush(self)
+
 
 
 cdef class Outbox:
@@ -62,4 +64,6 @@ cdef class Outbox:
     @cython.locals(pending=list, tcp=CTransport, waiting=Py_ssize_t)
     cpdef void flush(self)
     cpdef void flush_later(self)
+    @cython.locals(tcp=CTransport)
+    cpdef CSendBatch start_batch(self)
     cpdef void writable(self)

@@ -27,27 +27,15 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from ._deflate import Compressor
 from ._frames import OP_TEXT, SHORT_HEADERS, build_frame
 from ._payloads import message_payload
-from ._sendlimits import (
-    FLUSH_THRESHOLD,
-    HARD_LIMIT_FACTOR,
-    HARD_LIMIT_FLOOR,
-    hard_limit,
-)
+from ._sendbatch import BATCH_MIN
+from ._sendlimits import FLUSH_THRESHOLD, hard_limit
 from ._tcp import SocketTransport
 
 if TYPE_CHECKING:
     from ._counters import Counters
+    from ._sendbatch import SendBatch
 
-__all__ = [
-    "FLUSH_THRESHOLD",
-    "HARD_LIMIT_FACTOR",
-    "HARD_LIMIT_FLOOR",
-    "Flusher",
-    "Outbox",
-    "OutboxOwner",
-    "Transport",
-    "hard_limit",
-]
+__all__ = ["Flusher", "Outbox", "OutboxOwner", "Transport"]
 
 logger = logging.getLogger("aiohttp_upgrade")
 
@@ -109,10 +97,15 @@ class Flusher:
         self.turn += 1
         dirty = self._dirty
         self._dirty = self._spare
-        for outbox in dirty:
-            outbox.flush()
-        dirty.clear()
-        self._spare = dirty
+        batch = dirty[0].start_batch() if len(dirty) >= BATCH_MIN else None
+        try:
+            for outbox in dirty:
+                outbox.flush()
+        finally:
+            if batch is not None and batch.finish():
+                self.next_turn()  # a write was not taken whole: see flush()
+            dirty.clear()
+            self._spare = dirty
 
 
 class Outbox:
@@ -315,6 +308,12 @@ class Outbox:
         """Have the per-turn flusher write the pending frames (call while ``held``
         frames are pending: they are not on the flusher's list yet)."""
         self._flusher.add(self)
+
+    def start_batch(self) -> SendBatch | None:
+        """Start the send batch of our transport's loop (``_sendbatch``), for a flush
+        of many outboxes; None if the transport is not ours or cannot batch."""
+        tcp = self._tcp
+        return tcp.batch if tcp is not None and tcp.batch.start() else None
 
     def flush(self) -> None:
         """Write the pending frames now, in one write. Never raises: a failing

@@ -3,24 +3,13 @@
 cimport cython
 
 from aiohttp_upgrade._csyscalls cimport recv_into, send
+from aiohttp_upgrade._sendbatch_c cimport BatchWriter, SendBatch
 
 
-cdef class Poller:
-    cdef object _epoll
-    cdef Py_ssize_t _left
-    cdef dict _transports
-    cdef public bint closed
-    cdef public object loop
-    cdef object __weakref__  # _adopt keeps a loop's poller weakly
-
-    cpdef void watch(self, SocketTransport transport, int fd, int events)
-    cpdef void forget(self, int fd)
-    @cython.locals(left=Py_ssize_t, fd=int, events=int, transport=SocketTransport)
-    cpdef void _poll(self)
-
-
-cdef class SocketTransport:
-    cdef readonly Poller poller
+cdef class SocketTransport(BatchWriter):
+    cdef readonly object poller  # a _poller.Poller: its calls are not per message
+    cdef readonly SendBatch batch  # the poller's
+    cdef bint _batched
     cdef object _sock
     cdef int _fd
     cdef object _protocol
@@ -40,8 +29,11 @@ cdef class SocketTransport:
     cpdef void _watch(self)
     @cython.locals(nbytes=Py_ssize_t)
     cpdef void _read_ready(self)
-    @cython.locals(sent=Py_ssize_t)
+    @cython.locals(sent=Py_ssize_t, batch=SendBatch)
     cpdef void write(self, object data)
+    cpdef void batch_sent(self, bytes data, Py_ssize_t sent)
+    cpdef void batch_failed(self, object exc)
+    cpdef void _keep(self, object data, Py_ssize_t sent)
     @cython.locals(sent=Py_ssize_t, size=Py_ssize_t)
     cpdef void _write_ready(self)
     cpdef Py_ssize_t get_write_buffer_size(self)

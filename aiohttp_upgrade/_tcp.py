@@ -3,19 +3,19 @@
 After the take-over (:mod:`~aiohttp_upgrade._adopt`) a :class:`SocketTransport`
 replaces the loop's: asyncio's spends more interpreted Python per read and write
 than the rest of an echo (docs/performance.rst), and uvloop's cannot tell a read
-that ends its loop turn, for the per-turn flush. The sockets of a
-loop are in one :class:`Poller`; a ready socket's transport reads with
-``recv_into`` into the buffer the protocol lends (``_reads.Reader``) and hands
-it the byte count; ``write`` sends at once and watches for writability only
-while the kernel refuses bytes. Otherwise asyncio's semantics: ``close`` writes
-what is buffered first, ``abort`` does not, ``connection_lost`` comes once, in a
-later callback.
+that ends its loop turn, for the per-turn flush. The sockets of a loop are in
+one :class:`~aiohttp_upgrade._poller.Poller`; a ready socket's transport reads
+with ``recv_into`` into the buffer the protocol lends (``_reads.Reader``) and
+hands it the byte count; ``write`` sends at once (or, during a flush of many
+sockets, queues the send in the poller's ``_sendbatch``) and watches for
+writability only while the kernel refuses bytes. Otherwise asyncio's semantics:
+``close`` writes what is buffered first, ``abort`` does not, ``connection_lost``
+comes once, in a later callback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import select
@@ -28,12 +28,14 @@ try:
 except ImportError:  # run as Python, without Cython installed
     from . import _nocython as cython
 if not cython.compiled:  # else the C twins, cimported by _tcp.pxd
+    from ._sendbatch import BatchWriter
     from ._syscalls import recv_into, send
 
 if TYPE_CHECKING:
+    from ._poller import Poller
     from ._reads import Reader
 
-__all__ = ["MAX_EVENTS", "Poller", "SocketTransport"]
+__all__ = ["SocketTransport"]
 
 logger = logging.getLogger("aiohttp_upgrade")
 
@@ -41,87 +43,15 @@ _RETRY: Final = (BlockingIOError, InterruptedError)
 _READ: Final = getattr(select, "EPOLLIN", 1)
 _WRITE: Final = getattr(select, "EPOLLOUT", 4)
 _MAX_BUFFERS: Final = 512  # per sendmsg(), under Linux's IOV_MAX (1024)
-MAX_EVENTS: Final = 1024  # ready sockets handled per poll at most; the rest next
 
 
-class Poller:
-    """The sockets of one event loop on our transport, in one epoll instance that
-    the loop watches as one reader: one loop callback per poll, not per socket.
-    Its length is the ready sockets of the current poll still to be handled (the
-    sockets' turn: ``Connection._turn``). It closes when its last socket is gone."""
-
-    __slots__ = ("__weakref__", "_epoll", "_left", "_transports", "closed", "loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._epoll = select.epoll()
-        self._transports: dict[int, SocketTransport] = {}
-        self._left = 0
-        self.closed = False
-        loop.add_reader(self._epoll.fileno(), self._poll)
-
-    def __len__(self) -> int:
-        return self._left
-
-    def watch(self, transport: SocketTransport, fd: int, events: int) -> None:
-        """Poll ``fd`` for ``events`` (a mask of EPOLLIN and EPOLLOUT; 0: not at
-        all, so that a hung-up socket nobody reads does not wake the loop)."""
-        transports = self._transports
-        if fd not in transports:
-            if events:
-                self._epoll.register(fd, events)
-            transports[fd] = transport
-        elif events:
-            try:
-                self._epoll.modify(fd, events)
-            except FileNotFoundError:  # not registered: it watched nothing
-                self._epoll.register(fd, events)
-        else:
-            self._epoll.unregister(fd)
-
-    def forget(self, fd: int) -> None:
-        """Stop polling ``fd`` (before it is closed); close once nothing is left."""
-        if self._transports.pop(fd, None) is None:
-            return
-        with contextlib.suppress(OSError):  # it watched nothing
-            self._epoll.unregister(fd)
-        self.close_if_idle()
-
-    def close_if_idle(self) -> None:
-        """Close if no socket is left (a transport that could not be made)."""
-        if not self._transports:
-            self.close()
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.loop.remove_reader(self._epoll.fileno())
-            self._epoll.close()
-
-    def _poll(self) -> None:
-        try:
-            ready = self._epoll.poll(0, MAX_EVENTS)
-        except InterruptedError:
-            return
-        transports = self._transports
-        left = len(ready)
-        try:
-            for fd, events in ready:
-                left -= 1
-                self._left = left
-                transport = transports.get(fd)
-                if transport is not None:  # else forgotten earlier in the batch
-                    transport.on_events(events)
-        finally:
-            self._left = 0
-
-
-class SocketTransport:
+class SocketTransport(BatchWriter):
     """A plain-socket transport with asyncio's semantics (see the module docstring):
     ``pause_writing`` once more than ``high`` bytes wait for the kernel,
     ``resume_writing`` once at most ``low`` do (``set_write_buffer_limits``)."""
 
     __slots__ = (
+        "_batched",
         "_buffer",
         "_buffered",
         "_closing",
@@ -136,6 +66,7 @@ class SocketTransport:
         "_reading",
         "_sock",
         "_writing",
+        "batch",
         "poller",
     )
 
@@ -161,6 +92,8 @@ class SocketTransport:
         self._lost = False  # connection_lost scheduled
         self._writing = False  # a writer is registered
         self._reading = True
+        self.batch = poller.batch
+        self._batched = False  # a write waits in the batch
         poller.watch(self, self._fd, _READ)
 
     def on_events(self, events: int) -> None:
@@ -233,22 +166,43 @@ class SocketTransport:
             raise RuntimeError("Cannot call write() after write_eof()")
         if self._lost or not data:
             return
+        if self._batched:  # the earlier write first
+            self.batch.submit()
+            if self._lost:  # it failed
+                return
+        sent = 0
         if not self._buffered:
+            batch = self.batch
+            if batch.active and type(data) is bytes and batch.add(self, self._fd, data):
+                self._batched = True
+                return
             try:
                 sent = send(self._sock, self._fd, data)
             except _RETRY:
-                sent = 0
+                pass
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal write error on socket transport")
                 return
-            if sent == len(data):
-                return
+        self._keep(data, sent)
+
+    def batch_sent(self, data: bytes, sent: int) -> None:
+        self._batched = False
+        if not self._lost:  # else aborted meanwhile: nothing is kept
+            self._keep(data, sent)
+
+    def batch_failed(self, exc: OSError) -> None:
+        self._batched = False
+        self._fatal_error(exc, "Fatal write error on socket transport")
+
+    def _keep(self, data: bytes | bytearray | memoryview, sent: int) -> None:
+        """Buffer what the kernel did not take of ``data`` (``sent`` bytes)."""
+        if sent == len(data):
+            return
+        if not self._buffered:
             self._writing = True
             self._watch()
-        else:
-            sent = 0
         # A view of what is left, of a copy if the caller's buffer may change.
         chunk = memoryview(data if type(data) is bytes else bytes(data))[sent:]
         if self._buffer is None:
@@ -322,6 +276,8 @@ class SocketTransport:
         if self._closing or self._eof:
             return
         self._eof = True
+        if self._batched:
+            self.batch.submit()
         if not self._buffered:  # else once the buffer is written
             self._sock.shutdown(socket.SHUT_WR)  # what it raises is the caller's
 
@@ -336,6 +292,8 @@ class SocketTransport:
             return
         self._closing = True
         self._stop(reading=True, writing=False)
+        if self._batched:
+            self.batch.submit()
         if not self._buffered:
             self._schedule_connection_lost(None)
 

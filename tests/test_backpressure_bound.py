@@ -1,7 +1,7 @@
 """The hard bound on what one event-loop turn may leave buffered for a socket.
 
 ``backpressure_limit`` is compared with the client's backlog at a turn's first
-send, so a burst within one turn is not cut; :func:`~aiohttp_upgrade._outbox.hard_limit`
+send, so a burst within one turn is not cut; :func:`~aiohttp_upgrade._sendlimits.hard_limit`
 (``max(4 x limit, 64 MiB)``) bounds that burst. The attack it stops: a client that
 never reads sends one segment of many tiny frames, each answered with a large
 send from a plain hook, all within one read of the server.
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from aiohttp_upgrade import ReadyState, ServerWebSocket, WebSocketHandler
-from aiohttp_upgrade._outbox import hard_limit
+from aiohttp_upgrade._sendlimits import hard_limit
 
 from .conftest import Event, ServeFactory
 from .wire import OP_TEXT, client_frame, connect

@@ -14,7 +14,8 @@ import pytest
 
 from aiohttp_upgrade._deflate import Compressor
 from aiohttp_upgrade._frames import OP_BINARY, OP_CLOSE, OP_TEXT, build_frame
-from aiohttp_upgrade._outbox import FLUSH_THRESHOLD, Flusher, Outbox, hard_limit
+from aiohttp_upgrade._outbox import Flusher, Outbox
+from aiohttp_upgrade._sendlimits import FLUSH_THRESHOLD, hard_limit
 
 LIMIT = 1000
 

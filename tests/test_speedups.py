@@ -19,7 +19,9 @@ MODULES = (
     "_counters",
     "_frames",
     "_parser",
+    "_sendbatch",
     "_tcp",
+    "_poller",
     "_outbox",
     "_hub",
     "_dispatcher",
@@ -32,7 +34,9 @@ REPORT = """
 import json, aiohttp_upgrade
 from aiohttp_upgrade import _speedups, _frames, _parser, _outbox, _hub
 from aiohttp_upgrade import _dispatcher, _reads, _tcp, _connection, _counters
+from aiohttp_upgrade import _poller, _sendbatch
 probes = {"_counters": _counters.Counters, "_frames": _frames.build_frame, "_parser": _parser.FrameParser,
+          "_sendbatch": _sendbatch.SendBatch, "_poller": _poller.Poller,
           "_outbox": _outbox.Outbox, "_hub": _hub.Hub,
           "_dispatcher": _dispatcher.Dispatcher, "_reads": _reads.ProtocolAdapter,
           "_tcp": _tcp.SocketTransport, "_connection": _connection.Connection}

@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 
 from aiohttp_upgrade._adopt import adopt
+from aiohttp_upgrade._poller import Poller
 from aiohttp_upgrade._speedups import COMPILED
-from aiohttp_upgrade._tcp import Poller, SocketTransport
+from aiohttp_upgrade._tcp import SocketTransport
 
 from .conftest import Echo, Recorder, ServeFactory, connection_of
 from .wire import OP_TEXT, client_frame, connect, read_frame
