@@ -5,10 +5,11 @@
 # result is in the completion queue when it returns and no buffer is used after.
 #
 # One ring per thread (the loop's), made on first use and again in a forked child
-# (a ring shared with the parent would mix both processes' sends). Where the
-# kernel has no io_uring (or one older than Linux 6.0, or refused by seccomp or
+# (a ring shared with the parent would mix both processes' sends; pthread_atfork
+# counts the forks). Where the
+# kernel has no io_uring (or one older than Linux 5.18, or refused by seccomp or
 # kernel.io_uring_disabled), ring_open() is false and the transport sends each
-# write itself; so it is where this was built without a <linux/io_uring.h> of 6.0.
+# write itself; so it is where this was built without a <linux/io_uring.h> of 5.18.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
 
@@ -34,6 +35,7 @@ cdef extern from *:
     #ifdef AIOHTTP_UPGRADE_RING
     #include <limits.h>
     #include <linux/io_uring.h>
+    #include <pthread.h>
     #include <string.h>
     #include <sys/mman.h>
     #include <sys/socket.h>
@@ -42,9 +44,11 @@ cdef extern from *:
 
     #define AU_RING_ENTRIES 1024
 
+    #define AU_UNTOLD INT_MIN  /* a result not given by the kernel yet */
+
     typedef struct {
         int fd;  /* -1: no ring */
-        pid_t pid;  /* the process that made it */
+        unsigned forks;  /* au_forks when it was made */
         unsigned queued;
         unsigned *sq_tail, *sq_mask, *cq_head, *cq_tail, *cq_mask;
         struct io_uring_sqe *sqes;
@@ -56,6 +60,10 @@ cdef extern from *:
 
     static __thread au_ring_t *au_ring = NULL;
     static __thread int au_ring_refused = 0;  /* the kernel said no: never ask again */
+    static unsigned au_forks = 0;  /* fork()s that made this process, counted in it */
+    static int au_watching_forks = 0;
+
+    static void au_forked(void) { au_forks++; }
 
     /* Let the ring go; the results of its last submit stay readable. */
     static void au_ring_unmap(au_ring_t *r) {
@@ -74,10 +82,14 @@ cdef extern from *:
         p.flags = IORING_SETUP_CQSIZE;
         p.cq_entries = 2 * AU_RING_ENTRIES;
         int fd = (int)syscall(__NR_io_uring_setup, AU_RING_ENTRIES, &p);
-        if (fd < 0) return -1;
+        if (fd < 0) {  /* no io_uring, or not for us: for good; else (EMFILE,
+                          ENOMEM...) maybe at the next flush */
+            return errno == ENOSYS || errno == EPERM || errno == EACCES
+                   || errno == EINVAL ? -1 : -2;
+        }
         r->fd = fd;
-        /* Linux 6.0 or later (the newest of these features): there a send with
-           MSG_DONTWAIT always completes in the submitting call. */
+        /* Linux 5.18 or later (the newest of these features): there a send with
+           MSG_DONTWAIT completes in the submitting call, whatever it returns. */
         unsigned needed = IORING_FEAT_SINGLE_MMAP | IORING_FEAT_LINKED_FILE;
         if ((p.features & needed) != needed || p.sq_entries != AU_RING_ENTRIES) return -1;
         size_t sq_size = p.sq_off.array + p.sq_entries * sizeof(unsigned);
@@ -85,12 +97,12 @@ cdef extern from *:
         r->rings_size = sq_size > cq_size ? sq_size : cq_size;
         char *rings = mmap(NULL, r->rings_size, PROT_READ | PROT_WRITE,
                            MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING);
-        if (rings == MAP_FAILED) return -1;
+        if (rings == MAP_FAILED) return -2;
         r->rings = rings;
         void *sqes = mmap(NULL, AU_RING_ENTRIES * sizeof(struct io_uring_sqe),
                           PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
                           IORING_OFF_SQES);
-        if (sqes == MAP_FAILED) return -1;
+        if (sqes == MAP_FAILED) return -2;
         r->sqes = sqes;
         r->sq_tail = (unsigned *)(rings + p.sq_off.tail);
         r->sq_mask = (unsigned *)(rings + p.sq_off.ring_mask);
@@ -100,13 +112,17 @@ cdef extern from *:
         r->cq_tail = (unsigned *)(rings + p.cq_off.tail);
         r->cq_mask = (unsigned *)(rings + p.cq_off.ring_mask);
         r->cqes = (struct io_uring_cqe *)(rings + p.cq_off.cqes);
-        r->pid = getpid();
+        r->forks = au_forks;
         return 0;
     }
 
     static int au_ring_open(void) {
         if (au_ring_refused) return 0;
-        if (au_ring != NULL && au_ring->fd >= 0 && au_ring->pid == getpid()) return 1;
+        if (au_ring != NULL && au_ring->fd >= 0 && au_ring->forks == au_forks) return 1;
+        if (!au_watching_forks) {
+            if (pthread_atfork(NULL, NULL, au_forked) != 0) return 0;
+            au_watching_forks = 1;
+        }
         if (au_ring == NULL) {
             au_ring = PyMem_RawCalloc(1, sizeof *au_ring);
             if (au_ring == NULL) return 0;
@@ -114,9 +130,10 @@ cdef extern from *:
         } else {  /* a fork's copy of the parent's ring: let it go, make our own */
             au_ring_unmap(au_ring);
         }
-        if (au_ring_setup(au_ring) < 0) {
+        int made = au_ring_setup(au_ring);
+        if (made < 0) {
             au_ring_unmap(au_ring);
-            au_ring_refused = 1;
+            au_ring_refused = made == -1;
             return 0;
         }
         return 1;
@@ -141,13 +158,15 @@ cdef extern from *:
         sqe->len = size > INT_MAX ? INT_MAX : (unsigned)size;  /* a short send */
         sqe->msg_flags = MSG_DONTWAIT;
         sqe->user_data = r->queued;
-        r->results[r->queued++] = -ECANCELED;
+        r->results[r->queued++] = AU_UNTOLD;
         return 1;
     }
 
     /* Submit what is queued; the number of sends that completed. Each send's
-       result (bytes sent or -errno) is then au_ring_result(i); a send that did
-       not complete (the kernel refused the submission) keeps -ECANCELED. */
+       result (bytes sent or -errno) is then au_ring_result(i): -ECANCELED for a
+       send the kernel did not take (to be made by the caller), -EIO for one it
+       took without completing it (never the case from Linux 5.18 on: see above;
+       made again, it could be sent twice). */
     static Py_ssize_t au_ring_submit(void) {
         au_ring_t *r = au_ring;
         unsigned queued = r->queued;
@@ -173,6 +192,10 @@ cdef extern from *:
             /* Entries may be left in the submission queue, pointing at buffers
                about to be freed: closing the ring drops them. This thread sends
                without a ring from now on. */
+            for (unsigned i = 0; i < queued; i++) {
+                if (r->results[i] == AU_UNTOLD)
+                    r->results[i] = (long)i < taken ? -EIO : -ECANCELED;
+            }
             au_ring_unmap(r);
             au_ring_refused = 1;
         }

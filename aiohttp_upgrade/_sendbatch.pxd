@@ -22,23 +22,30 @@ cdef class SendBatch:
     cdef list _writers
     cdef list _fds
     cdef list _data
+    cdef list _told
+    cdef list _told_data
+    cdef list _results
+    cdef Py_ssize_t _next
     cdef bint _short
     cdef public bint active
     cdef public Py_ssize_t batches
     cdef public Py_ssize_t sends
 
     cpdef bint start(self)
+    @cython.locals(writers=list)
     cpdef bint add(self, BatchWriter writer, int fd, bytes data) except -1
     cpdef bint finish(self) except -1
+    @cython.locals(writers=list, fds=list, data=list, results=list, index=Py_ssize_t)
+    cpdef void submit(self)
     @cython.locals(
         writers=list,
-        fds=list,
         data=list,
+        results=list,
         index=Py_ssize_t,
         result=Py_ssize_t,
         sent=Py_ssize_t,
         chunk=bytes,
         writer=BatchWriter,
     )
-    cpdef void submit(self)
+    cpdef void _tell(self)
     cpdef void close(self)

@@ -278,6 +278,8 @@ class SocketTransport(BatchWriter):
         self._eof = True
         if self._batched:
             self.batch.submit()
+            if self._lost:  # it failed
+                return
         if not self._buffered:  # else once the buffer is written
             self._sock.shutdown(socket.SHUT_WR)  # what it raises is the caller's
 

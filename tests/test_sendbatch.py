@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
-from aiohttp_upgrade import ServerWebSocket, WebSocketHandler
+from aiohttp_upgrade import ServerWebSocket, WebSocketHandler, _sendbatch
 from aiohttp_upgrade import _sendring as reference
 from aiohttp_upgrade._poller import Poller
 from aiohttp_upgrade._sendbatch import BATCH_MIN, BatchWriter, SendBatch
 from aiohttp_upgrade._sendlimits import FLUSH_THRESHOLD
+from aiohttp_upgrade._speedups import COMPILED
 from aiohttp_upgrade._tcp import SocketTransport
 
 from .conftest import ConnectRaw, ServeFactory, connection_of
@@ -197,6 +198,34 @@ def test_a_writer_that_raises_costs_the_others_nothing(
     assert [r.exc_info[1] for r in caplog.records if r.exc_info] == [broken.fail]
 
 
+@pytest.mark.skipif(COMPILED, reason="the compiled batch calls the ring's C twins")
+def test_what_the_ring_did_not_make_is_sent_once_by_the_batch(
+    pairs: list[tuple[socket.socket, socket.socket]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ring that refuses a submission (a fault no test can cause on a working
+    kernel, so the pure batch is given a refusing ring): a send it never took is
+    made by the batch itself, one it took without completing is reported failed,
+    never sent twice."""
+    told = [-errno.ECANCELED, -errno.EIO, 1]
+    monkeypatch.setattr(_sendbatch, "ring_open", lambda: True)
+    monkeypatch.setattr(_sendbatch, "ring_submit", lambda: 1)
+    monkeypatch.setattr(_sendbatch, "ring_result", told.__getitem__)
+    writers = [Writer(), Writer(), Writer()]
+    batch = SendBatch()
+    assert batch.start()
+    for writer, (ours, _), data in zip(
+        writers, pairs[:3], (b"made", b"lost", b"x"), strict=True
+    ):
+        assert batch.add(writer, ours.fileno(), data)
+    reference.ring_close()  # the refusing ring sent nothing of what it holds
+    batch.finish()
+    assert writers[0].sent == [(b"made", 4)]
+    assert writers[1].failed[0].errno == errno.EIO
+    assert [received(theirs) for _, theirs in pairs[:2]] == [b"made", b""]
+    assert (batch.batches, batch.sends) == (1, 1)
+
+
 # -- our transport with the batch ---------------------------------------------------
 
 
@@ -245,6 +274,46 @@ async def test_a_second_write_sends_the_batched_one_first(
     assert transport.batch.batches == 1  # the second write submitted the first
     transport.batch.finish()
     assert await read_all(theirs, 18) == b"first,second,third"
+
+
+class WritesElsewhere(Peer):
+    """A protocol whose ``pause_writing`` writes to another transport."""
+
+    def __init__(self, other: SocketTransport | None = None) -> None:
+        super().__init__()
+        self.other = other
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.other is not None:
+            self.other.write(b"second")
+
+
+@needs_batching
+async def test_a_callback_that_writes_waits_for_its_batched_write_first() -> None:
+    """A write made while the batch tells its results (here from the first
+    transport's ``pause_writing``) goes after the writer's own batched write."""
+    loop = asyncio.get_running_loop()
+    poller = Poller(loop)
+    (one, one_peer), (two, two_peer) = socket.socketpair(), socket.socketpair()
+    for sock in (one, one_peer, two, two_peer):
+        sock.setblocking(False)
+    second = SocketTransport(poller, two, Peer(), {})
+    protocol = WritesElsewhere(second)
+    first = SocketTransport(poller, one, protocol, {})
+    first.set_write_buffer_limits(high=0)
+    big = b"x" * (8 * 1024 * 1024)
+    assert poller.batch.start()
+    first.write(big)  # not taken whole: pause_writing writes to the second
+    second.write(b"first,")
+    poller.batch.finish()
+    assert protocol.events == ["pause_writing"]
+    assert await read_all(two_peer, 12) == b"first,second"
+    assert await read_all(one_peer, len(big)) == big
+    for transport in (first, second):
+        transport.abort()
+    for sock in (one_peer, two_peer):
+        sock.close()
 
 
 @needs_batching
