@@ -229,15 +229,20 @@ def test_what_the_ring_did_not_make_is_sent_once_by_the_batch(
 # -- our transport with the batch ---------------------------------------------------
 
 
-@pytest.fixture
-async def batched() -> AsyncIterator[tuple[SocketTransport, Peer, socket.socket]]:
-    """Our transport on a socket pair, its poller's batch started."""
+def on_a_pair(poller: Poller, protocol: Peer) -> tuple[SocketTransport, socket.socket]:
+    """Our transport on one end of a new socket pair; the other end."""
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     theirs.setblocking(False)
+    return SocketTransport(poller, ours, protocol, {"socket": ours}), theirs
+
+
+@pytest.fixture
+async def batched() -> AsyncIterator[tuple[SocketTransport, Peer, socket.socket]]:
+    """Our transport on a socket pair, its poller's batch started."""
     peer = Peer()
     poller = Poller(asyncio.get_running_loop())
-    transport = SocketTransport(poller, ours, peer, {"socket": ours})
+    transport, theirs = on_a_pair(poller, peer)
     assert poller.batch.start()
     yield transport, peer, theirs
     poller.batch.finish()
@@ -293,14 +298,10 @@ class WritesElsewhere(Peer):
 async def test_a_callback_that_writes_waits_for_its_batched_write_first() -> None:
     """A write made while the batch tells its results (here from the first
     transport's ``pause_writing``) goes after the writer's own batched write."""
-    loop = asyncio.get_running_loop()
-    poller = Poller(loop)
-    (one, one_peer), (two, two_peer) = socket.socketpair(), socket.socketpair()
-    for sock in (one, one_peer, two, two_peer):
-        sock.setblocking(False)
-    second = SocketTransport(poller, two, Peer(), {})
+    poller = Poller(asyncio.get_running_loop())
+    second, second_peer = on_a_pair(poller, Peer())
     protocol = WritesElsewhere(second)
-    first = SocketTransport(poller, one, protocol, {})
+    first, first_peer = on_a_pair(poller, protocol)
     first.set_write_buffer_limits(high=0)
     big = b"x" * (8 * 1024 * 1024)
     assert poller.batch.start()
@@ -308,11 +309,11 @@ async def test_a_callback_that_writes_waits_for_its_batched_write_first() -> Non
     second.write(b"first,")
     poller.batch.finish()
     assert protocol.events == ["pause_writing"]
-    assert await read_all(two_peer, 12) == b"first,second"
-    assert await read_all(one_peer, len(big)) == big
+    assert await read_all(second_peer, 12) == b"first,second"
+    assert await read_all(first_peer, len(big)) == big
     for transport in (first, second):
         transport.abort()
-    for sock in (one_peer, two_peer):
+    for sock in (first_peer, second_peer):
         sock.close()
 
 
