@@ -159,7 +159,7 @@ def ready_callbacks(loop: asyncio.AbstractEventLoop) -> Sized:
     asyncio's private ``_ready`` deque: non-empty in ``data_received`` when other
     sockets' reads (or other callbacks) follow in the same turn; tests/test_compat.py
     pins it. It serves the sockets on a transport of the loop's (TLS); ours use
-    their poller's turn (``_tcp.Poller``). uvloop calls ``buffer_updated`` from
+    their poller's turn (``_poller.Poller``). uvloop calls ``buffer_updated`` from
     libuv's poll phase and keeps its queue in a C attribute, so whether another
     read follows cannot be known there: on a loop without ``_ready`` this is a
     constant non-empty sized, and every read is answered with the per-turn flush

@@ -34,11 +34,9 @@ cdef extern from *:
 
     #ifdef AIOHTTP_UPGRADE_RING
     #include <limits.h>
-    #include <linux/io_uring.h>
     #include <pthread.h>
     #include <string.h>
     #include <sys/mman.h>
-    #include <sys/socket.h>
     #include <sys/syscall.h>
     #include <unistd.h>
 

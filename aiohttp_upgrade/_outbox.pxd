@@ -21,7 +21,6 @@ cdef class Flusher:
     cpdef void _flush(self)
 
 
-
 cdef class Outbox:
     cdef readonly object _transport  # use_transport() keeps _tcp in step
     cdef CTransport _tcp  # _transport if it is ours: C calls
